@@ -1,0 +1,55 @@
+"""Kafka adapter: topic creation and watermarks, with errors translated to ours."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from ketenstroom.errors import DeliveryError
+from ketenstroom.settings import KafkaSettings
+
+
+def ensure_topics(
+    settings: KafkaSettings,
+    names: Iterable[str],
+    *,
+    partitions: int = 3,
+    replication_factor: int = -1,
+    timeout: float = 30.0,
+) -> None:
+    """Create topics that do not exist yet; existing ones are left as they are."""
+    admin = AdminClient(settings.librdkafka())
+    wanted = [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in names]
+    if not wanted:
+        return
+    futures = admin.create_topics(wanted, operation_timeout=timeout, request_timeout=timeout)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise DeliveryError(f"cannot create topic {name!r} on {settings.bootstrap_servers}: {err}") from exc
+
+
+def end_offsets(settings: KafkaSettings, topics: Iterable[str], timeout: float = 10.0) -> dict[tuple[str, int], int]:
+    """High watermark of every partition of ``topics``: where a reader that wants 'all so far' must reach."""
+    consumer = Consumer(settings.librdkafka(group_id="ketenstroom-watermarks", enable_auto_commit=False))
+    try:
+        out: dict[tuple[str, int], int] = {}
+        metadata = consumer.list_topics(timeout=timeout)
+        for topic in topics:
+            meta = metadata.topics.get(topic)
+            if meta is None or meta.error is not None:
+                continue
+            for partition in meta.partitions:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+                out[(topic, partition)] = high
+        return out
+    except KafkaException as exc:
+        raise DeliveryError(f"cannot read watermarks from {settings.bootstrap_servers}: {exc}") from exc
+    finally:
+        consumer.close()

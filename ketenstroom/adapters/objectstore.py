@@ -1,0 +1,94 @@
+"""One storage abstraction for snapshots: a local directory (``file://``) or any S3 API (``s3://``).
+
+Built on obstore, which gives both back ends the same calls, including a create-only put
+(exclusive create locally, ``If-None-Match: *`` on S3) for manifests that must be written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import obstore
+from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError
+from obstore.store import LocalStore, S3Store
+
+from ketenstroom.errors import ConfigurationError, StorageError
+from ketenstroom.settings import S3Settings
+
+
+class ObjectExistsError(StorageError):
+    """A create-only put found the object already there."""
+
+
+class ObjectStore:
+    """Keys are '/'-separated paths below the store's root (directory or bucket prefix)."""
+
+    def __init__(self, url: str, s3: S3Settings | None = None) -> None:
+        self.url = url
+        parsed = urlparse(url)
+        if parsed.scheme == "file":
+            root = Path(parsed.netloc + parsed.path).resolve()
+            self._store: LocalStore | S3Store = LocalStore(root, mkdir=True)
+            self.root = str(root)
+        elif parsed.scheme == "s3":
+            s3 = s3 or S3Settings()
+            config: dict[str, str] = {"region": s3.region}
+            if s3.endpoint:
+                config["endpoint"] = s3.endpoint
+            if s3.access_key_id:
+                config["access_key_id"] = s3.access_key_id
+            if s3.secret_access_key is not None:
+                config["secret_access_key"] = s3.secret_access_key.get_secret_value()
+            allow_http = bool(s3.endpoint and s3.endpoint.startswith("http://"))
+            self._store = S3Store(
+                parsed.netloc,
+                prefix=parsed.path.strip("/") or None,
+                config=config,  # type: ignore[arg-type]
+                client_options={"allow_http": allow_http},
+                virtual_hosted_style_request=False,
+            )
+            self.root = url
+        else:
+            raise ConfigurationError(f"storage url {url!r}: use file://DIRECTORY or s3://BUCKET/PREFIX")
+
+    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        """Write an object; with ``create_only`` fail with ObjectExistsError if it already exists."""
+        try:
+            obstore.put(self._store, key, data, mode="create" if create_only else "overwrite")
+        except AlreadyExistsError as exc:
+            raise ObjectExistsError(f"{self.url}/{key} already exists") from exc
+        except BaseError as exc:
+            raise StorageError(f"writing {self.url}/{key} failed: {exc}") from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            return bytes(obstore.get(self._store, key).bytes())
+        except NotFoundError as exc:
+            raise StorageError(f"{self.url}/{key} does not exist") from exc
+        except BaseError as exc:
+            raise StorageError(f"reading {self.url}/{key} failed: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        try:
+            obstore.head(self._store, key)
+        except NotFoundError:
+            return False
+        except BaseError as exc:
+            raise StorageError(f"checking {self.url}/{key} failed: {exc}") from exc
+        return True
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys below ``prefix``, sorted."""
+        try:
+            keys = [meta["path"] for batch in obstore.list(self._store, prefix or None) for meta in batch]
+        except BaseError as exc:
+            raise StorageError(f"listing {self.url}/{prefix} failed: {exc}") from exc
+        return iter(sorted(keys))
+
+    def delete(self, key: str) -> None:
+        try:
+            obstore.delete(self._store, key)
+        except BaseError as exc:
+            raise StorageError(f"deleting {self.url}/{key} failed: {exc}") from exc

@@ -1,0 +1,71 @@
+"""Schema registry adapter over confluent-kafka's ``SchemaRegistryClient`` (Confluent REST API).
+
+Caches ids by subject and parsed writer schemas by id, so the hot path never calls the registry.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fastavro
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from ketenstroom.contract.schemas import EventSchema
+from ketenstroom.errors import ConfigurationError, DecodeError, DeliveryError
+from ketenstroom.settings import RegistrySettings
+
+
+class Registry:
+    def __init__(self, settings: RegistrySettings) -> None:
+        self.url = settings.url
+        self.client = SchemaRegistryClient(settings.client_conf())
+        self._ids: dict[str, int] = {}
+        self._writers: dict[int, Any] = {}
+
+    def _fail(self, what: str, exc: Exception) -> DeliveryError:
+        return DeliveryError(f"schema registry at {self.url}: {what} failed: {exc}")
+
+    def register(self, subject: str, schema: EventSchema) -> int:
+        """Register (or look up) ``schema`` under ``subject``; returns the schema id."""
+        cached = self._ids.get(subject)
+        if cached is not None:
+            return cached
+        try:
+            schema_id = self.client.register_schema(subject, Schema(schema.text, "AVRO"))
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 409:
+                raise ConfigurationError(
+                    f"registry refused {schema.fullname} under subject {subject!r} as incompatible with "
+                    f"an earlier version ({exc.error_message}); make the change backward compatible "
+                    "(add fields with defaults) or register a new record name"
+                ) from exc
+            raise self._fail(f"registering {subject}", exc) from exc
+        except Exception as exc:  # connection errors surface as requests/httpx exceptions
+            raise self._fail(f"registering {subject}", exc) from exc
+        self._ids[subject] = schema_id
+        self._writers.setdefault(schema_id, schema.parsed)
+        return schema_id
+
+    def writer_schema(self, schema_id: int) -> Any:
+        """The parsed writer schema for an id, fetched once."""
+        parsed = self._writers.get(schema_id)
+        if parsed is not None:
+            return parsed
+        try:
+            found = self.client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise DecodeError(f"schema id {schema_id} is unknown to the registry at {self.url}",
+                                  reason="unknown-schema-id") from exc
+            raise self._fail(f"fetching schema id {schema_id}", exc) from exc
+        parsed = fastavro.parse_schema(json.loads(found.schema_str), _force=True)
+        self._writers[schema_id] = parsed
+        return parsed
+
+    def set_compatibility(self, level: str, subject: str | None = None) -> None:
+        try:
+            self.client.set_compatibility(subject_name=subject, level=level)
+        except Exception as exc:
+            raise self._fail(f"setting compatibility {level}", exc) from exc

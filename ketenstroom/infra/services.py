@@ -1,0 +1,331 @@
+"""The three kinds of service: what each writes before it starts, its command line, its health.
+
+A service is a directory (``<run>/<stack>/kafka-N`` or ``<run>/shared/{apicurio,s3proxy}``) holding
+its generated config, data, ``service.log``, ``service.pid`` and ``startup.json``. Rendering is kept
+in pure functions so unit tests can check ports and keys without a JVM.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from confluent_kafka.admin import AdminClient
+
+from ketenstroom.errors import InfraError, ServiceStartError
+from ketenstroom.infra.config import S3_BUCKET, StackConfig
+from ketenstroom.infra.fetch import Layout, resource_text
+from ketenstroom.infra.process import marker_arg, tail
+
+HEALTH_TIMEOUT = 2.0
+COMPATIBILITY = "BACKWARD_TRANSITIVE"
+SCHEMA_REGISTRY_JSON = "application/vnd.schemaregistry.v1+json"
+
+
+@dataclass(frozen=True)
+class Service:
+    """One process of the stack, identified by the directory that holds its state."""
+
+    name: str
+    kind: str  # "kafka" | "apicurio" | "s3proxy"
+    directory: Path
+    ports: tuple[int, ...]
+    min_java: int
+    node: int = 0  # Kafka node id, 0 for the others
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "service.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.directory / "service.pid"
+
+    @property
+    def startup_file(self) -> Path:
+        return self.directory / "startup.json"
+
+
+def kafka_services(config: StackConfig) -> list[Service]:
+    return [
+        Service(f"kafka-{i}", "kafka", config.run_dir / f"kafka-{i}", config.kafka_ports(i), 17, node=i)
+        for i in range(1, config.nodes + 1)
+    ]
+
+
+def shared_services(config: StackConfig) -> list[Service]:
+    ports = (config.registry_port, config.registry_management_port)
+    return [
+        Service("apicurio", "apicurio", config.shared_run_dir / "apicurio", ports, 21),
+        Service("s3proxy", "s3proxy", config.shared_run_dir / "s3proxy", (config.s3_port,), 17),
+    ]
+
+
+# -- Kafka ------------------------------------------------------------------------------------------
+
+
+def render_server_properties(config: StackConfig, node: int, data_dir: Path) -> str:
+    """KRaft combined broker+controller properties for ``node`` (tuned small for a laptop)."""
+    client, controller = config.kafka_ports(node)
+    quorum = ",".join(f"127.0.0.1:{config.kafka_ports(i)[1]}" for i in range(1, config.nodes + 1))
+    rf, isr = (1, 1) if config.nodes == 1 else (3, 2)
+    props: dict[str, str | int] = {
+        "process.roles": "broker,controller",
+        "node.id": node,
+        "controller.quorum.bootstrap.servers": quorum,
+        "listeners": f"PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": 1,
+        "offsets.topic.replication.factor": rf,
+        "transaction.state.log.replication.factor": rf,
+        "transaction.state.log.min.isr": isr,
+        "share.coordinator.state.topic.replication.factor": rf,
+        "share.coordinator.state.topic.min.isr": isr,
+        "num.network.threads": 2,
+        "num.io.threads": 4 if config.nodes == 1 else 2,
+        "background.threads": 4 if config.nodes == 1 else 2,
+        "num.recovery.threads.per.data.dir": 1,
+        "group.initial.rebalance.delay.ms": 0,
+        "offsets.topic.num.partitions": 4,
+        "transaction.state.log.num.partitions": 4,
+        "auto.create.topics.enable": "true",
+    }
+    if config.nodes == 3:
+        props |= {"default.replication.factor": 3, "min.insync.replicas": 2, "num.replica.fetchers": 1}
+    return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+def kafka_heap(config: StackConfig) -> list[str]:
+    if config.nodes == 1:
+        return ["-Xms512m", "-Xmx1g"]
+    return ["-Xms384m", "-Xmx768m", "-XX:ParallelGCThreads=1", "-XX:ConcGCThreads=1"]
+
+
+def kafka_uuid() -> str:
+    """A Kafka ``Uuid`` string (URL-safe base64 of 16 random bytes, unpadded), like ``random-uuid``.
+
+    Generated here rather than with ``StorageTool random-uuid`` to save a JVM start per id. Kafka
+    rejects ids starting with '-' on the command line and reserves the all-zero and 0..01 ids.
+    """
+    while True:
+        raw = secrets.token_bytes(16)
+        text = base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+        if not text.startswith("-") and raw not in (bytes(16), bytes(15) + b"\x01"):
+            return text
+
+
+def cluster_identity(config: StackConfig) -> dict[str, str]:
+    """Cluster id and per-node directory ids, created once per run dir and reused for every format."""
+    path = config.run_dir / "cluster.json"
+    if path.is_file():
+        stored: dict[str, str] = json.loads(path.read_text())
+        return stored
+    ident = {"cluster_id": kafka_uuid()} | {str(i): kafka_uuid() for i in range(1, config.nodes + 1)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ident, indent=2) + "\n")
+    return ident
+
+
+def initial_controllers(config: StackConfig, ident: dict[str, str]) -> str:
+    """``id@host:port:directory-id`` list for ``StorageTool format --initial-controllers``."""
+    return ",".join(
+        f"{i}@127.0.0.1:{config.kafka_ports(i)[1]}:{ident[str(i)]}" for i in range(1, config.nodes + 1)
+    )
+
+
+def prepare_kafka(config: StackConfig, svc: Service) -> None:
+    """Write server.properties and the log4j2 configs (re-rendered every start: ports may change)."""
+    (svc.directory / "data").mkdir(parents=True, exist_ok=True)
+    (svc.directory / "logs").mkdir(exist_ok=True)
+    (svc.directory / "server.properties").write_text(
+        render_server_properties(config, svc.node, svc.directory / "data")
+    )
+    (svc.directory / "log4j2.yaml").write_text(resource_text("log4j2.yaml"))
+    (svc.directory / "tools-log4j2.yaml").write_text(resource_text("tools-log4j2.yaml"))
+
+
+def format_kafka(config: StackConfig, svcs: list[Service], java: Path, layout: Layout) -> None:
+    """Format the storage of nodes that have no ``meta.properties`` yet (in parallel: one JVM each)."""
+    todo = [s for s in svcs if not (s.directory / "data" / "meta.properties").is_file()]
+    if not todo:
+        return
+    ident = cluster_identity(config)
+    running: list[tuple[Service, subprocess.Popen[bytes], Path]] = []
+    for svc in todo:
+        argv = [
+            str(java), "-Xmx256m", f"-Dlog4j2.configurationFile={svc.directory / 'tools-log4j2.yaml'}",
+            "-cp", f"{layout.kafka_lib}/*", "kafka.tools.StorageTool", "format",
+            "-t", ident["cluster_id"], "-c", str(svc.directory / "server.properties"),
+        ]  # fmt: skip
+        if config.nodes == 1:
+            argv.append("--standalone")
+        else:
+            argv += ["--initial-controllers", initial_controllers(config, ident)]
+        log = svc.directory / "format.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        running.append((svc, proc, log))
+    for svc, proc, log in running:
+        if proc.wait(timeout=120) != 0:
+            raise ServiceStartError(
+                f"formatting {svc.name} storage failed (exit {proc.returncode}); expected exit 0. "
+                f"Log {log}:\n{tail(log)}"
+            )
+
+
+def kafka_argv(config: StackConfig, svc: Service, java: Path, layout: Layout) -> list[str]:
+    return [
+        str(java), *kafka_heap(config), "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true", marker_arg(svc.directory),
+        f"-Dkafka.logs.dir={svc.directory / 'logs'}",
+        f"-Dlog4j2.configurationFile={svc.directory / 'log4j2.yaml'}",
+        "-cp", f"{layout.kafka_lib}/*", "kafka.Kafka", str(svc.directory / "server.properties"),
+    ]  # fmt: skip
+
+
+def kafka_health(config: StackConfig, svc: Service) -> tuple[bool, str]:
+    """Metadata via this node's own listener lists all ``nodes`` brokers."""
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{svc.ports[0]}", "log_level": 0})
+    try:
+        metadata = admin.list_topics(timeout=HEALTH_TIMEOUT)
+    except Exception as exc:  # KafkaException and friends: not reachable (yet)
+        return False, f"metadata request failed: {exc}"
+    brokers = len(metadata.brokers)
+    if brokers != config.nodes:
+        return False, f"{brokers} of {config.nodes} brokers registered"
+    return True, f"{brokers} broker(s), controller {metadata.controller_id}"
+
+
+# -- Apicurio Registry ------------------------------------------------------------------------------
+
+
+def apicurio_argv(config: StackConfig, svc: Service, java: Path, layout: Layout) -> list[str]:
+    return [
+        str(java), "-Xms128m", "-Xmx512m", marker_arg(svc.directory),
+        "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={config.registry_port}",
+        "-Dquarkus.management.host=127.0.0.1",
+        f"-Dquarkus.management.port={config.registry_management_port}",
+        f"-Dapicurio.datasource.url=jdbc:h2:file:{svc.directory / 'db'}",
+        "-jar", str(layout.apicurio_jar),
+    ]  # fmt: skip
+
+
+def registry_url(config: StackConfig) -> str:
+    return f"http://127.0.0.1:{config.registry_port}/apis/ccompat/v7"
+
+
+def apicurio_health(config: StackConfig) -> tuple[bool, str]:
+    try:
+        response = httpx.get(f"{registry_url(config)}/subjects", timeout=HEALTH_TIMEOUT)
+    except httpx.HTTPError as exc:
+        return False, f"GET /subjects failed: {exc}"
+    if response.status_code != 200:
+        return False, f"GET /subjects returned {response.status_code}"
+    return True, f"{len(response.json())} subject(s)"
+
+
+def ensure_compatibility(config: StackConfig) -> None:
+    """Set global compatibility to BACKWARD_TRANSITIVE explicitly (not trusting the default) and check."""
+    url = f"{registry_url(config)}/config"
+    headers = {"Content-Type": SCHEMA_REGISTRY_JSON}
+    try:
+        httpx.put(url, json={"compatibility": COMPATIBILITY}, headers=headers, timeout=10).raise_for_status()
+        level = httpx.get(url, timeout=10).raise_for_status().json().get("compatibilityLevel")
+    except httpx.HTTPError as exc:
+        raise InfraError(f"setting registry compatibility at {url} failed: {exc}") from exc
+    if level != COMPATIBILITY:
+        raise InfraError(f"registry at {url} reports compatibility {level!r}; expected {COMPATIBILITY}")
+
+
+# -- s3proxy ----------------------------------------------------------------------------------------
+
+
+def s3_credentials(config: StackConfig) -> tuple[str, str]:
+    """(access key, secret): from the environment if both are given, else generated once and kept in
+    ``<shared>/s3proxy/credentials.json`` (mode 0600) so every process sees the same pair."""
+    if config.s3_access_key and config.s3_secret_key:
+        return config.s3_access_key, config.s3_secret_key
+    path = config.shared_run_dir / "s3proxy" / "credentials.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        return str(stored["access_key"]), str(stored["secret_key"])
+    access, secret = f"ketenstroom-{secrets.token_hex(6)}", secrets.token_urlsafe(30)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_private(path, json.dumps({"access_key": access, "secret_key": secret}) + "\n")
+    return access, secret
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create/overwrite a file readable by its owner only (it holds a secret)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    path.chmod(0o600)
+
+
+def render_s3proxy_conf(config: StackConfig, data_dir: Path, access: str, secret: str) -> str:
+    return (
+        f"s3proxy.endpoint=http://127.0.0.1:{config.s3_port}\n"
+        "s3proxy.authorization=aws-v2-or-v4\n"
+        f"s3proxy.identity={access}\n"
+        f"s3proxy.credential={secret}\n"
+        "jclouds.provider=filesystem-nio2\n"
+        f"jclouds.filesystem.basedir={data_dir}\n"
+    )
+
+
+def prepare_s3proxy(config: StackConfig, svc: Service) -> None:
+    """Write the config (0600: it holds the secret) and create the bucket as a top-level directory."""
+    data = svc.directory / "data"
+    (data / S3_BUCKET).mkdir(parents=True, exist_ok=True)
+    access, secret = s3_credentials(config)
+    _write_private(svc.directory / "s3proxy.conf", render_s3proxy_conf(config, data, access, secret))
+
+
+def s3proxy_argv(config: StackConfig, svc: Service, java: Path, layout: Layout) -> list[str]:
+    return [
+        str(java), "-Xmx256m", marker_arg(svc.directory),
+        "-jar", str(layout.s3proxy_jar), "--properties", str(svc.directory / "s3proxy.conf"),
+    ]  # fmt: skip
+
+
+def s3proxy_health(config: StackConfig) -> tuple[bool, str]:
+    """An anonymous GET / is refused with 403 by a live s3proxy: enough to know it serves S3."""
+    try:
+        response = httpx.get(f"http://127.0.0.1:{config.s3_port}/", timeout=HEALTH_TIMEOUT)
+    except httpx.HTTPError as exc:
+        return False, f"GET / failed: {exc}"
+    if response.status_code != 403:
+        return False, f"GET / returned {response.status_code}, expected 403 (anonymous access denied)"
+    return True, f"bucket {S3_BUCKET}"
+
+
+def health(config: StackConfig, svc: Service) -> tuple[bool, str]:
+    """(healthy, detail) of a service, asking the service itself."""
+    if svc.kind == "kafka":
+        return kafka_health(config, svc)
+    if svc.kind == "apicurio":
+        return apicurio_health(config)
+    return s3proxy_health(config)
+
+
+def argv_for(config: StackConfig, svc: Service, java: Path, layout: Layout) -> list[str]:
+    """Render what the service needs on disk and return its command line."""
+    svc.directory.mkdir(parents=True, exist_ok=True)
+    if svc.kind == "kafka":
+        prepare_kafka(config, svc)
+        return kafka_argv(config, svc, java, layout)
+    if svc.kind == "apicurio":
+        return apicurio_argv(config, svc, java, layout)
+    prepare_s3proxy(config, svc)
+    return s3proxy_argv(config, svc, java, layout)

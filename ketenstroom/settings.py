@@ -1,0 +1,141 @@
+"""Typed settings, read once at start-up from the environment (prefix ``KETENSTROOM_``).
+
+Each component takes the settings object it needs; nothing reads ``os.environ`` at import time
+or in default arguments. Secrets are ``SecretStr`` so they never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ketenstroom.errors import ConfigurationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, frozen=True, extra="forbid")
+
+
+class KafkaSettings(BaseSettings):
+    """Where the Kafka cluster is, and how to talk to it."""
+
+    model_config = _config("KETENSTROOM_KAFKA_")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    #: Extra librdkafka properties in dotted form, e.g. ``{"socket.timeout.ms": "5000"}``.
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    def librdkafka(self, **overrides: Any) -> dict[str, Any]:
+        """The one converter from these settings to librdkafka's dotted keys."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        conf.update(self.extra)
+        conf.update({k.replace("_", "."): v for k, v in overrides.items()})
+        return conf
+
+
+class RegistrySettings(BaseSettings):
+    """A Confluent-compatible schema registry (Apicurio's ccompat API locally)."""
+
+    model_config = _config("KETENSTROOM_REGISTRY_")
+
+    url: str = "http://127.0.0.1:8080/apis/ccompat/v7"
+    basic_auth_user_info: SecretStr | None = None
+
+    def client_conf(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {"url": self.url}
+        if self.basic_auth_user_info is not None:
+            conf["basic.auth.user.info"] = self.basic_auth_user_info.get_secret_value()
+        return conf
+
+
+class S3Settings(BaseSettings):
+    """Credentials and endpoint for ``s3://`` storage URLs (s3proxy locally, any S3 API elsewhere)."""
+
+    model_config = _config("KETENSTROOM_S3_")
+
+    endpoint: str | None = None
+    bucket: str = "ketenstroom"
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+
+
+class StorageSettings(BaseSettings):
+    """Where snapshots are written: ``file://DIR`` (default) or ``s3://BUCKET/PREFIX``."""
+
+    model_config = _config("KETENSTROOM_STORAGE_")
+
+    url: str = "file://var/snapshots"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("file://", "s3://")):
+            raise ValueError(
+                f"storage url {value!r} is not supported: use file://DIRECTORY or s3://BUCKET/PREFIX"
+            )
+        return value
+
+
+class PseudonymSettings(BaseSettings):
+    """The pseudonymisation key. Exactly one of ``key`` and ``key_file``; never logged."""
+
+    model_config = _config("KETENSTROOM_PSEUDONYM_")
+
+    key: SecretStr | None = None
+    key_file: Path | None = None
+    key_id: str = "k1"
+
+    def secret(self) -> bytes:
+        """Return the key bytes, or raise a ConfigurationError that says how to provide one."""
+        if self.key is not None and self.key_file is not None:
+            raise ConfigurationError(
+                "both KETENSTROOM_PSEUDONYM_KEY and KETENSTROOM_PSEUDONYM_KEY_FILE are set; set only one"
+            )
+        if self.key_file is not None:
+            try:
+                raw = self.key_file.read_bytes().strip()
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot read pseudonymisation key file {self.key_file}: {exc.strerror}"
+                ) from exc
+        elif self.key is not None:
+            raw = self.key.get_secret_value().encode()
+        else:
+            raise ConfigurationError(
+                "no pseudonymisation key: set KETENSTROOM_PSEUDONYM_KEY_FILE to a file holding a secret of "
+                "at least 32 bytes (or KETENSTROOM_PSEUDONYM_KEY), and KETENSTROOM_PSEUDONYM_KEY_ID to its id"
+            )
+        if len(raw) < 32:
+            raise ConfigurationError(
+                f"pseudonymisation key {self.key_id!r} is {len(raw)} bytes; at least 32 are required "
+                "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+            )
+        return raw
+
+
+class PathSettings(BaseSettings):
+    """Where the contract's data files live (schemas, terminology tables)."""
+
+    model_config = _config("KETENSTROOM_")
+
+    schema_dir: Path = REPO_ROOT / "schemas"
+    terminology_dir: Path = REPO_ROOT / "terminology"

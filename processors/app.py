@@ -1,0 +1,145 @@
+"""The faust-streaming runner: consume ``raw.<partner>`` in batches, transform, send curated or DLQ.
+
+Kept thin on purpose: batching (``take_events``), raw-bytes codecs and non-blocking sends; all logic
+is in ``processors.transform``. With ``stop_at`` the worker stops by itself once every partition has
+been processed up to the given offsets (used by the demo and the tests to run "until caught up").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from ketenstroom.contract import CURATED_TOPIC, dlq_topic, load_schemas
+from ketenstroom.settings import KafkaSettings, PathSettings, PseudonymSettings, RegistrySettings
+from processors.pseudonym import Pseudonymiser
+from processors.terminology import load_terminology
+from processors.transform import RawRecord, Transformer, load_municipalities
+
+log = logging.getLogger("ketenstroom.processor")
+CHAIN_EVENT = "nl.ketenstroom.curated.ChainEvent"
+
+
+@dataclass
+class Progress:
+    """Per-partner reconciliation: every input offset ends curated or dead-lettered."""
+
+    records_in: dict[str, int] = field(default_factory=dict)
+    curated: dict[str, int] = field(default_factory=dict)
+    dead: dict[str, dict[str, int]] = field(default_factory=dict)
+    position: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to process
+
+    def done(self, stop_at: dict[tuple[str, int], int]) -> bool:
+        return all(self.position.get(tp, 0) >= end for tp, end in stop_at.items() if end > 0)
+
+
+def build_transformer(*, registry: Any, paths: PathSettings, pseudonym: PseudonymSettings) -> Transformer:
+    """Load tables and keys (validated at start-up) and register the curated schema."""
+    schemas = load_schemas(paths.schema_dir)
+    chain = schemas[CHAIN_EVENT]
+    return Transformer(
+        pseudonymiser=Pseudonymiser(key=pseudonym.secret(), key_id=pseudonym.key_id),
+        terminology=load_terminology(paths.terminology_dir),
+        municipalities=load_municipalities(paths.terminology_dir / "pc4-gemeente.csv"),
+        writer_schema=registry.writer_schema,
+        curated_schema_id=registry.register(chain.subject(CURATED_TOPIC), chain),
+        curated_schema=chain.parsed,
+    )
+
+
+def build_app(
+    *,
+    partners: list[str],
+    kafka: KafkaSettings,
+    transformer: Transformer,
+    app_id: str = "ketenstroom-processor",
+    batch_size: int = 1000,
+    stop_at: dict[tuple[str, int], int] | None = None,
+    progress: Progress | None = None,
+) -> faust.App:
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        store="memory://",
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=batch_size,
+    )
+    progress = progress or Progress()
+    raw_topics = app.topic(*[f"raw.{p}" for p in partners], key_type=bytes, value_type=bytes)
+    curated_topic = app.topic(CURATED_TOPIC, key_type=bytes, value_type=bytes)
+    dlq = {p: app.topic(dlq_topic(p), key_type=bytes, value_type=bytes) for p in partners}
+
+    @app.agent(raw_topics)
+    async def process(stream: Any) -> None:
+        async for events in stream.take_events(batch_size, within=0.5):
+            batch = [
+                RawRecord(e.message.topic, e.message.partition, e.message.offset, e.key, e.value,
+                          tuple((k, bytes(v)) for k, v in (e.message.headers or ())))
+                for e in events
+            ]
+            curated, dead = transformer.transform_batch(batch)
+            for item in curated:
+                await curated_topic.send(key=item.key, value=item.value)
+            for letter in dead:
+                partner = letter.source.topic.removeprefix("raw.")
+                await dlq[partner].send(key=letter.source.key, value=letter.source.value,
+                                        headers=letter.headers())
+            _count(progress, batch, curated, dead)
+            if stop_at is not None and progress.done(stop_at):
+                await app.producer.flush()
+                log.info("caught up with %d partitions; stopping", len(stop_at))
+                asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+
+    return app
+
+
+def _count(progress: Progress, batch: list[RawRecord], curated: list[Any], dead: list[Any]) -> None:
+    for record in batch:
+        partner = record.topic.removeprefix("raw.")
+        progress.records_in[partner] = progress.records_in.get(partner, 0) + 1
+        tp = (record.topic, record.partition)
+        progress.position[tp] = max(progress.position.get(tp, 0), record.offset + 1)
+    for item in curated:
+        partner = item.source.topic.removeprefix("raw.")
+        progress.curated[partner] = progress.curated.get(partner, 0) + 1
+    for letter in dead:
+        partner = letter.source.topic.removeprefix("raw.")
+        reasons = progress.dead.setdefault(partner, {})
+        reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
+
+
+def run_worker(
+    *,
+    partners: list[str],
+    kafka: KafkaSettings,
+    registry_settings: RegistrySettings,
+    paths: PathSettings,
+    pseudonym: PseudonymSettings,
+    stop_at: dict[tuple[str, int], int] | None = None,
+    app_id: str = "ketenstroom-processor",
+    loglevel: str = "warning",
+) -> Progress:
+    """Run a faust worker in this process until stopped (SIGTERM/SIGINT, or caught up with ``stop_at``)."""
+    from ketenstroom.adapters.registry import Registry
+
+    transformer = build_transformer(registry=Registry(registry_settings), paths=paths, pseudonym=pseudonym)
+    progress = Progress()
+    app = build_app(partners=partners, kafka=kafka, transformer=transformer, app_id=app_id,
+                    stop_at=stop_at, progress=progress)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+    return progress

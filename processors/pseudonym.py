@@ -1,0 +1,67 @@
+"""Keyed pseudonyms (HMAC-SHA-256) and generalisation of quasi-identifiers.
+
+Each identifier kind has its own domain label inside the MAC, so a case pseudonym can never equal a
+person pseudonym of the same digits. The key is never logged; its id is stamped on every output, and
+rotating the key (new id) yields new pseudonyms while old outputs stay as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from ketenstroom.contract.identifiers import (
+    bsn_passes_11_check,
+    normalise_parketnummer,
+    normalise_pv_number,
+)
+
+BSN_FAILED_11_CHECK = "BSN_FAILED_11_CHECK"
+
+
+@dataclass(frozen=True)
+class PersonPseudonym:
+    pseudonym: str | None
+    source: str  # SKN, BSN or NONE
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pseudonymiser:
+    key: bytes = field(repr=False)
+    key_id: str
+
+    def _mac(self, domain: str, value: str) -> str:
+        return hmac.new(self.key, f"{domain}\x1f{value}".encode(), hashlib.sha256).hexdigest()
+
+    def person(self, skn: str | None, bsn: str | None) -> PersonPseudonym:
+        """SKN before BSN (the strongest identifier present); a BSN failing the 11-check is flagged."""
+        flags: tuple[str, ...] = ()
+        if bsn is not None and not bsn_passes_11_check(bsn):
+            flags = (BSN_FAILED_11_CHECK,)
+            bsn = None
+        if skn:
+            return PersonPseudonym(self._mac("person:skn", skn.strip()), "SKN", flags)
+        if bsn:
+            return PersonPseudonym(self._mac("person:bsn", bsn), "BSN", flags)
+        return PersonPseudonym(None, "NONE", flags)
+
+    def case(self, parketnummer: str) -> str:
+        return self._mac("case:parketnummer", normalise_parketnummer(parketnummer))
+
+    def report(self, pv_number: str) -> str:
+        return self._mac("report:pv", normalise_pv_number(pv_number))
+
+
+def age_at(birth: date, moment: datetime) -> int:
+    day = moment.date()
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def pc4(postcode: str | None) -> str | None:
+    if not postcode:
+        return None
+    digits = postcode.strip()[:4]
+    return digits if digits.isdigit() else None
