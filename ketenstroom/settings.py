@@ -51,6 +51,14 @@ class KafkaSettings(BaseSettings):
         return conf
 
 
+class TopicSettings(BaseSettings):
+    """Topic namespace: ``KETENSTROOM_TOPIC_PREFIX=acc.`` gives ``acc.raw.om`` and so on."""
+
+    model_config = _config("KETENSTROOM_TOPIC_")
+
+    prefix: str = ""
+
+
 class RegistrySettings(BaseSettings):
     """A Confluent-compatible schema registry (Apicurio's ccompat API locally)."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import faust
 
-from ketenstroom.contract import CURATED_TOPIC, dlq_topic, load_schemas
+from ketenstroom.contract import Topics, load_schemas
 from ketenstroom.settings import KafkaSettings, PathSettings, PseudonymSettings, RegistrySettings
 from processors.pseudonym import Pseudonymiser
 from processors.terminology import load_terminology
@@ -39,7 +39,8 @@ class Progress:
         return all(self.position.get(tp, 0) >= end for tp, end in stop_at.items() if end > 0)
 
 
-def build_transformer(*, registry: Any, paths: PathSettings, pseudonym: PseudonymSettings) -> Transformer:
+def build_transformer(*, registry: Any, paths: PathSettings, pseudonym: PseudonymSettings,
+                      topics: Topics) -> Transformer:
     """Load tables and keys (validated at start-up) and register the curated schema."""
     schemas = load_schemas(paths.schema_dir)
     chain = schemas[CHAIN_EVENT]
@@ -48,7 +49,7 @@ def build_transformer(*, registry: Any, paths: PathSettings, pseudonym: Pseudony
         terminology=load_terminology(paths.terminology_dir),
         municipalities=load_municipalities(paths.terminology_dir / "pc4-gemeente.csv"),
         writer_schema=registry.writer_schema,
-        curated_schema_id=registry.register(chain.subject(CURATED_TOPIC), chain),
+        curated_schema_id=registry.register(chain.subject(topics.curated), chain),
         curated_schema=chain.parsed,
     )
 
@@ -58,6 +59,7 @@ def build_app(
     partners: list[str],
     kafka: KafkaSettings,
     transformer: Transformer,
+    topics: Topics,
     app_id: str = "ketenstroom-processor",
     batch_size: int = 1000,
     stop_at: dict[tuple[str, int], int] | None = None,
@@ -75,9 +77,9 @@ def build_app(
         broker_commit_every=batch_size,
     )
     progress = progress or Progress()
-    raw_topics = app.topic(*[f"raw.{p}" for p in partners], key_type=bytes, value_type=bytes)
-    curated_topic = app.topic(CURATED_TOPIC, key_type=bytes, value_type=bytes)
-    dlq = {p: app.topic(dlq_topic(p), key_type=bytes, value_type=bytes) for p in partners}
+    raw_topics = app.topic(*[topics.raw(p) for p in partners], key_type=bytes, value_type=bytes)
+    curated_topic = app.topic(topics.curated, key_type=bytes, value_type=bytes)
+    dlq = {p: app.topic(topics.dlq(p), key_type=bytes, value_type=bytes) for p in partners}
 
     @app.agent(raw_topics)
     async def process(stream: Any) -> None:
@@ -91,10 +93,10 @@ def build_app(
             for item in curated:
                 await curated_topic.send(key=item.key, value=item.value)
             for letter in dead:
-                partner = letter.source.topic.removeprefix("raw.")
+                partner = topics.partner_of(letter.source.topic)
                 await dlq[partner].send(key=letter.source.key, value=letter.source.value,
                                         headers=letter.headers())
-            _count(progress, batch, curated, dead)
+            _count(progress, topics, batch, curated, dead)
             if stop_at is not None and progress.done(stop_at):
                 await app.producer.flush()
                 log.info("caught up with %d partitions; stopping", len(stop_at))
@@ -103,17 +105,17 @@ def build_app(
     return app
 
 
-def _count(progress: Progress, batch: list[RawRecord], curated: list[Any], dead: list[Any]) -> None:
+def _count(progress: Progress, topics: Topics, batch: list[RawRecord], curated: list[Any], dead: list[Any]) -> None:
     for record in batch:
-        partner = record.topic.removeprefix("raw.")
+        partner = topics.partner_of(record.topic)
         progress.records_in[partner] = progress.records_in.get(partner, 0) + 1
         tp = (record.topic, record.partition)
         progress.position[tp] = max(progress.position.get(tp, 0), record.offset + 1)
     for item in curated:
-        partner = item.source.topic.removeprefix("raw.")
+        partner = topics.partner_of(item.source.topic)
         progress.curated[partner] = progress.curated.get(partner, 0) + 1
     for letter in dead:
-        partner = letter.source.topic.removeprefix("raw.")
+        partner = topics.partner_of(letter.source.topic)
         reasons = progress.dead.setdefault(partner, {})
         reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
 
@@ -125,6 +127,7 @@ def run_worker(
     registry_settings: RegistrySettings,
     paths: PathSettings,
     pseudonym: PseudonymSettings,
+    topics: Topics,
     stop_at: dict[tuple[str, int], int] | None = None,
     app_id: str = "ketenstroom-processor",
     loglevel: str = "warning",
@@ -132,9 +135,12 @@ def run_worker(
     """Run a faust worker in this process until stopped (SIGTERM/SIGINT, or caught up with ``stop_at``)."""
     from ketenstroom.adapters.registry import Registry
 
-    transformer = build_transformer(registry=Registry(registry_settings), paths=paths, pseudonym=pseudonym)
+    if stop_at is not None and not any(stop_at.values()):
+        return Progress()  # nothing new since the group's last commit
+    transformer = build_transformer(registry=Registry(registry_settings), paths=paths, pseudonym=pseudonym,
+                                    topics=topics)
     progress = Progress()
-    app = build_app(partners=partners, kafka=kafka, transformer=transformer, app_id=app_id,
+    app = build_app(partners=partners, kafka=kafka, transformer=transformer, topics=topics, app_id=app_id,
                     stop_at=stop_at, progress=progress)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     try:

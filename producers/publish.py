@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from ketenstroom.adapters.registry import Registry
-from ketenstroom.contract import event_id, load_schemas, raw_topic
+from ketenstroom.contract import Topics, event_id, load_schemas
 from ketenstroom.contract.codec import encode
 from ketenstroom.contract.wire import header
 from ketenstroom.errors import DeliveryError, InputRowError
@@ -93,9 +93,10 @@ class Publisher:
     """Validates rows and produces them; one instance per delivery."""
 
     def __init__(self, partner: str, *, kafka: KafkaSettings, registry: RegistrySettings,
-                 paths: PathSettings | None = None, message_timeout_ms: int = 30_000) -> None:
+                 paths: PathSettings | None = None, topics: Topics | None = None,
+                 message_timeout_ms: int = 30_000) -> None:
         self.mapping: PartnerMapping = load_mapping(partner)
-        self.topic = raw_topic(partner)
+        self.topic = (topics or Topics()).raw(partner)
         schemas = load_schemas((paths or PathSettings()).schema_dir)
         self.schema = schemas[self.mapping.record]
         self.registry = Registry(registry)

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
-from ketenstroom.contract import CURATED_TOPIC
+from ketenstroom.contract import Topics
 from ketenstroom.contract.codec import decode
 from ketenstroom.contract.wire import unframe
 from ketenstroom.errors import DeliveryError, RecordError
@@ -51,7 +51,7 @@ class SinkReport:
 class Sink:
     def __init__(self, *, kafka: KafkaSettings, registry: Registry, store: ObjectStore,
                  group_id: str = "ketenstroom-sink", period: PeriodKind = "month",
-                 topic: str = CURATED_TOPIC, max_buffered: int = 50_000) -> None:
+                 topics: Topics | None = None, max_buffered: int = 50_000) -> None:
         self.consumer = Consumer(kafka.librdkafka(
             group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed",
@@ -59,7 +59,7 @@ class Sink:
         self.registry = registry
         self.store = store
         self.period = period
-        self.topic = topic
+        self.topic = (topics or Topics()).curated
         self.max_buffered = max_buffered
         # (period, partition) -> rows; first offset of each buffer names its object
         self._buffers: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)

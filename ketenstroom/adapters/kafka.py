@@ -35,9 +35,15 @@ def ensure_topics(
             raise DeliveryError(f"cannot create topic {name!r} on {settings.bootstrap_servers}: {err}") from exc
 
 
-def end_offsets(settings: KafkaSettings, topics: Iterable[str], timeout: float = 10.0) -> dict[tuple[str, int], int]:
-    """High watermark of every partition of ``topics``: where a reader that wants 'all so far' must reach."""
-    consumer = Consumer(settings.librdkafka(group_id="ketenstroom-watermarks", enable_auto_commit=False))
+def end_offsets(settings: KafkaSettings, topics: Iterable[str], *, group_id: str | None = None,
+                timeout: float = 10.0) -> dict[tuple[str, int], int]:
+    """High watermark of every partition of ``topics``: where a reader that wants 'all so far' must reach.
+
+    With ``group_id``, partitions the group has already committed up to the end are left out, so a
+    "run until caught up" reader does not wait for records that will never come.
+    """
+    consumer = Consumer(settings.librdkafka(group_id=group_id or "ketenstroom-watermarks",
+                                            enable_auto_commit=False))
     try:
         out: dict[tuple[str, int], int] = {}
         metadata = consumer.list_topics(timeout=timeout)
@@ -48,6 +54,11 @@ def end_offsets(settings: KafkaSettings, topics: Iterable[str], timeout: float =
             for partition in meta.partitions:
                 _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
                 out[(topic, partition)] = high
+        if group_id is not None and out:
+            committed = consumer.committed([TopicPartition(t, p) for t, p in out], timeout=timeout)
+            for tp in committed:
+                if tp.offset >= 0 and tp.offset >= out[(tp.topic, tp.partition)]:
+                    del out[(tp.topic, tp.partition)]
         return out
     except KafkaException as exc:
         raise DeliveryError(f"cannot read watermarks from {settings.bootstrap_servers}: {exc}") from exc

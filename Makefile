@@ -1,0 +1,47 @@
+# ketenstroom — `make help` lists the targets. People and CI use the same ones.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+KS := $(VENV)/bin/ketenstroom
+PYTEST_ARGS ?=
+
+.PHONY: help install up down status demo test test-unit lint clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and install ketenstroom with its dev dependencies
+
+up: install ## Fetch (first time) and start Kafka, Apicurio Registry and s3proxy on loopback
+	$(KS) infra up
+
+down: ## Stop the local stack (only what it started)
+	@if [ -x $(KS) ]; then $(KS) infra down; else echo "nothing installed, nothing to stop"; fi
+
+status: install ## Show each service, its port, pid and health
+	$(KS) infra status
+
+demo: up ## Run the walking skeleton: generate an OM export, publish, process, sink; print what happened
+	$(KS) demo
+
+test: install ## Unit and integration tests against the real stack (started by the test fixtures)
+	$(KS) infra fetch
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install ## Unit tests only: no services needed
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+clean: ## Remove the virtualenv and local output (not the download cache, not the stack's data)
+	rm -rf $(VENV) var .pytest_cache

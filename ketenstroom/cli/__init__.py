@@ -1,0 +1,24 @@
+"""The one command surface, ``ketenstroom``, for people and CI. A leaf: nothing imports it."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from ketenstroom.cli import infra, pipeline
+
+app = typer.Typer(
+    name="ketenstroom",
+    help="Event streaming for the Dutch criminal justice chain: deliver once, pseudonymise and "
+    "normalise in flight, freeze into period snapshots.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(infra.app, name="infra")
+pipeline.register(app)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app()

@@ -1,0 +1,185 @@
+"""Pipeline commands: topics, generate, publish, process, sink, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from ketenstroom.adapters.kafka import end_offsets, ensure_topics
+from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.adapters.registry import Registry
+from ketenstroom.contract import Topics
+from ketenstroom.errors import KetenstroomError
+from ketenstroom.settings import (
+    KafkaSettings,
+    PathSettings,
+    PseudonymSettings,
+    RegistrySettings,
+    S3Settings,
+    StorageSettings,
+    TopicSettings,
+)
+
+
+def _topics() -> Topics:
+    return Topics(TopicSettings().prefix)
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(exc: KetenstroomError, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code)
+
+
+def topics(
+    partitions: int = typer.Option(3, help="Partitions per topic."),
+    replication_factor: int = typer.Option(-1, help="-1: the broker's default."),
+) -> None:
+    """Create raw.<partner>, dlq.<partner> and curated.chain-events if they do not exist."""
+    names = _topics().all()
+    try:
+        ensure_topics(KafkaSettings(), names, partitions=partitions, replication_factor=replication_factor)
+    except KetenstroomError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{len(names)} topics present")
+
+
+def generate(
+    out_file: Path = typer.Option(..., "--out", help="CSV file to write."),
+    partner: str = typer.Option("om", help="Partner whose export to generate."),
+    rows: int = typer.Option(1000, help="Number of rows."),
+    seed: int = typer.Option(7, help="Seed: the same seed gives the same export."),
+    noise: float = typer.Option(0.0, help="Share of rows with a realistic mistake (0..1)."),
+) -> None:
+    """Write a seeded synthetic partner export in the partner's own columns and codes."""
+    from producers.synthetic import OM_COLUMNS, om_decision_rows, write_csv
+
+    if partner != "om":
+        raise typer.BadParameter("only the OM export exists so far", param_hint="--partner")
+    written = write_csv(out_file, om_decision_rows(rows, seed=seed, noise=noise), OM_COLUMNS)
+    console.print(f"wrote {written} {partner} rows to {out_file}")
+
+
+def publish(
+    files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Export files (CSV or JSONL)."),
+    partner: str = typer.Option(..., "--partner", "-p", help="Delivering partner, e.g. om."),
+    receipt: Path | None = typer.Option(None, help="Where to write the JSON receipt (default FILE.receipt.json)."),
+    rejects: Path | None = typer.Option(None, help="Reject file (default FILE.rejects.jsonl)."),
+) -> None:
+    """Validate, encode and produce an export. Exit 0: all accepted; 1: some rejected; 3: not delivered."""
+    from producers.publish import EXIT_NOT_DELIVERED, Publisher
+
+    try:
+        publisher = Publisher(partner, kafka=KafkaSettings(), registry=RegistrySettings(), topics=_topics())
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task(f"publishing {partner}", total=None)
+            result = publisher.publish(files, reject_path=rejects,
+                                       progress=lambda n: bar.update(task, completed=n))
+    except KetenstroomError as exc:
+        console.print(f"[red]not delivered:[/red] {exc}")
+        raise typer.Exit(EXIT_NOT_DELIVERED) from exc
+    receipt_path = receipt or Path(f"{files[0]}.receipt.json")
+    receipt_path.write_text(result.to_json(), encoding="utf-8")
+    out.print(result.summary())
+    out.print(f"  receipt        {receipt_path}")
+    raise typer.Exit(result.exit_code)
+
+
+def process(
+    partner: list[str] = typer.Option(["om"], "--partner", "-p", help="Partners to consume (repeatable)."),
+    app_id: str = typer.Option("ketenstroom-processor", help="Consumer group / faust app id."),
+    until_caught_up: bool = typer.Option(False, help="Stop once the input as of start-up is processed."),
+) -> None:
+    """Run a faust worker: pseudonymise and normalise raw.<partner> into curated.chain-events."""
+    from processors.app import run_worker
+
+    kafka = KafkaSettings()
+    try:
+        topics = _topics()
+        stop_at = (end_offsets(kafka, [topics.raw(p) for p in partner], group_id=app_id)
+                   if until_caught_up else None)
+        progress = run_worker(partners=partner, kafka=kafka, registry_settings=RegistrySettings(),
+                              paths=PathSettings(), pseudonym=PseudonymSettings(), topics=topics, stop_at=stop_at,
+                              app_id=app_id)
+    except KetenstroomError as exc:
+        raise _fail(exc) from exc
+    out.print(json.dumps({"records_in": progress.records_in, "curated": progress.curated,
+                          "dead_lettered": progress.dead}, sort_keys=True))
+
+
+def sink(
+    storage: str | None = typer.Option(None, help="file://DIR or s3://BUCKET/PREFIX (default from settings)."),
+    period: str = typer.Option("month", help="month, quarter or year."),
+    group: str = typer.Option("ketenstroom-sink", help="Consumer group."),
+    until_caught_up: bool = typer.Option(False, help="Stop once the topic as of start-up is written."),
+) -> None:
+    """Write curated.chain-events into period Parquet objects (offsets committed after the write)."""
+    from sinks.runner import Sink
+
+    kafka = KafkaSettings()
+    url = storage or StorageSettings().url
+    try:
+        store = ObjectStore(url, S3Settings())
+        topics = _topics()
+        stop_at = end_offsets(kafka, [topics.curated], group_id=group) if until_caught_up else None
+        report = Sink(kafka=kafka, registry=Registry(RegistrySettings()), store=store, group_id=group,
+                      period=period, topics=topics).run(stop_at=stop_at)  # type: ignore[arg-type]
+    except KetenstroomError as exc:
+        raise _fail(exc) from exc
+    out.print(json.dumps({"storage": store.root, "records": report.records, "written": report.written,
+                          "duplicates": report.duplicates, "undecodable": report.undecodable,
+                          "rows_per_period": report.rows_per_period, "objects": len(report.objects)},
+                         sort_keys=True))
+
+
+def demo(
+    rows: int = typer.Option(2000, help="Rows in the generated OM export."),
+    workdir: Path = typer.Option(Path("var/demo"), help="Where the export, receipt and snapshots go."),
+) -> None:
+    """Run the walking skeleton on the running stack: generate, publish, process, sink; say what happened."""
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    key_file = workdir / "pseudonym.key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_hex(32))
+        key_file.chmod(0o600)
+    run_id = secrets.token_hex(3)
+    export = workdir / "om-export.csv"
+    snapshots = workdir / "snapshots"
+    env = {"KETENSTROOM_PSEUDONYM_KEY_FILE": str(key_file), "KETENSTROOM_PSEUDONYM_KEY_ID": "demo-k1",
+           "KETENSTROOM_STORAGE_URL": f"file://{snapshots}"}
+    steps: list[tuple[str, list[str]]] = [
+        ("topics", ["topics"]),
+        ("generate", ["generate", "--out", str(export), "--rows", str(rows), "--noise", "0.03",
+                      "--seed", str(int(run_id, 16))]),
+        ("publish", ["publish", "--partner", "om", str(export)]),
+        ("process", ["process", "--partner", "om", "--until-caught-up", "--app-id", "ketenstroom-demo"]),
+        ("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink"]),
+    ]
+    child_env = {**os.environ, **env}
+    for name, args in steps:
+        console.rule(f"[bold]{name}")
+        result = subprocess.run([sys.executable, "-m", "ketenstroom", *args], env=child_env, check=False)
+        if result.returncode not in (0, 1):  # 1 = publish rejected some rows, which the demo expects
+            console.print(f"[red]step {name} failed with exit code {result.returncode}[/red]")
+            raise typer.Exit(result.returncode)
+    console.rule("[bold]done")
+    out.print(f"snapshots: {snapshots}/snapshots/<period>/*.parquet")
+    out.print("read them: python -c \"import duckdb; print(duckdb.sql(\\\"select period, count(*) n from "
+              f"'{snapshots}/snapshots/*/*.parquet' group by 1 order by 1\\\"))\"")
+    out.print("stop the stack: make down")
+
+
+def register(app: typer.Typer) -> None:
+    for command in (topics, generate, publish, process, sink, demo):
+        app.command()(command)

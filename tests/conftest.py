@@ -1,0 +1,77 @@
+"""Shared fixtures. Unit tests need none of the services; integration tests get the real stack.
+
+Endpoints come from the environment when set (``KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS``,
+``KETENSTROOM_REGISTRY_URL``, ``KETENSTROOM_S3_*``); otherwise the session starts the local stack
+with the project's own infra module, and stops it again at the end if it started it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from pydantic import SecretStr
+
+from ketenstroom.contract import Topics
+from ketenstroom.settings import KafkaSettings, RegistrySettings, S3Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    kafka: KafkaSettings
+    registry: RegistrySettings
+    s3: S3Settings
+    started_here: bool
+
+
+def _from_env() -> Services | None:
+    if not os.environ.get("KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS"):
+        return None
+    return Services(KafkaSettings(), RegistrySettings(), S3Settings(), started_here=False)
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    found = _from_env()
+    if found is not None:
+        yield found
+        return
+    from ketenstroom.infra import Stack, StackConfig
+
+    stack = Stack(StackConfig.from_env(nodes=1))
+    was_running = all(s.healthy for s in stack.status())
+    eps = stack.up()
+    yield Services(
+        kafka=KafkaSettings(bootstrap_servers=eps.kafka_bootstrap),
+        registry=RegistrySettings(url=eps.registry_url),
+        s3=S3Settings(endpoint=eps.s3_endpoint, bucket=eps.s3_bucket, region=eps.s3_region,
+                      access_key_id=eps.s3_access_key, secret_access_key=SecretStr(eps.s3_secret_key)),
+        started_here=not was_running,
+    )
+    if not was_running:
+        stack.down()
+
+
+@pytest.fixture
+def names() -> Topics:
+    """A topic namespace of this test's own: ``t<hex>.raw.om`` and so on."""
+    return Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
+
+
+@pytest.fixture
+def group_id(names: Topics) -> str:
+    return f"{names.prefix}group"
+
+
+@pytest.fixture(autouse=True)
+def no_lingering_threads() -> Iterator[None]:
+    """Fail a test that leaves non-daemon threads running (clients not closed)."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    lingering = [t for t in threading.enumerate()
+                 if t.ident not in before and t.is_alive() and not t.daemon]
+    assert not lingering, f"threads left running: {[t.name for t in lingering]}"

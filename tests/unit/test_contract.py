@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+
+import fastavro
+import pytest
+
+from ketenstroom.contract import event_id, frame, load_schemas, unframe
+from ketenstroom.contract.codec import decode, encode
+from ketenstroom.errors import ConfigurationError, DecodeError
+from ketenstroom.settings import PathSettings
+
+SCHEMAS = load_schemas(PathSettings().schema_dir)
+
+
+def test_event_id_is_deterministic_and_version_sensitive() -> None:
+    a = event_id("om", "OM0070001", 1)
+    assert a == event_id("om", "OM0070001", 1)
+    assert a != event_id("om", "OM0070001", 2)
+    assert a != event_id("politie", "OM0070001", 1)
+    assert uuid.UUID(a).version == 5
+
+
+def test_wire_format_round_trip_and_errors() -> None:
+    framed = frame(258, b"payload")
+    assert framed[:5] == b"\x00\x00\x00\x01\x02"
+    schema_id, payload = unframe(framed)
+    assert schema_id == 258 and bytes(payload) == b"payload"
+    with pytest.raises(DecodeError, match="magic byte"):
+        unframe(b"\x01\x00\x00\x00\x01x")
+    with pytest.raises(DecodeError, match="shorter"):
+        unframe(b"\x00\x00")
+    with pytest.raises(DecodeError, match="tombstone"):
+        unframe(None)
+
+
+def test_shared_types_are_inlined_once_and_schema_is_standalone() -> None:
+    decision = SCHEMAS["nl.ketenstroom.om.CaseDecision"]
+    text = decision.text
+    assert text.count('"name":"CodedValue"') == 1  # defined at first use, referenced afterwards
+    assert '"nl.ketenstroom.common.CodedValue"' in text
+    fastavro.parse_schema(decision.schema)  # standalone: parses without the shared files
+
+
+def test_case_decision_round_trips() -> None:
+    decision = SCHEMAS["nl.ketenstroom.om.CaseDecision"]
+    now = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    record = {
+        "metadata": {"event_id": str(uuid.uuid4()), "partner": "OM", "source_system": "COMPAS",
+                     "source_record_id": "x", "record_version": 1, "event_time": now,
+                     "registration_time": now, "delivery_time": now},
+        "suspect": {"skn": "12345678", "bsn": None, "birth_date": date(1990, 5, 17), "sex": "M",
+                    "postcode": "1011 AB"},
+        "case": {"parketnummer": "13-246712-15", "pv_number": None},
+        "decision": {"code_system": "OM.AFDOENING", "code": "DAGV", "code_system_version": "2024"},
+        "sepot_ground": None, "offence": None,
+    }
+    back = decode(decision.parsed, encode(decision.parsed, record))
+    assert back["suspect"]["birth_date"] == date(1990, 5, 17)
+    assert back["metadata"]["event_time"] == now
+    assert back["decision"]["code"] == "DAGV"
+
+
+def test_corrupt_payload_is_a_decode_error() -> None:
+    decision = SCHEMAS["nl.ketenstroom.om.CaseDecision"]
+    with pytest.raises(DecodeError):
+        decode(decision.parsed, b"\x02")
+
+
+def test_unknown_schema_name_lists_what_exists() -> None:
+    with pytest.raises(ConfigurationError, match="CaseDecision"):
+        SCHEMAS["nl.ketenstroom.nope"]
+
+
+def test_chain_event_has_no_field_for_direct_identifiers() -> None:
+    chain = SCHEMAS["nl.ketenstroom.curated.ChainEvent"]
+    names = {f["name"] for f in chain.schema["fields"]}
+    for forbidden in ("bsn", "skn", "parketnummer", "pv_number", "birth_date", "postcode", "name", "address"):
+        assert forbidden not in names
