@@ -1,56 +1,101 @@
-"""Per-partner column mapping, loaded from ``producers/partners/<partner>.toml`` (configuration, not code)."""
+"""Per-partner column mapping, loaded from ``producers/partners/<partner>.toml``.
+
+Configuration, not code: which column fills which contract field, which column tells the record type
+when one export mixes several, constants (e.g. the source system), and each coded field's code system
+and version. A mapping is checked against the schema when it is loaded, so a typo fails at start-up.
+"""
 
 from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ketenstroom.errors import ConfigurationError
-from producers.rows import MODELS, CodeSystem, PartnerRow
+from pydantic import BaseModel
+
+from ketenstroom.contract.schemas import EventSchema, SchemaSet
+from ketenstroom.errors import ConfigurationError, InputRowError
+from producers.rows import CODED, CodeSystem, Leaf, build_model, check_mapping, leaves
 
 PARTNER_DIR = Path(__file__).resolve().parent / "partners"
 
 
 @dataclass(frozen=True)
-class PartnerMapping:
-    partner: str
-    record: str
-    model: type[PartnerRow]
-    key_field: str
-    columns: dict[str, str]  # contract field -> partner column
-    code_systems: dict[str, CodeSystem]
+class RecordMapping:
+    schema: EventSchema
+    columns: dict[str, str]  # contract path -> partner column
+    constants: dict[str, Any]  # contract path -> fixed value
+    codes: dict[str, CodeSystem]  # coded contract path -> code system
+    key: str  # contract path of the Kafka key (the partner's own case reference)
+    model: type[BaseModel]
 
-    def rename(self, row: dict[str, str]) -> dict[str, str]:
-        """Partner columns -> contract fields; columns the mapping does not name are ignored."""
-        return {field: row[column] for field, column in self.columns.items() if column in row}
+    def values(self, row: dict[str, str]) -> dict[str, Any]:
+        """Partner columns -> contract paths (constants first, columns override)."""
+        out: dict[str, Any] = dict(self.constants)
+        out.update({path: row[column] for path, column in self.columns.items() if column in row})
+        return out
 
     def missing_columns(self, header: list[str]) -> list[str]:
         return [c for c in self.columns.values() if c not in header]
 
 
-def load_mapping(partner: str, directory: Path = PARTNER_DIR) -> PartnerMapping:
+@dataclass(frozen=True)
+class PartnerMapping:
+    partner: str
+    type_column: str | None
+    records: dict[str, RecordMapping]  # type value (or "*" when the export holds one type) -> mapping
+
+    def for_row(self, row: dict[str, str], line: int) -> RecordMapping:
+        if self.type_column is None:
+            return self.records["*"]
+        value = (row.get(self.type_column) or "").strip()
+        found = self.records.get(value)
+        if found is None:
+            raise InputRowError(row=line, field=self.type_column, value=value, reason="unknown-record-type",
+                                message=f"record type must be one of {', '.join(sorted(self.records))}")
+        return found
+
+    def columns_of(self, record: RecordMapping) -> dict[str, str]:
+        return record.columns | ({"*type*": self.type_column} if self.type_column else {})
+
+
+def _record(partner: str, name: str, data: dict[str, Any], schemas: SchemaSet) -> RecordMapping:
+    schema = schemas[data["record"]]
+    if schema.group != partner:
+        raise ConfigurationError(f"{partner}: record {schema.fullname} belongs to {schema.group}")
+    columns = {str(k): str(v) for k, v in data.get("columns", {}).items()}
+    constants = dict(data.get("constants", {}))
+    codes = {str(k): CodeSystem(**v) for k, v in data.get("codes", {}).items()}
+    all_leaves = leaves(schema.schema)
+    mapped = set(columns) | set(constants)
+    check_mapping(schema.fullname, all_leaves, mapped, codes)
+    used: list[Leaf] = [leaf for leaf in all_leaves if leaf.path in mapped]
+    key = str(data.get("key", "case.parketnummer"))
+    if key not in mapped:
+        raise ConfigurationError(f"{partner}/{name}: key field {key!r} has no column")
+    for leaf in used:
+        if leaf.avro == CODED and leaf.path not in codes:
+            raise ConfigurationError(f"{partner}/{name}: {leaf.path} needs a code system")
+    return RecordMapping(schema=schema, columns=columns, constants=constants, codes=codes, key=key,
+                         model=build_model(schema.fullname, used, required=frozenset({key})))
+
+
+def load_mapping(partner: str, schemas: SchemaSet, directory: Path = PARTNER_DIR) -> PartnerMapping:
     path = directory / f"{partner}.toml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in directory.glob("*.toml")))
         raise ConfigurationError(f"no column mapping for partner {partner!r} ({path}); known: {known}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-        model = MODELS[data["model"]]
-        mapping = PartnerMapping(
-            partner=data["partner"],
-            record=data["record"],
-            model=model,
-            key_field=data["key"],
-            columns=dict(data["columns"]),
-            code_systems={k: CodeSystem(**v) for k, v in data.get("code_systems", {}).items()},
-        )
+        type_column = data.get("type_column")
+        records = {str(value): _record(partner, str(value), spec, schemas)
+                   for value, spec in data["records"].items()}
     except (KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"{path}: invalid partner mapping: {exc!r}") from exc
-    if mapping.record != model.record_name:
-        raise ConfigurationError(f"{path}: model {data['model']} produces {model.record_name}, "
-                                 f"not {mapping.record}")
-    unknown = set(mapping.columns) - set(model.model_fields)
-    if unknown:
-        raise ConfigurationError(f"{path}: fields {sorted(unknown)} are not fields of {data['model']}")
-    return mapping
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from exc
+    if (type_column is None) != (list(records) == ["*"]):
+        raise ConfigurationError(f"{path}: use type_column with one [records.<value>] per record type, "
+                                 "or no type_column and a single [records.\"*\"]")
+    return PartnerMapping(partner=partner, type_column=type_column, records=records)

@@ -24,9 +24,9 @@ from ketenstroom.contract.codec import encode
 from ketenstroom.contract.wire import header
 from ketenstroom.errors import DeliveryError, InputRowError
 from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
-from producers.config import PartnerMapping, load_mapping
+from producers.config import PartnerMapping, RecordMapping, load_mapping
 from producers.reader import read_rows
-from producers.rows import validate_row
+from producers.rows import nest, validate
 
 EXIT_OK = 0
 EXIT_SOME_REJECTED = 1
@@ -95,25 +95,31 @@ class Publisher:
     def __init__(self, partner: str, *, kafka: KafkaSettings, registry: RegistrySettings,
                  paths: PathSettings | None = None, topics: Topics | None = None,
                  message_timeout_ms: int = 30_000) -> None:
-        self.mapping: PartnerMapping = load_mapping(partner)
+        self.partner = partner
+        self.mapping: PartnerMapping = load_mapping(partner, load_schemas((paths or PathSettings()).schema_dir))
         self.topic = (topics or Topics()).raw(partner)
-        schemas = load_schemas((paths or PathSettings()).schema_dir)
-        self.schema = schemas[self.mapping.record]
         self.registry = Registry(registry)
         self.producer = Producer(kafka.librdkafka(
             enable_idempotence=True, acks="all", linger_ms=20, compression_type="lz4",
             message_timeout_ms=message_timeout_ms, batch_num_messages=10_000,
         ))
-        self.kafka = kafka
+        self._headers: dict[str, bytes] = {}  # record name -> framed header with its schema id
+
+    def _header(self, record: RecordMapping, receipt: Receipt) -> bytes:
+        name = record.schema.fullname
+        found = self._headers.get(name)
+        if found is None:
+            subject = record.schema.subject(self.topic)
+            schema_id = self.registry.register(subject, record.schema)  # DeliveryError if unreachable
+            receipt.schema_ids[subject] = schema_id
+            found = self._headers[name] = header(schema_id)
+        return found
 
     def publish(self, files: list[Path], *, reject_path: Path | None = None,
                 progress: Callable[[int], None] | None = None) -> Receipt:
-        receipt = Receipt(partner=self.mapping.partner, files=[str(f) for f in files], topic=self.topic)
-        subject = self.schema.subject(self.topic)
-        schema_id = self.registry.register(subject, self.schema)  # raises DeliveryError if unreachable
-        receipt.schema_ids[subject] = schema_id
-        prefix = header(schema_id)
-        parsed = self.schema.parsed
+        receipt = Receipt(partner=self.partner, files=[str(f) for f in files], topic=self.topic)
+        for record in self.mapping.records.values():  # register up front: fail before producing anything
+            self._header(record, receipt)
         seen: set[bytes] = set()
         errors: Counter[str] = Counter()
 
@@ -124,7 +130,7 @@ class Publisher:
                 receipt.not_delivered += 1
                 errors[err.name()] += 1
 
-        reject_fh: TextIO | None = None
+        rejects = _RejectFile(reject_path or Path(f"{files[0]}.rejects.jsonl"))
         try:
             for path in files:
                 for line, row in read_rows(path):
@@ -132,34 +138,26 @@ class Publisher:
                     try:
                         if isinstance(row, InputRowError):
                             raise row
-                        record, key, eid = self._build(row, line)
+                        record = self.mapping.for_row(row, line)
+                        avro, key, eid = self._build(record, row, line)
                         if eid in seen:
                             receipt.duplicates_in_file += 1
-                            raise InputRowError(row=line, field=self.mapping.columns["source_record_id"],
-                                                value=row.get(self.mapping.columns["source_record_id"]),
+                            column = record.columns["metadata.source_record_id"]
+                            raise InputRowError(row=line, field=column, value=row.get(column),
                                                 reason="duplicate-in-file",
                                                 message="same record id and version earlier in this delivery")
                         seen.add(eid)
                     except InputRowError as exc:
                         receipt.rejected[exc.reason] = receipt.rejected.get(exc.reason, 0) + 1
-                        if reject_fh is None:
-                            reject_path = reject_path or Path(f"{files[0]}.rejects.jsonl")
-                            reject_path.parent.mkdir(parents=True, exist_ok=True)
-                            reject_fh = reject_path.open("w", encoding="utf-8")
-                            receipt.reject_file = str(reject_path)
-                        reject_fh.write(json.dumps({
-                            "file": str(path), "line": exc.row, "field": exc.field, "value": exc.value,
-                            "reason": exc.reason, "message": exc.detail,
-                            "row": row if isinstance(row, dict) else None,
-                        }, ensure_ascii=False, default=str) + "\n")
+                        rejects.write(path, exc, row if isinstance(row, dict) else None)
                         continue
-                    self._produce(key, prefix + encode(parsed, record), on_delivery)
+                    value = self._header(record, receipt) + encode(record.schema.parsed, avro)
+                    self._produce(key, value, on_delivery)
                     if progress is not None and receipt.rows_read % 1000 == 0:
                         progress(receipt.rows_read)
             remaining = self.producer.flush(60)
         finally:
-            if reject_fh is not None:
-                reject_fh.close()
+            receipt.reject_file = rejects.close()
         # Anything still queued after the final flush was never acknowledged: not published.
         if remaining:
             receipt.not_delivered += remaining
@@ -168,19 +166,20 @@ class Publisher:
         receipt.finished = datetime.now(UTC).isoformat()
         return receipt
 
-    def _build(self, row: dict[str, str], line: int) -> tuple[dict[str, Any], bytes, bytes]:
-        missing = self.mapping.missing_columns(list(row))
+    def _build(self, record: RecordMapping, row: dict[str, str], line: int) -> tuple[dict[str, Any], bytes, bytes]:
+        columns = self.mapping.columns_of(record)
+        missing = record.missing_columns(list(row))
         if missing:
             raise InputRowError(row=line, field=missing[0], value=None, reason="missing-column",
                                 message=f"the export has no column {missing[0]!r}")
-        model = validate_row(self.mapping.model, self.mapping.rename(row), line=line,
-                             columns=self.mapping.columns)
-        eid = event_id(self.mapping.partner, model.source_record_id, model.record_version)
-        record = model.body(self.mapping.code_systems)
-        record["metadata"] = model.metadata(partner=self.mapping.partner, event_id=eid,
-                                            delivered=datetime.now(UTC))
-        key = str(getattr(model, self.mapping.key_field)).encode()
-        return record, key, uuid.UUID(eid).bytes
+        flat = validate(record.model, record.values(row), line=line, columns=columns)
+        source_id = str(flat["metadata.source_record_id"])
+        version = int(flat.get("metadata.record_version") or 1)
+        eid = event_id(self.partner, source_id, version)
+        flat.update({"metadata.event_id": eid, "metadata.partner": self.partner.upper(),
+                     "metadata.delivery_time": datetime.now(UTC), "metadata.record_version": version})
+        key = str(flat[record.key]).encode()
+        return nest(flat, record.codes), key, uuid.UUID(eid).bytes
 
     def _produce(self, key: bytes, value: bytes, on_delivery: Callable[..., None]) -> None:
         while True:
@@ -192,3 +191,26 @@ class Publisher:
             except KafkaException as exc:
                 raise DeliveryError(f"producing to {self.topic} failed: {exc}") from exc
         self.producer.poll(0)
+
+
+class _RejectFile:
+    """JSON Lines: file, line, column, value, reason, message, and the row as delivered (partner's own data)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: TextIO | None = None
+
+    def write(self, source: Path, exc: InputRowError, row: dict[str, str] | None) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("w", encoding="utf-8")
+        self._fh.write(json.dumps({
+            "file": str(source), "line": exc.row, "field": exc.field, "value": exc.value,
+            "reason": exc.reason, "message": exc.detail, "row": row,
+        }, ensure_ascii=False, default=str) + "\n")
+
+    def close(self) -> str | None:
+        if self._fh is None:
+            return None
+        self._fh.close()
+        return str(self.path)

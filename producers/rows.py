@@ -1,28 +1,40 @@
-"""Row validation with pydantic: one model per partner record, dates as partners write them.
+"""Row validation driven by the Avro contract and the partner's column mapping.
 
-A model receives the row already renamed to contract field names (see ``partners/*.toml``) and
-returns the Avro record. Every failure becomes an ``InputRowError`` naming row, field, value, reason.
+For every record type a pydantic model is built from the record's schema: one field per leaf the
+mapping fills, typed from Avro (string, int, double, boolean, date, timestamp, enum, coded value),
+with the chain's identifier rules on the fields that carry identifiers. Partners' values are read as
+they write them: Dutch dates (dd-mm-jjjj), local times (Europe/Amsterdam), decimal commas, ja/nee.
+Every failure becomes an ``InputRowError`` naming line, the partner's own column, value and reason.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from ketenstroom.contract.identifiers import normalise_bsn, normalise_parketnummer, normalise_pv_number
-from ketenstroom.errors import IdentifierError, InputRowError
+from ketenstroom.errors import ConfigurationError, IdentifierError, InputRowError
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+CODED = "nl.ketenstroom.common.CodedValue"
 _DATE_FORMATS = ("%d-%m-%Y", "%Y-%m-%d", "%d/%m/%Y")
 _DATETIME_FORMATS = ("%d-%m-%Y %H:%M", "%d-%m-%Y %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
 _SEX = {"M": "M", "MAN": "M", "V": "V", "VROUW": "V", "F": "V", "O": "O", "ONBEKEND": "O", "X": "O"}
+_BOOL = {"ja": True, "j": True, "true": True, "1": True, "y": True, "yes": True,
+         "nee": False, "n": False, "false": False, "0": False, "no": False}
+#: Filled by the publisher, never by a column.
+DERIVED = frozenset({"metadata.event_id", "metadata.partner", "metadata.delivery_time"})
 
 
-def _blank_to_none(value: Any) -> Any:
-    return None if isinstance(value, str) and not value.strip() else value
+@dataclass(frozen=True)
+class CodeSystem:
+    system: str
+    version: str
 
 
 def parse_date(value: Any) -> date:
@@ -32,176 +44,243 @@ def parse_date(value: Any) -> date:
     text = str(value).strip()
     for fmt in _DATE_FORMATS:
         try:
-            return datetime.strptime(text, fmt).date()
+            return datetime.strptime(text, fmt).date()  # noqa: DTZ007 - a date, no time zone
         except ValueError:
             continue
     raise ValueError(f"not a date: use dd-mm-jjjj or jjjj-mm-dd, got {text!r}")
 
 
 def parse_moment(value: Any) -> datetime:
-    """A moment in time; naive values are Europe/Amsterdam local time, a bare date is local midnight."""
+    """A moment; naive values are Europe/Amsterdam local time, a bare date is local midnight."""
     if isinstance(value, datetime):
         moment = value
     else:
         text = str(value).strip()
-        moment = None
-        try:
-            moment = datetime.fromisoformat(text) if "T" in text or "+" in text else None
-        except ValueError:
-            moment = None
+        found: datetime | None = None
+        if "T" in text:
+            try:
+                found = datetime.fromisoformat(text)
+            except ValueError:
+                found = None
         for fmt in _DATETIME_FORMATS:
-            if moment is not None:
+            if found is not None:
                 break
             try:
-                moment = datetime.strptime(text, fmt)
+                found = datetime.strptime(text, fmt)  # noqa: DTZ007 - local time, zone added below
             except ValueError:
                 continue
-        if moment is None:
-            moment = datetime.combine(parse_date(text), datetime.min.time())
+        moment = found if found is not None else datetime.combine(parse_date(text), datetime.min.time())
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=AMSTERDAM)
     return moment.astimezone(UTC)
 
 
-def _optional_date(value: Any) -> date | None:
-    value = _blank_to_none(value)
-    return None if value is None else parse_date(value)
+def _blank_to_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
 
 
-OptStr = Annotated[str | None, BeforeValidator(_blank_to_none)]
-OptDate = Annotated[date | None, BeforeValidator(_optional_date)]
-LocalDate = Annotated[date, BeforeValidator(parse_date)]
-Moment = Annotated[datetime, BeforeValidator(parse_moment)]
+def _decimal(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip().replace("\u20ac", "").strip()
+        return text.replace(".", "").replace(",", ".") if "," in text else text
+    return value
 
 
-class CodeSystem(BaseModel):
-    system: str
-    version: str
-
-
-class PartnerRow(BaseModel):
-    """Fields every partner record has: delivery metadata and the suspect's identity."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-    record_name: ClassVar[str]
-
-    source_record_id: str = Field(min_length=1)
-    record_version: int = Field(default=1, ge=1)
-    source_system: str = Field(min_length=1)
-    event_time: Moment
-    registration_time: Moment
-    skn: OptStr = None
-    bsn: OptStr = None
-    birth_date: OptDate = None
-    sex: OptStr = None
-    postcode: OptStr = None
-
-    @field_validator("bsn")
-    @classmethod
-    def _bsn_format(cls, value: str | None) -> str | None:
-        # The 11-check is the processor's to flag (the fact is kept, not hashed as valid); format is ours.
-        if value is None:
-            return None
-        try:
-            return normalise_bsn(value)
-        except IdentifierError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("sex")
-    @classmethod
-    def _sex(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        found = _SEX.get(value.upper())
+def _bool(value: Any) -> Any:
+    if isinstance(value, str):
+        found = _BOOL.get(value.strip().lower())
         if found is None:
-            raise ValueError(f"sex must be one of M, V, O (or man, vrouw, onbekend), got {value!r}")
+            raise ValueError(f"must be ja/nee (or true/false, 1/0), got {value!r}")
         return found
-
-    def identity(self) -> dict[str, Any]:
-        return {"skn": self.skn, "bsn": self.bsn, "birth_date": self.birth_date, "sex": self.sex,
-                "postcode": self.postcode}
-
-    def body(self, codes: dict[str, CodeSystem]) -> dict[str, Any]:
-        """The record's own fields (everything but metadata), ready for Avro."""
-        raise NotImplementedError
-
-    def metadata(self, *, partner: str, event_id: str, delivered: datetime) -> dict[str, Any]:
-        return {
-            "event_id": event_id, "partner": partner.upper(), "source_system": self.source_system,
-            "source_record_id": self.source_record_id, "record_version": self.record_version,
-            "event_time": self.event_time, "registration_time": self.registration_time,
-            "delivery_time": delivered,
-        }
+    return value
 
 
-class CaseDecisionRow(PartnerRow):
-    """OM beslissing."""
-
-    record_name = "nl.ketenstroom.om.CaseDecision"
-
-    parketnummer: str
-    pv_number: OptStr = None
-    decision: str = Field(min_length=1)
-    sepot_ground: OptStr = None
-    offence: OptStr = None
-
-    @field_validator("parketnummer")
-    @classmethod
-    def _parketnummer(cls, value: str) -> str:
+def _identifier(check: Callable[[str], str], keep_original: bool) -> Callable[[str | None], str | None]:
+    def validate(value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
-            normalise_parketnummer(value)
+            normal = check(value)
         except IdentifierError as exc:
             raise ValueError(str(exc)) from None
-        return value
+        return value if keep_original else normal
 
-    @field_validator("pv_number")
-    @classmethod
-    def _pv(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                normalise_pv_number(value)
-            except IdentifierError as exc:
-                raise ValueError(str(exc)) from None
-        return value
-
-    def body(self, codes: dict[str, CodeSystem]) -> dict[str, Any]:
-        def coded(kind: str, code: str | None) -> dict[str, str] | None:
-            if code is None:
-                return None
-            cs = codes[kind]
-            return {"code_system": cs.system, "code": code, "code_system_version": cs.version}
-
-        return {
-            "suspect": self.identity(),
-            "case": {"parketnummer": self.parketnummer, "pv_number": self.pv_number},
-            "decision": coded("decision", self.decision),
-            "sepot_ground": coded("sepot_ground", self.sepot_ground),
-            "offence": coded("offence", self.offence),
-        }
+    return validate
 
 
-MODELS: dict[str, type[PartnerRow]] = {"CaseDecisionRow": CaseDecisionRow}
+def _sex(value: str | None) -> str | None:
+    if value is None:
+        return None
+    found = _SEX.get(value.strip().upper())
+    if found is None:
+        raise ValueError(f"must be one of M, V, O (or man, vrouw, onbekend), got {value!r}")
+    return found
+
+
+# Validators by the field's name in the contract; raw events keep identifiers as delivered but only
+# well-formed ones get through (the BSN 11-check is the processor's to flag, not a reason to reject).
+SEMANTIC: dict[str, Callable[[Any], Any]] = {
+    "bsn": _identifier(normalise_bsn, keep_original=False),
+    "parketnummer": _identifier(normalise_parketnummer, keep_original=True),
+    "pv_number": _identifier(normalise_pv_number, keep_original=True),
+    "sex": _sex,
+}
+
+
+@dataclass(frozen=True)
+class Leaf:
+    path: str  # dotted: "case.parketnummer"; a coded value is one leaf ("decision")
+    avro: Any
+    optional: bool
+    default: Any = None  # used when an optional, non-null field (e.g. boolean with default) is blank
+
+    @property
+    def name(self) -> str:
+        return self.path.replace(".", "__")
+
+    @property
+    def last(self) -> str:
+        return self.path.rsplit(".", 1)[-1]
+
+
+def leaves(schema: dict[str, Any], prefix: str = "") -> list[Leaf]:
+    """Every fillable leaf of a record: primitives, logical types, enums and coded values."""
+    out: list[Leaf] = []
+    for field in schema["fields"]:
+        path = f"{prefix}{field['name']}"
+        typ = field["type"]
+        optional = isinstance(typ, list) and "null" in typ
+        if isinstance(typ, list):
+            typ = next(t for t in typ if t != "null")
+        if isinstance(typ, dict) and typ.get("type") == "record" and _fullname(typ) != CODED:
+            out.extend(leaves(typ, prefix=f"{path}."))
+        elif isinstance(typ, dict) and typ.get("type") == "record" or typ == CODED:
+            out.append(Leaf(path, CODED, optional))
+        else:
+            out.append(Leaf(path, typ, optional or "default" in field, field.get("default")))
+    return out
+
+
+def _fullname(typ: dict[str, Any]) -> str:
+    return f"{typ.get('namespace')}.{typ['name']}" if "." not in typ["name"] else str(typ["name"])
+
+
+def _annotation(leaf: Leaf) -> Any:
+    avro = leaf.avro
+    logical = avro.get("logicalType") if isinstance(avro, dict) else None
+    base = avro.get("type") if isinstance(avro, dict) else avro
+    validators: list[Any] = [BeforeValidator(_blank_to_none)]
+    after: list[Any] = []
+    if logical == "date":
+        py: Any = date
+        validators.append(BeforeValidator(lambda v: None if v is None else parse_date(v)))
+    elif logical in ("timestamp-millis", "timestamp-micros"):
+        py = datetime
+        validators.append(BeforeValidator(lambda v: None if v is None else parse_moment(v)))
+    elif base in ("int", "long"):
+        py = int
+    elif base in ("double", "float"):
+        py = float
+        validators.append(BeforeValidator(_decimal))
+    elif base == "boolean":
+        py = bool
+        validators.append(BeforeValidator(lambda v: None if v is None else _bool(v)))
+    elif base == "enum":
+        py = str
+        symbols = list(avro["symbols"])
+        after.append(AfterValidator(lambda v: _in(v, symbols)))
+    else:
+        py = str
+    if leaf.last in SEMANTIC:
+        after.append(AfterValidator(SEMANTIC[leaf.last]))
+    typ = py | None if leaf.optional else py
+    return Annotated[typ, *validators, *after]  # type: ignore[valid-type]
+
+
+def _in(value: str | None, symbols: list[str]) -> str | None:
+    if value is not None and value.upper() not in symbols:
+        raise ValueError(f"must be one of {', '.join(symbols)}, got {value!r}")
+    return None if value is None else value.upper()
+
 
 _REASONS = {
     "missing": "missing-field",
     "string_too_short": "missing-field",
-    "extra_forbidden": "unknown-field",
     "int_parsing": "not-a-number",
+    "int_from_float": "not-a-number",
+    "float_parsing": "not-a-number",
     "greater_than_equal": "out-of-range",
 }
 
 
-def validate_row(model: type[PartnerRow], row: dict[str, Any], *, line: int,
-                 columns: dict[str, str]) -> PartnerRow:
-    """Validate one renamed row; the error names the partner's own column, the value and the reason."""
+def build_model(record: str, fields: list[Leaf], required: frozenset[str] = frozenset()) -> type[BaseModel]:
+    """A pydantic model for the leaves a mapping fills; required ones (and ``required``) may not be blank."""
+    definitions: dict[str, Any] = {}
+    for leaf in fields:
+        if leaf.path in required:
+            leaf = Leaf(leaf.path, leaf.avro, optional=False)
+        extra: dict[str, Any] = {"alias": leaf.path}
+        if leaf.path == "metadata.record_version":
+            extra["ge"] = 1
+        if leaf.avro == "string" and not leaf.optional:
+            extra["min_length"] = 1
+        default = leaf.default if leaf.optional else ...
+        definitions[leaf.name] = (_annotation(leaf), Field(default, **extra))
+    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        record.rsplit(".", 1)[-1] + "Row",
+        __config__=ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True),
+        **definitions,
+    )
+    return model
+
+
+def validate(model: type[BaseModel], values: dict[str, Any], *, line: int,
+             columns: dict[str, str]) -> dict[str, Any]:
+    """Validate one row (keyed by contract path); errors name the partner's own column."""
     try:
-        return model.model_validate(row)
+        return model.model_validate(values).model_dump(by_alias=True)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        field = str(first["loc"][0]) if first["loc"] else "?"
+        path = str(first["loc"][0]) if first["loc"] else "?"
         kind = str(first["type"])
-        reason = _REASONS.get(kind, f"invalid-{field.replace('_', '-')}")
-        message = str(first["msg"]).removeprefix("Value error, ")
-        column = columns.get(field, field)
-        raise InputRowError(row=line, field=column, value=row.get(field), reason=reason,
-                            message=message) from None
+        raw = values.get(path)
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            reason, message = "missing-field", "a value is required"
+        else:
+            reason = _REASONS.get(kind, f"invalid-{path.rsplit('.', 1)[-1].replace('_', '-')}")
+            message = str(first["msg"]).removeprefix("Value error, ")
+        raise InputRowError(row=line, field=columns.get(path, path), value=values.get(path),
+                            reason=reason, message=message) from None
+
+
+def nest(flat: dict[str, Any], coded: dict[str, CodeSystem]) -> dict[str, Any]:
+    """Dotted paths -> the nested Avro record; coded leaves become CodedValue records."""
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        if path in coded:
+            cs = coded[path]
+            value = None if value is None else {"code_system": cs.system, "code": value,
+                                                "code_system_version": cs.version}
+        node = out
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def check_mapping(record: str, all_leaves: list[Leaf], mapped: set[str], coded: dict[str, CodeSystem]) -> None:
+    """Refuse a mapping that leaves a required field without a column or names an unknown one."""
+    known = {leaf.path for leaf in all_leaves}
+    unknown = sorted(mapped - known)
+    if unknown:
+        raise ConfigurationError(f"{record}: mapped fields {unknown} are not in the schema; "
+                                 f"fields are: {', '.join(sorted(known - DERIVED))}")
+    missing = sorted(leaf.path for leaf in all_leaves
+                     if not leaf.optional and leaf.path not in mapped and leaf.path not in DERIVED)
+    if missing:
+        raise ConfigurationError(f"{record}: required fields {missing} have no column or constant")
+    coded_leaves = {leaf.path for leaf in all_leaves if leaf.avro == CODED}
+    lacking = sorted((coded_leaves & mapped) - set(coded))
+    if lacking:
+        raise ConfigurationError(f"{record}: coded fields {lacking} need a [codes] entry (system, version)")

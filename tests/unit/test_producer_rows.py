@@ -7,31 +7,60 @@ from pathlib import Path
 
 import pytest
 
-from ketenstroom.errors import InputRowError
+from ketenstroom.contract import PARTNERS, load_schemas
+from ketenstroom.errors import ConfigurationError, InputRowError
+from ketenstroom.settings import PathSettings
 from producers.config import load_mapping
 from producers.reader import read_rows
-from producers.rows import CaseDecisionRow, parse_moment, validate_row
+from producers.rows import nest, parse_moment, validate
 
-MAPPING = load_mapping("om")
+SCHEMAS = load_schemas(PathSettings().schema_dir)
+MAPPING = load_mapping("om", SCHEMAS)
 GOOD = {
-    "zaaknummer": "OM1", "versie": "1", "parketnummer": "13-246712-26", "pv_nummer": "PL07B3 2026123456-1",
+    "soort": "BESLISSING", "recordnummer": "OM-B-1", "versie": "1", "parketnummer": "13-246712-26", "pv_nummer": "PL07B3 2026123456-1",
     "skn": "12345678", "bsn": "123456782", "geboortedatum": "17-05-1990", "geslacht": "M",
     "postcode": "1011 AB", "beslissing": "DAGV", "sepotgrond": "", "wetsartikel": "310 Sr",
     "beslisdatum": "02-03-2026 10:15", "inschrijfdatum": "2026-02-01", "bronsysteem": "COMPAS",
 }
 
 
-def _validate(row: dict[str, str], line: int = 2) -> CaseDecisionRow:
-    model = validate_row(MAPPING.model, MAPPING.rename(row), line=line, columns=MAPPING.columns)
-    assert isinstance(model, CaseDecisionRow)
-    return model
+def _validate(row: dict[str, str], line: int = 2) -> dict[str, object]:
+    record = MAPPING.for_row(row, line)
+    return validate(record.model, record.values(row), line=line, columns=MAPPING.columns_of(record))
 
 
 def test_a_good_row_validates_with_dutch_and_iso_dates() -> None:
-    model = _validate(GOOD)
-    assert model.event_time == datetime(2026, 3, 2, 9, 15, tzinfo=UTC)  # 10:15 CET
-    assert model.registration_time == datetime(2026, 1, 31, 23, 0, tzinfo=UTC)  # local midnight
-    assert model.birth_date is not None and model.birth_date.isoformat() == "1990-05-17"
+    flat = _validate(GOOD)
+    assert flat["metadata.event_time"] == datetime(2026, 3, 2, 9, 15, tzinfo=UTC)  # 10:15 CET
+    assert flat["metadata.registration_time"] == datetime(2026, 1, 31, 23, 0, tzinfo=UTC)  # local midnight
+    assert str(flat["suspect.birth_date"]) == "1990-05-17"
+    nested = nest(flat, MAPPING.records["BESLISSING"].codes)
+    assert nested["decision"] == {"code_system": "OM.AFDOENING", "code": "DAGV", "code_system_version": "2024"}
+    assert nested["sepot_ground"] is None
+    assert nested["case"]["parketnummer"] == "13-246712-26"
+
+
+def test_every_partner_mapping_matches_the_contract() -> None:
+    for partner in PARTNERS:
+        mapping = load_mapping(partner, SCHEMAS)
+        assert mapping.records, partner
+        for record in mapping.records.values():
+            assert record.schema.group == partner
+
+
+def test_a_mapping_with_a_typo_fails_at_start_up(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[2] / "producers/partners/om.toml").read_text(encoding="utf-8")
+    (tmp_path / "om.toml").write_text(text.replace('"case.parketnummer" = "parketnummer"',
+                                                   '"case.parketnumer" = "parketnummer"', 1))
+    with pytest.raises(ConfigurationError, match="parketnumer"):
+        load_mapping("om", SCHEMAS, tmp_path)
+
+
+def test_unknown_record_type_is_rejected_with_the_allowed_values() -> None:
+    with pytest.raises(InputRowError) as info:
+        _validate({**GOOD, "soort": "ONZIN"}, line=4)
+    assert (info.value.field, info.value.reason) == ("soort", "unknown-record-type")
+    assert "BESLISSING" in info.value.detail
 
 
 def test_summer_time_is_applied_to_naive_local_times() -> None:
@@ -42,9 +71,10 @@ def test_summer_time_is_applied_to_naive_local_times() -> None:
     ("column", "value", "reason"),
     [
         ("beslisdatum", "31-02-2026", "invalid-event-time"),
-        ("parketnummer", "", "invalid-parketnummer"),
+        ("parketnummer", "", "missing-field"),  # the key of an OM record may not be blank
         ("parketnummer", "13-2467-26", "invalid-parketnummer"),
         ("bsn", "12ab", "invalid-bsn"),
+        ("geboortedatum", "1990-13-45", "invalid-birth-date"),
         ("geslacht", "Q", "invalid-sex"),
         ("versie", "twee", "not-a-number"),
         ("versie", "0", "out-of-range"),
@@ -61,7 +91,8 @@ def test_each_kind_of_bad_value_names_row_column_value_and_reason(column: str, v
 
 
 def test_bsn_failing_11_check_is_accepted_for_the_processor_to_flag() -> None:
-    assert _validate({**GOOD, "bsn": "123456789"}).bsn == "123456789"
+    assert _validate({**GOOD, "bsn": "123456789"})["suspect.bsn"] == "123456789"
+    assert _validate({**GOOD, "bsn": "12345678"})["suspect.bsn"] == "012345678"
 
 
 @pytest.mark.parametrize(
