@@ -26,9 +26,7 @@ from ketenstroom.infra.process import file_lock, tail
 LOG4J_VERSION = "2.25.5"
 MARKER = ".complete"
 FETCH_LOG = "fetch.log"
-_HINT = (
-    "Maven Central unreachable? check network/proxy, or set KETENSTROOM_CACHE_DIR to a pre-filled cache"
-)
+_HINT = "Maven Central unreachable? check network/proxy, or set KETENSTROOM_CACHE_DIR to a pre-filled cache"
 
 Progress = Callable[[str], None]
 

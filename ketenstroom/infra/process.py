@@ -134,6 +134,11 @@ def terminate(pid: int, timeout: float, *, sleep: Callable[[float], None] = time
     return wait_gone(pid, 10.0, sleep=sleep)
 
 
+def request_stop(pid: int) -> None:
+    """Send SIGTERM without waiting, so several services can shut down concurrently."""
+    _signal(pid, signal.SIGTERM)
+
+
 def _signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         if os.getpgid(pid) == pid:  # we started it as a session leader: take its children along
@@ -221,7 +226,7 @@ def port_owner(port: int) -> str | None:
             continue
         for fd in fds:
             try:
-                target = os.readlink(fd)
+                target = str(fd.readlink())
             except OSError:
                 continue
             if target in wanted:

@@ -125,12 +125,25 @@ def kafka_uuid() -> str:
 
 
 def cluster_identity(config: StackConfig) -> dict[str, str]:
-    """Cluster id and per-node directory ids, created once per run dir and reused for every format."""
+    """Cluster id and per-node directory ids, created once per run dir and reused for every format.
+
+    The controller ports are recorded too: KRaft writes the voter endpoints into the metadata log at
+    format time, so a stack formatted for other ports must be wiped, not silently restarted.
+    """
     path = config.run_dir / "cluster.json"
+    ports = ",".join(str(config.kafka_ports(i)[1]) for i in range(1, config.nodes + 1))
     if path.is_file():
         stored: dict[str, str] = json.loads(path.read_text())
+        if stored.get("controller_ports", ports) != ports:
+            raise InfraError(
+                f"Kafka storage under {config.run_dir} was formatted for controller port(s) "
+                f"{stored['controller_ports']}, but the config now asks for {ports}; expected the same "
+                "ports. Restore the KETENSTROOM_INFRA_*_PORT settings, or wipe this stack's data "
+                "(`ketenstroom infra wipe` / Stack.wipe())"
+            )
         return stored
-    ident = {"cluster_id": kafka_uuid()} | {str(i): kafka_uuid() for i in range(1, config.nodes + 1)}
+    ident = {"cluster_id": kafka_uuid(), "controller_ports": ports}
+    ident |= {str(i): kafka_uuid() for i in range(1, config.nodes + 1)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(ident, indent=2) + "\n")
     return ident
@@ -156,10 +169,8 @@ def prepare_kafka(config: StackConfig, svc: Service) -> None:
 
 def format_kafka(config: StackConfig, svcs: list[Service], java: Path, layout: Layout) -> None:
     """Format the storage of nodes that have no ``meta.properties`` yet (in parallel: one JVM each)."""
-    todo = [s for s in svcs if not (s.directory / "data" / "meta.properties").is_file()]
-    if not todo:
-        return
     ident = cluster_identity(config)
+    todo = [s for s in svcs if not (s.directory / "data" / "meta.properties").is_file()]
     running: list[tuple[Service, subprocess.Popen[bytes], Path]] = []
     for svc in todo:
         argv = [
@@ -203,7 +214,7 @@ def kafka_health(config: StackConfig, svc: Service) -> tuple[bool, str]:
     brokers = len(metadata.brokers)
     if brokers != config.nodes:
         return False, f"{brokers} of {config.nodes} brokers registered"
-    return True, f"{brokers} broker(s), controller {metadata.controller_id}"
+    return True, f"{brokers} broker(s) in cluster metadata"
 
 
 # -- Apicurio Registry ------------------------------------------------------------------------------
