@@ -137,8 +137,8 @@ def run_worker(
 
     if stop_at is not None and not any(stop_at.values()):
         return Progress()  # nothing new since the group's last commit
-    transformer = build_transformer(registry=Registry(registry_settings), paths=paths, pseudonym=pseudonym,
-                                    topics=topics)
+    registry = Registry(registry_settings)
+    transformer = build_transformer(registry=registry, paths=paths, pseudonym=pseudonym, topics=topics)
     progress = Progress()
     app = build_app(partners=partners, kafka=kafka, transformer=transformer, topics=topics, app_id=app_id,
                     stop_at=stop_at, progress=progress)
@@ -148,4 +148,6 @@ def run_worker(
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
+    finally:
+        registry.close()
     return progress

@@ -105,6 +105,17 @@ class Publisher:
         ))
         self._headers: dict[str, bytes] = {}  # record name -> framed header with its schema id
 
+    def close(self) -> None:
+        """Flush what is queued and close the registry session."""
+        self.producer.flush(10)
+        self.registry.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def _header(self, record: RecordMapping, receipt: Receipt) -> bytes:
         name = record.schema.fullname
         found = self._headers.get(name)

@@ -26,7 +26,7 @@ from ketenstroom.contract import Topics
 from ketenstroom.contract.codec import decode
 from ketenstroom.contract.wire import unframe
 from ketenstroom.errors import DeliveryError, RecordError
-from ketenstroom.settings import KafkaSettings
+from ketenstroom.settings import KafkaSettings, RegistrySettings
 from sinks.parquet import to_parquet
 from sinks.periods import PeriodKind, period_code
 
@@ -49,14 +49,14 @@ class SinkReport:
 
 
 class Sink:
-    def __init__(self, *, kafka: KafkaSettings, registry: Registry, store: ObjectStore,
+    def __init__(self, *, kafka: KafkaSettings, registry: RegistrySettings, store: ObjectStore,
                  group_id: str = "ketenstroom-sink", period: PeriodKind = "month",
                  topics: Topics | None = None, max_buffered: int = 50_000) -> None:
         self.consumer = Consumer(kafka.librdkafka(
             group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed",
         ))
-        self.registry = registry
+        self.registry = Registry(registry)
         self.store = store
         self.period = period
         self.topic = (topics or Topics()).curated
@@ -87,6 +87,7 @@ class Sink:
             raise DeliveryError(f"sink on {self.topic} failed: {exc}") from exc
         finally:
             self.consumer.close()
+            self.registry.close()
         return self.report
 
     def _caught_up(self, stop_at: dict[tuple[str, int], int]) -> bool:

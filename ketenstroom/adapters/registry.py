@@ -24,6 +24,16 @@ class Registry:
         self._ids: dict[str, int] = {}
         self._writers: dict[int, Any] = {}
 
+    def close(self) -> None:
+        """Close the HTTP session; the adapter is unusable afterwards."""
+        self.client.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def _fail(self, what: str, exc: Exception) -> DeliveryError:
         return DeliveryError(f"schema registry at {self.url}: {what} failed: {exc}")
 
@@ -63,6 +73,23 @@ class Registry:
         parsed = fastavro.parse_schema(json.loads(found.schema_str), _force=True)
         self._writers[schema_id] = parsed
         return parsed
+
+    def compatible(self, subject: str, schema: EventSchema) -> bool | None:
+        """Whether the registry would accept ``schema`` under ``subject``; None if the subject is new."""
+        try:
+            return bool(self.client.test_compatibility(subject, Schema(schema.text, "AVRO")))
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                return None
+            raise self._fail(f"checking {subject}", exc) from exc
+        except Exception as exc:
+            raise self._fail(f"checking {subject}", exc) from exc
+
+    def compatibility(self, subject: str | None = None) -> str:
+        try:
+            return str(self.client.get_compatibility(subject_name=subject))
+        except Exception as exc:
+            raise self._fail("reading compatibility", exc) from exc
 
     def set_compatibility(self, level: str, subject: str | None = None) -> None:
         try:

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from ketenstroom.cli import infra, pipeline
+from ketenstroom.cli import infra, pipeline, schemas
 
 app = typer.Typer(
     name="ketenstroom",
@@ -16,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(infra.app, name="infra")
+app.add_typer(schemas.app, name="schemas")
 pipeline.register(app)
 
 

@@ -30,8 +30,9 @@ def _fail(exc: InfraError) -> typer.Exit:
 
 def show_status(stack: Stack) -> bool:
     table = Table(title="ketenstroom local stack")
-    for column in ("service", "ports", "pid", "health", "started in", "log"):
+    for column in ("service", "ports", "pid", "health", "started in"):
         table.add_column(column)
+    table.add_column("log", overflow="fold")
     healthy = True
     for s in stack.status():
         healthy &= s.healthy

@@ -15,7 +15,6 @@ from rich.progress import Progress
 
 from ketenstroom.adapters.kafka import end_offsets, ensure_topics
 from ketenstroom.adapters.objectstore import ObjectStore
-from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
@@ -80,8 +79,8 @@ def publish(
     from producers.publish import EXIT_NOT_DELIVERED, Publisher
 
     try:
-        publisher = Publisher(partner, kafka=KafkaSettings(), registry=RegistrySettings(), topics=_topics())
-        with Progress(console=console, transient=True) as bar:
+        with Publisher(partner, kafka=KafkaSettings(), registry=RegistrySettings(), topics=_topics()) as publisher, \
+                Progress(console=console, transient=True) as bar:
             task = bar.add_task(f"publishing {partner}", total=None)
             result = publisher.publish(files, reject_path=rejects,
                                        progress=lambda n: bar.update(task, completed=n))
@@ -132,7 +131,7 @@ def sink(
         store = ObjectStore(url, S3Settings())
         topics = _topics()
         stop_at = end_offsets(kafka, [topics.curated], group_id=group) if until_caught_up else None
-        report = Sink(kafka=kafka, registry=Registry(RegistrySettings()), store=store, group_id=group,
+        report = Sink(kafka=kafka, registry=RegistrySettings(), store=store, group_id=group,
                       period=period, topics=topics).run(stop_at=stop_at)  # type: ignore[arg-type]
     except KetenstroomError as exc:
         raise _fail(exc) from exc

@@ -18,7 +18,6 @@ import pytest
 
 from ketenstroom.adapters.kafka import end_offsets, ensure_topics
 from ketenstroom.adapters.objectstore import ObjectStore
-from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
 from ketenstroom.contract.identifiers import normalise_parketnummer
 from producers.publish import Publisher
@@ -61,7 +60,8 @@ def delivered(services: Services, names: Topics, tmp_path: Path) -> dict[str, ob
     ensure_topics(services.kafka, names.all(["om"]), partitions=3, replication_factor=1)
     export = tmp_path / "om.csv"
     written = write_csv(export, om_decision_rows(400, seed=11, noise=0.06), OM_COLUMNS)
-    receipt = Publisher("om", kafka=services.kafka, registry=services.registry, topics=names).publish([export])
+    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+        receipt = publisher.publish([export])
     counts = _run_processor(services, names, app_id=f"{names.prefix}processor")
     with export.open(encoding="utf-8") as fh:
         source = list(csv.DictReader(fh, delimiter=";"))
@@ -91,7 +91,7 @@ def test_export_flows_through_every_stage(
     # sink: local directory
     store = ObjectStore(f"file://{tmp_path / 'snapshots'}")
     stop = end_offsets(services.kafka, [names.curated])
-    report = Sink(kafka=services.kafka, registry=Registry(services.registry), store=store,
+    report = Sink(kafka=services.kafka, registry=services.registry, store=store,
                   group_id=group_id, topics=names).run(stop_at=stop)
     rows = _read_all(store)
     assert len(rows) == report.written == counts["curated"]["om"]
@@ -135,13 +135,13 @@ def test_sink_writes_to_s3proxy(services: Services, names: Topics, group_id: str
                                 delivered: dict[str, object]) -> None:
     store = ObjectStore(f"s3://{services.s3.bucket}/{names.prefix.rstrip('.')}", services.s3)
     stop = end_offsets(services.kafka, [names.curated])
-    report = Sink(kafka=services.kafka, registry=Registry(services.registry), store=store,
+    report = Sink(kafka=services.kafka, registry=services.registry, store=store,
                   group_id=group_id, topics=names).run(stop_at=stop)
     rows = _read_all(store)
     assert report.written == len(rows) == delivered["counts"]["curated"]["om"]  # type: ignore[index]
     assert all(str(r["period"]).startswith("2026MM") for r in rows)
     # a second sink in the same group has nothing left to do: offsets were committed after the write
-    again = Sink(kafka=services.kafka, registry=Registry(services.registry), store=store,
+    again = Sink(kafka=services.kafka, registry=services.registry, store=store,
                  group_id=group_id, topics=names).run(stop_at=end_offsets(services.kafka, [names.curated],
                                                                           group_id=group_id))
     assert again.records == 0
