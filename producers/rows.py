@@ -169,7 +169,7 @@ def _annotation(leaf: Leaf) -> Any:
     avro = leaf.avro
     logical = avro.get("logicalType") if isinstance(avro, dict) else None
     base = avro.get("type") if isinstance(avro, dict) else avro
-    validators: list[Any] = [BeforeValidator(_blank_to_none)]
+    validators: list[Any] = []
     after: list[Any] = []
     if logical == "date":
         py: Any = date
@@ -194,7 +194,8 @@ def _annotation(leaf: Leaf) -> Any:
     if leaf.last in SEMANTIC:
         after.append(AfterValidator(SEMANTIC[leaf.last]))
     typ = py | None if leaf.optional else py
-    return Annotated[typ, *validators, *after]  # type: ignore[valid-type]
+    # pydantic runs "before" validators last-to-first: blank -> None must come last to run first
+    return Annotated[typ, *validators, BeforeValidator(_blank_to_none), *after]  # type: ignore[valid-type]
 
 
 def _in(value: str | None, symbols: list[str]) -> str | None:

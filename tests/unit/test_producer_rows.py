@@ -90,6 +90,12 @@ def test_each_kind_of_bad_value_names_row_column_value_and_reason(column: str, v
     assert f"row 17: field {column!r}" in str(err)
 
 
+def test_blank_optional_values_are_none_not_errors() -> None:
+    flat = _validate({**GOOD, "geboortedatum": " ", "bsn": "", "pv_nummer": "", "sepotgrond": ""})
+    assert flat["suspect.birth_date"] is None and flat["suspect.bsn"] is None
+    assert flat["case.pv_number"] is None and flat["sepot_ground"] is None
+
+
 def test_bsn_failing_11_check_is_accepted_for_the_processor_to_flag() -> None:
     assert _validate({**GOOD, "bsn": "123456789"})["suspect.bsn"] == "123456789"
     assert _validate({**GOOD, "bsn": "12345678"})["suspect.bsn"] == "012345678"
