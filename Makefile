@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status demo test test-unit lint clean
+.PHONY: help install up down status demo test test-unit lint clean bench-publish
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,3 +45,6 @@ lint: install ## ruff and mypy
 
 clean: ## Remove the virtualenv and local output (not the download cache, not the stack's data)
 	rm -rf $(VENV) var .pytest_cache
+
+bench-publish: install ## Benchmark publish against a hand-written producer and raw production (stack started if needed)
+	$(PY) -m bench.publish_bench
