@@ -54,6 +54,9 @@ class Pseudonymiser:
     def report(self, pv_number: str) -> str:
         return self._mac("report:pv", normalise_pv_number(pv_number))
 
+    def execution(self, cjib_number: str) -> str:
+        return self._mac("execution:cjib", "".join(cjib_number.split()))
+
 
 def age_at(birth: date, moment: datetime) -> int:
     day = moment.date()

@@ -1,8 +1,9 @@
 """Versioned terminology tables: partner code system + code -> uniform concepts, chosen by event time.
 
 Tables are data files in ``terminology/`` listed in ``manifest.toml``; they are validated at start-up
-(overlapping validity for one source code and target, empty columns, valid_to before valid_from) and
-a bad table stops the processor with an error naming file, line and problem. A code without a mapping
+(targets that ``concepts.csv`` does not define, overlapping or gapped validity for one source code and
+target, empty columns, valid_to before valid_from) and a bad table stops the processor with an error
+naming file, line and problem. A code without a mapping
 valid at the event time is never guessed: the caller dead-letters the event.
 """
 
@@ -67,12 +68,26 @@ def _date(value: str, where: str, column: str) -> date:
         raise TerminologyError(f"{where}: {column} {value!r} is not an ISO date (jjjj-mm-dd)") from None
 
 
+def _concepts(path: Path) -> set[tuple[str, str]]:
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise TerminologyError(f"{path}: cannot read the concept list: {exc.strerror}") from exc
+    known = {(r["vocabulary"], r["code"]) for r in rows}
+    for line, row in enumerate(rows, start=2):
+        if row.get("parent") and (row["vocabulary"], row["parent"]) not in known:
+            raise TerminologyError(f"{path}:{line}: parent {row['parent']!r} of {row['code']} is not defined")
+    return known
+
+
 def load_terminology(directory: Path) -> Terminology:
     manifest_path = directory / "manifest.toml"
     try:
         manifest = tomllib.loads(manifest_path.read_text(encoding="utf-8"))
         version = str(manifest["version"])
         files = [str(t["file"]) for t in manifest["tables"]]
+        concepts = _concepts(directory / str(manifest["concepts"]))
     except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
         raise TerminologyError(f"{manifest_path}: cannot read terminology manifest: {exc!r}") from exc
     index: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
@@ -95,13 +110,32 @@ def load_terminology(directory: Path) -> Terminology:
                         source_code=row["source_code"],
                         valid_from=_date(row["valid_from"], where, "valid_from"), valid_to=valid_to,
                     )
+                    if (mapping.vocabulary, mapping.code) not in concepts:
+                        raise TerminologyError(f"{where}: target {mapping.vocabulary} {mapping.code!r} is not "
+                                               "defined in the concept list")
                     if valid_to is not None and valid_to <= mapping.valid_from:
                         raise TerminologyError(f"{where}: valid_to {valid_to} is not after valid_from")
                     _check_overlap(index[(mapping.source_code_system, mapping.source_code)], mapping, where)
                     index[(mapping.source_code_system, mapping.source_code)].append(mapping)
         except OSError as exc:
             raise TerminologyError(f"{path}: cannot read terminology table: {exc.strerror}") from exc
+    for mappings in index.values():
+        _check_gaps(mappings)
     return Terminology(version=version, _index={k: tuple(v) for k, v in index.items()})
+
+
+def _check_gaps(mappings: list[Mapping]) -> None:
+    """One source code -> one target must be valid without holes once it starts (a hole is a typo)."""
+    by_target: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+    for m in mappings:
+        by_target[(m.vocabulary, m.code)].append(m)
+    for spans in by_target.values():
+        spans.sort(key=lambda m: m.valid_from)
+        for before, after in zip(spans, spans[1:], strict=False):
+            if before.valid_to is not None and before.valid_to < after.valid_from:
+                raise TerminologyError(
+                    f"{after.source_code_system} {after.source_code} -> {after.vocabulary} {after.code}: "
+                    f"no mapping between {before.valid_to} and {after.valid_from} (gap in validity)")
 
 
 def _check_overlap(existing: list[Mapping], new: Mapping, where: str) -> None:

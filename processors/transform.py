@@ -21,9 +21,38 @@ from processors.pseudonym import Pseudonymiser, age_at, pc4
 from processors.terminology import Terminology
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
-# Which uniform chain step a raw record type is, and which of its coded fields carry the concept.
-CHAIN_STEPS: dict[str, tuple[str, str]] = {
-    "nl.ketenstroom.om.CaseDecision": ("OM_DECISION", "decision"),
+
+
+@dataclass(frozen=True)
+class Step:
+    """The uniform chain step of a raw record type, and its coded fields mapped through terminology.
+
+    ``required`` coded fields must map (else the event is dead-lettered); ``optional`` ones map when
+    present. Organisational codes (court, 3RO organisation, Halt referrer) are not mapped.
+    """
+
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+
+
+STEPS: dict[str, Step] = {
+    "nl.ketenstroom.politie.CrimeRegistered": Step("POLICE_CRIME_REGISTERED", ("incident",)),
+    "nl.ketenstroom.politie.SuspectRegistered": Step("POLICE_SUSPECT_REGISTERED", ()),
+    "nl.ketenstroom.politie.ReportSentToOm": Step("POLICE_REPORT_SENT_TO_OM", ()),
+    "nl.ketenstroom.om.CaseRegistered": Step("OM_REGISTRATION", ("offence",)),
+    "nl.ketenstroom.om.CaseDecision": Step("OM_DECISION", ("decision",), ("sepot_ground", "offence")),
+    "nl.ketenstroom.rechtspraak.Judgment": Step("COURT_JUDGMENT", ("outcome",), ("principal_sanction",)),
+    "nl.ketenstroom.rechtspraak.AppealJudgment": Step("APPEAL_JUDGMENT", ("outcome",), ("principal_sanction",)),
+    "nl.ketenstroom.cjib.CollectionStarted": Step("EXECUTION_COLLECTION_STARTED", ("sanction",)),
+    "nl.ketenstroom.cjib.PaymentReceived": Step("EXECUTION_PAYMENT_RECEIVED", ()),
+    "nl.ketenstroom.cjib.SubstituteDetentionOrdered": Step("EXECUTION_SUBSTITUTE_DETENTION", ()),
+    "nl.ketenstroom.dji.DetentionInflow": Step("DETENTION_INFLOW", ("title", "institution")),
+    "nl.ketenstroom.dji.DetentionOutflow": Step("DETENTION_OUTFLOW", ("reason",)),
+    "nl.ketenstroom.reclassering.SupervisionStarted": Step("SUPERVISION_STARTED", ("kind",)),
+    "nl.ketenstroom.reclassering.SupervisionEnded": Step("SUPERVISION_ENDED", ("kind", "outcome")),
+    "nl.ketenstroom.halt.Referral": Step("HALT_REFERRAL", ("offence_group",)),
+    "nl.ketenstroom.halt.Completed": Step("HALT_COMPLETED", ("outcome",)),
 }
 
 
@@ -90,8 +119,10 @@ class Transformer:
                 raw = decode(writer, payload)
                 stage = "transform"
                 event = self.to_chain_event(raw, writer)
+                key = (event["case_pseudonym"] or event["report_pseudonym"] or event["execution_pseudonym"]
+                       or str(event["event_id"]))
                 curated.append(Curated(
-                    key=(event["case_pseudonym"] or event["event_id"]).encode(),
+                    key=key.encode(),
                     value=frame(self.curated_schema_id, encode(self.curated_schema, event)),
                     source=record,
                 ))
@@ -101,16 +132,19 @@ class Transformer:
 
     def to_chain_event(self, raw: dict[str, Any], writer: Any) -> dict[str, Any]:
         record_type = writer["name"] if isinstance(writer, dict) else str(writer)
-        step = CHAIN_STEPS.get(record_type)
+        step = STEPS.get(record_type)
         if step is None:
             raise RecordError(f"record type {record_type} has no chain step mapping", reason="unknown-record-type")
-        chain_step, coded_field = step
         meta = raw["metadata"]
         event_time: datetime = meta["event_time"]
         local_day = event_time.astimezone(AMSTERDAM).date()
-        coded = raw[coded_field]
-        concepts = self.terminology.lookup(coded["code_system"], coded["code"], coded["code_system_version"],
-                                           local_day)
+        concepts: list[dict[str, str]] = []
+        for name in (*step.required, *step.optional):
+            coded = raw.get(name)
+            if coded is None:
+                continue  # optional and absent (required coded fields are non-null in the schema)
+            concepts += self.terminology.lookup(coded["code_system"], coded["code"],
+                                                coded["code_system_version"], local_day)
         suspect = raw.get("suspect") or {}
         person = self.pseudonymiser.person(suspect.get("skn"), suspect.get("bsn"))
         case = raw.get("case") or {}
@@ -123,9 +157,11 @@ class Transformer:
             "source_system": meta["source_system"],
             "event_time": event_time,
             "registration_time": meta["registration_time"],
-            "chain_step": chain_step,
+            "chain_step": step.name,
             "case_pseudonym": self.pseudonymiser.case(case["parketnummer"]) if case.get("parketnummer") else None,
             "report_pseudonym": self.pseudonymiser.report(case["pv_number"]) if case.get("pv_number") else None,
+            "execution_pseudonym": (self.pseudonymiser.execution(case["cjib_number"])
+                                    if case.get("cjib_number") else None),
             "person_pseudonym": person.pseudonym,
             "person_pseudonym_source": person.source,
             "identity_flags": list(person.flags),
@@ -133,6 +169,10 @@ class Transformer:
             "age_at_event": age_at(birth, event_time.astimezone(AMSTERDAM)) if birth else None,
             "sex": suspect.get("sex"),
             "municipality_code": self.municipalities.get(area) if area else None,
+            "crime_municipality_code": raw.get("crime_municipality"),
+            "sanction_days": raw.get("sanction_days", raw.get("days")),
+            "sanction_hours": raw.get("sanction_hours", raw.get("hours")),
+            "amount_eur": raw.get("sanction_amount_eur", raw.get("amount_eur")),
             "concepts": concepts,
             "mapping_version": self.terminology.version,
             "pseudonym_key_id": self.pseudonymiser.key_id,

@@ -43,7 +43,8 @@ def test_age_at_event_counts_birthdays() -> None:
 
 
 def _write_table(tmp_path: Path, rows: list[str]) -> Path:
-    (tmp_path / "manifest.toml").write_text('version = "t1"\n[[tables]]\nfile = "t.csv"\n')
+    (tmp_path / "manifest.toml").write_text('version = "t1"\nconcepts = "c.csv"\n[[tables]]\nfile = "t.csv"\n')
+    (tmp_path / "c.csv").write_text("vocabulary,code,label,parent\nv,OLD,Old,\nv,NEW,New,\nw,EXTRA,Extra,\nv,X,X,\n")
     header = "source_code_system,source_code,vocabulary,target_code,target_label,counting_unit,valid_from,valid_to"
     (tmp_path / "t.csv").write_text("\n".join([header, *rows]) + "\n")
     return tmp_path
@@ -68,17 +69,26 @@ def test_terminology_picks_mapping_by_event_date_and_allows_n_to_m(tmp_path: Pat
         (["S,A,v,X,X,zaak,2020-01-01,2010-01-01"], "not after valid_from"),
         (["S,A,v,X,,zaak,2020-01-01,"], "empty target_label"),
         (["S,A,v,X,X,zaak,01-01-2020,"], "not an ISO date"),
+        (["S,A,v,NOPE,Nope,zaak,2020-01-01,"], "not defined in the concept list"),
+        (["S,A,v,X,X,zaak,2000-01-01,2010-01-01", "S,A,v,X,X,zaak,2011-01-01,"], "gap in validity"),
     ],
 )
 def test_bad_tables_are_refused_with_file_and_line(tmp_path: Path, rows: list[str], message: str) -> None:
     with pytest.raises(TerminologyError, match=message) as info:
         load_terminology(_write_table(tmp_path, rows))
-    assert "t.csv:" in str(info.value)
+    assert "t.csv:" in str(info.value) or "gap" in str(info.value)
 
 
 def test_shipped_terminology_validates() -> None:
     terms = load_terminology(PATHS.terminology_dir)
-    assert terms.version and len(terms) >= 8
+    assert terms.version and len(terms) >= 80
+    # sepot ground 04 (burgerlijk rechter bevoegd) was dropped in 2022: valid before, unknown after
+    assert terms.lookup("OM.SEPOTGROND", "04", "2022A004", date(2021, 6, 1))[0]["code"] == "TECHNISCH"
+    with pytest.raises(UnknownCodeError):
+        terms.lookup("OM.SEPOTGROND", "04", "2022A004", date(2022, 6, 1))
+    # N:M: a theft with violence is one feit in three SCM2010 levels
+    codes = [c["code"] for c in terms.lookup("WETSARTIKEL", "312 Sr", "2026", date(2026, 1, 1))]
+    assert codes == ["1", "11", "111"]
 
 
 def _known_schema(schema_id: int, parsed: object) -> object:
