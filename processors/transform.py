@@ -64,6 +64,7 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int | None = None  # the Kafka record timestamp, for latency
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class Curated:
     key: bytes
     value: bytes
     source: RawRecord
+    event_id: str
+    event_time: float  # unix seconds
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,8 @@ class Transformer:
                     key=key.encode(),
                     value=frame(self.curated_schema_id, encode(self.curated_schema, event)),
                     source=record,
+                    event_id=str(event["event_id"]),
+                    event_time=event["event_time"].timestamp(),
                 ))
             except RecordError as exc:
                 dead.append(DeadLetter(record, exc.reason, stage, str(exc)))

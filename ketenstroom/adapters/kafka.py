@@ -17,11 +17,13 @@ def ensure_topics(
     *,
     partitions: int = 3,
     replication_factor: int = -1,
+    config: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> None:
     """Create topics that do not exist yet; existing ones are left as they are."""
     admin = AdminClient(settings.librdkafka())
-    wanted = [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in names]
+    wanted = [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
+              for n in names]
     if not wanted:
         return
     futures = admin.create_topics(wanted, operation_timeout=timeout, request_timeout=timeout)
