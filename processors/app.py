@@ -16,14 +16,12 @@ from typing import Any
 
 import faust
 
-from ketenstroom.contract import Topics, load_schemas
+from ketenstroom.contract import Topics
 from ketenstroom.settings import KafkaSettings, PathSettings, PseudonymSettings, RegistrySettings
-from processors.pseudonym import Pseudonymiser
-from processors.terminology import load_terminology
-from processors.transform import RawRecord, Transformer, load_municipalities
+from processors.build import build_transformer
+from processors.transform import RawRecord, Transformer
 
 log = logging.getLogger("ketenstroom.processor")
-CHAIN_EVENT = "nl.ketenstroom.curated.ChainEvent"
 
 
 @dataclass
@@ -37,21 +35,6 @@ class Progress:
 
     def done(self, stop_at: dict[tuple[str, int], int]) -> bool:
         return all(self.position.get(tp, 0) >= end for tp, end in stop_at.items() if end > 0)
-
-
-def build_transformer(*, registry: Any, paths: PathSettings, pseudonym: PseudonymSettings,
-                      topics: Topics) -> Transformer:
-    """Load tables and keys (validated at start-up) and register the curated schema."""
-    schemas = load_schemas(paths.schema_dir)
-    chain = schemas[CHAIN_EVENT]
-    return Transformer(
-        pseudonymiser=Pseudonymiser(key=pseudonym.secret(), key_id=pseudonym.key_id),
-        terminology=load_terminology(paths.terminology_dir),
-        municipalities=load_municipalities(paths.terminology_dir / "pc4-gemeente.csv"),
-        writer_schema=registry.writer_schema,
-        curated_schema_id=registry.register(chain.subject(topics.curated), chain),
-        curated_schema=chain.parsed,
-    )
 
 
 def build_app(

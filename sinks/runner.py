@@ -65,6 +65,7 @@ class Sink:
         self._buffers: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
         self._seen: dict[str, set[str]] = defaultdict(set)  # event ids per period, per run
         self._next: dict[int, int] = {}  # partition -> offset to commit
+        self._position: dict[int, int] = {}  # partition -> consumer position (for stop_at)
         self._buffered = 0
         self.report = SinkReport()
 
@@ -91,7 +92,15 @@ class Sink:
         return self.report
 
     def _caught_up(self, stop_at: dict[tuple[str, int], int]) -> bool:
-        return all(self._next.get(p, 0) >= end for (t, p), end in stop_at.items() if t == self.topic and end > 0)
+        # The consumer's position passes transaction markers, which consume() never returns, so
+        # compare it (not the last offset seen) with the end offsets taken at start-up.
+        assigned = self.consumer.assignment()
+        if assigned:
+            for tp in self.consumer.position(assigned):
+                if tp.offset >= 0:
+                    self._position[tp.partition] = max(self._position.get(tp.partition, 0), tp.offset)
+        return all(self._position.get(p, 0) >= end for (t, p), end in stop_at.items()
+                   if t == self.topic and end > 0)
 
     def _add(self, partition: int, offset: int, value: bytes | None) -> None:
         self.report.records += 1

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from ketenstroom.cli import infra, pipeline, schemas
+from ketenstroom.cli import infra, pipeline, process, schemas
 
 app = typer.Typer(
     name="ketenstroom",
@@ -18,6 +18,7 @@ app = typer.Typer(
 app.add_typer(infra.app, name="infra")
 app.add_typer(schemas.app, name="schemas")
 pipeline.register(app)
+process.register(app)
 
 
 def main() -> None:

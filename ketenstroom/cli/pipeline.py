@@ -94,28 +94,6 @@ def publish(
     raise typer.Exit(result.exit_code)
 
 
-def process(
-    partner: list[str] = typer.Option(["om"], "--partner", "-p", help="Partners to consume (repeatable)."),
-    app_id: str = typer.Option("ketenstroom-processor", help="Consumer group / faust app id."),
-    until_caught_up: bool = typer.Option(False, help="Stop once the input as of start-up is processed."),
-) -> None:
-    """Run a faust worker: pseudonymise and normalise raw.<partner> into curated.chain-events."""
-    from processors.app import run_worker
-
-    kafka = KafkaSettings()
-    try:
-        topics = _topics()
-        stop_at = (end_offsets(kafka, [topics.raw(p) for p in partner], group_id=app_id)
-                   if until_caught_up else None)
-        progress = run_worker(partners=partner, kafka=kafka, registry_settings=RegistrySettings(),
-                              paths=PathSettings(), pseudonym=PseudonymSettings(), topics=topics, stop_at=stop_at,
-                              app_id=app_id)
-    except KetenstroomError as exc:
-        raise _fail(exc) from exc
-    out.print(json.dumps({"records_in": progress.records_in, "curated": progress.curated,
-                          "dead_lettered": progress.dead}, sort_keys=True))
-
-
 def sink(
     storage: str | None = typer.Option(None, help="file://DIR or s3://BUCKET/PREFIX (default from settings)."),
     period: str = typer.Option("month", help="month, quarter or year."),
@@ -135,7 +113,7 @@ def sink(
                       period=period, topics=topics).run(stop_at=stop_at)  # type: ignore[arg-type]
     except KetenstroomError as exc:
         raise _fail(exc) from exc
-    out.print(json.dumps({"storage": store.root, "records": report.records, "written": report.written,
+    print(json.dumps({"storage": store.root, "records": report.records, "written": report.written,
                           "duplicates": report.duplicates, "undecodable": report.undecodable,
                           "rows_per_period": report.rows_per_period, "objects": len(report.objects)},
                          sort_keys=True))
@@ -180,5 +158,5 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (topics, generate, publish, process, sink, demo):
+    for command in (topics, generate, publish, sink, demo):
         app.command()(command)

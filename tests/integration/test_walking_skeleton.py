@@ -127,8 +127,8 @@ def test_export_flows_through_every_stage(
 
     # the README's one-line query reads the same files
     local = tmp_path / "snapshots" / "snapshots"
-    n = duckdb.sql(f"select count(*) from '{local}/*/*.parquet'").fetchone()
-    assert n is not None and n[0] == len(rows)
+    n = duckdb.sql(f"select count(*) from '{local}/*/*.parquet'").fetchall()[0][0]
+    assert n == len(rows)
 
 
 def test_sink_writes_to_s3proxy(services: Services, names: Topics, group_id: str,
