@@ -15,7 +15,7 @@ from rich.progress import Progress
 
 from ketenstroom.adapters.kafka import end_offsets, ensure_topics
 from ketenstroom.adapters.objectstore import ObjectStore
-from ketenstroom.contract import Topics
+from ketenstroom.contract import PARTNERS, Topics
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
     KafkaSettings,
@@ -54,19 +54,19 @@ def topics(
 
 
 def generate(
-    out_file: Path = typer.Option(..., "--out", help="CSV file to write."),
-    partner: str = typer.Option("om", help="Partner whose export to generate."),
-    rows: int = typer.Option(1000, help="Number of rows."),
-    seed: int = typer.Option(7, help="Seed: the same seed gives the same export."),
+    out_dir: Path = typer.Option(..., "--out", help="Directory for the exports (one file per partner)."),
+    cases: int = typer.Option(1000, help="Cases to follow through the chain."),
+    seed: int = typer.Option(7, help="Seed: the same seed gives byte-identical exports."),
     noise: float = typer.Option(0.0, help="Share of rows with a realistic mistake (0..1)."),
 ) -> None:
-    """Write a seeded synthetic partner export in the partner's own columns and codes."""
-    from producers.synthetic import OM_COLUMNS, om_decision_rows, write_csv
+    """Write seeded, chain-consistent exports for every partner, in each partner's own columns and codes."""
+    from producers.synthetic import generate_chain
 
-    if partner != "om":
-        raise typer.BadParameter("only the OM export exists so far", param_hint="--partner")
-    written = write_csv(out_file, om_decision_rows(rows, seed=seed, noise=noise), OM_COLUMNS)
-    console.print(f"wrote {written} {partner} rows to {out_file}")
+    report = generate_chain(out_dir, cases=cases, seed=seed, noise=noise)
+    for partner, pr in report.partners.items():
+        console.print(f"{partner:13} {pr.rows_written:>8} rows -> {pr.path}  (expected accepted "
+                      f"{pr.expected_accepted}, rejected {pr.expected_rejected})")
+    console.print(f"report: {out_dir / 'generation.json'}")
 
 
 def publish(
@@ -120,40 +120,47 @@ def sink(
 
 
 def demo(
-    rows: int = typer.Option(2000, help="Rows in the generated OM export."),
-    workdir: Path = typer.Option(Path("var/demo"), help="Where the export, receipt and snapshots go."),
+    cases: int = typer.Option(500, help="Cases to generate and follow through the chain."),
+    workdir: Path = typer.Option(Path("var/demo"), help="Where exports, receipts and snapshots go."),
 ) -> None:
-    """Run the walking skeleton on the running stack: generate, publish, process, sink; say what happened."""
+    """Run the pipeline on the running stack: generate, publish every partner, process, sink, scan."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     key_file = workdir / "pseudonym.key"
     if not key_file.exists():
         key_file.write_text(secrets.token_hex(32))
         key_file.chmod(0o600)
-    run_id = secrets.token_hex(3)
-    export = workdir / "om-export.csv"
+    seed = secrets.randbelow(10**6)  # a new delivery each run: new record ids, new events
+    exports = workdir / f"exports-{seed}"
     snapshots = workdir / "snapshots"
-    env = {"KETENSTROOM_PSEUDONYM_KEY_FILE": str(key_file), "KETENSTROOM_PSEUDONYM_KEY_ID": "demo-k1",
-           "KETENSTROOM_STORAGE_URL": f"file://{snapshots}"}
-    steps: list[tuple[str, list[str]]] = [
-        ("topics", ["topics"]),
-        ("generate", ["generate", "--out", str(export), "--rows", str(rows), "--noise", "0.03",
-                      "--seed", str(int(run_id, 16))]),
-        ("publish", ["publish", "--partner", "om", str(export)]),
-        ("process", ["process", "--partner", "om", "--until-caught-up", "--app-id", "ketenstroom-demo"]),
-        ("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink"]),
-    ]
-    child_env = {**os.environ, **env}
-    for name, args in steps:
+    child_env = {**os.environ, "KETENSTROOM_PSEUDONYM_KEY_FILE": str(key_file),
+                 "KETENSTROOM_PSEUDONYM_KEY_ID": "demo-k1", "KETENSTROOM_STORAGE_URL": f"file://{snapshots}"}
+
+    def step(name: str, args: list[str], ok: tuple[int, ...] = (0,)) -> None:
         console.rule(f"[bold]{name}")
         result = subprocess.run([sys.executable, "-m", "ketenstroom", *args], env=child_env, check=False)
-        if result.returncode not in (0, 1):  # 1 = publish rejected some rows, which the demo expects
+        if result.returncode not in ok:
             console.print(f"[red]step {name} failed with exit code {result.returncode}[/red]")
             raise typer.Exit(result.returncode)
+
+    step("topics", ["topics"])
+    step("generate", ["generate", "--out", str(exports), "--cases", str(cases), "--noise", "0.02",
+                      "--seed", str(seed)])
+    from producers.synthetic import GenerationReport
+
+    generated = GenerationReport.from_json((exports / "generation.json").read_text(encoding="utf-8"))
+    for partner in PARTNERS:  # exit 1 = some rows rejected, which a noisy export is meant to show
+        step(f"publish {partner}", ["publish", "--partner", partner, "--receipt",
+                                    str(exports / f"{partner}.receipt.json"), generated.partners[partner].path],
+             ok=(0, 1))
+    step("process", ["process", "--until-caught-up", "--app-id", "ketenstroom-demo"])
+    step("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink"])
+    step("scan", ["scan", "--storage", f"file://{snapshots}"])
     console.rule("[bold]done")
+    out.print(f"exports and receipts: {exports}")
     out.print(f"snapshots: {snapshots}/snapshots/<period>/*.parquet")
-    out.print("read them: python -c \"import duckdb; print(duckdb.sql(\\\"select period, count(*) n from "
-              f"'{snapshots}/snapshots/*/*.parquet' group by 1 order by 1\\\"))\"")
+    out.print("read them: .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"select period, chain_step, "
+              f"count(*) n from '{snapshots}/snapshots/*/*.parquet' group by all order by all\\\"))\"")
     out.print("stop the stack: make down")
 
 

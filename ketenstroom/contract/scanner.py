@@ -30,6 +30,7 @@ _DIGITS = re.compile(r"(?<![0-9A-Za-z])\d{8,10}(?![0-9A-Za-z])")
 _PARKET = re.compile(r"(?<![0-9A-Za-z])\d{2}[-/. ]\d{6}[-/. ]\d{2}(?![0-9A-Za-z])")
 _PV = re.compile(r"\bPL\d{2}[A-Z]\d\b", re.IGNORECASE)
 _POSTCODE = re.compile(r"(?<![0-9A-Za-z])[1-9]\d{3} ?[A-Z]{2}(?![0-9A-Za-z])")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DATE = re.compile(r"(?<![0-9])(\d{4}-\d{2}-\d{2}|\d{2}-\d{2}-\d{4})(?![0-9])")
 
 
@@ -43,6 +44,7 @@ class Finding:
 
 
 def _scan_text(path: str, text: str) -> Iterator[Finding]:
+    text = _UUID.sub(" ", text)  # event ids: a UUID's first group may be eight decimal digits
     for match in _DIGITS.finditer(text):
         digits = match.group()
         if len(digits) == 9 and bsn_passes_11_check(digits):

@@ -108,7 +108,8 @@ class ChainGenerator:
         counter = self._ids.get((partner, rtype))
         if counter is None:
             counter = self._ids[(partner, rtype)] = (RECORD_IDS[(partner, rtype)], count(1))
-        return f"{counter[0]}-{next(counter[1]):07d}"
+        # the seed is part of the id: exports of different seeds never share event ids
+        return f"{counter[0]}-{self.seed}-{next(counter[1]):07d}"
 
     def _next(self, *key: str) -> int:
         """A per-key sequence that starts at a seeded offset (pv and parket sequences, ECLI numbers)."""

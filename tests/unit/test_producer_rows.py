@@ -32,7 +32,8 @@ def _validate(row: dict[str, str], line: int = 2) -> dict[str, object]:
 def test_a_good_row_validates_with_dutch_and_iso_dates() -> None:
     flat = _validate(GOOD)
     assert flat["metadata.event_time"] == datetime(2026, 3, 2, 9, 15, tzinfo=UTC)  # 10:15 CET
-    assert flat["metadata.registration_time"] == datetime(2026, 1, 31, 23, 0, tzinfo=UTC)  # local midnight
+    assert flat["metadata.registration_time"] == flat["metadata.event_time"]  # decisions: registered when made
+    assert parse_moment("2026-02-01") == datetime(2026, 1, 31, 23, 0, tzinfo=UTC)  # ISO date: local midnight
     assert str(flat["suspect.birth_date"]) == "1990-05-17"
     nested = nest(flat, MAPPING.records["BESLISSING"].codes)
     assert nested["decision"] == {"code_system": "OM.AFDOENING", "code": "DAGV", "code_system_version": "2024"}
