@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 
+from ketenstroom.adapters.kafka import all_partitions, read_to_end
 from ketenstroom.contract import Topics
 from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import KafkaSettings
@@ -32,37 +33,24 @@ def _headers(msg: Message) -> dict[str, str]:
     return {k: (v or b"").decode(errors="replace") for k, v in raw}
 
 
-def _drain(consumer: Consumer, topic: str, *, from_committed: bool, timeout: float = 10.0) -> list[Message]:
-    """Every record of ``topic`` from the group's committed offsets (or the start) to the end as of now."""
-    metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-    if metadata is None or metadata.error is not None:
-        raise DeliveryError(f"topic {topic} does not exist")
-    partitions = [TopicPartition(topic, p) for p in metadata.partitions]
-    ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout)[1] for tp in partitions}
-    starts = consumer.committed(partitions, timeout=timeout) if from_committed else partitions
-    assignment = [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
-                  for tp in starts]
-    consumer.assign(assignment)
-    position = {tp.partition: max(tp.offset, 0) for tp in assignment}
-    out: list[Message] = []
-    while any(position[p] < end for p, end in ends.items()):
-        for msg in consumer.consume(1000, timeout=1.0):
-            if msg.error() is not None:
-                raise DeliveryError(f"reading {topic} failed: {msg.error()}")
-            position[msg.partition()] = msg.offset() + 1
-            if msg.offset() < ends[msg.partition()]:
-                out.append(msg)
-    return out
+def _start_offsets(kafka: KafkaSettings, topic: str, group: str) -> list[TopicPartition]:
+    """The group's committed offsets on ``topic``, or the beginning where it has none."""
+    partitions = all_partitions(kafka, topic)
+    consumer = Consumer(kafka.librdkafka(group_id=group, enable_auto_commit=False))
+    try:
+        committed = consumer.committed(partitions, timeout=10)
+    finally:
+        consumer.close()
+    return [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+            for tp in committed]
 
 
 def summarise(kafka: KafkaSettings, topics: Topics, partner: str) -> DeadLetterSummary:
     """Read the whole DLQ (no offsets committed) and count by reason and stage."""
     topic = topics.dlq(partner)
-    consumer = Consumer(kafka.librdkafka(group_id=f"{topic}.list", enable_auto_commit=False,
-                                         auto_offset_reset="earliest"))
     summary = DeadLetterSummary()
     try:
-        for msg in _drain(consumer, topic, from_committed=False):
+        for msg in read_to_end(kafka, all_partitions(kafka, topic), group_id=f"{topic}.list"):
             headers = _headers(msg)
             reason = headers.get("ketenstroom.reason", "unknown")
             summary.total += 1
@@ -71,8 +59,6 @@ def summarise(kafka: KafkaSettings, topics: Topics, partner: str) -> DeadLetterS
             summary.errors.setdefault(reason, headers.get("ketenstroom.error", ""))
     except KafkaException as exc:
         raise DeliveryError(f"reading {topic} failed: {exc}") from exc
-    finally:
-        consumer.close()
     return summary
 
 
@@ -80,13 +66,12 @@ def replay(kafka: KafkaSettings, topics: Topics, partner: str, *, reason: str | 
     """Copy dead letters (optionally of one reason) back to ``raw.<partner>``; offsets committed after."""
     source, target = topics.dlq(partner), topics.raw(partner)
     group = f"{source}.replay.{reason or 'all'}"
-    consumer = Consumer(kafka.librdkafka(group_id=group, enable_auto_commit=False,
-                                         auto_offset_reset="earliest"))
+    consumer = Consumer(kafka.librdkafka(group_id=group, enable_auto_commit=False))
     producer = Producer(kafka.librdkafka(enable_idempotence=True, acks="all"))
     counts = {"read": 0, "replayed": 0, "skipped": 0}
     failures: list[str] = []
     try:
-        messages = _drain(consumer, source, from_committed=True)
+        messages = list(read_to_end(kafka, _start_offsets(kafka, source, group), group_id=f"{group}.read"))
         for msg in messages:
             counts["read"] += 1
             headers = _headers(msg)

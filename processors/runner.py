@@ -29,7 +29,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from ketenstroom.adapters.kafka import ensure_topics
+from ketenstroom.adapters.kafka import ensure_topics, read_to_end
 from ketenstroom.contract import Topics
 from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import KafkaSettings
@@ -98,28 +98,14 @@ class TransactionalProcessor:
 
     def _restore(self, partitions: list[TopicPartition]) -> None:
         """Rebuild the dedup set of each newly assigned partition from its changelog partition."""
-        reader = Consumer(self.kafka.librdkafka(group_id=f"{self.app_id}.restore", enable_auto_commit=False,
-                                                isolation_level="read_committed"))
-        try:
-            for tp in partitions:
-                seen: set[str] = set()
-                log_tp = TopicPartition(changelog_topic(self.app_id, tp.topic), tp.partition, OFFSET_BEGINNING)
-                _low, high = reader.get_watermark_offsets(log_tp, timeout=10)
-                reader.assign([log_tp])
-                deadline = time.monotonic() + RESTORE_DEADLINE_S
-                # Read up to the high watermark as it was; the position passes commit markers and
-                # aborted records too, which consume() never returns.
-                while high > 0 and reader.position([log_tp])[0].offset < high:
-                    if time.monotonic() > deadline:
-                        raise DeliveryError(f"restoring {log_tp.topic}[{tp.partition}] did not reach offset "
-                                            f"{high} within {RESTORE_DEADLINE_S} s (an open transaction?)")
-                    for msg in reader.consume(10_000, timeout=0.5):
-                        if msg.error() is not None:
-                            raise DeliveryError(f"restoring {log_tp.topic} failed: {msg.error()}")
-                        seen.add(msg.key().decode())
-                self._seen[(tp.topic, tp.partition)] = seen
-        finally:
-            reader.close()
+        logs = [TopicPartition(changelog_topic(self.app_id, tp.topic), tp.partition, OFFSET_BEGINNING)
+                for tp in partitions]
+        restored: dict[tuple[str, int], set[str]] = {(tp.topic, tp.partition): set() for tp in partitions}
+        prefix = f"{self.app_id}.dedup."
+        for msg in read_to_end(self.kafka, logs, group_id=f"{self.app_id}.restore",
+                               deadline_s=RESTORE_DEADLINE_S):
+            restored[(msg.topic().removeprefix(prefix), msg.partition())].add(msg.key().decode())
+        self._seen.update(restored)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._restore(partitions)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
@@ -54,7 +54,7 @@ class Sink:
                  topics: Topics | None = None, max_buffered: int = 50_000) -> None:
         self.consumer = Consumer(kafka.librdkafka(
             group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-            isolation_level="read_committed",
+            isolation_level="read_committed", enable_partition_eof=True,
         ))
         self.registry = Registry(registry)
         self.store = store
@@ -65,7 +65,7 @@ class Sink:
         self._buffers: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
         self._seen: dict[str, set[str]] = defaultdict(set)  # event ids per period, per run
         self._next: dict[int, int] = {}  # partition -> offset to commit
-        self._position: dict[int, int] = {}  # partition -> consumer position (for stop_at)
+        self._position: dict[int, int] = {}  # partition -> end offset reached (partition EOF), for stop_at
         self._buffered = 0
         self.report = SinkReport()
 
@@ -78,8 +78,14 @@ class Sink:
                     break
                 messages = self.consumer.consume(num_messages=5000, timeout=0.5)
                 for msg in messages:
-                    if msg.error() is not None:
-                        raise DeliveryError(f"consuming {self.topic} failed: {msg.error()}")
+                    err = msg.error()
+                    if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                        # at the end (past any transaction markers and aborted records)
+                        self._position[msg.partition()] = max(self._position.get(msg.partition(), 0),
+                                                              msg.offset())
+                        continue
+                    if err is not None:
+                        raise DeliveryError(f"consuming {self.topic} failed: {err}")
                     self._add(msg.partition(), msg.offset(), msg.value())
                 if self._buffered >= self.max_buffered:
                     self.flush()
@@ -92,13 +98,6 @@ class Sink:
         return self.report
 
     def _caught_up(self, stop_at: dict[tuple[str, int], int]) -> bool:
-        # The consumer's position passes transaction markers, which consume() never returns, so
-        # compare it (not the last offset seen) with the end offsets taken at start-up.
-        assigned = self.consumer.assignment()
-        if assigned:
-            for tp in self.consumer.position(assigned):
-                if tp.offset >= 0:
-                    self._position[tp.partition] = max(self._position.get(tp.partition, 0), tp.offset)
         return all(self._position.get(p, 0) >= end for (t, p), end in stop_at.items()
                    if t == self.topic and end > 0)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ketenstroom.errors import DeliveryError
@@ -66,3 +67,40 @@ def end_offsets(settings: KafkaSettings, topics: Iterable[str], *, group_id: str
         raise DeliveryError(f"cannot read watermarks from {settings.bootstrap_servers}: {exc}") from exc
     finally:
         consumer.close()
+
+
+def read_to_end(settings: KafkaSettings, partitions: list[TopicPartition], *, group_id: str,
+                deadline_s: float = 120.0) -> Iterator[Message]:
+    """Committed records of ``partitions`` from the given offsets up to the end as of reading.
+
+    Uses partition-EOF events rather than comparing offsets: a read_committed consumer never returns
+    transaction markers or aborted records, so its last offset can stay short of the high watermark.
+    """
+    consumer = Consumer(settings.librdkafka(group_id=group_id, enable_auto_commit=False,
+                                            enable_partition_eof=True, isolation_level="read_committed"))
+    pending = {(tp.topic, tp.partition) for tp in partitions}
+    deadline = time.monotonic() + deadline_s
+    try:
+        consumer.assign(partitions)
+        while pending:
+            if time.monotonic() > deadline:
+                raise DeliveryError(f"reading {sorted(pending)} did not reach the end within {deadline_s:.0f} s")
+            for msg in consumer.consume(10_000, timeout=0.5):
+                err = msg.error()
+                if err is None:
+                    yield msg
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard((msg.topic(), msg.partition()))
+                else:
+                    raise DeliveryError(f"reading {msg.topic()} failed: {err}")
+    finally:
+        consumer.close()
+
+
+def all_partitions(settings: KafkaSettings, topic: str, offset: int = OFFSET_BEGINNING,
+                   timeout: float = 10.0) -> list[TopicPartition]:
+    admin = AdminClient(settings.librdkafka())
+    meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise DeliveryError(f"topic {topic} does not exist on {settings.bootstrap_servers}")
+    return [TopicPartition(topic, p, offset) for p in sorted(meta.partitions)]

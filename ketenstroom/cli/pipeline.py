@@ -19,8 +19,6 @@ from ketenstroom.contract import PARTNERS, Topics
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
     KafkaSettings,
-    PathSettings,
-    PseudonymSettings,
     RegistrySettings,
     S3Settings,
     StorageSettings,

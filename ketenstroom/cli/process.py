@@ -165,31 +165,16 @@ def scan(
 
 
 def _curated_records() -> list[Any]:
-    from confluent_kafka import Consumer
-
+    from ketenstroom.adapters.kafka import all_partitions, read_to_end
     from ketenstroom.contract.codec import decode
     from ketenstroom.contract.wire import unframe
 
     kafka, topics = KafkaSettings(), _topics()
-    ends = end_offsets(kafka, [topics.curated])
-    consumer = Consumer(kafka.librdkafka(group_id="ketenstroom-scan", enable_auto_commit=False,
-                                         auto_offset_reset="earliest", isolation_level="read_committed"))
     records: list[Any] = []
-    position: dict[int, int] = {}
-    try:
-        consumer.subscribe([topics.curated])
-        with Registry(RegistrySettings()) as registry:
-            while any(position.get(p, 0) < end for (_t, p), end in ends.items()):
-                for msg in consumer.consume(1000, timeout=1.0):
-                    position[msg.partition()] = msg.offset() + 1
-                    schema_id, payload = unframe(msg.value())
-                    records.append(decode(registry.writer_schema(schema_id), payload))
-                if not consumer.assignment():
-                    continue
-                for tp in consumer.position(consumer.assignment()):
-                    position[tp.partition] = max(position.get(tp.partition, 0), tp.offset)
-    finally:
-        consumer.close()
+    with Registry(RegistrySettings()) as registry:
+        for msg in read_to_end(kafka, all_partitions(kafka, topics.curated), group_id="ketenstroom-scan"):
+            schema_id, payload = unframe(msg.value())
+            records.append(decode(registry.writer_schema(schema_id), payload))
     return records
 
 

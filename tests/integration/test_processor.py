@@ -1,0 +1,242 @@
+"""The processor on the real stack: exactly once under SIGKILL, two workers, DLQ replay, key rotation."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from ketenstroom.adapters.kafka import all_partitions, end_offsets, ensure_topics, read_to_end
+from ketenstroom.adapters.registry import Registry
+from ketenstroom.contract import PARTNERS, Topics
+from ketenstroom.contract.codec import decode
+from ketenstroom.contract.scanner import scan_all
+from ketenstroom.contract.wire import unframe
+from ketenstroom.settings import PathSettings
+from producers.publish import Publisher
+from producers.synthetic import OM_COLUMNS, GenerationReport, generate_chain, om_decision_rows, write_csv
+from tests.conftest import Services
+
+KEY = "processor-test-key-0123456789abcdef0123"
+DEADLINE_S = 240
+
+
+def _env(services: Services, names: Topics, key: str = KEY, key_id: str = "t1") -> dict[str, str]:
+    return {**os.environ, "KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS": services.kafka.bootstrap_servers,
+            "KETENSTROOM_REGISTRY_URL": services.registry.url, "KETENSTROOM_TOPIC_PREFIX": names.prefix,
+            "KETENSTROOM_PSEUDONYM_KEY": key, "KETENSTROOM_PSEUDONYM_KEY_ID": key_id}
+
+
+def _process(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "ketenstroom", "process", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _deliver(services: Services, names: Topics, exports: GenerationReport) -> int:
+    ensure_topics(services.kafka, names.all(), partitions=3, replication_factor=1)
+    published = 0
+    for partner in PARTNERS:
+        with Publisher(partner, kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+            published += publisher.publish([Path(exports.partners[partner].path)]).published
+    return published
+
+
+def _read_committed(services: Services, topic: str) -> list[dict[str, object]]:
+    """Every committed record of ``topic``, decoded, read to the end as of now."""
+    out: list[dict[str, object]] = []
+    with Registry(services.registry) as registry:
+        for msg in read_to_end(services.kafka, all_partitions(services.kafka, topic), group_id=f"{topic}.check"):
+            schema_id, payload = unframe(msg.value())
+            out.append(decode(registry.writer_schema(schema_id), payload))
+    return out
+
+
+def _committed_everything(services: Services, names: Topics, group: str) -> bool:
+    ends = end_offsets(services.kafka, [names.raw(p) for p in PARTNERS])
+    consumer = Consumer(services.kafka.librdkafka(group_id=group, enable_auto_commit=False))
+    try:
+        committed = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
+    finally:
+        consumer.close()
+    return all(tp.offset >= ends[(tp.topic, tp.partition)] for tp in committed if ends[(tp.topic, tp.partition)])
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> GenerationReport:
+    return generate_chain(tmp_path_factory.mktemp("exports"), cases=1500, seed=4242, noise=0.05)
+
+
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+        services: Services, exports: GenerationReport, tmp_path: Path) -> None:
+    reference, crashed = Topics(f"t{os.getpid()}ref{random.randrange(10**6)}."), \
+        Topics(f"t{os.getpid()}kill{random.randrange(10**6)}.")
+    published = _deliver(services, reference, exports)
+    assert _deliver(services, crashed, exports) == published
+
+    ok = subprocess.run([sys.executable, "-m", "ketenstroom", "process", "--until-caught-up"],
+                        env=_env(services, reference), capture_output=True, text=True, timeout=DEADLINE_S)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    stats = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert stats["reconciles"]
+    expected = _read_committed(services, reference.curated)
+    expected_ids = Counter(str(e["event_id"]) for e in expected)
+    assert max(expected_ids.values()) == 1 and len(expected_ids) > 1000
+
+    rng = random.Random(7)
+    env = _env(services, crashed)
+    kills = 0
+    for _ in range(5):
+        worker = _process(env, "--until-caught-up", "--instance-id", "0")
+        seen_before = sum(end_offsets(services.kafka, [crashed.curated]).values())
+        target = seen_before + rng.randrange(200, 1500)  # kill once this much more output exists
+        deadline = time.monotonic() + DEADLINE_S
+        while worker.poll() is None and sum(end_offsets(services.kafka, [crashed.curated]).values()) < target:
+            assert time.monotonic() < deadline, "the processor made no progress"
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGKILL)
+            kills += 1
+        worker.communicate(timeout=60)
+    assert kills >= 2, "the stream was too short to kill the worker mid-way"
+    final = _process(env, "--until-caught-up", "--instance-id", "0")
+    stdout, stderr = final.communicate(timeout=DEADLINE_S)
+    assert final.returncode == 0, stderr[-2000:]
+
+    got = Counter(str(e["event_id"]) for e in _read_committed(services, crashed.curated))
+    assert max(got.values()) == 1, f"duplicates after {kills} kills: {[k for k, v in got.items() if v > 1][:3]}"
+    assert set(got) == set(expected_ids), (len(got), len(expected_ids))
+    dead = _dlq_count(services, crashed)
+    assert dead == _dlq_count(services, reference)
+    assert len(got) + dead + stats_duplicates(stats) == published
+
+
+def stats_duplicates(stats: dict[str, dict[str, int]]) -> int:
+    return sum(stats["duplicates"].values())
+
+
+def _dlq_count(services: Services, names: Topics) -> int:
+    return sum(1 for p in PARTNERS for _ in read_to_end(services.kafka, all_partitions(services.kafka, names.dlq(p)),
+                                                         group_id=f"{names.prefix}dlq.check"))
+
+
+def test_two_workers_share_the_partitions(services: Services, exports: GenerationReport) -> None:
+    names = Topics(f"t{os.getpid()}two{random.randrange(10**6)}.")
+    published = _deliver(services, names, exports)
+    env = _env(services, names)
+    workers = [_process(env, "--instance-id", str(i), "--app-id", f"{names.prefix}proc") for i in range(2)]
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while not _committed_everything(services, names, f"{names.prefix}proc"):
+            assert all(w.poll() is None for w in workers), "a worker died"
+            assert time.monotonic() < deadline, "two workers did not finish the input"
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+    outputs = [w.communicate(timeout=60) for w in workers]
+    results = [json.loads(o.strip().splitlines()[-1]) for o, _ in outputs]
+    assert all(sum(r["records_in"].values()) > 0 for r in results), "both workers got partitions"
+    assert sum(sum(r["records_in"].values()) for r in results) == published
+    curated = _read_committed(services, names.curated)
+    assert len({e["event_id"] for e in curated}) == len(curated)
+    count, findings = scan_all(curated)
+    assert count == len(curated) and not findings, [str(f) for f in findings[:5]]
+
+
+def test_key_rotation_gives_new_pseudonyms_and_leaves_old_output(services: Services, tmp_path: Path) -> None:
+    names = Topics(f"t{os.getpid()}rot{random.randrange(10**6)}.")
+    ensure_topics(services.kafka, names.all(["om"]), partitions=1, replication_factor=1)
+    batches = []
+    for seed, key, key_id in ((98, KEY, "k1"), (99, KEY[::-1] + "x", "k2")):
+        exports = generate_chain(tmp_path / str(seed), cases=40, seed=seed, partners=("om",))
+        with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+            publisher.publish([Path(exports.partners["om"].path)])
+        run = subprocess.run([sys.executable, "-m", "ketenstroom", "process", "--partner", "om",
+                              "--until-caught-up"], env=_env(services, names, key, key_id),
+                             capture_output=True, text=True, timeout=DEADLINE_S)
+        assert run.returncode == 0, run.stderr[-2000:]
+        batches.append(_read_committed(services, names.curated))
+    before, after = batches
+    assert before and len(after) > len(before)
+    assert after[: len(before)] == before, "events curated under the old key are untouched"
+    rotated = after[len(before):]
+    assert {e["pseudonym_key_id"] for e in before} == {"k1"}
+    assert {e["pseudonym_key_id"] for e in rotated} == {"k2"}
+    assert not {e["case_pseudonym"] for e in before} & {e["case_pseudonym"] for e in rotated}
+
+
+def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
+        services: Services, tmp_path: Path) -> None:
+    names = Topics(f"t{os.getpid()}dlq{random.randrange(10**6)}.")
+    ensure_topics(services.kafka, names.all(["om"]), partitions=2, replication_factor=1)
+    export = tmp_path / "om.csv"
+    rows = list(om_decision_rows(300, seed=5))
+    for row in rows[::10]:
+        row["beslissing"] = "ZZZZ"  # a code OM started using before the table knew it
+    write_csv(export, rows, OM_COLUMNS)
+    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+        assert publisher.publish([export]).published == 300
+    env = _env(services, names)
+
+    def run(*args: str, extra: dict[str, str] | None = None) -> str:
+        done = subprocess.run([sys.executable, "-m", "ketenstroom", *args], env={**env, **(extra or {})},
+                              capture_output=True, text=True, timeout=DEADLINE_S)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    first = json.loads(run("process", "--partner", "om", "--until-caught-up").strip().splitlines()[-1])
+    assert first["dead_lettered"] == {"om": {"unknown-code": 30}} and first["curated"]["om"] == 270
+    listing = run("dlq", "list", "--partner", "om")
+    assert "unknown-code" in listing and "30" in listing and "ZZZZ" in listing
+
+    fixed = tmp_path / "terminology"
+    shutil.copytree(PathSettings().terminology_dir, fixed)
+    with (fixed / "om-afdoening.csv").open("a", encoding="utf-8") as fh:
+        fh.write("OM.AFDOENING,ZZZZ,om-beslissing,OVERIG,Overig (nieuwe code),beslissing,2026-01-01,\n")
+    replayed = json.loads(run("dlq", "replay", "--partner", "om", "--reason", "unknown-code"))
+    assert replayed == {"read": 30, "replayed": 30, "skipped": 0}
+    again = json.loads(run("dlq", "replay", "--partner", "om").strip())
+    assert again["replayed"] == 30  # another group: replaying twice is harmless, see below
+    second = json.loads(run("process", "--partner", "om", "--until-caught-up",
+                            extra={"KETENSTROOM_TERMINOLOGY_DIR": str(fixed)}).strip().splitlines()[-1])
+    assert second["curated"] == {"om": 30} and second["duplicates"] == {"om": 30}
+    curated = _read_committed(services, names.curated)
+    assert len(curated) == len({e["event_id"] for e in curated}) == 300
+
+
+def test_metrics_and_health_endpoints(services: Services) -> None:
+    names = Topics(f"t{os.getpid()}obs{random.randrange(10**6)}.")
+    ensure_topics(services.kafka, names.all(), partitions=1, replication_factor=1)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker = _process(_env(services, names), "--metrics-port", str(port), "--app-id", f"{names.prefix}p")
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        health = None
+        while health is None:
+            assert worker.poll() is None and time.monotonic() < deadline, "no health endpoint"
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            except httpx.TransportError:
+                continue
+            if health.status_code != 200:
+                health = None
+        assert health.json()["status"] == "ok"
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        assert "ketenstroom_processor_records_in_total" in metrics
+        assert "ketenstroom_processor_latency_seconds" in metrics
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=60)
+    assert worker.returncode == 0
