@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from ketenstroom.contract import Topics
 from ketenstroom.settings import KafkaSettings, RegistrySettings

@@ -29,8 +29,13 @@ from producers.reader import read_rows
 from producers.rows import nest, validate
 from producers.synthetic import OM_COLUMNS, om_decision_rows, write_csv
 
-PRODUCER_CONF = {"enable.idempotence": True, "acks": "all", "linger.ms": 20, "compression.type": "lz4",
-                 "batch.num.messages": 10_000}
+PRODUCER_CONF = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 20,
+    "compression.type": "lz4",
+    "batch.num.messages": 10_000,
+}
 
 
 def prepared_records(export: Path) -> list[tuple[bytes, dict[str, object]]]:
@@ -42,8 +47,13 @@ def prepared_records(export: Path) -> list[tuple[bytes, dict[str, object]]]:
             continue
         record = mapping.for_row(row, line)
         flat = validate(record.model, record.values(row), line=line, columns=mapping.columns_of(record))
-        flat.update({"metadata.event_id": "00000000-0000-5000-8000-000000000000", "metadata.partner": "OM",
-                     "metadata.delivery_time": flat["metadata.registration_time"]})
+        flat.update(
+            {
+                "metadata.event_id": "00000000-0000-5000-8000-000000000000",
+                "metadata.partner": "OM",
+                "metadata.delivery_time": flat["metadata.registration_time"],
+            }
+        )
         out.append((str(flat[record.key]).encode(), nest(flat, record.codes)))
     return out
 
@@ -59,14 +69,19 @@ def run_ours(kafka: KafkaSettings, registry: RegistrySettings, export: Path) -> 
     return elapsed, receipt.published
 
 
-def run_standard(kafka: KafkaSettings, registry: RegistrySettings,
-                 records: list[tuple[bytes, dict[str, object]]], schema_text: str) -> float:
+def run_standard(
+    kafka: KafkaSettings,
+    registry: RegistrySettings,
+    records: list[tuple[bytes, dict[str, object]]],
+    schema_text: str,
+) -> float:
     topics = fresh_topics("std")
     topic = topics.raw("om")
     ensure_topics(kafka, [topic], partitions=3, replication_factor=1)
     client = SchemaRegistryClient(registry.client_conf())
-    serializer = AvroSerializer(client, schema_text, conf={
-        "subject.name.strategy": lambda ctx, name: f"{ctx.topic}-{name}"})
+    serializer = AvroSerializer(
+        client, schema_text, conf={"subject.name.strategy": lambda ctx, name: f"{ctx.topic}-{name}"}
+    )
     producer = Producer({**kafka.librdkafka(), **PRODUCER_CONF})
     ctx = SerializationContext(topic, MessageField.VALUE)
     failures = []
@@ -75,8 +90,12 @@ def run_standard(kafka: KafkaSettings, registry: RegistrySettings,
         value = serializer(record, ctx)
         while True:
             try:
-                producer.produce(topic, key=key, value=value,
-                                 on_delivery=lambda err, _m: err is not None and failures.append(err))
+                producer.produce(
+                    topic,
+                    key=key,
+                    value=value,
+                    on_delivery=lambda err, _m: err is not None and failures.append(err),
+                )
                 break
             except BufferError:
                 producer.poll(0.5)
@@ -128,8 +147,11 @@ def main() -> None:
             ours.append(t)
             std.append(run_standard(kafka, registry, records, schema.text))
             raw.append(run_raw(kafka, messages))
-            print(f"run {run + 1}: publish {published / t:,.0f}/s  hand-written {len(records) / std[-1]:,.0f}/s  "
-                  f"raw {len(messages) / raw[-1]:,.0f}/s")
+            print(
+                f"run {run + 1}: publish {published / t:,.0f}/s  "
+                f"hand-written {len(records) / std[-1]:,.0f}/s  "
+                f"raw {len(messages) / raw[-1]:,.0f}/s"
+            )
         n = len(records)
         ours_rate, std_rate, raw_rate = n / min(ours), n / min(std), n / min(raw)
         print(f"publish (parse+validate+encode+produce+receipt): {ours_rate:,.0f} events/s")

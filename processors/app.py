@@ -68,8 +68,14 @@ def build_app(
     async def process(stream: Any) -> None:
         async for events in stream.take_events(batch_size, within=0.5):
             batch = [
-                RawRecord(e.message.topic, e.message.partition, e.message.offset, e.key, e.value,
-                          tuple((k, bytes(v)) for k, v in (e.message.headers or ())))
+                RawRecord(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.key,
+                    e.value,
+                    tuple((k, bytes(v)) for k, v in (e.message.headers or ())),
+                )
                 for e in events
             ]
             curated, dead = transformer.transform_batch(batch)
@@ -77,8 +83,9 @@ def build_app(
                 await curated_topic.send(key=item.key, value=item.value)
             for letter in dead:
                 partner = topics.partner_of(letter.source.topic)
-                await dlq[partner].send(key=letter.source.key, value=letter.source.value,
-                                        headers=letter.headers())
+                await dlq[partner].send(
+                    key=letter.source.key, value=letter.source.value, headers=letter.headers()
+                )
             _count(progress, topics, batch, curated, dead)
             if stop_at is not None and progress.done(stop_at):
                 await app.producer.flush()
@@ -88,7 +95,9 @@ def build_app(
     return app
 
 
-def _count(progress: Progress, topics: Topics, batch: list[RawRecord], curated: list[Any], dead: list[Any]) -> None:
+def _count(
+    progress: Progress, topics: Topics, batch: list[RawRecord], curated: list[Any], dead: list[Any]
+) -> None:
     for record in batch:
         partner = topics.partner_of(record.topic)
         progress.records_in[partner] = progress.records_in.get(partner, 0) + 1
@@ -123,8 +132,15 @@ def run_worker(
     registry = Registry(registry_settings)
     transformer = build_transformer(registry=registry, paths=paths, pseudonym=pseudonym, topics=topics)
     progress = Progress()
-    app = build_app(partners=partners, kafka=kafka, transformer=transformer, topics=topics, app_id=app_id,
-                    stop_at=stop_at, progress=progress)
+    app = build_app(
+        partners=partners,
+        kafka=kafka,
+        transformer=transformer,
+        topics=topics,
+        app_id=app_id,
+        stop_at=stop_at,
+        progress=progress,
+    )
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()

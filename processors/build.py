@@ -13,8 +13,9 @@ from processors.transform import Transformer, load_municipalities
 CHAIN_EVENT = "nl.ketenstroom.curated.ChainEvent"
 
 
-def build_transformer(*, registry: Any, paths: PathSettings, pseudonym: PseudonymSettings,
-                      topics: Topics) -> Transformer:
+def build_transformer(
+    *, registry: Any, paths: PathSettings, pseudonym: PseudonymSettings, topics: Topics
+) -> Transformer:
     """Load tables and keys (validated at start-up) and register the curated schema."""
     schemas = load_schemas(paths.schema_dir)
     chain = schemas[CHAIN_EVENT]

@@ -41,8 +41,10 @@ def _start_offsets(kafka: KafkaSettings, topic: str, group: str) -> list[TopicPa
         committed = consumer.committed(partitions, timeout=10)
     finally:
         consumer.close()
-    return [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
-            for tp in committed]
+    return [
+        TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+        for tp in committed
+    ]
 
 
 def summarise(kafka: KafkaSettings, topics: Topics, partner: str) -> DeadLetterSummary:
@@ -62,7 +64,9 @@ def summarise(kafka: KafkaSettings, topics: Topics, partner: str) -> DeadLetterS
     return summary
 
 
-def replay(kafka: KafkaSettings, topics: Topics, partner: str, *, reason: str | None = None) -> dict[str, int]:
+def replay(
+    kafka: KafkaSettings, topics: Topics, partner: str, *, reason: str | None = None
+) -> dict[str, int]:
     """Copy dead letters (optionally of one reason) back to ``raw.<partner>``; offsets committed after."""
     source, target = topics.dlq(partner), topics.raw(partner)
     group = f"{source}.replay.{reason or 'all'}"
@@ -80,17 +84,26 @@ def replay(kafka: KafkaSettings, topics: Topics, partner: str, *, reason: str | 
                 continue
             origin = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
             passed_on = [(k, v) for k, v in (msg.headers() or []) if not k.startswith("ketenstroom.")]
-            producer.produce(target, key=msg.key(), value=msg.value(),
-                             headers=[*passed_on, (REPLAY_HEADER, origin.encode())],
-                             on_delivery=lambda err, _m: err is not None and failures.append(str(err)))
+            producer.produce(
+                target,
+                key=msg.key(),
+                value=msg.value(),
+                headers=[*passed_on, (REPLAY_HEADER, origin.encode())],
+                on_delivery=lambda err, _m: err is not None and failures.append(str(err)),
+            )
             counts["replayed"] += 1
             producer.poll(0)
         producer.flush(60)
         if failures:
             raise DeliveryError(f"{len(failures)} dead letters could not be replayed: {failures[0]}")
         if messages:  # only after every copy is acknowledged
-            consumer.commit(offsets=[TopicPartition(m.topic(), m.partition(), m.offset() + 1)
-                                     for m in _last_per_partition(messages)], asynchronous=False)
+            consumer.commit(
+                offsets=[
+                    TopicPartition(m.topic(), m.partition(), m.offset() + 1)
+                    for m in _last_per_partition(messages)
+                ],
+                asynchronous=False,
+            )
     except KafkaException as exc:
         raise DeliveryError(f"replaying {source} failed: {exc}") from exc
     finally:

@@ -9,19 +9,40 @@ class ProcessorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.records_in = Counter("ketenstroom_processor_records_in", "Raw records consumed",
-                                  ["partner"], registry=r)
-        self.curated = Counter("ketenstroom_processor_curated", "ChainEvents produced", ["partner"], registry=r)
-        self.dead = Counter("ketenstroom_processor_dead_lettered", "Records sent to the DLQ",
-                            ["partner", "reason"], registry=r)
-        self.duplicates = Counter("ketenstroom_processor_duplicates", "Records with an event id seen before",
-                                  ["partner"], registry=r)
-        self.latency = Histogram("ketenstroom_processor_latency_seconds",
-                                 "From the raw record's Kafka timestamp to its outcome being sent",
-                                 ["partner"], registry=r,
-                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
-        self.lag = Gauge("ketenstroom_processor_consumer_lag", "High watermark minus position",
-                         ["partner", "partition"], registry=r)
-        self.last_event_time = Gauge("ketenstroom_processor_last_event_time_seconds",
-                                     "Event time of the newest curated event (unix seconds)", ["partner"],
-                                     registry=r)
+        self.records_in = Counter(
+            "ketenstroom_processor_records_in", "Raw records consumed", ["partner"], registry=r
+        )
+        self.curated = Counter(
+            "ketenstroom_processor_curated", "ChainEvents produced", ["partner"], registry=r
+        )
+        self.dead = Counter(
+            "ketenstroom_processor_dead_lettered",
+            "Records sent to the DLQ",
+            ["partner", "reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "ketenstroom_processor_duplicates",
+            "Records with an event id seen before",
+            ["partner"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "ketenstroom_processor_latency_seconds",
+            "From the raw record's Kafka timestamp to its outcome being sent",
+            ["partner"],
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.lag = Gauge(
+            "ketenstroom_processor_consumer_lag",
+            "High watermark minus position",
+            ["partner", "partition"],
+            registry=r,
+        )
+        self.last_event_time = Gauge(
+            "ketenstroom_processor_last_event_time_seconds",
+            "Event time of the newest curated event (unix seconds)",
+            ["partner"],
+            registry=r,
+        )

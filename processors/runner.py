@@ -65,21 +65,41 @@ def changelog_topic(app_id: str, raw_topic: str) -> str:
 
 
 class TransactionalProcessor:
-    def __init__(self, *, kafka: KafkaSettings, topics: Topics, partners: list[str], transformer: Transformer,
-                 app_id: str = "ketenstroom-processor", instance_id: str = "0", batch_size: int = 2000,
-                 metrics: ProcessorMetrics | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        topics: Topics,
+        partners: list[str],
+        transformer: Transformer,
+        app_id: str = "ketenstroom-processor",
+        instance_id: str = "0",
+        batch_size: int = 2000,
+        metrics: ProcessorMetrics | None = None,
+    ) -> None:
         self.kafka, self.topics, self.partners = kafka, topics, partners
         self.transformer, self.app_id, self.batch_size = transformer, app_id, batch_size
         self.metrics = metrics or ProcessorMetrics()
         self.raw_topics = [topics.raw(p) for p in partners]
-        self.consumer = Consumer(kafka.librdkafka(
-            group_id=app_id, enable_auto_commit=False, auto_offset_reset="earliest",
-            isolation_level="read_committed", enable_partition_eof=False,
-        ))
-        self.producer = Producer(kafka.librdkafka(
-            transactional_id=f"{app_id}-{instance_id}", enable_idempotence=True, acks="all", linger_ms=5,
-            transaction_timeout_ms=30_000, compression_type="lz4",
-        ))
+        self.consumer = Consumer(
+            kafka.librdkafka(
+                group_id=app_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                enable_partition_eof=False,
+            )
+        )
+        self.producer = Producer(
+            kafka.librdkafka(
+                transactional_id=f"{app_id}-{instance_id}",
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=5,
+                transaction_timeout_ms=30_000,
+                compression_type="lz4",
+            )
+        )
         self._seen: dict[tuple[str, int], set[str]] = {}
         self.position: dict[tuple[str, int], int] = {}
         self.stats = Reconciliation({}, {}, {}, {})
@@ -93,17 +113,24 @@ class TransactionalProcessor:
             meta = metadata.topics.get(raw)
             if meta is None or meta.error is not None:
                 raise DeliveryError(f"input topic {raw} does not exist; create it with `ketenstroom topics`")
-            ensure_topics(self.kafka, [changelog_topic(self.app_id, raw)], partitions=len(meta.partitions),
-                          config={"cleanup.policy": "compact"})
+            ensure_topics(
+                self.kafka,
+                [changelog_topic(self.app_id, raw)],
+                partitions=len(meta.partitions),
+                config={"cleanup.policy": "compact"},
+            )
 
     def _restore(self, partitions: list[TopicPartition]) -> None:
         """Rebuild the dedup set of each newly assigned partition from its changelog partition."""
-        logs = [TopicPartition(changelog_topic(self.app_id, tp.topic), tp.partition, OFFSET_BEGINNING)
-                for tp in partitions]
+        logs = [
+            TopicPartition(changelog_topic(self.app_id, tp.topic), tp.partition, OFFSET_BEGINNING)
+            for tp in partitions
+        ]
         restored: dict[tuple[str, int], set[str]] = {(tp.topic, tp.partition): set() for tp in partitions}
         prefix = f"{self.app_id}.dedup."
-        for msg in read_to_end(self.kafka, logs, group_id=f"{self.app_id}.restore",
-                               deadline_s=RESTORE_DEADLINE_S):
+        for msg in read_to_end(
+            self.kafka, logs, group_id=f"{self.app_id}.restore", deadline_s=RESTORE_DEADLINE_S
+        ):
             restored[(msg.topic().removeprefix(prefix), msg.partition())].add(msg.key().decode())
         self._seen.update(restored)
 
@@ -116,15 +143,21 @@ class TransactionalProcessor:
             self._seen.pop((tp.topic, tp.partition), None)
 
     # -- the loop -----------------------------------------------------------------------------------
-    def run(self, *, should_stop: Callable[[], bool] = lambda: False,
-            stop_at: dict[tuple[str, int], int] | None = None) -> Reconciliation:
+    def run(
+        self,
+        *,
+        should_stop: Callable[[], bool] = lambda: False,
+        stop_at: dict[tuple[str, int], int] | None = None,
+    ) -> Reconciliation:
         self._ensure_changelogs()
         self.producer.init_transactions(30)
         self.consumer.subscribe(self.raw_topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         self.healthy = True
         try:
             while not should_stop():
-                if stop_at is not None and all(self.position.get(tp, 0) >= end for tp, end in stop_at.items()):
+                if stop_at is not None and all(
+                    self.position.get(tp, 0) >= end for tp, end in stop_at.items()
+                ):
                     break
                 batch = self.consumer.consume(self.batch_size, timeout=0.5)
                 if batch:
@@ -148,8 +181,15 @@ class TransactionalProcessor:
             if msg.error() is not None:
                 raise KafkaException(msg.error())
             _kind, timestamp = msg.timestamp()
-            record = RawRecord(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
-                               tuple((k, v or b"") for k, v in (msg.headers() or ())), timestamp)
+            record = RawRecord(
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                msg.key(),
+                msg.value(),
+                tuple((k, v or b"") for k, v in (msg.headers() or ())),
+                timestamp,
+            )
             records.append(record)
         curated, dead = self.transformer.transform_batch(records)
         self.producer.begin_transaction()
@@ -164,11 +204,19 @@ class TransactionalProcessor:
                 new_ids.append((item.source, eid))
                 self.producer.produce(self.topics.curated, key=item.key, value=item.value)
             for letter in dead:
-                self.producer.produce(self.topics.dlq(self.topics.partner_of(letter.source.topic)),
-                                      key=letter.source.key, value=letter.source.value, headers=letter.headers())
+                self.producer.produce(
+                    self.topics.dlq(self.topics.partner_of(letter.source.topic)),
+                    key=letter.source.key,
+                    value=letter.source.value,
+                    headers=letter.headers(),
+                )
             for source, eid in new_ids:
-                self.producer.produce(changelog_topic(self.app_id, source.topic), key=eid.encode(), value=b"1",
-                                      partition=source.partition)
+                self.producer.produce(
+                    changelog_topic(self.app_id, source.topic),
+                    key=eid.encode(),
+                    value=b"1",
+                    partition=source.partition,
+                )
             offsets = self._next_offsets(records)
             self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata())
             self.producer.commit_transaction()
@@ -204,8 +252,13 @@ class TransactionalProcessor:
         for (topic, partition), offset in first.items():
             self.consumer.seek(TopicPartition(topic, partition, offset))
 
-    def _count(self, records: list[RawRecord], curated: list[Curated], dead: list[DeadLetter],
-               duplicates: set[tuple[str, int, int]]) -> None:
+    def _count(
+        self,
+        records: list[RawRecord],
+        curated: list[Curated],
+        dead: list[DeadLetter],
+        duplicates: set[tuple[str, int, int]],
+    ) -> None:
         now = time.time()
         s, m = self.stats, self.metrics
         for r in records:

@@ -10,6 +10,7 @@ valid at the event time is never guessed: the caller dead-letters the event.
 from __future__ import annotations
 
 import csv
+import itertools
 import tomllib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -18,8 +19,16 @@ from pathlib import Path
 
 from ketenstroom.errors import TerminologyError, UnknownCodeError
 
-_COLUMNS = ("source_code_system", "source_code", "vocabulary", "target_code", "target_label",
-            "counting_unit", "valid_from", "valid_to")
+_COLUMNS = (
+    "source_code_system",
+    "source_code",
+    "vocabulary",
+    "target_code",
+    "target_label",
+    "counting_unit",
+    "valid_from",
+    "valid_to",
+)
 
 
 @dataclass(frozen=True)
@@ -37,9 +46,14 @@ class Mapping:
         return self.valid_from <= day and (self.valid_to is None or day < self.valid_to)
 
     def concept(self) -> dict[str, str]:
-        return {"vocabulary": self.vocabulary, "code": self.code, "label": self.label,
-                "counting_unit": self.counting_unit, "source_code_system": self.source_code_system,
-                "source_code": self.source_code}
+        return {
+            "vocabulary": self.vocabulary,
+            "code": self.code,
+            "label": self.label,
+            "counting_unit": self.counting_unit,
+            "source_code_system": self.source_code_system,
+            "source_code": self.source_code,
+        }
 
 
 @dataclass(frozen=True)
@@ -105,14 +119,20 @@ def load_terminology(directory: Path) -> Terminology:
                         raise TerminologyError(f"{where}: empty {', '.join(empty)}")
                     valid_to = _date(row["valid_to"], where, "valid_to") if row["valid_to"] else None
                     mapping = Mapping(
-                        vocabulary=row["vocabulary"], code=row["target_code"], label=row["target_label"],
-                        counting_unit=row["counting_unit"], source_code_system=row["source_code_system"],
+                        vocabulary=row["vocabulary"],
+                        code=row["target_code"],
+                        label=row["target_label"],
+                        counting_unit=row["counting_unit"],
+                        source_code_system=row["source_code_system"],
                         source_code=row["source_code"],
-                        valid_from=_date(row["valid_from"], where, "valid_from"), valid_to=valid_to,
+                        valid_from=_date(row["valid_from"], where, "valid_from"),
+                        valid_to=valid_to,
                     )
                     if (mapping.vocabulary, mapping.code) not in concepts:
-                        raise TerminologyError(f"{where}: target {mapping.vocabulary} {mapping.code!r} is not "
-                                               "defined in the concept list")
+                        raise TerminologyError(
+                            f"{where}: target {mapping.vocabulary} {mapping.code!r} is not "
+                            "defined in the concept list"
+                        )
                     if valid_to is not None and valid_to <= mapping.valid_from:
                         raise TerminologyError(f"{where}: valid_to {valid_to} is not after valid_from")
                     _check_overlap(index[(mapping.source_code_system, mapping.source_code)], mapping, where)
@@ -131,11 +151,12 @@ def _check_gaps(mappings: list[Mapping]) -> None:
         by_target[(m.vocabulary, m.code)].append(m)
     for spans in by_target.values():
         spans.sort(key=lambda m: m.valid_from)
-        for before, after in zip(spans, spans[1:], strict=False):
+        for before, after in itertools.pairwise(spans):
             if before.valid_to is not None and before.valid_to < after.valid_from:
                 raise TerminologyError(
                     f"{after.source_code_system} {after.source_code} -> {after.vocabulary} {after.code}: "
-                    f"no mapping between {before.valid_to} and {after.valid_from} (gap in validity)")
+                    f"no mapping between {before.valid_to} and {after.valid_from} (gap in validity)"
+                )
 
 
 def _check_overlap(existing: list[Mapping], new: Mapping, where: str) -> None:

@@ -43,7 +43,9 @@ STEPS: dict[str, Step] = {
     "nl.ketenstroom.om.CaseRegistered": Step("OM_REGISTRATION", ("offence",)),
     "nl.ketenstroom.om.CaseDecision": Step("OM_DECISION", ("decision",), ("sepot_ground", "offence")),
     "nl.ketenstroom.rechtspraak.Judgment": Step("COURT_JUDGMENT", ("outcome",), ("principal_sanction",)),
-    "nl.ketenstroom.rechtspraak.AppealJudgment": Step("APPEAL_JUDGMENT", ("outcome",), ("principal_sanction",)),
+    "nl.ketenstroom.rechtspraak.AppealJudgment": Step(
+        "APPEAL_JUDGMENT", ("outcome",), ("principal_sanction",)
+    ),
     "nl.ketenstroom.cjib.CollectionStarted": Step("EXECUTION_COLLECTION_STARTED", ("sanction",)),
     "nl.ketenstroom.cjib.PaymentReceived": Step("EXECUTION_PAYMENT_RECEIVED", ()),
     "nl.ketenstroom.cjib.SubstituteDetentionOrdered": Step("EXECUTION_SUBSTITUTE_DETENTION", ()),
@@ -122,15 +124,21 @@ class Transformer:
                 raw = decode(writer, payload)
                 stage = "transform"
                 event = self.to_chain_event(raw, writer)
-                key = (event["case_pseudonym"] or event["report_pseudonym"] or event["execution_pseudonym"]
-                       or str(event["event_id"]))
-                curated.append(Curated(
-                    key=key.encode(),
-                    value=frame(self.curated_schema_id, encode(self.curated_schema, event)),
-                    source=record,
-                    event_id=str(event["event_id"]),
-                    event_time=event["event_time"].timestamp(),
-                ))
+                key = (
+                    event["case_pseudonym"]
+                    or event["report_pseudonym"]
+                    or event["execution_pseudonym"]
+                    or str(event["event_id"])
+                )
+                curated.append(
+                    Curated(
+                        key=key.encode(),
+                        value=frame(self.curated_schema_id, encode(self.curated_schema, event)),
+                        source=record,
+                        event_id=str(event["event_id"]),
+                        event_time=event["event_time"].timestamp(),
+                    )
+                )
             except RecordError as exc:
                 dead.append(DeadLetter(record, exc.reason, stage, str(exc)))
         return curated, dead
@@ -139,7 +147,9 @@ class Transformer:
         record_type = writer["name"] if isinstance(writer, dict) else str(writer)
         step = STEPS.get(record_type)
         if step is None:
-            raise RecordError(f"record type {record_type} has no chain step mapping", reason="unknown-record-type")
+            raise RecordError(
+                f"record type {record_type} has no chain step mapping", reason="unknown-record-type"
+            )
         meta = raw["metadata"]
         event_time: datetime = meta["event_time"]
         local_day = event_time.astimezone(AMSTERDAM).date()
@@ -148,8 +158,9 @@ class Transformer:
             coded = raw.get(name)
             if coded is None:
                 continue  # optional and absent (required coded fields are non-null in the schema)
-            concepts += self.terminology.lookup(coded["code_system"], coded["code"],
-                                                coded["code_system_version"], local_day)
+            concepts += self.terminology.lookup(
+                coded["code_system"], coded["code"], coded["code_system_version"], local_day
+            )
         suspect = raw.get("suspect") or {}
         person = self.pseudonymiser.person(suspect.get("skn"), suspect.get("bsn"))
         case = raw.get("case") or {}
@@ -163,10 +174,15 @@ class Transformer:
             "event_time": event_time,
             "registration_time": meta["registration_time"],
             "chain_step": step.name,
-            "case_pseudonym": self.pseudonymiser.case(case["parketnummer"]) if case.get("parketnummer") else None,
-            "report_pseudonym": self.pseudonymiser.report(case["pv_number"]) if case.get("pv_number") else None,
-            "execution_pseudonym": (self.pseudonymiser.execution(case["cjib_number"])
-                                    if case.get("cjib_number") else None),
+            "case_pseudonym": self.pseudonymiser.case(case["parketnummer"])
+            if case.get("parketnummer")
+            else None,
+            "report_pseudonym": self.pseudonymiser.report(case["pv_number"])
+            if case.get("pv_number")
+            else None,
+            "execution_pseudonym": (
+                self.pseudonymiser.execution(case["cjib_number"]) if case.get("cjib_number") else None
+            ),
             "person_pseudonym": person.pseudonym,
             "person_pseudonym_source": person.source,
             "identity_flags": list(person.flags),

@@ -52,8 +52,13 @@ class PartnerMapping:
         value = (row.get(self.type_column) or "").strip()
         found = self.records.get(value)
         if found is None:
-            raise InputRowError(row=line, field=self.type_column, value=value, reason="unknown-record-type",
-                                message=f"record type must be one of {', '.join(sorted(self.records))}")
+            raise InputRowError(
+                row=line,
+                field=self.type_column,
+                value=value,
+                reason="unknown-record-type",
+                message=f"record type must be one of {', '.join(sorted(self.records))}",
+            )
         return found
 
     def columns_of(self, record: RecordMapping) -> dict[str, str]:
@@ -77,8 +82,14 @@ def _record(partner: str, name: str, data: dict[str, Any], schemas: SchemaSet) -
     for leaf in used:
         if leaf.avro == CODED and leaf.path not in codes:
             raise ConfigurationError(f"{partner}/{name}: {leaf.path} needs a code system")
-    return RecordMapping(schema=schema, columns=columns, constants=constants, codes=codes, key=key,
-                         model=build_model(schema.fullname, used, required=frozenset({key})))
+    return RecordMapping(
+        schema=schema,
+        columns=columns,
+        constants=constants,
+        codes=codes,
+        key=key,
+        model=build_model(schema.fullname, used, required=frozenset({key})),
+    )
 
 
 def load_mapping(partner: str, schemas: SchemaSet, directory: Path = PARTNER_DIR) -> PartnerMapping:
@@ -89,13 +100,16 @@ def load_mapping(partner: str, schemas: SchemaSet, directory: Path = PARTNER_DIR
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         type_column = data.get("type_column")
-        records = {str(value): _record(partner, str(value), spec, schemas)
-                   for value, spec in data["records"].items()}
+        records = {
+            str(value): _record(partner, str(value), spec, schemas) for value, spec in data["records"].items()
+        }
     except (KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"{path}: invalid partner mapping: {exc!r}") from exc
     except ConfigurationError as exc:
         raise ConfigurationError(f"{path}: {exc}") from exc
     if (type_column is None) != (list(records) == ["*"]):
-        raise ConfigurationError(f"{path}: use type_column with one [records.<value>] per record type, "
-                                 "or no type_column and a single [records.\"*\"]")
+        raise ConfigurationError(
+            f"{path}: use type_column with one [records.<value>] per record type, "
+            'or no type_column and a single [records."*"]'
+        )
     return PartnerMapping(partner=partner, type_column=type_column, records=records)

@@ -77,11 +77,19 @@ class Receipt:
             f"  rows read      {self.rows_read}",
             f"  published      {self.published} (acknowledged by the broker)",
             f"  rejected       {self.rejected_total}"
-            + ("" if not self.rejected else "  " + ", ".join(f"{k}: {v}" for k, v in sorted(self.rejected.items()))),
+            + (
+                ""
+                if not self.rejected
+                else "  " + ", ".join(f"{k}: {v}" for k, v in sorted(self.rejected.items()))
+            ),
             f"  duplicates     {self.duplicates_in_file} (within the file; counted under rejected)",
             f"  not delivered  {self.not_delivered}"
-            + ("" if not self.delivery_errors else "  " + ", ".join(f"{k}: {v}" for k, v in self.delivery_errors.items())),
-            f"  schemas        " + ", ".join(f"{s} = id {i}" for s, i in self.schema_ids.items()),
+            + (
+                ""
+                if not self.delivery_errors
+                else "  " + ", ".join(f"{k}: {v}" for k, v in self.delivery_errors.items())
+            ),
+            "  schemas        " + ", ".join(f"{s} = id {i}" for s, i in self.schema_ids.items()),
         ]
         if self.reject_file:
             lines.append(f"  reject file    {self.reject_file}")
@@ -92,17 +100,32 @@ class Receipt:
 class Publisher:
     """Validates rows and produces them; one instance per delivery."""
 
-    def __init__(self, partner: str, *, kafka: KafkaSettings, registry: RegistrySettings,
-                 paths: PathSettings | None = None, topics: Topics | None = None,
-                 message_timeout_ms: int = 30_000) -> None:
+    def __init__(
+        self,
+        partner: str,
+        *,
+        kafka: KafkaSettings,
+        registry: RegistrySettings,
+        paths: PathSettings | None = None,
+        topics: Topics | None = None,
+        message_timeout_ms: int = 30_000,
+    ) -> None:
         self.partner = partner
-        self.mapping: PartnerMapping = load_mapping(partner, load_schemas((paths or PathSettings()).schema_dir))
+        self.mapping: PartnerMapping = load_mapping(
+            partner, load_schemas((paths or PathSettings()).schema_dir)
+        )
         self.topic = (topics or Topics()).raw(partner)
         self.registry = Registry(registry)
-        self.producer = Producer(kafka.librdkafka(
-            enable_idempotence=True, acks="all", linger_ms=20, compression_type="lz4",
-            message_timeout_ms=message_timeout_ms, batch_num_messages=10_000,
-        ))
+        self.producer = Producer(
+            kafka.librdkafka(
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=20,
+                compression_type="lz4",
+                message_timeout_ms=message_timeout_ms,
+                batch_num_messages=10_000,
+            )
+        )
         self._headers: dict[str, bytes] = {}  # record name -> framed header with its schema id
 
     def close(self) -> None:
@@ -126,8 +149,13 @@ class Publisher:
             found = self._headers[name] = header(schema_id)
         return found
 
-    def publish(self, files: list[Path], *, reject_path: Path | None = None,
-                progress: Callable[[int], None] | None = None) -> Receipt:
+    def publish(
+        self,
+        files: list[Path],
+        *,
+        reject_path: Path | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Receipt:
         receipt = Receipt(partner=self.partner, files=[str(f) for f in files], topic=self.topic)
         for record in self.mapping.records.values():  # register up front: fail before producing anything
             self._header(record, receipt)
@@ -154,9 +182,13 @@ class Publisher:
                         if eid in seen:
                             receipt.duplicates_in_file += 1
                             column = record.columns["metadata.source_record_id"]
-                            raise InputRowError(row=line, field=column, value=row.get(column),
-                                                reason="duplicate-in-file",
-                                                message="same record id and version earlier in this delivery")
+                            raise InputRowError(
+                                row=line,
+                                field=column,
+                                value=row.get(column),
+                                reason="duplicate-in-file",
+                                message="same record id and version earlier in this delivery",
+                            )
                         seen.add(eid)
                     except InputRowError as exc:
                         receipt.rejected[exc.reason] = receipt.rejected.get(exc.reason, 0) + 1
@@ -177,18 +209,31 @@ class Publisher:
         receipt.finished = datetime.now(UTC).isoformat()
         return receipt
 
-    def _build(self, record: RecordMapping, row: dict[str, str], line: int) -> tuple[dict[str, Any], bytes, bytes]:
+    def _build(
+        self, record: RecordMapping, row: dict[str, str], line: int
+    ) -> tuple[dict[str, Any], bytes, bytes]:
         columns = self.mapping.columns_of(record)
         missing = record.missing_columns(list(row))
         if missing:
-            raise InputRowError(row=line, field=missing[0], value=None, reason="missing-column",
-                                message=f"the export has no column {missing[0]!r}")
+            raise InputRowError(
+                row=line,
+                field=missing[0],
+                value=None,
+                reason="missing-column",
+                message=f"the export has no column {missing[0]!r}",
+            )
         flat = validate(record.model, record.values(row), line=line, columns=columns)
         source_id = str(flat["metadata.source_record_id"])
         version = int(flat.get("metadata.record_version") or 1)
         eid = event_id(self.partner, source_id, version)
-        flat.update({"metadata.event_id": eid, "metadata.partner": self.partner.upper(),
-                     "metadata.delivery_time": datetime.now(UTC), "metadata.record_version": version})
+        flat.update(
+            {
+                "metadata.event_id": eid,
+                "metadata.partner": self.partner.upper(),
+                "metadata.delivery_time": datetime.now(UTC),
+                "metadata.record_version": version,
+            }
+        )
         key = str(flat[record.key]).encode()
         return nest(flat, record.codes), key, uuid.UUID(eid).bytes
 
@@ -205,7 +250,7 @@ class Publisher:
 
 
 class _RejectFile:
-    """JSON Lines: file, line, column, value, reason, message, and the row as delivered (partner's own data)."""
+    """JSON Lines: file, line, column, value, reason, message, and the row as delivered (partner's data)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -215,10 +260,22 @@ class _RejectFile:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("w", encoding="utf-8")
-        self._fh.write(json.dumps({
-            "file": str(source), "line": exc.row, "field": exc.field, "value": exc.value,
-            "reason": exc.reason, "message": exc.detail, "row": row,
-        }, ensure_ascii=False, default=str) + "\n")
+        self._fh.write(
+            json.dumps(
+                {
+                    "file": str(source),
+                    "line": exc.row,
+                    "field": exc.field,
+                    "value": exc.value,
+                    "reason": exc.reason,
+                    "message": exc.detail,
+                    "row": row,
+                },
+                ensure_ascii=False,
+                default=str,
+            )
+            + "\n"
+        )
 
     def close(self) -> str | None:
         if self._fh is None:

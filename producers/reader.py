@@ -62,15 +62,30 @@ def _read_csv(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str] |
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield start, InputRowError(row=start, field="*", value=None, reason="malformed-line",
-                                           message=f"not valid CSV: {exc}")
+                yield (
+                    start,
+                    InputRowError(
+                        row=start,
+                        field="*",
+                        value=None,
+                        reason="malformed-line",
+                        message=f"not valid CSV: {exc}",
+                    ),
+                )
                 continue
             if not values or all(not v.strip() for v in values):
                 continue  # blank line between records: nothing to deliver
             if len(values) != len(header):
-                yield start, InputRowError(
-                    row=start, field="*", value=delimiter.join(values), reason="malformed-line",
-                    message=f"has {len(values)} fields, the header has {len(header)}")
+                yield (
+                    start,
+                    InputRowError(
+                        row=start,
+                        field="*",
+                        value=delimiter.join(values),
+                        reason="malformed-line",
+                        message=f"has {len(values)} fields, the header has {len(header)}",
+                    ),
+                )
                 continue
             yield start, dict(zip(header, values, strict=True))
 
@@ -83,11 +98,27 @@ def _read_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str]
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield line_no, InputRowError(row=line_no, field="*", value=line.strip()[:80],
-                                             reason="malformed-line", message=f"not valid JSON: {exc.msg}")
+                yield (
+                    line_no,
+                    InputRowError(
+                        row=line_no,
+                        field="*",
+                        value=line.strip()[:80],
+                        reason="malformed-line",
+                        message=f"not valid JSON: {exc.msg}",
+                    ),
+                )
                 continue
             if not isinstance(obj, dict):
-                yield line_no, InputRowError(row=line_no, field="*", value=None, reason="malformed-line",
-                                             message="a JSON Lines row must be an object")
+                yield (
+                    line_no,
+                    InputRowError(
+                        row=line_no,
+                        field="*",
+                        value=None,
+                        reason="malformed-line",
+                        message="a JSON Lines row must be an object",
+                    ),
+                )
                 continue
             yield line_no, {str(k): "" if v is None else str(v) for k, v in obj.items()}

@@ -16,7 +16,15 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+)
 
 from ketenstroom.contract.identifiers import normalise_bsn, normalise_parketnummer, normalise_pv_number
 from ketenstroom.errors import ConfigurationError, IdentifierError, InputRowError
@@ -24,8 +32,19 @@ from ketenstroom.errors import ConfigurationError, IdentifierError, InputRowErro
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 CODED = "nl.ketenstroom.common.CodedValue"
 _SEX = {"M": "M", "MAN": "M", "V": "V", "VROUW": "V", "F": "V", "O": "O", "ONBEKEND": "O", "X": "O"}
-_BOOL = {"ja": True, "j": True, "true": True, "1": True, "y": True, "yes": True,
-         "nee": False, "n": False, "false": False, "0": False, "no": False}
+_BOOL = {
+    "ja": True,
+    "j": True,
+    "true": True,
+    "1": True,
+    "y": True,
+    "yes": True,
+    "nee": False,
+    "n": False,
+    "false": False,
+    "0": False,
+    "no": False,
+}
 #: Filled by the publisher, never by a column.
 DERIVED = frozenset({"metadata.event_id", "metadata.partner", "metadata.delivery_time"})
 
@@ -47,8 +66,7 @@ def _dutch(text: str) -> datetime | None:
         return None
     day, month, year, hour, minute, second = match.groups()
     try:
-        return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),  # noqa: DTZ001
-                        int(second or 0))
+        return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
     except ValueError as exc:
         raise ValueError(f"not a valid date: {text!r} ({exc})") from None
 
@@ -164,7 +182,7 @@ def leaves(schema: dict[str, Any], prefix: str = "") -> list[Leaf]:
             typ = next(t for t in typ if t != "null")
         if isinstance(typ, dict) and typ.get("type") == "record" and _fullname(typ) != CODED:
             out.extend(leaves(typ, prefix=f"{path}."))
-        elif isinstance(typ, dict) and typ.get("type") == "record" or typ == CODED:
+        elif (isinstance(typ, dict) and typ.get("type") == "record") or typ == CODED:
             out.append(Leaf(path, CODED, optional))
         else:
             out.append(Leaf(path, typ, optional or "default" in field, field.get("default")))
@@ -227,9 +245,8 @@ _REASONS = {
 def build_model(record: str, fields: list[Leaf], required: frozenset[str] = frozenset()) -> type[BaseModel]:
     """A pydantic model for the leaves a mapping fills; required ones (and ``required``) may not be blank."""
     definitions: dict[str, Any] = {}
-    for leaf in fields:
-        if leaf.path in required:
-            leaf = Leaf(leaf.path, leaf.avro, optional=False)
+    for given in fields:
+        leaf = Leaf(given.path, given.avro, optional=False) if given.path in required else given
         extra: dict[str, Any] = {"alias": leaf.path}
         if leaf.path == "metadata.record_version":
             extra["ge"] = 1
@@ -245,8 +262,9 @@ def build_model(record: str, fields: list[Leaf], required: frozenset[str] = froz
     return model
 
 
-def validate(model: type[BaseModel], values: dict[str, Any], *, line: int,
-             columns: dict[str, str]) -> dict[str, Any]:
+def validate(
+    model: type[BaseModel], values: dict[str, Any], *, line: int, columns: dict[str, str]
+) -> dict[str, Any]:
     """Validate one row (keyed by contract path); errors name the partner's own column."""
     try:
         return model.model_validate(values).model_dump(by_alias=True)
@@ -260,18 +278,23 @@ def validate(model: type[BaseModel], values: dict[str, Any], *, line: int,
         else:
             reason = _REASONS.get(kind, f"invalid-{path.rsplit('.', 1)[-1].replace('_', '-')}")
             message = str(first["msg"]).removeprefix("Value error, ")
-        raise InputRowError(row=line, field=columns.get(path, path), value=values.get(path),
-                            reason=reason, message=message) from None
+        raise InputRowError(
+            row=line, field=columns.get(path, path), value=values.get(path), reason=reason, message=message
+        ) from None
 
 
 def nest(flat: dict[str, Any], coded: dict[str, CodeSystem]) -> dict[str, Any]:
     """Dotted paths -> the nested Avro record; coded leaves become CodedValue records."""
     out: dict[str, Any] = {}
-    for path, value in flat.items():
+    for path, flat_value in flat.items():
+        value = flat_value
         if path in coded:
             cs = coded[path]
-            value = None if value is None else {"code_system": cs.system, "code": value,
-                                                "code_system_version": cs.version}
+            value = (
+                None
+                if value is None
+                else {"code_system": cs.system, "code": value, "code_system_version": cs.version}
+            )
         node = out
         *parents, last = path.split(".")
         for part in parents:
@@ -280,15 +303,22 @@ def nest(flat: dict[str, Any], coded: dict[str, CodeSystem]) -> dict[str, Any]:
     return out
 
 
-def check_mapping(record: str, all_leaves: list[Leaf], mapped: set[str], coded: dict[str, CodeSystem]) -> None:
+def check_mapping(
+    record: str, all_leaves: list[Leaf], mapped: set[str], coded: dict[str, CodeSystem]
+) -> None:
     """Refuse a mapping that leaves a required field without a column or names an unknown one."""
     known = {leaf.path for leaf in all_leaves}
     unknown = sorted(mapped - known)
     if unknown:
-        raise ConfigurationError(f"{record}: mapped fields {unknown} are not in the schema; "
-                                 f"fields are: {', '.join(sorted(known - DERIVED))}")
-    missing = sorted(leaf.path for leaf in all_leaves
-                     if not leaf.optional and leaf.path not in mapped and leaf.path not in DERIVED)
+        raise ConfigurationError(
+            f"{record}: mapped fields {unknown} are not in the schema; "
+            f"fields are: {', '.join(sorted(known - DERIVED))}"
+        )
+    missing = sorted(
+        leaf.path
+        for leaf in all_leaves
+        if not leaf.optional and leaf.path not in mapped and leaf.path not in DERIVED
+    )
     if missing:
         raise ConfigurationError(f"{record}: required fields {missing} have no column or constant")
     coded_leaves = {leaf.path for leaf in all_leaves if leaf.avro == CODED}

@@ -49,13 +49,26 @@ class SinkReport:
 
 
 class Sink:
-    def __init__(self, *, kafka: KafkaSettings, registry: RegistrySettings, store: ObjectStore,
-                 group_id: str = "ketenstroom-sink", period: PeriodKind = "month",
-                 topics: Topics | None = None, max_buffered: int = 50_000) -> None:
-        self.consumer = Consumer(kafka.librdkafka(
-            group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-            isolation_level="read_committed", enable_partition_eof=True,
-        ))
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        registry: RegistrySettings,
+        store: ObjectStore,
+        group_id: str = "ketenstroom-sink",
+        period: PeriodKind = "month",
+        topics: Topics | None = None,
+        max_buffered: int = 50_000,
+    ) -> None:
+        self.consumer = Consumer(
+            kafka.librdkafka(
+                group_id=group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                enable_partition_eof=True,
+            )
+        )
         self.registry = Registry(registry)
         self.store = store
         self.period = period
@@ -69,8 +82,12 @@ class Sink:
         self._buffered = 0
         self.report = SinkReport()
 
-    def run(self, *, stop_at: dict[tuple[str, int], int] | None = None,
-            should_stop: Callable[[], bool] = lambda: False) -> SinkReport:
+    def run(
+        self,
+        *,
+        stop_at: dict[tuple[str, int], int] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> SinkReport:
         self.consumer.subscribe([self.topic])
         try:
             while not should_stop():
@@ -81,8 +98,9 @@ class Sink:
                     err = msg.error()
                     if err is not None and err.code() == KafkaError._PARTITION_EOF:
                         # at the end (past any transaction markers and aborted records)
-                        self._position[msg.partition()] = max(self._position.get(msg.partition(), 0),
-                                                              msg.offset())
+                        self._position[msg.partition()] = max(
+                            self._position.get(msg.partition(), 0), msg.offset()
+                        )
                         continue
                     if err is not None:
                         raise DeliveryError(f"consuming {self.topic} failed: {err}")
@@ -98,8 +116,9 @@ class Sink:
         return self.report
 
     def _caught_up(self, stop_at: dict[tuple[str, int], int]) -> bool:
-        return all(self._position.get(p, 0) >= end for (t, p), end in stop_at.items()
-                   if t == self.topic and end > 0)
+        return all(
+            self._position.get(p, 0) >= end for (t, p), end in stop_at.items() if t == self.topic and end > 0
+        )
 
     def _add(self, partition: int, offset: int, value: bytes | None) -> None:
         self.report.records += 1
@@ -110,7 +129,9 @@ class Sink:
         except RecordError as exc:
             # The processor only writes valid ChainEvents; anything else is counted and logged, not guessed.
             self.report.undecodable += 1
-            log.error("skipping undecodable record at %s/%d@%d: %s", self.topic, partition, offset, exc.reason)
+            log.error(
+                "skipping undecodable record at %s/%d@%d: %s", self.topic, partition, offset, exc.reason
+            )
             return
         event["event_id"] = str(event["event_id"])  # fastavro gives uuid.UUID for logicalType uuid
         period = period_code(event["event_time"], self.period)

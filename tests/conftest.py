@@ -48,8 +48,13 @@ def services() -> Iterator[Services]:
     yield Services(
         kafka=KafkaSettings(bootstrap_servers=eps.kafka_bootstrap),
         registry=RegistrySettings(url=eps.registry_url),
-        s3=S3Settings(endpoint=eps.s3_endpoint, bucket=eps.s3_bucket, region=eps.s3_region,
-                      access_key_id=eps.s3_access_key, secret_access_key=SecretStr(eps.s3_secret_key)),
+        s3=S3Settings(
+            endpoint=eps.s3_endpoint,
+            bucket=eps.s3_bucket,
+            region=eps.s3_region,
+            access_key_id=eps.s3_access_key,
+            secret_access_key=SecretStr(eps.s3_secret_key),
+        ),
         started_here=not was_running,
     )
     if not was_running:
@@ -72,6 +77,5 @@ def no_lingering_threads() -> Iterator[None]:
     """Fail a test that leaves non-daemon threads running (clients not closed)."""
     before = {t.ident for t in threading.enumerate()}
     yield
-    lingering = [t for t in threading.enumerate()
-                 if t.ident not in before and t.is_alive() and not t.daemon]
+    lingering = [t for t in threading.enumerate() if t.ident not in before and t.is_alive() and not t.daemon]
     assert not lingering, f"threads left running: {[t.name for t in lingering]}"

@@ -23,8 +23,10 @@ def ensure_topics(
 ) -> None:
     """Create topics that do not exist yet; existing ones are left as they are."""
     admin = AdminClient(settings.librdkafka())
-    wanted = [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
-              for n in names]
+    wanted = [
+        NewTopic(n, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
+        for n in names
+    ]
     if not wanted:
         return
     futures = admin.create_topics(wanted, operation_timeout=timeout, request_timeout=timeout)
@@ -35,18 +37,22 @@ def ensure_topics(
             err = exc.args[0]
             if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
-            raise DeliveryError(f"cannot create topic {name!r} on {settings.bootstrap_servers}: {err}") from exc
+            raise DeliveryError(
+                f"cannot create topic {name!r} on {settings.bootstrap_servers}: {err}"
+            ) from exc
 
 
-def end_offsets(settings: KafkaSettings, topics: Iterable[str], *, group_id: str | None = None,
-                timeout: float = 10.0) -> dict[tuple[str, int], int]:
+def end_offsets(
+    settings: KafkaSettings, topics: Iterable[str], *, group_id: str | None = None, timeout: float = 10.0
+) -> dict[tuple[str, int], int]:
     """High watermark of every partition of ``topics``: where a reader that wants 'all so far' must reach.
 
     With ``group_id``, partitions the group has already committed up to the end are left out, so a
     "run until caught up" reader does not wait for records that will never come.
     """
-    consumer = Consumer(settings.librdkafka(group_id=group_id or "ketenstroom-watermarks",
-                                            enable_auto_commit=False))
+    consumer = Consumer(
+        settings.librdkafka(group_id=group_id or "ketenstroom-watermarks", enable_auto_commit=False)
+    )
     try:
         out: dict[tuple[str, int], int] = {}
         metadata = consumer.list_topics(timeout=timeout)
@@ -69,22 +75,31 @@ def end_offsets(settings: KafkaSettings, topics: Iterable[str], *, group_id: str
         consumer.close()
 
 
-def read_to_end(settings: KafkaSettings, partitions: list[TopicPartition], *, group_id: str,
-                deadline_s: float = 120.0) -> Iterator[Message]:
+def read_to_end(
+    settings: KafkaSettings, partitions: list[TopicPartition], *, group_id: str, deadline_s: float = 120.0
+) -> Iterator[Message]:
     """Committed records of ``partitions`` from the given offsets up to the end as of reading.
 
     Uses partition-EOF events rather than comparing offsets: a read_committed consumer never returns
     transaction markers or aborted records, so its last offset can stay short of the high watermark.
     """
-    consumer = Consumer(settings.librdkafka(group_id=group_id, enable_auto_commit=False,
-                                            enable_partition_eof=True, isolation_level="read_committed"))
+    consumer = Consumer(
+        settings.librdkafka(
+            group_id=group_id,
+            enable_auto_commit=False,
+            enable_partition_eof=True,
+            isolation_level="read_committed",
+        )
+    )
     pending = {(tp.topic, tp.partition) for tp in partitions}
     deadline = time.monotonic() + deadline_s
     try:
         consumer.assign(partitions)
         while pending:
             if time.monotonic() > deadline:
-                raise DeliveryError(f"reading {sorted(pending)} did not reach the end within {deadline_s:.0f} s")
+                raise DeliveryError(
+                    f"reading {sorted(pending)} did not reach the end within {deadline_s:.0f} s"
+                )
             for msg in consumer.consume(10_000, timeout=0.5):
                 err = msg.error()
                 if err is None:
@@ -97,8 +112,9 @@ def read_to_end(settings: KafkaSettings, partitions: list[TopicPartition], *, gr
         consumer.close()
 
 
-def all_partitions(settings: KafkaSettings, topic: str, offset: int = OFFSET_BEGINNING,
-                   timeout: float = 10.0) -> list[TopicPartition]:
+def all_partitions(
+    settings: KafkaSettings, topic: str, offset: int = OFFSET_BEGINNING, timeout: float = 10.0
+) -> list[TopicPartition]:
     admin = AdminClient(settings.librdkafka())
     meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
     if meta is None or meta.error is not None:

@@ -19,28 +19,29 @@ HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds would flood the log; access logging is the proxy's job."""
 
 
 class ObservabilityServer:
-    def __init__(self, registry: CollectorRegistry, health: HealthCheck, *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, health: HealthCheck, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         metrics_app = make_wsgi_app(registry)
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             if environ.get("PATH_INFO") == "/health":
                 ok, detail = health()
                 body = json.dumps({"status": "ok" if ok else "unhealthy", **detail}, default=str).encode()
-                start_response("200 OK" if ok else "503 Service Unavailable",
-                               [("Content-Type", "application/json")])
+                start_response(
+                    "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
+                )
                 return [body]
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
 
         self._server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="observability",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="observability", daemon=True)
 
     def start(self) -> ObservabilityServer:
         self._thread.start()

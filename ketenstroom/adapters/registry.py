@@ -67,8 +67,10 @@ class Registry:
             found = self.client.get_schema(schema_id)
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
-                raise DecodeError(f"schema id {schema_id} is unknown to the registry at {self.url}",
-                                  reason="unknown-schema-id") from exc
+                raise DecodeError(
+                    f"schema id {schema_id} is unknown to the registry at {self.url}",
+                    reason="unknown-schema-id",
+                ) from exc
             raise self._fail(f"fetching schema id {schema_id}", exc) from exc
         parsed = fastavro.parse_schema(json.loads(found.schema_str), _force=True)
         self._writers[schema_id] = parsed

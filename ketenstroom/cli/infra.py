@@ -11,8 +11,9 @@ from rich.table import Table
 from ketenstroom.errors import InfraError
 from ketenstroom.infra import Stack, StackConfig
 
-app = typer.Typer(help="Fetch and run Kafka (KRaft), Apicurio Registry and s3proxy on loopback.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Fetch and run Kafka (KRaft), Apicurio Registry and s3proxy on loopback.", no_args_is_help=True
+)
 console = Console(stderr=True)
 NODES = typer.Option(1, "--nodes", help="Kafka nodes: 1, or 3 (replication factor 3, min ISR 2).")
 
@@ -37,9 +38,12 @@ def show_status(stack: Stack) -> bool:
     for s in stack.status():
         healthy &= s.healthy
         table.add_row(
-            s.name, ",".join(map(str, s.ports)), str(s.pid or "-"),
+            s.name,
+            ",".join(map(str, s.ports)),
+            str(s.pid or "-"),
             "[green]healthy[/green]" if s.healthy else f"[red]down[/red] {s.detail}",
-            f"{s.startup_seconds:.1f} s" if s.startup_seconds else "-", str(s.log_path),
+            f"{s.startup_seconds:.1f} s" if s.startup_seconds else "-",
+            str(s.log_path),
         )
     Console().print(table)
     return healthy

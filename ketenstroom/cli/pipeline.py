@@ -29,6 +29,7 @@ from ketenstroom.settings import (
 def _topics() -> Topics:
     return Topics(TopicSettings().prefix)
 
+
 console = Console(stderr=True)
 out = Console()
 
@@ -62,26 +63,35 @@ def generate(
 
     report = generate_chain(out_dir, cases=cases, seed=seed, noise=noise)
     for partner, pr in report.partners.items():
-        console.print(f"{partner:13} {pr.rows_written:>8} rows -> {pr.path}  (expected accepted "
-                      f"{pr.expected_accepted}, rejected {pr.expected_rejected})")
+        console.print(
+            f"{partner:13} {pr.rows_written:>8} rows -> {pr.path}  (expected accepted "
+            f"{pr.expected_accepted}, rejected {pr.expected_rejected})"
+        )
     console.print(f"report: {out_dir / 'generation.json'}")
 
 
 def publish(
     files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Export files (CSV or JSONL)."),
     partner: str = typer.Option(..., "--partner", "-p", help="Delivering partner, e.g. om."),
-    receipt: Path | None = typer.Option(None, help="Where to write the JSON receipt (default FILE.receipt.json)."),
+    receipt: Path | None = typer.Option(
+        None, help="Where to write the JSON receipt (default FILE.receipt.json)."
+    ),
     rejects: Path | None = typer.Option(None, help="Reject file (default FILE.rejects.jsonl)."),
 ) -> None:
     """Validate, encode and produce an export. Exit 0: all accepted; 1: some rejected; 3: not delivered."""
     from producers.publish import EXIT_NOT_DELIVERED, Publisher
 
     try:
-        with Publisher(partner, kafka=KafkaSettings(), registry=RegistrySettings(), topics=_topics()) as publisher, \
-                Progress(console=console, transient=True) as bar:
+        with (
+            Publisher(
+                partner, kafka=KafkaSettings(), registry=RegistrySettings(), topics=_topics()
+            ) as publisher,
+            Progress(console=console, transient=True) as bar,
+        ):
             task = bar.add_task(f"publishing {partner}", total=None)
-            result = publisher.publish(files, reject_path=rejects,
-                                       progress=lambda n: bar.update(task, completed=n))
+            result = publisher.publish(
+                files, reject_path=rejects, progress=lambda n: bar.update(task, completed=n)
+            )
     except KetenstroomError as exc:
         console.print(f"[red]not delivered:[/red] {exc}")
         raise typer.Exit(EXIT_NOT_DELIVERED) from exc
@@ -93,7 +103,9 @@ def publish(
 
 
 def sink(
-    storage: str | None = typer.Option(None, help="file://DIR or s3://BUCKET/PREFIX (default from settings)."),
+    storage: str | None = typer.Option(
+        None, help="file://DIR or s3://BUCKET/PREFIX (default from settings)."
+    ),
     period: str = typer.Option("month", help="month, quarter or year."),
     group: str = typer.Option("ketenstroom-sink", help="Consumer group."),
     until_caught_up: bool = typer.Option(False, help="Stop once the topic as of start-up is written."),
@@ -107,14 +119,30 @@ def sink(
         store = ObjectStore(url, S3Settings())
         topics = _topics()
         stop_at = end_offsets(kafka, [topics.curated], group_id=group) if until_caught_up else None
-        report = Sink(kafka=kafka, registry=RegistrySettings(), store=store, group_id=group,
-                      period=period, topics=topics).run(stop_at=stop_at)  # type: ignore[arg-type]
+        report = Sink(
+            kafka=kafka,
+            registry=RegistrySettings(),
+            store=store,
+            group_id=group,
+            period=period,
+            topics=topics,
+        ).run(stop_at=stop_at)  # type: ignore[arg-type]
     except KetenstroomError as exc:
         raise _fail(exc) from exc
-    print(json.dumps({"storage": store.root, "records": report.records, "written": report.written,
-                          "duplicates": report.duplicates, "undecodable": report.undecodable,
-                          "rows_per_period": report.rows_per_period, "objects": len(report.objects)},
-                         sort_keys=True))
+    print(
+        json.dumps(
+            {
+                "storage": store.root,
+                "records": report.records,
+                "written": report.written,
+                "duplicates": report.duplicates,
+                "undecodable": report.undecodable,
+                "rows_per_period": report.rows_per_period,
+                "objects": len(report.objects),
+            },
+            sort_keys=True,
+        )
+    )
 
 
 def demo(
@@ -131,8 +159,12 @@ def demo(
     seed = secrets.randbelow(10**6)  # a new delivery each run: new record ids, new events
     exports = workdir / f"exports-{seed}"
     snapshots = workdir / "snapshots"
-    child_env = {**os.environ, "KETENSTROOM_PSEUDONYM_KEY_FILE": str(key_file),
-                 "KETENSTROOM_PSEUDONYM_KEY_ID": "demo-k1", "KETENSTROOM_STORAGE_URL": f"file://{snapshots}"}
+    child_env = {
+        **os.environ,
+        "KETENSTROOM_PSEUDONYM_KEY_FILE": str(key_file),
+        "KETENSTROOM_PSEUDONYM_KEY_ID": "demo-k1",
+        "KETENSTROOM_STORAGE_URL": f"file://{snapshots}",
+    }
 
     def step(name: str, args: list[str], ok: tuple[int, ...] = (0,)) -> None:
         console.rule(f"[bold]{name}")
@@ -142,23 +174,36 @@ def demo(
             raise typer.Exit(result.returncode)
 
     step("topics", ["topics"])
-    step("generate", ["generate", "--out", str(exports), "--cases", str(cases), "--noise", "0.02",
-                      "--seed", str(seed)])
+    step(
+        "generate",
+        ["generate", "--out", str(exports), "--cases", str(cases), "--noise", "0.02", "--seed", str(seed)],
+    )
     from producers.synthetic import GenerationReport
 
     generated = GenerationReport.from_json((exports / "generation.json").read_text(encoding="utf-8"))
     for partner in PARTNERS:  # exit 1 = some rows rejected, which a noisy export is meant to show
-        step(f"publish {partner}", ["publish", "--partner", partner, "--receipt",
-                                    str(exports / f"{partner}.receipt.json"), generated.partners[partner].path],
-             ok=(0, 1))
+        step(
+            f"publish {partner}",
+            [
+                "publish",
+                "--partner",
+                partner,
+                "--receipt",
+                str(exports / f"{partner}.receipt.json"),
+                generated.partners[partner].path,
+            ],
+            ok=(0, 1),
+        )
     step("process", ["process", "--until-caught-up", "--app-id", "ketenstroom-demo"])
     step("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink"])
     step("scan", ["scan", "--storage", f"file://{snapshots}"])
     console.rule("[bold]done")
     out.print(f"exports and receipts: {exports}")
     out.print(f"snapshots: {snapshots}/snapshots/<period>/*.parquet")
-    out.print("read them: .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"select period, chain_step, "
-              f"count(*) n from '{snapshots}/snapshots/*/*.parquet' group by all order by all\\\"))\"")
+    out.print(
+        'read them: .venv/bin/python -c "import duckdb; print(duckdb.sql(\\"select period, chain_step, '  # noqa: S608 - printed hint
+        f"count(*) n from '{snapshots}/snapshots/*/*.parquet' group by all order by all\\\"))\""
+    )
     out.print("stop the stack: make down")
 
 

@@ -30,8 +30,10 @@ from ketenstroom.settings import (
 
 console = Console(stderr=True)
 out = Console()
-dlq_app = typer.Typer(help="Dead letters: what the processor could not process, by reason; replay after a fix.",
-                      no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Dead letters: what the processor could not process, by reason; replay after a fix.",
+    no_args_is_help=True,
+)
 
 
 class Runner(str, Enum):
@@ -49,41 +51,76 @@ def _fail(exc: KetenstroomError) -> typer.Exit:
 
 
 def process(
-    partner: list[str] = typer.Option(list(PARTNERS), "--partner", "-p", help="Partners to consume (repeatable)."),
-    runner: Runner = typer.Option(Runner.transactional, help="transactional: exactly-once (Kafka transactions); "
-                                  "faust: faust-streaming worker, at-least-once."),
+    partner: list[str] = typer.Option(
+        list(PARTNERS), "--partner", "-p", help="Partners to consume (repeatable)."
+    ),
+    runner: Runner = typer.Option(
+        Runner.transactional,
+        help="transactional: exactly-once (Kafka transactions); "
+        "faust: faust-streaming worker, at-least-once.",
+    ),
     app_id: str = typer.Option("ketenstroom-processor", help="Consumer group and state namespace."),
-    instance_id: str = typer.Option("0", help="Stable per running instance: a restart fences its predecessor."),
+    instance_id: str = typer.Option(
+        "0", help="Stable per running instance: a restart fences its predecessor."
+    ),
     until_caught_up: bool = typer.Option(False, help="Stop once the input as of start-up is processed."),
     metrics_port: int = typer.Option(0, help="Serve /metrics and /health here (0: off)."),
 ) -> None:
-    """Pseudonymise and normalise raw.<partner> into curated.chain-events; unprocessable records to dlq.<partner>."""
+    """Pseudonymise and normalise raw.<partner> into curated.chain-events; the rest to dlq.<partner>."""
     from processors.build import build_transformer
     from processors.metrics import ProcessorMetrics
 
     kafka, topics = KafkaSettings(), _topics()
     try:
-        stop_at = (end_offsets(kafka, [topics.raw(p) for p in partner], group_id=app_id)
-                   if until_caught_up else None)
+        stop_at = (
+            end_offsets(kafka, [topics.raw(p) for p in partner], group_id=app_id) if until_caught_up else None
+        )
         if runner is Runner.faust:
             from processors.app import run_worker
 
-            progress = run_worker(partners=partner, kafka=kafka, registry_settings=RegistrySettings(),
-                                  paths=PathSettings(), pseudonym=PseudonymSettings(), topics=topics,
-                                  stop_at=stop_at, app_id=app_id)
-            result: dict[str, Any] = {"records_in": progress.records_in, "curated": progress.curated,
-                                      "dead_lettered": progress.dead}
+            progress = run_worker(
+                partners=partner,
+                kafka=kafka,
+                registry_settings=RegistrySettings(),
+                paths=PathSettings(),
+                pseudonym=PseudonymSettings(),
+                topics=topics,
+                stop_at=stop_at,
+                app_id=app_id,
+            )
+            result: dict[str, Any] = {
+                "records_in": progress.records_in,
+                "curated": progress.curated,
+                "dead_lettered": progress.dead,
+            }
         else:
-            result = _run_transactional(kafka, topics, partner, app_id, instance_id, stop_at, metrics_port,
-                                        build_transformer, ProcessorMetrics)
+            result = _run_transactional(
+                kafka,
+                topics,
+                partner,
+                app_id,
+                instance_id,
+                stop_at,
+                metrics_port,
+                build_transformer,
+                ProcessorMetrics,
+            )
     except KetenstroomError as exc:
         raise _fail(exc) from exc
     print(json.dumps(result, sort_keys=True))
 
 
-def _run_transactional(kafka: KafkaSettings, topics: Topics, partners: list[str], app_id: str,
-                       instance_id: str, stop_at: dict[tuple[str, int], int] | None, metrics_port: int,
-                       build_transformer: Any, metrics_cls: Any) -> dict[str, Any]:
+def _run_transactional(
+    kafka: KafkaSettings,
+    topics: Topics,
+    partners: list[str],
+    app_id: str,
+    instance_id: str,
+    stop_at: dict[tuple[str, int], int] | None,
+    metrics_port: int,
+    build_transformer: Any,
+    metrics_cls: Any,
+) -> dict[str, Any]:
     from ketenstroom.adapters.observability import ObservabilityServer
     from processors.runner import TransactionalProcessor
 
@@ -92,21 +129,35 @@ def _run_transactional(kafka: KafkaSettings, topics: Topics, partners: list[str]
         signal.signal(sig, lambda *_: stop.set())
     metrics = metrics_cls()
     with Registry(RegistrySettings()) as registry:
-        transformer = build_transformer(registry=registry, paths=PathSettings(), pseudonym=PseudonymSettings(),
-                                        topics=topics)
-        proc = TransactionalProcessor(kafka=kafka, topics=topics, partners=partners, transformer=transformer,
-                                      app_id=app_id, instance_id=instance_id, metrics=metrics)
+        transformer = build_transformer(
+            registry=registry, paths=PathSettings(), pseudonym=PseudonymSettings(), topics=topics
+        )
+        proc = TransactionalProcessor(
+            kafka=kafka,
+            topics=topics,
+            partners=partners,
+            transformer=transformer,
+            app_id=app_id,
+            instance_id=instance_id,
+            metrics=metrics,
+        )
         server = None
         if metrics_port:
-            server = ObservabilityServer(metrics.registry, lambda: (proc.healthy, {"app_id": app_id}),
-                                         port=metrics_port).start()
+            server = ObservabilityServer(
+                metrics.registry, lambda: (proc.healthy, {"app_id": app_id}), port=metrics_port
+            ).start()
         try:
             stats = proc.run(should_stop=stop.is_set, stop_at=stop_at)
         finally:
             if server is not None:
                 server.stop()
-    return {"records_in": stats.records_in, "curated": stats.curated, "dead_lettered": stats.dead,
-            "duplicates": stats.duplicates, "reconciles": stats.reconciles()}
+    return {
+        "records_in": stats.records_in,
+        "curated": stats.curated,
+        "dead_lettered": stats.dead,
+        "duplicates": stats.duplicates,
+        "reconciles": stats.reconciles(),
+    }
 
 
 @dlq_app.command("list")

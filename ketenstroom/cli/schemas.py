@@ -13,8 +13,9 @@ from ketenstroom.contract.schemas import EventSchema
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import REPO_ROOT, PathSettings, RegistrySettings, TopicSettings
 
-app = typer.Typer(help="Register the contract in the registry, or check that it evolves compatibly.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Register the contract in the registry, or check that it evolves compatibly.", no_args_is_help=True
+)
 console = Console(stderr=True)
 LEVEL = "BACKWARD_TRANSITIVE"
 
@@ -42,7 +43,9 @@ def register() -> None:
 
 @app.command()
 def check(
-    registry_too: bool = typer.Option(False, "--registry", help="Also ask the registry (subjects that exist)."),
+    registry_too: bool = typer.Option(
+        False, "--registry", help="Also ask the registry (subjects that exist)."
+    ),
     samples: int = typer.Option(64, help="Random records written with each old version."),
 ) -> None:
     """Every schema must read data written with every earlier committed version of itself."""

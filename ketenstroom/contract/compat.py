@@ -28,7 +28,9 @@ class Incompatibility:
     error: str
 
     def __str__(self) -> str:
-        return f"{self.record}: cannot read data written by the version at {self.old_commit[:10]}: {self.error}"
+        return (
+            f"{self.record}: cannot read data written by the version at {self.old_commit[:10]}: {self.error}"
+        )
 
 
 def resolves(old: EventSchema, new: EventSchema, samples: int = 64) -> str | None:
@@ -46,8 +48,9 @@ def resolves(old: EventSchema, new: EventSchema, samples: int = 64) -> str | Non
 
 def _git(repo: Path, *args: str) -> str:
     try:
-        return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         raise ConfigurationError(f"git {' '.join(args)} failed in {repo}: {exc}") from exc
 
@@ -71,8 +74,9 @@ def schemas_at(repo: Path, commit: str, schema_dir: str = "schemas") -> SchemaSe
         return load_schemas(root / schema_dir)
 
 
-def check_history(current: SchemaSet, repo: Path, schema_dir: str = "schemas",
-                  samples: int = 64) -> list[Incompatibility]:
+def check_history(
+    current: SchemaSet, repo: Path, schema_dir: str = "schemas", samples: int = 64
+) -> list[Incompatibility]:
     """Check every current record against each committed version of it (BACKWARD_TRANSITIVE)."""
     problems: list[Incompatibility] = []
     seen: dict[str, set[str]] = {}

@@ -18,14 +18,50 @@ from typing import Any
 from ketenstroom.contract.identifiers import bsn_passes_11_check
 
 #: Fields whose dates are event or processing times, not birth dates.
-TIME_FIELDS = frozenset({"event_time", "registration_time", "processed_time", "delivery_time",
-                         "valid_from", "valid_to", "sealed_at", "created_at"})
+TIME_FIELDS = frozenset(
+    {
+        "event_time",
+        "registration_time",
+        "processed_time",
+        "delivery_time",
+        "valid_from",
+        "valid_to",
+        "sealed_at",
+        "created_at",
+    }
+)
 #: Numeric fields that are counters or positions, not identifiers.
-TECHNICAL_FIELDS = frozenset({"kafka_offset", "kafka_partition", "offset", "partition", "rows", "row_count",
-                              "records", "bytes", "size"})
+TECHNICAL_FIELDS = frozenset(
+    {
+        "kafka_offset",
+        "kafka_partition",
+        "offset",
+        "partition",
+        "rows",
+        "row_count",
+        "records",
+        "bytes",
+        "size",
+    }
+)
 #: Field names that may only exist in raw data.
-FORBIDDEN_FIELDS = frozenset({"bsn", "skn", "parketnummer", "pv_number", "birth_date", "postcode", "name",
-                              "first_name", "last_name", "address", "street", "cjib_number", "ecli"})
+FORBIDDEN_FIELDS = frozenset(
+    {
+        "bsn",
+        "skn",
+        "parketnummer",
+        "pv_number",
+        "birth_date",
+        "postcode",
+        "name",
+        "first_name",
+        "last_name",
+        "address",
+        "street",
+        "cjib_number",
+        "ecli",
+    }
+)
 _DIGITS = re.compile(r"(?<![0-9A-Za-z])\d{8,10}(?![0-9A-Za-z])")
 _PARKET = re.compile(r"(?<![0-9A-Za-z])\d{2}[-/. ]\d{6}[-/. ]\d{2}(?![0-9A-Za-z])")
 _PV = re.compile(r"\bPL\d{2}[A-Z]\d\b", re.IGNORECASE)
@@ -79,9 +115,12 @@ def scan(record: Any, path: str = "") -> Iterator[Finding]:
     elif isinstance(record, int):
         if path.rsplit(".", 1)[-1] not in TECHNICAL_FIELDS:
             yield from _scan_text(path, str(record))
-    elif isinstance(record, (date, datetime)) and not isinstance(record, datetime):
-        if path.rsplit(".", 1)[-1] not in TIME_FIELDS:
-            yield Finding(path, "full-date")
+    elif (
+        isinstance(record, date)
+        and not isinstance(record, datetime)
+        and path.rsplit(".", 1)[-1] not in TIME_FIELDS
+    ):
+        yield Finding(path, "full-date")
 
 
 def scan_all(records: Iterable[Any]) -> tuple[int, list[Finding]]:

@@ -56,11 +56,22 @@ __all__ = [
 
 PARKET_CODES = ("13", "10", "09", "16", "03", "05", "96")
 #: OM's own decision codes (COMPAS/GPS style) with the share of decisions they get.
-OM_DECISIONS: tuple[tuple[str, float], ...] = tuple((code, share)
-                                                    for code, (_label, share) in _OM_DECISIONS.items())
+OM_DECISIONS: tuple[tuple[str, float], ...] = tuple(
+    (code, share) for code, (_label, share) in _OM_DECISIONS.items()
+)
 SEPOT_GROUNDS = ("01", "02", "03", "50", "52", "56", "58", "59")
-WETSARTIKELEN = ("310 Sr", "311 Sr", "300 Sr", "285 Sr", "350 Sr", "326 Sr", "8 WVW", "2 OW", "3 OW",
-                 "416 Sr")
+WETSARTIKELEN = (
+    "310 Sr",
+    "311 Sr",
+    "300 Sr",
+    "285 Sr",
+    "350 Sr",
+    "326 Sr",
+    "8 WVW",
+    "2 OW",
+    "3 OW",
+    "416 Sr",
+)
 
 
 def partner_columns(partner: str, directory: Path = PARTNER_DIR) -> tuple[str, ...]:
@@ -71,10 +82,18 @@ def partner_columns(partner: str, directory: Path = PARTNER_DIR) -> tuple[str, .
 OM_COLUMNS: tuple[str, ...] = partner_columns("om")
 
 
-def generate_chain(out_dir: Path, *, cases: int, seed: int = 7, noise: float = 0.0,
-                   start: date = date(2026, 1, 1), days: int = 365,
-                   formats: dict[str, str] | None = None,
-                   partners: Iterable[str] = PARTNERS, mapping_dir: Path = PARTNER_DIR) -> GenerationReport:
+def generate_chain(
+    out_dir: Path,
+    *,
+    cases: int,
+    seed: int = 7,
+    noise: float = 0.0,
+    start: date = date(2026, 1, 1),
+    days: int = 365,
+    formats: dict[str, str] | None = None,
+    partners: Iterable[str] = PARTNERS,
+    mapping_dir: Path = PARTNER_DIR,
+) -> GenerationReport:
     """Write one export per partner into ``out_dir`` for ``cases`` crimes; returns (and writes) the report.
 
     ``formats`` overrides a partner's file format, e.g. ``{"cjib": "csv", "om": "jsonl"}``. ``noise`` is
@@ -93,8 +112,9 @@ def generate_chain(out_dir: Path, *, cases: int, seed: int = 7, noise: float = 0
     exports: dict[str, PartnerExport] = {}
     try:
         for partner in partners:
-            exports[partner] = PartnerExport(partner, out_dir, seed=seed, noise=noise,
-                                             fmt=formats.get(partner), mapping_dir=mapping_dir)
+            exports[partner] = PartnerExport(
+                partner, out_dir, seed=seed, noise=noise, fmt=formats.get(partner), mapping_dir=mapping_dir
+            )
         emit = {p: e.emit for p, e in exports.items()}
         for _ in range(cases):
             for partner, rtype, values in chain.case():
@@ -103,8 +123,14 @@ def generate_chain(out_dir: Path, *, cases: int, seed: int = 7, noise: float = 0
     finally:
         reports = {p: e.close() for p, e in exports.items()}
     report = GenerationReport(
-        seed=seed, cases=cases, noise=noise, start=start.isoformat(), days=days, population=chain.population,
-        partners=reports, chain={k: dict(sorted(v.items())) for k, v in chain.stats.items()},
+        seed=seed,
+        cases=cases,
+        noise=noise,
+        start=start.isoformat(),
+        days=days,
+        population=chain.population,
+        partners=reports,
+        chain={k: dict(sorted(v.items())) for k, v in chain.stats.items()},
     )
     (out_dir / "generation.json").write_text(report.to_json() + "\n", encoding="utf-8")
     return report
@@ -119,8 +145,15 @@ def make_person(rng: random.Random, *, invalid_bsn: bool = False) -> Person:
     """A person drawn from ``rng`` (the population of ``generate_chain`` is indexed instead)."""
     found = person(rng.getrandbits(31), rng.getrandbits(31), date(2026, 1, 1))
     if invalid_bsn:
-        return Person(found.index, found.skn, spoil_bsn(found.bsn or _bsn(rng)), found.birth_date, found.sex,
-                      found.postcode, found.municipality)
+        return Person(
+            found.index,
+            found.skn,
+            spoil_bsn(found.bsn or _bsn(rng)),
+            found.birth_date,
+            found.sex,
+            found.postcode,
+            found.municipality,
+        )
     return found
 
 
@@ -148,7 +181,7 @@ def om_decision_rows(
             "inschrijfdatum": registered.strftime("%d-%m-%Y"),
             "parketnummer": f"{rng.choice(PARKET_CODES)}-{rng.randrange(0, 999_999):06d}-{year:02d}",
             "pv_nummer": f"PL{rng.randrange(1, 11):02d}{rng.choice('ABCD')}{rng.randrange(1, 9)} "
-                         f"{registered.year}{rng.randrange(0, 999_999):06d}-{rng.randrange(1, 9)}",
+            f"{registered.year}{rng.randrange(0, 999_999):06d}-{rng.randrange(1, 9)}",
             "skn": who.skn,
             "bsn": who.bsn or "",
             "geboortedatum": who.birth_date.strftime("%d-%m-%Y"),
@@ -176,8 +209,14 @@ def _spoil(rng: random.Random, row: dict[str, str]) -> None:
         row["bsn"] = spoil_bsn(row["bsn"] or _bsn(rng))  # fails the 11-check
 
 
-def write_csv(path: Path, rows: Iterable[dict[str, str]], columns: tuple[str, ...], *,
-              delimiter: str = ";", encoding: str = "utf-8") -> int:
+def write_csv(
+    path: Path,
+    rows: Iterable[dict[str, str]],
+    columns: tuple[str, ...],
+    *,
+    delimiter: str = ";",
+    encoding: str = "utf-8",
+) -> int:
     """Write rows as a partner would export them; returns the number of rows written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     written = 0

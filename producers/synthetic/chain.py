@@ -31,14 +31,22 @@ Event = tuple[str, str, dict[str, Any]]
 
 #: Source record id prefix per (partner, record type): unique within a partner's export.
 RECORD_IDS: dict[tuple[str, str], str] = {
-    ("politie", "MISDRIJF"): "POL-M", ("politie", "VERDACHTE"): "POL-V", ("politie", "PV_INZENDING"): "POL-P",
-    ("halt", "VERWIJZING"): "HALT-V", ("halt", "AFGEROND"): "HALT-A",
-    ("om", "INSCHRIJVING"): "OM-I", ("om", "BESLISSING"): "OM-B",
-    ("rechtspraak", "EERSTE_AANLEG"): "ZM-E", ("rechtspraak", "HOGER_BEROEP"): "ZM-H",
-    ("cjib", "INNING_START"): "CJIB-I", ("cjib", "BETALING"): "CJIB-B",
+    ("politie", "MISDRIJF"): "POL-M",
+    ("politie", "VERDACHTE"): "POL-V",
+    ("politie", "PV_INZENDING"): "POL-P",
+    ("halt", "VERWIJZING"): "HALT-V",
+    ("halt", "AFGEROND"): "HALT-A",
+    ("om", "INSCHRIJVING"): "OM-I",
+    ("om", "BESLISSING"): "OM-B",
+    ("rechtspraak", "EERSTE_AANLEG"): "ZM-E",
+    ("rechtspraak", "HOGER_BEROEP"): "ZM-H",
+    ("cjib", "INNING_START"): "CJIB-I",
+    ("cjib", "BETALING"): "CJIB-B",
     ("cjib", "VERVANGENDE_HECHTENIS"): "CJIB-V",
-    ("dji", "INSTROOM"): "DJI-I", ("dji", "UITSTROOM"): "DJI-U",
-    ("reclassering", "START"): "3RO-S", ("reclassering", "EINDE"): "3RO-E",
+    ("dji", "INSTROOM"): "DJI-I",
+    ("dji", "UITSTROOM"): "DJI-U",
+    ("reclassering", "START"): "3RO-S",
+    ("reclassering", "EINDE"): "3RO-E",
 }
 
 
@@ -73,14 +81,24 @@ _UNIT_LETTERS = "ABCDE"
 class Sanction:
     __slots__ = ("amount", "code", "conditional", "days", "hours")
 
-    def __init__(self, code: str, days: int | None = None, hours: int | None = None,
-                 amount: float | None = None, conditional: bool = False) -> None:
+    def __init__(
+        self,
+        code: str,
+        days: int | None = None,
+        hours: int | None = None,
+        amount: float | None = None,
+        conditional: bool = False,
+    ) -> None:
         self.code, self.days, self.hours = code, days, hours
         self.amount, self.conditional = amount, conditional
 
     def fields(self) -> dict[str, Any]:
-        return {"principal_sanction": self.code, "sanction_days": self.days, "sanction_hours": self.hours,
-                "sanction_amount_eur": self.amount}
+        return {
+            "principal_sanction": self.code,
+            "sanction_days": self.days,
+            "sanction_hours": self.hours,
+            "sanction_amount_eur": self.amount,
+        }
 
 
 class ChainGenerator:
@@ -98,8 +116,14 @@ class ChainGenerator:
         self._seq: dict[tuple[str, ...], int] = {}
         self._cjib = 0
         self.stats: dict[str, Counter[str]] = {
-            "flow": Counter(), "om_decision": Counter(), "judgment": Counter(), "appeal": Counter(),
-            "sanction": Counter(), "cjib": Counter(), "dji_title": Counter(), "reclassering": Counter(),
+            "flow": Counter(),
+            "om_decision": Counter(),
+            "judgment": Counter(),
+            "appeal": Counter(),
+            "sanction": Counter(),
+            "cjib": Counter(),
+            "dji_title": Counter(),
+            "reclassering": Counter(),
             "halt": Counter(),
         }
 
@@ -134,9 +158,13 @@ class ChainGenerator:
     def _meta(self, partner: str, rtype: str, t: int, system: str) -> dict[str, Any]:
         # registered one to five days later in office hours: even a date-only column comes after the event
         registered = (t // DAY + 1 + int(self._random() * 5)) * DAY + 480 + int(self._random() * 600)
-        return {"metadata.source_record_id": self._id(partner, rtype), "metadata.record_version": 1,
-                "metadata.event_time": t, "metadata.registration_time": registered,
-                "metadata.source_system": system}
+        return {
+            "metadata.source_record_id": self._id(partner, rtype),
+            "metadata.record_version": 1,
+            "metadata.event_time": t,
+            "metadata.registration_time": registered,
+            "metadata.source_system": system,
+        }
 
     def _amount(self, lo: int, hi: int) -> float:
         euros = self._int(lo, hi)
@@ -160,12 +188,20 @@ class ChainGenerator:
         gm = p.municipality if p is not None and home else _GEMEENTEN[self._int(0, len(_GEMEENTEN))]
         _name, unit, parket, court, hof = C.MUNICIPALITIES[gm]
         year = date.fromordinal(crime_day).year
-        pv = (f"PL{unit}{_UNIT_LETTERS[self._int(0, 5)]}{self._int(1, 10)} "
-              f"{year}{self._next('pv', unit, str(year)) % 1_000_000:06d}-{self._int(1, 10)}")
+        pv = (
+            f"PL{unit}{_UNIT_LETTERS[self._int(0, 5)]}{self._int(1, 10)} "
+            f"{year}{self._next('pv', unit, str(year)) % 1_000_000:06d}-{self._int(1, 10)}"
+        )
         police_system = "BPS" if r.random() < 0.03 else "BVH"
         crime = self._meta("politie", "MISDRIJF", t_crime, police_system)
-        crime.update({"case.pv_number": pv, "incident": incident, "crime_municipality": gm,
-                      "ambtshalve": r.random() < ambtshalve})
+        crime.update(
+            {
+                "case.pv_number": pv,
+                "incident": incident,
+                "crime_municipality": gm,
+                "ambtshalve": r.random() < ambtshalve,
+            }
+        )
         out.append(("politie", "MISDRIJF", crime))
         if p is None:
             stats["flow"]["unsolved"] += 1
@@ -186,8 +222,13 @@ class ChainGenerator:
             t_referral = self._after(t_interrogation, 3, 21)
             referral = self._meta("halt", "VERWIJZING", t_referral, "HALT")
             referral["suspect"] = who
-            referral.update({"case.pv_number": pv, "referrer": "POLITIE" if r.random() < 0.9 else "BOA",
-                             "offence_group": halt_group})
+            referral.update(
+                {
+                    "case.pv_number": pv,
+                    "referrer": "POLITIE" if r.random() < 0.9 else "BOA",
+                    "offence_group": halt_group,
+                }
+            )
             out.append(("halt", "VERWIJZING", referral))
             t_done = self._after(t_referral, 30, 120)
             result = "POSITIEF" if r.random() < 0.85 else "NEGATIEF"
@@ -232,8 +273,15 @@ class ChainGenerator:
         decided = self._meta("om", "BESLISSING", t_decision, om_system)
         decided["metadata.registration_time"] = t_registered  # the mapping takes it from inschrijfdatum
         decided["suspect"] = who
-        decided.update({"case.parketnummer": parketnummer, "case.pv_number": pv, "decision": decision,
-                        "sepot_ground": ground, "offence": article})
+        decided.update(
+            {
+                "case.parketnummer": parketnummer,
+                "case.pv_number": pv,
+                "decision": decision,
+                "sepot_ground": ground,
+                "offence": article,
+            }
+        )
         out.append(("om", "BESLISSING", decided))
         stats["om_decision"][decision] += 1
 
@@ -255,16 +303,30 @@ class ChainGenerator:
         if not light and r.random() < 0.15:  # voorlopige hechtenis, ends before the trial
             t_in = self._after(t_registered, 0, 3)
             t_out = min(self._after(t_in, 3, 90), t_judgment - DAY)
-            self._detain(out, case, "VH", "JJI" if juvenile else "HVB", t_in, None,
-                         t_out, "SCHORSING" if r.random() < 0.85 else "OVERPLAATSING")
+            self._detain(
+                out,
+                case,
+                "VH",
+                "JJI" if juvenile else "HVB",
+                t_in,
+                None,
+                t_out,
+                "SCHORSING" if r.random() < 0.85 else "OVERPLAATSING",
+            )
         outcome = _OUTCOMES.pick(r)
         sanction = self._sanction(juvenile) if outcome == "SCHULDIG_STRAF" else None
         jyear = date.fromordinal(t_judgment // DAY).year
         judgment = self._meta("rechtspraak", "EERSTE_AANLEG", t_judgment, "GPS")
         judgment["suspect"] = who
-        judgment.update({"case.parketnummer": parketnummer, "court": court, "outcome": outcome,
-                         "case.ecli": f"ECLI:NL:{court}:{jyear}:{self._next('ecli', court, str(jyear))}",
-                         "conditional": sanction.conditional if sanction else None})
+        judgment.update(
+            {
+                "case.parketnummer": parketnummer,
+                "court": court,
+                "outcome": outcome,
+                "case.ecli": f"ECLI:NL:{court}:{jyear}:{self._next('ecli', court, str(jyear))}",
+                "conditional": sanction.conditional if sanction else None,
+            }
+        )
         if sanction is not None:
             judgment.update(sanction.fields())
         out.append(("rechtspraak", "EERSTE_AANLEG", judgment))
@@ -273,8 +335,9 @@ class ChainGenerator:
         if outcome != "OVERIG" and r.random() < 0.05:
             u = r.random()
             if sanction is not None:
-                appeal = ("BEVESTIGD" if u < 0.55 else
-                          "VERNIETIGD_STRAF" if u < 0.9 else "VERNIETIGD_VRIJSPRAAK")
+                appeal = (
+                    "BEVESTIGD" if u < 0.55 else "VERNIETIGD_STRAF" if u < 0.9 else "VERNIETIGD_VRIJSPRAAK"
+                )
             else:
                 appeal = "BEVESTIGD" if u < 0.6 else "VERNIETIGD_STRAF"
             if appeal == "VERNIETIGD_STRAF":
@@ -285,8 +348,14 @@ class ChainGenerator:
             ayear = date.fromordinal(t_final // DAY).year
             appealed = self._meta("rechtspraak", "HOGER_BEROEP", t_final, "GPS")
             appealed["suspect"] = who
-            appealed.update({"case.parketnummer": parketnummer, "court": hof, "outcome": appeal,
-                             "case.ecli": f"ECLI:NL:{hof}:{ayear}:{self._next('ecli', hof, str(ayear))}"})
+            appealed.update(
+                {
+                    "case.parketnummer": parketnummer,
+                    "court": hof,
+                    "outcome": appeal,
+                    "case.ecli": f"ECLI:NL:{hof}:{ayear}:{self._next('ecli', hof, str(ayear))}",
+                }
+            )
             if sanction is not None:
                 appealed.update(sanction.fields())
             out.append(("rechtspraak", "HOGER_BEROEP", appealed))
@@ -306,8 +375,14 @@ class ChainGenerator:
                 if r.random() < 0.5:
                     self._supervise(out, case, "TOEZICHT", None, t_final)
             else:
-                self._serve(out, case, "VRIJHEIDSSTRAF", "JJI" if code == "JD" else "GEVANGENIS",
-                            self._after(t_final, 14, 120), sanction.days or 1)
+                self._serve(
+                    out,
+                    case,
+                    "VRIJHEIDSSTRAF",
+                    "JJI" if code == "JD" else "GEVANGENIS",
+                    self._after(t_final, 14, 120),
+                    sanction.days or 1,
+                )
         elif code == "ISD":
             self._serve(out, case, "ISD", "GEVANGENIS", self._after(t_final, 1, 14), sanction.days or 730)
         elif code == "TBS":
@@ -331,8 +406,9 @@ class ChainGenerator:
             return Sanction(code, days=730)
         return Sanction(code)
 
-    def _collect(self, out: list[Event], case: tuple[dict[str, Any], str], kind: str, amount: float,
-                 t_basis: int) -> None:
+    def _collect(
+        self, out: list[Event], case: tuple[dict[str, Any], str], kind: str, amount: float, t_basis: int
+    ) -> None:
         r = self.rng
         who, parketnummer = case
         self._cjib += 1
@@ -341,8 +417,14 @@ class ChainGenerator:
         t_start = self._after(t_basis, 14, 60)
         started = self._meta("cjib", "INNING_START", t_start, "CJIB")
         started["suspect"] = who
-        started.update({"case.cjib_number": number, "case.parketnummer": parketnummer, "sanction": kind,
-                        "amount_eur": amount})
+        started.update(
+            {
+                "case.cjib_number": number,
+                "case.parketnummer": parketnummer,
+                "sanction": kind,
+                "amount_eur": amount,
+            }
+        )
         out.append(("cjib", "INNING_START", started))
         self.stats["cjib"][kind] += 1
         u = r.random()
@@ -366,16 +448,29 @@ class ChainGenerator:
         if r.random() < 0.6:
             self._serve(out, case, "VERV_HECHTENIS", "GEVANGENIS", self._after(t_ordered, 14, 150), days)
 
-    def _pay(self, out: list[Event], number: str, parketnummer: str,  # noqa: PLR0917
-             amount: float, full: bool, t: int) -> None:
+    def _pay(
+        self, out: list[Event], number: str, parketnummer: str, amount: float, full: bool, t: int
+    ) -> None:
         paid = self._meta("cjib", "BETALING", t, "CJIB")
-        paid.update({"case.cjib_number": number, "case.parketnummer": parketnummer, "amount_eur": amount,
-                     "fully_paid": full})
+        paid.update(
+            {
+                "case.cjib_number": number,
+                "case.parketnummer": parketnummer,
+                "amount_eur": amount,
+                "fully_paid": full,
+            }
+        )
         out.append(("cjib", "BETALING", paid))
 
-    def _serve(self, out: list[Event], case: tuple[dict[str, Any], str],  # noqa: PLR0917
-               title: str, institution: str,
-               t_in: int, days: int) -> None:
+    def _serve(
+        self,
+        out: list[Event],
+        case: tuple[dict[str, Any], str],
+        title: str,
+        institution: str,
+        t_in: int,
+        days: int,
+    ) -> None:
         r = self.rng
         if r.random() < 0.03:
             t_out, reason = t_in + self._int(1, days + 1) * DAY, "OVERPLAATSING"
@@ -385,9 +480,17 @@ class ChainGenerator:
             t_out, reason = t_in + days * DAY, "EINDE_STRAF"
         self._detain(out, case, title, institution, t_in, days, t_out, reason)
 
-    def _detain(self, out: list[Event], case: tuple[dict[str, Any], str],  # noqa: PLR0917
-                title: str, institution: str,
-                t_in: int, _days: int | None, t_out: int | None, reason: str | None) -> None:
+    def _detain(
+        self,
+        out: list[Event],
+        case: tuple[dict[str, Any], str],
+        title: str,
+        institution: str,
+        t_in: int,
+        _days: int | None,
+        t_out: int | None,
+        reason: str | None,
+    ) -> None:
         who, parketnummer = case
         inflow = self._meta("dji", "INSTROOM", t_in, "TULP")
         inflow["suspect"] = who
@@ -401,15 +504,17 @@ class ChainGenerator:
         outflow.update({"case.parketnummer": parketnummer, "reason": reason})
         out.append(("dji", "UITSTROOM", outflow))
 
-    def _supervise(self, out: list[Event], case: tuple[dict[str, Any], str], kind: str, hours: int | None,
-                   t_basis: int) -> None:
+    def _supervise(
+        self, out: list[Event], case: tuple[dict[str, Any], str], kind: str, hours: int | None, t_basis: int
+    ) -> None:
         r = self.rng
         who, parketnummer = case
         t_start = self._after(t_basis, 20, 90)
         started = self._meta("reclassering", "START", t_start, "IRIS")
         started["suspect"] = who
-        started.update({"case.parketnummer": parketnummer, "kind": kind, "organisation": _ORGS.pick(r),
-                        "hours": hours})
+        started.update(
+            {"case.parketnummer": parketnummer, "kind": kind, "organisation": _ORGS.pick(r), "hours": hours}
+        )
         out.append(("reclassering", "START", started))
         self.stats["reclassering"][kind] += 1
         werkstraf = kind == "WERKSTRAF"

@@ -108,7 +108,12 @@ SANCTIONS: dict[str, tuple[str, str]] = {
     "ISD": ("Plaatsing in een Inrichting voor Stelselmatige Daders", "dagen"),
 }
 ADULT_SANCTIONS: tuple[tuple[str, float], ...] = (
-    ("GEV", 0.34), ("TAAK", 0.31), ("BOETE", 0.32), ("ISD", 0.02), ("TBS", 0.01))
+    ("GEV", 0.34),
+    ("TAAK", 0.31),
+    ("BOETE", 0.32),
+    ("ISD", 0.02),
+    ("TBS", 0.01),
+)
 JUVENILE_SANCTIONS: tuple[tuple[str, float], ...] = (("JD", 0.25), ("TAAK", 0.55), ("BOETE", 0.20))
 
 # --- CJIB, DJI, reclassering, Halt ------------------------------------------------------------------

@@ -44,8 +44,9 @@ REJECT_REASONS: dict[str, str] = {
     "impossible_date": "invalid-event-time",
     "missing_field": "missing-field",
 }
-_TIMESTAMP_PATHS = frozenset({"metadata.event_time", "metadata.registration_time",
-                              "first_interrogation_time"})
+_TIMESTAMP_PATHS = frozenset(
+    {"metadata.event_time", "metadata.registration_time", "first_interrogation_time"}
+)
 _BOOL_PATHS = frozenset({"ambtshalve", "conditional", "fully_paid"})
 _FLOAT_PATHS = frozenset({"amount_eur", "sanction_amount_eur"})
 _INT_PATHS = frozenset({"metadata.record_version", "sanction_days", "sanction_hours", "days", "hours"})
@@ -78,13 +79,25 @@ class Style:
 STYLES: dict[str, Style] = {
     "politie": Style(encoding="cp1252", line_end="\r\n", decimal_comma=True),
     "om": Style(time_columns=frozenset({"beslisdatum"})),
-    "rechtspraak": Style(encoding="utf-8-sig", delimiter=",", quote_all=True, line_end="\r\n",
-                         time_columns=frozenset({"registratiedatum"}), bools=("J", "N"),
-                         sexes=("man", "vrouw", "onbekend"), decimal_comma=True, thousands=True,
-                         parket_separators=("/", "-")),
+    "rechtspraak": Style(
+        encoding="utf-8-sig",
+        delimiter=",",
+        quote_all=True,
+        line_end="\r\n",
+        time_columns=frozenset({"registratiedatum"}),
+        bools=("J", "N"),
+        sexes=("man", "vrouw", "onbekend"),
+        decimal_comma=True,
+        thousands=True,
+        parket_separators=("/", "-"),
+    ),
     "cjib": Style(format="jsonl", dates="iso", bools=("true", "false"), typed_json=True),
-    "dji": Style(sexes=("man", "vrouw", "onbekend"), parket_separators=(".", "."), bsn_drop_leading_zero=True,
-                 postcode_space=False),
+    "dji": Style(
+        sexes=("man", "vrouw", "onbekend"),
+        parket_separators=(".", "."),
+        bsn_drop_leading_zero=True,
+        postcode_space=False,
+    ),
     "reclassering": Style(dates="nl/", time_columns=frozenset(), parket_separators=(" ", " ")),
     "halt": Style(time_columns=frozenset(), pv_separator="-", postcode_space=False),
 }
@@ -142,9 +155,13 @@ def load_layout(partner: str, directory: Path = PARTNER_DIR) -> PartnerLayout:
         paths = {path: index[col] for path, col in cols.items()}
         reg_col = cols["metadata.registration_time"]
         records[rtype] = RecordLayout(
-            rtype=rtype, slots=tuple((index[col], path) for path, col in cols.items()), paths=paths,
-            event=paths["metadata.event_time"], registration=paths["metadata.registration_time"],
-            key=paths[spec.get("key", "case.parketnummer")], version=paths["metadata.record_version"],
+            rtype=rtype,
+            slots=tuple((index[col], path) for path, col in cols.items()),
+            paths=paths,
+            event=paths["metadata.event_time"],
+            registration=paths["metadata.registration_time"],
+            key=paths[spec.get("key", "case.parketnummer")],
+            version=paths["metadata.record_version"],
             coded=tuple(p for p in spec.get("codes", {}) if p in paths),
             late_ok=reg_col not in event_columns,
         )
@@ -263,8 +280,10 @@ def compile_row(layout: PartnerLayout, rtype: str, style: Style) -> Callable[[di
             cells.append(f'({source}({path!r}) or "")')
         elif isinstance(fmt, _Timestamp):  # inlined: the hottest formatter
             namespace[f"c{i}"], namespace[f"m{i}"], namespace[f"k{i}"] = fmt.cache.get, fmt.miss, fmt.clock
-            cells.append(f'("" if (v := {source}({path!r})) is None else '
-                         f'(c{i}(v // {DAY}) or m{i}(v // {DAY})) + k{i}[v % {DAY}])')
+            cells.append(
+                f'("" if (v := {source}({path!r})) is None else '
+                f"(c{i}(v // {DAY}) or m{i}(v // {DAY})) + k{i}[v % {DAY}])"
+            )
         else:
             namespace[f"f{i}"] = fmt
             cells.append(f'("" if (v := {source}({path!r})) is None else f{i}(v))')
@@ -301,8 +320,12 @@ class _CsvSink(_Sink):
 
     def __init__(self, path: Path, columns: tuple[str, ...], style: Style) -> None:
         super().__init__(path, columns, style)
-        self.writer = csv.writer(self.fh, delimiter=style.delimiter, lineterminator=style.line_end,
-                                 quoting=csv.QUOTE_ALL if style.quote_all else csv.QUOTE_MINIMAL)
+        self.writer = csv.writer(
+            self.fh,
+            delimiter=style.delimiter,
+            lineterminator=style.line_end,
+            quoting=csv.QUOTE_ALL if style.quote_all else csv.QUOTE_MINIMAL,
+        )
         self.writer.writerow(columns)
         self.sep = f'"{style.delimiter}"' if style.quote_all else style.delimiter
         self.end = f'"{style.line_end}' if style.quote_all else style.line_end
@@ -311,8 +334,12 @@ class _CsvSink(_Sink):
 
     def write(self, row: list[Any]) -> None:
         text = self.sep.join(row)
-        if '"' in text or "\n" in text or "\r" in text or (
-                not self.style.quote_all and text.count(self.sep) != len(row) - 1):
+        if (
+            '"' in text
+            or "\n" in text
+            or "\r" in text
+            or (not self.style.quote_all and text.count(self.sep) != len(row) - 1)
+        ):
             self.writer.writerow(row)  # a field needs quoting: let csv do it
         else:
             self.put(self.begin + text + self.end)
@@ -384,8 +411,16 @@ class GenerationReport:
 class PartnerExport:
     """Formats, spoils and writes one partner's rows; counts what the producer must do with each."""
 
-    def __init__(self, partner: str, out_dir: Path, *, seed: int, noise: float, fmt: str | None = None,
-                 mapping_dir: Path = PARTNER_DIR) -> None:
+    def __init__(
+        self,
+        partner: str,
+        out_dir: Path,
+        *,
+        seed: int,
+        noise: float,
+        fmt: str | None = None,
+        mapping_dir: Path = PARTNER_DIR,
+    ) -> None:
         self.partner = partner
         self.layout = load_layout(partner, mapping_dir)
         self.style = style = style_for(partner, fmt)
@@ -398,9 +433,13 @@ class PartnerExport:
         self.write = self.sink.write
         self.build = {rtype: compile_row(self.layout, rtype, style) for rtype in self.layout.records}
         self.bad_date = impossible_date(style)
-        self.report = PartnerReport(partner=partner, path=str(path), format=style.format,
-                                    encoding=style.encoding,
-                                    delimiter=style.delimiter if style.format == "csv" else None)
+        self.report = PartnerReport(
+            partner=partner,
+            path=str(path),
+            format=style.format,
+            encoding=style.encoding,
+            delimiter=style.delimiter if style.format == "csv" else None,
+        )
         self.by_type: dict[str, int] = dict.fromkeys(self.layout.records, 0)
         self.rejected_by_type: Counter[str] = Counter()
         self.kinds: Counter[str] = Counter()
@@ -459,8 +498,10 @@ class PartnerExport:
         self.kinds[kind] += 1
         if kind == "invalid_bsn":
             values = dict(values)
-            values["suspect"] = dict(who, **{
-                "suspect.bsn": spoil_bsn(who.get("suspect.bsn") or valid_bsn(self.rng.getrandbits(40)))})
+            values["suspect"] = dict(
+                who,
+                **{"suspect.bsn": spoil_bsn(who.get("suspect.bsn") or valid_bsn(self.rng.getrandbits(40)))},
+            )
             self._out(rtype, self.row(rtype, values))
         elif kind == "unknown_code":
             row = self.row(rtype, values)
@@ -480,8 +521,9 @@ class PartnerExport:
             corrected["metadata.record_version"] = 2
             postcode = who.get("suspect.postcode")
             if postcode and "suspect.postcode" in rl.paths:
-                corrected["suspect"] = dict(who, **{
-                    "suspect.postcode": postcode[:5] + ("XA" if postcode[5:] != "XA" else "XB")})
+                corrected["suspect"] = dict(
+                    who, **{"suspect.postcode": postcode[:5] + ("XA" if postcode[5:] != "XA" else "XB")}
+                )
             else:
                 corrected["metadata.registration_time"] += DAY
             self.pending.append((self.written + _REDELIVERY_DELAY, rtype, self.row(rtype, corrected)))
@@ -507,7 +549,8 @@ class PartnerExport:
         rep.noise = {k: self.kinds[k] for k in NOISE_KINDS}
         rep.expected_rejected = self.rejected
         rep.expected_accepted = self.written - self.rejected
-        rep.expected_accepted_by_type = {t: n - self.rejected_by_type[t] for t, n in self.by_type.items()
-                                         if n - self.rejected_by_type[t]}
+        rep.expected_accepted_by_type = {
+            t: n - self.rejected_by_type[t] for t, n in self.by_type.items() if n - self.rejected_by_type[t]
+        }
         rep.expected_rejected_by_kind = {k: self.kinds[k] for k, ok in NOISE_KINDS.items() if not ok}
         return rep

@@ -16,9 +16,16 @@ from ketenstroom.contract.identifiers import complete_bsn
 
 # PC4 -> municipality (CBS GM code); the processor's terminology/pc4-gemeente.csv has the same rows.
 POSTCODE_AREAS: tuple[tuple[str, str], ...] = (
-    ("1011", "GM0363"), ("1054", "GM0363"), ("3011", "GM0599"), ("3072", "GM0599"),
-    ("2511", "GM0518"), ("3511", "GM0344"), ("5611", "GM0772"), ("9711", "GM0014"),
-    ("6511", "GM0268"), ("8011", "GM0193"),
+    ("1011", "GM0363"),
+    ("1054", "GM0363"),
+    ("3011", "GM0599"),
+    ("3072", "GM0599"),
+    ("2511", "GM0518"),
+    ("3511", "GM0344"),
+    ("5611", "GM0772"),
+    ("9711", "GM0014"),
+    ("6511", "GM0268"),
+    ("8011", "GM0193"),
 )
 _LETTERS = "ABCDEFGHJKLMNPRSTVWXZ"
 _MASK = (1 << 64) - 1
@@ -48,8 +55,13 @@ class Person:
 
     def fields(self) -> dict[str, object]:
         """The person as contract paths (``suspect.*``)."""
-        return {"suspect.skn": self.skn, "suspect.bsn": self.bsn, "suspect.birth_date": self.birth_date,
-                "suspect.sex": self.sex, "suspect.postcode": self.postcode}
+        return {
+            "suspect.skn": self.skn,
+            "suspect.bsn": self.bsn,
+            "suspect.birth_date": self.birth_date,
+            "suspect.sex": self.sex,
+            "suspect.postcode": self.postcode,
+        }
 
 
 def valid_bsn(h: int) -> str:
@@ -80,14 +92,21 @@ def person(seed: int, index: int, reference: date) -> Person:
     # ~15% juveniles (12..17 at the reference date), adults 18..70 skewed towards young.
     u = (h2 & 0xFFFFFF) / 0x1000000
     juvenile = (h2 >> 24) % 100 < 15
-    age_days = int(365.25 * (12 + 6 * u)) if juvenile else int(365.25 * (18 + 52 * u ** 1.8))
+    age_days = int(365.25 * (12 + 6 * u)) if juvenile else int(365.25 * (18 + 52 * u**1.8))
     birth = date.fromordinal(reference.toordinal() - age_days)
     s = (h2 >> 40) % 100
     sex = "M" if s < 80 else ("V" if s < 99 else "O")
     pc4, gm = POSTCODE_AREAS[h3 % len(POSTCODE_AREAS)]
     letters = _LETTERS[(h3 >> 8) % 21] + _LETTERS[(h3 >> 16) % 21]
-    return Person(index=index, skn=str(skn), bsn=bsn, birth_date=birth, sex=sex,
-                  postcode=f"{pc4} {letters}", municipality=gm)
+    return Person(
+        index=index,
+        skn=str(skn),
+        bsn=bsn,
+        birth_date=birth,
+        sex=sex,
+        postcode=f"{pc4} {letters}",
+        municipality=gm,
+    )
 
 
 def population_size(cases: int) -> int:

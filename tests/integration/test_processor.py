@@ -34,14 +34,24 @@ DEADLINE_S = 240
 
 
 def _env(services: Services, names: Topics, key: str = KEY, key_id: str = "t1") -> dict[str, str]:
-    return {**os.environ, "KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS": services.kafka.bootstrap_servers,
-            "KETENSTROOM_REGISTRY_URL": services.registry.url, "KETENSTROOM_TOPIC_PREFIX": names.prefix,
-            "KETENSTROOM_PSEUDONYM_KEY": key, "KETENSTROOM_PSEUDONYM_KEY_ID": key_id}
+    return {
+        **os.environ,
+        "KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS": services.kafka.bootstrap_servers,
+        "KETENSTROOM_REGISTRY_URL": services.registry.url,
+        "KETENSTROOM_TOPIC_PREFIX": names.prefix,
+        "KETENSTROOM_PSEUDONYM_KEY": key,
+        "KETENSTROOM_PSEUDONYM_KEY_ID": key_id,
+    }
 
 
 def _process(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "ketenstroom", "process", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ketenstroom", "process", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _deliver(services: Services, names: Topics, exports: GenerationReport) -> int:
@@ -57,7 +67,9 @@ def _read_committed(services: Services, topic: str) -> list[dict[str, object]]:
     """Every committed record of ``topic``, decoded, read to the end as of now."""
     out: list[dict[str, object]] = []
     with Registry(services.registry) as registry:
-        for msg in read_to_end(services.kafka, all_partitions(services.kafka, topic), group_id=f"{topic}.check"):
+        for msg in read_to_end(
+            services.kafka, all_partitions(services.kafka, topic), group_id=f"{topic}.check"
+        ):
             schema_id, payload = unframe(msg.value())
             out.append(decode(registry.writer_schema(schema_id), payload))
     return out
@@ -70,7 +82,9 @@ def _committed_everything(services: Services, names: Topics, group: str) -> bool
         committed = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
     finally:
         consumer.close()
-    return all(tp.offset >= ends[(tp.topic, tp.partition)] for tp in committed if ends[(tp.topic, tp.partition)])
+    return all(
+        tp.offset >= ends[(tp.topic, tp.partition)] for tp in committed if ends[(tp.topic, tp.partition)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +93,22 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> GenerationReport:
 
 
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
-        services: Services, exports: GenerationReport, tmp_path: Path) -> None:
-    reference, crashed = Topics(f"t{os.getpid()}ref{random.randrange(10**6)}."), \
-        Topics(f"t{os.getpid()}kill{random.randrange(10**6)}.")
+    services: Services, exports: GenerationReport, tmp_path: Path
+) -> None:
+    reference, crashed = (
+        Topics(f"t{os.getpid()}ref{random.randrange(10**6)}."),
+        Topics(f"t{os.getpid()}kill{random.randrange(10**6)}."),
+    )
     published = _deliver(services, reference, exports)
     assert _deliver(services, crashed, exports) == published
 
-    ok = subprocess.run([sys.executable, "-m", "ketenstroom", "process", "--until-caught-up"],
-                        env=_env(services, reference), capture_output=True, text=True, timeout=DEADLINE_S)
+    ok = subprocess.run(
+        [sys.executable, "-m", "ketenstroom", "process", "--until-caught-up"],
+        env=_env(services, reference),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]
     stats = json.loads(ok.stdout.strip().splitlines()[-1])
     assert stats["reconciles"]
@@ -110,11 +132,13 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         worker.communicate(timeout=60)
     assert kills >= 2, "the stream was too short to kill the worker mid-way"
     final = _process(env, "--until-caught-up", "--instance-id", "0")
-    stdout, stderr = final.communicate(timeout=DEADLINE_S)
+    _stdout, stderr = final.communicate(timeout=DEADLINE_S)
     assert final.returncode == 0, stderr[-2000:]
 
     got = Counter(str(e["event_id"]) for e in _read_committed(services, crashed.curated))
-    assert max(got.values()) == 1, f"duplicates after {kills} kills: {[k for k, v in got.items() if v > 1][:3]}"
+    assert max(got.values()) == 1, (
+        f"duplicates after {kills} kills: {[k for k, v in got.items() if v > 1][:3]}"
+    )
     assert set(got) == set(expected_ids), (len(got), len(expected_ids))
     dead = _dlq_count(services, crashed)
     assert dead == _dlq_count(services, reference)
@@ -126,8 +150,13 @@ def stats_duplicates(stats: dict[str, dict[str, int]]) -> int:
 
 
 def _dlq_count(services: Services, names: Topics) -> int:
-    return sum(1 for p in PARTNERS for _ in read_to_end(services.kafka, all_partitions(services.kafka, names.dlq(p)),
-                                                         group_id=f"{names.prefix}dlq.check"))
+    return sum(
+        1
+        for p in PARTNERS
+        for _ in read_to_end(
+            services.kafka, all_partitions(services.kafka, names.dlq(p)), group_id=f"{names.prefix}dlq.check"
+        )
+    )
 
 
 def test_two_workers_share_the_partitions(services: Services, exports: GenerationReport) -> None:
@@ -161,22 +190,27 @@ def test_key_rotation_gives_new_pseudonyms_and_leaves_old_output(services: Servi
         exports = generate_chain(tmp_path / str(seed), cases=40, seed=seed, partners=("om",))
         with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
             publisher.publish([Path(exports.partners["om"].path)])
-        run = subprocess.run([sys.executable, "-m", "ketenstroom", "process", "--partner", "om",
-                              "--until-caught-up"], env=_env(services, names, key, key_id),
-                             capture_output=True, text=True, timeout=DEADLINE_S)
+        run = subprocess.run(
+            [sys.executable, "-m", "ketenstroom", "process", "--partner", "om", "--until-caught-up"],
+            env=_env(services, names, key, key_id),
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S,
+        )
         assert run.returncode == 0, run.stderr[-2000:]
         batches.append(_read_committed(services, names.curated))
     before, after = batches
     assert before and len(after) > len(before)
     assert after[: len(before)] == before, "events curated under the old key are untouched"
-    rotated = after[len(before):]
+    rotated = after[len(before) :]
     assert {e["pseudonym_key_id"] for e in before} == {"k1"}
     assert {e["pseudonym_key_id"] for e in rotated} == {"k2"}
     assert not {e["case_pseudonym"] for e in before} & {e["case_pseudonym"] for e in rotated}
 
 
 def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
-        services: Services, tmp_path: Path) -> None:
+    services: Services, tmp_path: Path
+) -> None:
     names = Topics(f"t{os.getpid()}dlq{random.randrange(10**6)}.")
     ensure_topics(services.kafka, names.all(["om"]), partitions=2, replication_factor=1)
     export = tmp_path / "om.csv"
@@ -189,8 +223,13 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
     env = _env(services, names)
 
     def run(*args: str, extra: dict[str, str] | None = None) -> str:
-        done = subprocess.run([sys.executable, "-m", "ketenstroom", *args], env={**env, **(extra or {})},
-                              capture_output=True, text=True, timeout=DEADLINE_S)
+        done = subprocess.run(
+            [sys.executable, "-m", "ketenstroom", *args],
+            env={**env, **(extra or {})},
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout
 
@@ -207,8 +246,17 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
     assert replayed == {"read": 30, "replayed": 30, "skipped": 0}
     again = json.loads(run("dlq", "replay", "--partner", "om").strip())
     assert again["replayed"] == 30  # another group: replaying twice is harmless, see below
-    second = json.loads(run("process", "--partner", "om", "--until-caught-up",
-                            extra={"KETENSTROOM_TERMINOLOGY_DIR": str(fixed)}).strip().splitlines()[-1])
+    second = json.loads(
+        run(
+            "process",
+            "--partner",
+            "om",
+            "--until-caught-up",
+            extra={"KETENSTROOM_TERMINOLOGY_DIR": str(fixed)},
+        )
+        .strip()
+        .splitlines()[-1]
+    )
     assert second["curated"] == {"om": 30} and second["duplicates"] == {"om": 30}
     curated = _read_committed(services, names.curated)
     assert len(curated) == len({e["event_id"] for e in curated}) == 300

@@ -19,8 +19,10 @@ from ketenstroom.settings import KafkaSettings
 from producers.publish import EXIT_NOT_DELIVERED, EXIT_SOME_REJECTED, Publisher
 from tests.conftest import Services
 
-HEADER = ("soort;recordnummer;versie;parketnummer;pv_nummer;skn;bsn;geboortedatum;geslacht;postcode;"
-          "beslissing;sepotgrond;wetsartikel;beslisdatum;inschrijfdatum;bronsysteem")
+HEADER = (
+    "soort;recordnummer;versie;parketnummer;pv_nummer;skn;bsn;geboortedatum;geslacht;postcode;"
+    "beslissing;sepotgrond;wetsartikel;beslisdatum;inschrijfdatum;bronsysteem"
+)
 ROWS = [
     "BESLISSING;OM-B-1;1;13-246712-26;PL07B3 2026123456-1;12345678;123456782;17-05-1990;M;1011 AB;DAGV;;310 Sr;02-03-2026 10:15;01-02-2026;COMPAS",
     "BESLISSING;OM-B-2;1;13/246713-26;;22345678;;01-01-1985;V;3011 AA;SEPO;02;300 Sr;2026-03-04;2026-02-01;GPS",
@@ -32,8 +34,13 @@ ROWS = [
     "BESLISSING;OM-B-8;1;13-246716-26;;62345678;;;M;;STRB;;;01-03-2026",
     "BESLISSING;OM-B-1;2;13-246712-26;PL07B3 2026123456-1;12345678;123456782;17-05-1990;M;1011 AB;VOEG;;310 Sr;03-03-2026 10:15;01-02-2026;COMPAS",
 ]
-EXPECTED_REJECTS = {"invalid-event-time": 1, "missing-field": 1, "duplicate-in-file": 1,
-                    "unknown-record-type": 1, "malformed-line": 1}
+EXPECTED_REJECTS = {
+    "invalid-event-time": 1,
+    "missing-field": 1,
+    "duplicate-in-file": 1,
+    "unknown-record-type": 1,
+    "malformed-line": 1,
+}
 
 
 def _export(tmp_path: Path) -> Path:
@@ -43,8 +50,11 @@ def _export(tmp_path: Path) -> Path:
 
 
 def _consume_ids(services: Services, topic: str, expected: int) -> list[str]:
-    consumer = Consumer(services.kafka.librdkafka(group_id=f"{topic}-reader", auto_offset_reset="earliest",
-                                                  enable_auto_commit=False))
+    consumer = Consumer(
+        services.kafka.librdkafka(
+            group_id=f"{topic}-reader", auto_offset_reset="earliest", enable_auto_commit=False
+        )
+    )
     consumer.subscribe([topic])
     ids: list[str] = []
     try:
@@ -52,7 +62,9 @@ def _consume_ids(services: Services, topic: str, expected: int) -> list[str]:
             for _ in range(60):  # bounded: at most 60 polls of 1 s
                 for msg in consumer.consume(100, timeout=1.0):
                     schema_id, payload = unframe(msg.value())
-                    ids.append(str(decode(registry.writer_schema(schema_id), payload)["metadata"]["event_id"]))
+                    ids.append(
+                        str(decode(registry.writer_schema(schema_id), payload)["metadata"]["event_id"])
+                    )
                 if len(ids) >= expected:
                     break
     finally:
@@ -70,11 +82,17 @@ def test_receipt_reconciles_and_names_each_reject(services: Services, names: Top
     assert receipt.published == len(ROWS) - sum(EXPECTED_REJECTS.values()) == 4
     assert receipt.reconciles and receipt.exit_code == EXIT_SOME_REJECTED
     assert receipt.duplicates_in_file == 1
-    assert len(receipt.schema_ids) == 2  # both OM record types, each under its TopicRecordNameStrategy subject
+    assert (
+        len(receipt.schema_ids) == 2
+    )  # both OM record types, each under its TopicRecordNameStrategy subject
     rejects = [json.loads(line) for line in Path(receipt.reject_file or "").read_text().splitlines()]
     assert {(r["line"], r["field"], r["reason"]) for r in rejects} == {
-        (5, "beslisdatum", "invalid-event-time"), (6, "parketnummer", "missing-field"),
-        (7, "recordnummer", "duplicate-in-file"), (8, "soort", "unknown-record-type"), (9, "*", "malformed-line")}
+        (5, "beslisdatum", "invalid-event-time"),
+        (6, "parketnummer", "missing-field"),
+        (7, "recordnummer", "duplicate-in-file"),
+        (8, "soort", "unknown-record-type"),
+        (9, "*", "malformed-line"),
+    }
     bad_date = next(r for r in rejects if r["reason"] == "invalid-event-time")
     assert bad_date["value"] == "31-02-2026" and "dd-mm-jjjj" in bad_date["message"]
 
@@ -91,11 +109,13 @@ def test_redelivery_yields_the_same_event_ids(services: Services, names: Topics,
     assert len(set(ids)) == 4  # OM-B-1 versions 1 and 2 are different events
 
 
-def test_unreachable_broker_reports_nothing_as_published(services: Services, names: Topics,
-                                                         tmp_path: Path) -> None:
+def test_unreachable_broker_reports_nothing_as_published(
+    services: Services, names: Topics, tmp_path: Path
+) -> None:
     dead = KafkaSettings(bootstrap_servers="127.0.0.1:1")
-    with Publisher("om", kafka=dead, registry=services.registry, topics=names,
-                   message_timeout_ms=3000) as publisher:
+    with Publisher(
+        "om", kafka=dead, registry=services.registry, topics=names, message_timeout_ms=3000
+    ) as publisher:
         receipt = publisher.publish([_export(tmp_path)])
     assert receipt.published == 0
     assert receipt.not_delivered == 4
@@ -104,20 +124,34 @@ def test_unreachable_broker_reports_nothing_as_published(services: Services, nam
 
 def test_cli_exit_codes_for_unreachable_services(services: Services, names: Topics, tmp_path: Path) -> None:
     export = _export(tmp_path)
-    base = {**os.environ, "KETENSTROOM_TOPIC_PREFIX": names.prefix,
-            "KETENSTROOM_REGISTRY_URL": services.registry.url}
+    base = {
+        **os.environ,
+        "KETENSTROOM_TOPIC_PREFIX": names.prefix,
+        "KETENSTROOM_REGISTRY_URL": services.registry.url,
+    }
     no_registry = subprocess.run(
         [sys.executable, "-m", "ketenstroom", "publish", "--partner", "om", str(export)],
-        env={**base, "KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS": services.kafka.bootstrap_servers,
-             "KETENSTROOM_REGISTRY_URL": "http://127.0.0.1:1/apis/ccompat/v7"},
-        capture_output=True, text=True, timeout=120, check=False)
+        env={
+            **base,
+            "KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS": services.kafka.bootstrap_servers,
+            "KETENSTROOM_REGISTRY_URL": "http://127.0.0.1:1/apis/ccompat/v7",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert no_registry.returncode == EXIT_NOT_DELIVERED, no_registry.stderr
     assert "not delivered" in no_registry.stderr and "published" not in no_registry.stdout
     ensure_topics(services.kafka, [names.raw("om")], partitions=1, replication_factor=1)
     ok = subprocess.run(
         [sys.executable, "-m", "ketenstroom", "publish", "--partner", "om", str(export)],
         env={**base, "KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS": services.kafka.bootstrap_servers},
-        capture_output=True, text=True, timeout=120, check=False)
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert ok.returncode == EXIT_SOME_REJECTED, ok.stderr
     receipt = json.loads(Path(f"{export}.receipt.json").read_text())
     assert receipt["published"] == 4 and receipt["rejected_total"] == 5 and receipt["reconciles"]

@@ -51,10 +51,14 @@ def test_every_event_type_round_trips_through_confluents_serializers(
     topic = _topic(schema, names)
     client = SchemaRegistryClient(services.registry.client_conf())
     request.addfinalizer(client.close)
-    serializer = AvroSerializer(client, schema.text, conf={
-        "auto.register.schemas": True,
-        "subject.name.strategy": lambda ctx, record_name: f"{ctx.topic}-{record_name}",
-    })
+    serializer = AvroSerializer(
+        client,
+        schema.text,
+        conf={
+            "auto.register.schemas": True,
+            "subject.name.strategy": lambda ctx, record_name: f"{ctx.topic}-{record_name}",
+        },
+    )
     deserializer = AvroDeserializer(client)
     ctx = SerializationContext(topic, MessageField.VALUE)
     record = _normalised_sample(schema)
@@ -72,8 +76,9 @@ def test_every_event_type_round_trips_through_confluents_serializers(
     assert decode(ours.writer_schema(sid), payload) == record
 
 
-def test_registry_refuses_an_incompatible_change(services: Services, names: Topics,
-                                                 request: pytest.FixtureRequest) -> None:
+def test_registry_refuses_an_incompatible_change(
+    services: Services, names: Topics, request: pytest.FixtureRequest
+) -> None:
     current = SCHEMAS["nl.ketenstroom.om.CaseDecision"]
     subject = current.subject(names.raw("om"))
     registry = Registry(services.registry)
@@ -83,16 +88,26 @@ def test_registry_refuses_an_incompatible_change(services: Services, names: Topi
 
     broken_json = copy.deepcopy(current.schema)
     broken_json["fields"].append({"name": "verplicht", "type": "string"})  # no default: old data unreadable
-    broken = EventSchema(current.fullname, current.group, current.path, broken_json,
-                         fastavro.parse_schema(broken_json, _force=True))
+    broken = EventSchema(
+        current.fullname,
+        current.group,
+        current.path,
+        broken_json,
+        fastavro.parse_schema(broken_json, _force=True),
+    )
     assert registry.compatible(subject, broken) is False
     with pytest.raises(ConfigurationError, match="incompatible"), Registry(services.registry) as fresh:
         fresh.register(subject, broken)
 
     compatible_json = copy.deepcopy(current.schema)
     compatible_json["fields"].append({"name": "toelichting", "type": ["null", "string"], "default": None})
-    evolved = EventSchema(current.fullname, current.group, current.path, compatible_json,
-                          fastavro.parse_schema(compatible_json, _force=True))
+    evolved = EventSchema(
+        current.fullname,
+        current.group,
+        current.path,
+        compatible_json,
+        fastavro.parse_schema(compatible_json, _force=True),
+    )
     assert registry.compatible(subject, evolved) is True
     with Registry(services.registry) as fresh:
         assert fresh.register(subject, evolved) != registry.register(subject, current)

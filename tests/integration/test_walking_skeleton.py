@@ -39,9 +39,22 @@ def _run_processor(services: Services, names: Topics, app_id: str) -> dict[str, 
         "KETENSTROOM_PSEUDONYM_KEY_ID": "test-k1",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "ketenstroom", "process", "--partner", "om", "--until-caught-up",
-         "--app-id", app_id],
-        env=env, capture_output=True, text=True, timeout=180, check=False,
+        [
+            sys.executable,
+            "-m",
+            "ketenstroom",
+            "process",
+            "--partner",
+            "om",
+            "--until-caught-up",
+            "--app-id",
+            app_id,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -80,8 +93,11 @@ def test_export_flows_through_every_stage(
     assert receipt.rows_read == delivered["written"] == 400  # type: ignore[attr-defined]
     assert receipt.reconciles and receipt.not_delivered == 0  # type: ignore[attr-defined]
     assert receipt.rejected_total > 0, "the noisy export has rows that must be rejected"  # type: ignore[attr-defined]
-    bad_codes = sum(1 for r in source if r["beslissing"] == "XXXX" and r["parketnummer"]
-                    and r["beslisdatum"] != "31-02-2026")
+    bad_codes = sum(
+        1
+        for r in source
+        if r["beslissing"] == "XXXX" and r["parketnummer"] and r["beslisdatum"] != "31-02-2026"
+    )
 
     # processor: in = curated + dead, and exactly the unknown codes went to the DLQ
     assert counts["records_in"]["om"] == receipt.published  # type: ignore[attr-defined]
@@ -91,8 +107,9 @@ def test_export_flows_through_every_stage(
     # sink: local directory
     store = ObjectStore(f"file://{tmp_path / 'snapshots'}")
     stop = end_offsets(services.kafka, [names.curated])
-    report = Sink(kafka=services.kafka, registry=services.registry, store=store,
-                  group_id=group_id, topics=names).run(stop_at=stop)
+    report = Sink(
+        kafka=services.kafka, registry=services.registry, store=store, group_id=group_id, topics=names
+    ).run(stop_at=stop)
     rows = _read_all(store)
     assert len(rows) == report.written == counts["curated"]["om"]
 
@@ -105,9 +122,16 @@ def test_export_flows_through_every_stage(
         assert row["person_pseudonym_source"] == "SKN"
         assert row["concepts"], "every curated event carries its uniform concept"
         concept = row["concepts"][0]  # type: ignore[index]
-        expected = {"DAGV": "DAGVAARDING", "SEPO": "ONVOORWAARDELIJK_SEPOT", "STRB": "STRAFBESCHIKKING",
-                    "VBSE": "VOORWAARDELIJK_BELEIDSSEPOT", "TRAN": "TRANSACTIE", "VOEG": "OVERIG",
-                    "OVER": "OVERIG", "OPVZ": "OPROEPING_NA_VERZET"}
+        expected = {
+            "DAGV": "DAGVAARDING",
+            "SEPO": "ONVOORWAARDELIJK_SEPOT",
+            "STRB": "STRAFBESCHIKKING",
+            "VBSE": "VOORWAARDELIJK_BELEIDSSEPOT",
+            "TRAN": "TRANSACTIE",
+            "VOEG": "OVERIG",
+            "OVER": "OVERIG",
+            "OPVZ": "OPROEPING_NA_VERZET",
+        }
         assert concept["code"] == expected[concept["source_code"]]
         for parket, src in by_case.items():
             case_mac = hmac.new(key, f"case:parketnummer\x1f{parket}".encode(), hashlib.sha256).hexdigest()
@@ -119,8 +143,12 @@ def test_export_flows_through_every_stage(
                 break
     assert checked == len(rows), "every curated row traces back to exactly its source row via the pseudonym"
 
-    identifiers = {v for r in source for v in (r["bsn"], r["skn"], r["parketnummer"], r["pv_nummer"],
-                                               r["geboortedatum"]) if v}
+    identifiers = {
+        v
+        for r in source
+        for v in (r["bsn"], r["skn"], r["parketnummer"], r["pv_nummer"], r["geboortedatum"])
+        if v
+    }
     everything = json.dumps(rows, default=str)
     leaked = [v for v in identifiers if v in everything]
     assert not leaked, f"direct identifiers in the snapshot: {leaked[:3]}"
@@ -131,17 +159,19 @@ def test_export_flows_through_every_stage(
     assert n == len(rows)
 
 
-def test_sink_writes_to_s3proxy(services: Services, names: Topics, group_id: str,
-                                delivered: dict[str, object]) -> None:
+def test_sink_writes_to_s3proxy(
+    services: Services, names: Topics, group_id: str, delivered: dict[str, object]
+) -> None:
     store = ObjectStore(f"s3://{services.s3.bucket}/{names.prefix.rstrip('.')}", services.s3)
     stop = end_offsets(services.kafka, [names.curated])
-    report = Sink(kafka=services.kafka, registry=services.registry, store=store,
-                  group_id=group_id, topics=names).run(stop_at=stop)
+    report = Sink(
+        kafka=services.kafka, registry=services.registry, store=store, group_id=group_id, topics=names
+    ).run(stop_at=stop)
     rows = _read_all(store)
     assert report.written == len(rows) == delivered["counts"]["curated"]["om"]  # type: ignore[index]
     assert all(str(r["period"]).startswith("2026MM") for r in rows)
     # a second sink in the same group has nothing left to do: offsets were committed after the write
-    again = Sink(kafka=services.kafka, registry=services.registry, store=store,
-                 group_id=group_id, topics=names).run(stop_at=end_offsets(services.kafka, [names.curated],
-                                                                          group_id=group_id))
+    again = Sink(
+        kafka=services.kafka, registry=services.registry, store=store, group_id=group_id, topics=names
+    ).run(stop_at=end_offsets(services.kafka, [names.curated], group_id=group_id))
     assert again.records == 0

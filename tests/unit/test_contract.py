@@ -47,14 +47,27 @@ def test_case_decision_round_trips() -> None:
     decision = SCHEMAS["nl.ketenstroom.om.CaseDecision"]
     now = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
     record = {
-        "metadata": {"event_id": str(uuid.uuid4()), "partner": "OM", "source_system": "COMPAS",
-                     "source_record_id": "x", "record_version": 1, "event_time": now,
-                     "registration_time": now, "delivery_time": now},
-        "suspect": {"skn": "12345678", "bsn": None, "birth_date": date(1990, 5, 17), "sex": "M",
-                    "postcode": "1011 AB"},
+        "metadata": {
+            "event_id": str(uuid.uuid4()),
+            "partner": "OM",
+            "source_system": "COMPAS",
+            "source_record_id": "x",
+            "record_version": 1,
+            "event_time": now,
+            "registration_time": now,
+            "delivery_time": now,
+        },
+        "suspect": {
+            "skn": "12345678",
+            "bsn": None,
+            "birth_date": date(1990, 5, 17),
+            "sex": "M",
+            "postcode": "1011 AB",
+        },
         "case": {"parketnummer": "13-246712-15", "pv_number": None},
         "decision": {"code_system": "OM.AFDOENING", "code": "DAGV", "code_system_version": "2024"},
-        "sepot_ground": None, "offence": None,
+        "sepot_ground": None,
+        "offence": None,
     }
     back = decode(decision.parsed, encode(decision.parsed, record))
     assert back["suspect"]["birth_date"] == date(1990, 5, 17)

@@ -42,7 +42,9 @@ def test_eight_digit_bsn_gets_its_leading_zero() -> None:
         normalise_bsn("1234")
 
 
-@pytest.mark.parametrize("spelling", ["13-246712-15", "13/246712-15", " 13 246712 15 ", "13.246712.15", "1324671215"])
+@pytest.mark.parametrize(
+    "spelling", ["13-246712-15", "13/246712-15", " 13 246712 15 ", "13.246712.15", "1324671215"]
+)
 def test_parketnummer_spellings_normalise_to_one_form(spelling: str) -> None:
     assert normalise_parketnummer(spelling) == "13-246712-15"
 

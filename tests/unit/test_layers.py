@@ -51,14 +51,22 @@ def test_import_direction() -> None:
         for layer, banned in FORBIDDEN.items():
             if not _matches(module, layer):
                 continue
-            wrong += [f"{module} imports {name}" for name in _imports(path)
-                      if any(_matches(name, b) for b in banned) and not _matches(name, layer)]
+            wrong += [
+                f"{module} imports {name}"
+                for name in _imports(path)
+                if any(_matches(name, b) for b in banned) and not _matches(name, layer)
+            ]
     assert not wrong, wrong
 
 
 def test_nothing_imports_the_cli() -> None:
-    users = [m for m, p in _modules().items() if not m.startswith("ketenstroom.cli") and m != "ketenstroom.__main__"
-             and any(_matches(n, "ketenstroom.cli") for n in _imports(p))]
+    users = [
+        m
+        for m, p in _modules().items()
+        if not m.startswith("ketenstroom.cli")
+        and m != "ketenstroom.__main__"
+        and any(_matches(n, "ketenstroom.cli") for n in _imports(p))
+    ]
     assert not users, users
 
 

@@ -43,19 +43,30 @@ def test_age_at_event_counts_birthdays() -> None:
 
 
 def _write_table(tmp_path: Path, rows: list[str]) -> Path:
-    (tmp_path / "manifest.toml").write_text('version = "t1"\nconcepts = "c.csv"\n[[tables]]\nfile = "t.csv"\n')
-    (tmp_path / "c.csv").write_text("vocabulary,code,label,parent\nv,OLD,Old,\nv,NEW,New,\nw,EXTRA,Extra,\nv,X,X,\n")
-    header = "source_code_system,source_code,vocabulary,target_code,target_label,counting_unit,valid_from,valid_to"
+    (tmp_path / "manifest.toml").write_text(
+        'version = "t1"\nconcepts = "c.csv"\n[[tables]]\nfile = "t.csv"\n'
+    )
+    (tmp_path / "c.csv").write_text(
+        "vocabulary,code,label,parent\nv,OLD,Old,\nv,NEW,New,\nw,EXTRA,Extra,\nv,X,X,\n"
+    )
+    header = (
+        "source_code_system,source_code,vocabulary,target_code,target_label,counting_unit,valid_from,valid_to"
+    )
     (tmp_path / "t.csv").write_text("\n".join([header, *rows]) + "\n")
     return tmp_path
 
 
 def test_terminology_picks_mapping_by_event_date_and_allows_n_to_m(tmp_path: Path) -> None:
-    terms = load_terminology(_write_table(tmp_path, [
-        "S,A,v,OLD,Old,zaak,2000-01-01,2026-01-01",
-        "S,A,v,NEW,New,zaak,2026-01-01,",
-        "S,A,w,EXTRA,Extra,feit,2000-01-01,",
-    ]))
+    terms = load_terminology(
+        _write_table(
+            tmp_path,
+            [
+                "S,A,v,OLD,Old,zaak,2000-01-01,2026-01-01",
+                "S,A,v,NEW,New,zaak,2026-01-01,",
+                "S,A,w,EXTRA,Extra,feit,2000-01-01,",
+            ],
+        )
+    )
     assert [c["code"] for c in terms.lookup("S", "A", "1", date(2025, 12, 31))] == ["OLD", "EXTRA"]
     assert [c["code"] for c in terms.lookup("S", "A", "1", date(2026, 1, 1))] == ["NEW", "EXTRA"]
     with pytest.raises(UnknownCodeError, match=r"'B' of code system S \(version 7\)"):
@@ -105,7 +116,8 @@ def _transformer() -> Transformer:
         terminology=load_terminology(PATHS.terminology_dir),
         municipalities=load_municipalities(PATHS.terminology_dir / "pc4-gemeente.csv"),
         writer_schema=lambda schema_id: _known_schema(schema_id, decision.parsed),
-        curated_schema_id=2, curated_schema=chain.parsed,
+        curated_schema_id=2,
+        curated_schema=chain.parsed,
         clock=lambda: datetime(2026, 11, 1, tzinfo=UTC),
     )
 
@@ -114,13 +126,27 @@ def _raw(code: str, *, bsn: str | None = "123456782", offset: int = 0) -> RawRec
     decision = SCHEMAS["nl.ketenstroom.om.CaseDecision"]
     moment = datetime(2026, 3, 2, 9, 15, tzinfo=UTC)
     record = {
-        "metadata": {"event_id": "6f1c9a4e-1111-5222-8333-944455556666", "partner": "OM",
-                     "source_system": "COMPAS", "source_record_id": "OM1", "record_version": 1,
-                     "event_time": moment, "registration_time": moment, "delivery_time": moment},
-        "suspect": {"skn": None, "bsn": bsn, "birth_date": date(1990, 5, 17), "sex": "V", "postcode": "3011 AB"},
+        "metadata": {
+            "event_id": "6f1c9a4e-1111-5222-8333-944455556666",
+            "partner": "OM",
+            "source_system": "COMPAS",
+            "source_record_id": "OM1",
+            "record_version": 1,
+            "event_time": moment,
+            "registration_time": moment,
+            "delivery_time": moment,
+        },
+        "suspect": {
+            "skn": None,
+            "bsn": bsn,
+            "birth_date": date(1990, 5, 17),
+            "sex": "V",
+            "postcode": "3011 AB",
+        },
         "case": {"parketnummer": "10/123456-26", "pv_number": "PL07B3 2026123456-1"},
         "decision": {"code_system": "OM.AFDOENING", "code": code, "code_system_version": "2024"},
-        "sepot_ground": None, "offence": None,
+        "sepot_ground": None,
+        "offence": None,
     }
     return RawRecord("raw.om", 0, offset, b"10/123456-26", frame(1, encode(decision.parsed, record)))
 
@@ -142,10 +168,14 @@ def test_transform_pseudonymises_generalises_and_maps() -> None:
 
 def test_unknown_code_and_garbage_become_dead_letters_with_origin() -> None:
     garbage = RawRecord("raw.om", 1, 41, b"k", b"\x00\x00\x00\x00\x09junk")
-    curated, dead = _transformer().transform_batch([_raw("XXXX", offset=40), garbage, _raw("DAGV", offset=42)])
+    curated, dead = _transformer().transform_batch(
+        [_raw("XXXX", offset=40), garbage, _raw("DAGV", offset=42)]
+    )
     assert len(curated) == 1
     assert [(d.reason, d.stage, d.source.offset) for d in dead] == [
-        ("unknown-code", "transform", 40), ("unknown-schema-id", "decode", 41)]
+        ("unknown-code", "transform", 40),
+        ("unknown-schema-id", "decode", 41),
+    ]
     headers = dict(dead[0].headers())
     assert headers["ketenstroom.source.offset"] == b"40"
     assert b"XXXX" in headers["ketenstroom.error"]

@@ -17,10 +17,22 @@ from producers.rows import nest, parse_moment, validate
 SCHEMAS = load_schemas(PathSettings().schema_dir)
 MAPPING = load_mapping("om", SCHEMAS)
 GOOD = {
-    "soort": "BESLISSING", "recordnummer": "OM-B-1", "versie": "1", "parketnummer": "13-246712-26", "pv_nummer": "PL07B3 2026123456-1",
-    "skn": "12345678", "bsn": "123456782", "geboortedatum": "17-05-1990", "geslacht": "M",
-    "postcode": "1011 AB", "beslissing": "DAGV", "sepotgrond": "", "wetsartikel": "310 Sr",
-    "beslisdatum": "02-03-2026 10:15", "inschrijfdatum": "2026-02-01", "bronsysteem": "COMPAS",
+    "soort": "BESLISSING",
+    "recordnummer": "OM-B-1",
+    "versie": "1",
+    "parketnummer": "13-246712-26",
+    "pv_nummer": "PL07B3 2026123456-1",
+    "skn": "12345678",
+    "bsn": "123456782",
+    "geboortedatum": "17-05-1990",
+    "geslacht": "M",
+    "postcode": "1011 AB",
+    "beslissing": "DAGV",
+    "sepotgrond": "",
+    "wetsartikel": "310 Sr",
+    "beslisdatum": "02-03-2026 10:15",
+    "inschrijfdatum": "2026-02-01",
+    "bronsysteem": "COMPAS",
 }
 
 
@@ -32,11 +44,17 @@ def _validate(row: dict[str, str], line: int = 2) -> dict[str, object]:
 def test_a_good_row_validates_with_dutch_and_iso_dates() -> None:
     flat = _validate(GOOD)
     assert flat["metadata.event_time"] == datetime(2026, 3, 2, 9, 15, tzinfo=UTC)  # 10:15 CET
-    assert flat["metadata.registration_time"] == flat["metadata.event_time"]  # decisions: registered when made
+    assert (
+        flat["metadata.registration_time"] == flat["metadata.event_time"]
+    )  # decisions: registered when made
     assert parse_moment("2026-02-01") == datetime(2026, 1, 31, 23, 0, tzinfo=UTC)  # ISO date: local midnight
     assert str(flat["suspect.birth_date"]) == "1990-05-17"
     nested = nest(flat, MAPPING.records["BESLISSING"].codes)
-    assert nested["decision"] == {"code_system": "OM.AFDOENING", "code": "DAGV", "code_system_version": "2024"}
+    assert nested["decision"] == {
+        "code_system": "OM.AFDOENING",
+        "code": "DAGV",
+        "code_system_version": "2024",
+    }
     assert nested["sepot_ground"] is None
     assert nested["case"]["parketnummer"] == "13-246712-26"
 
@@ -51,8 +69,9 @@ def test_every_partner_mapping_matches_the_contract() -> None:
 
 def test_a_mapping_with_a_typo_fails_at_start_up(tmp_path: Path) -> None:
     text = (Path(__file__).parents[2] / "producers/partners/om.toml").read_text(encoding="utf-8")
-    (tmp_path / "om.toml").write_text(text.replace('"case.parketnummer" = "parketnummer"',
-                                                   '"case.parketnumer" = "parketnummer"', 1))
+    (tmp_path / "om.toml").write_text(
+        text.replace('"case.parketnummer" = "parketnummer"', '"case.parketnumer" = "parketnummer"', 1)
+    )
     with pytest.raises(ConfigurationError, match="parketnumer"):
         load_mapping("om", SCHEMAS, tmp_path)
 
@@ -82,7 +101,9 @@ def test_summer_time_is_applied_to_naive_local_times() -> None:
         ("beslissing", "", "missing-field"),
     ],
 )
-def test_each_kind_of_bad_value_names_row_column_value_and_reason(column: str, value: str, reason: str) -> None:
+def test_each_kind_of_bad_value_names_row_column_value_and_reason(
+    column: str, value: str, reason: str
+) -> None:
     with pytest.raises(InputRowError) as info:
         _validate({**GOOD, column: value}, line=17)
     err = info.value
@@ -106,8 +127,9 @@ def test_bsn_failing_11_check_is_accepted_for_the_processor_to_flag() -> None:
     ("encoding", "delimiter", "bom"),
     [("utf-8", ";", False), ("utf-8", ",", True), ("cp1252", ";", False)],
 )
-def test_reader_handles_encodings_separators_and_bom(tmp_path: Path, encoding: str, delimiter: str,
-                                                     bom: bool) -> None:
+def test_reader_handles_encodings_separators_and_bom(
+    tmp_path: Path, encoding: str, delimiter: str, bom: bool
+) -> None:
     header = delimiter.join(["zaaknummer", "naam", "plaats"])
     body = delimiter.join(["OM1", '"Jansen, Ü."', "’s-Hertogenbosch"])
     raw = f"{header}\r\n{body}\r\n".encode(encoding)

@@ -11,7 +11,10 @@ CLEAN = {
     "event_time": datetime(2026, 1, 17, 14, 23, tzinfo=UTC),
     "case_pseudonym": "5afa806e3ab969dfa056a598f793076a1b6faf893a52f52eb548f05486ee90eb",
     "person_pseudonym": "1234567890123456789012345678901234567890123456789012345678901234",
-    "birth_year": 1976, "age_at_event": 49, "municipality_code": "GM0363", "kafka_offset": 123456789,
+    "birth_year": 1976,
+    "age_at_event": 49,
+    "municipality_code": "GM0363",
+    "kafka_offset": 123456789,
     "concepts": [{"code": "DAGVAARDING", "source_code": "310 Sr"}],
     "processed_time": "2026-11-28T11:00:42+00:00",
 }

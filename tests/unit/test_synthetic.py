@@ -49,21 +49,28 @@ def offline_publish(partner: str, path: Path) -> dict[str, Any]:
             record = mapping.for_row(row, line)
             missing = record.missing_columns(list(row))
             if missing:
-                raise InputRowError(row=line, field=missing[0], value=None, reason="missing-column",
-                                    message="")
+                raise InputRowError(
+                    row=line, field=missing[0], value=None, reason="missing-column", message=""
+                )
             flat = validate(record.model, record.values(row), line=line, columns=mapping.columns_of(record))
             key = (str(flat["metadata.source_record_id"]), int(flat.get("metadata.record_version") or 1))
             if key in seen:
-                raise InputRowError(row=line, field="id", value=key[0], reason="duplicate-in-file",
-                                    message="")
+                raise InputRowError(
+                    row=line, field="id", value=key[0], reason="duplicate-in-file", message=""
+                )
             seen.add(key)
         except InputRowError as exc:
             reasons[exc.reason] += 1
             continue
         accepted[str(row[mapping.type_column or ""])] += 1
         rows.append({"type": row[mapping.type_column or ""], "raw": row, **flat})
-    return {"accepted": sum(accepted.values()), "rejected": sum(reasons.values()), "by_type": dict(accepted),
-            "reasons": dict(reasons), "rows": rows}
+    return {
+        "accepted": sum(accepted.values()),
+        "rejected": sum(reasons.values()),
+        "by_type": dict(accepted),
+        "reasons": dict(reasons),
+        "rows": rows,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +99,8 @@ def _raw_rows(path: Path) -> Iterator[dict[str, str]]:
 
 # -- files and columns -----------------------------------------------------------------------------------
 def test_one_export_per_partner_with_exactly_the_mapping_columns(
-        clean: tuple[Path, GenerationReport]) -> None:
+    clean: tuple[Path, GenerationReport],
+) -> None:
     out, report = clean
     assert sorted(report.partners) == sorted(PARTNERS)
     expected_files = {f"{p}.csv" for p in PARTNERS if p != "cjib"} | {"cjib.jsonl", "generation.json"}
@@ -112,7 +120,7 @@ def test_each_partner_writes_in_its_own_habits(clean: tuple[Path, GenerationRepo
     assert b"\r\n" in politie and politie.splitlines()[0].count(b";") > 5
     politie.decode("cp1252")
     rechtspraak = (out / "rechtspraak.csv").read_bytes()
-    assert rechtspraak.startswith(b"\xef\xbb\xbf\"soort_uitspraak\",")
+    assert rechtspraak.startswith(b'\xef\xbb\xbf"soort_uitspraak",')
     cjib = (out / "cjib.jsonl").read_text(encoding="utf-8").splitlines()
     first = json.loads(cjib[0])
     assert first["datum"][4] == "-" and "T" in first["datum"]  # ISO dates in one partner
@@ -149,7 +157,8 @@ def test_noise_free_exports_are_accepted_in_full(clean: tuple[Path, GenerationRe
 
 
 def test_noisy_exports_are_accepted_and_rejected_exactly_as_reported(
-        noisy: tuple[Path, GenerationReport]) -> None:
+    noisy: tuple[Path, GenerationReport],
+) -> None:
     _out, report = noisy
     kinds: Counter[str] = Counter()
     for partner, rep in report.partners.items():
@@ -162,8 +171,9 @@ def test_noisy_exports_are_accepted_and_rejected_exactly_as_reported(
         assert reasons.get("duplicate-in-file", 0) == rep.noise["duplicate"], partner
         assert reasons.get("malformed-line", 0) == rep.noise["malformed"], partner
         assert reasons.get("missing-field", 0) == rep.noise["missing_field"], partner
-        rest = sum(reasons.values()) - sum(reasons.get(r, 0) for r in
-                                           ("duplicate-in-file", "malformed-line", "missing-field"))
+        rest = sum(reasons.values()) - sum(
+            reasons.get(r, 0) for r in ("duplicate-in-file", "malformed-line", "missing-field")
+        )
         assert rest == rep.noise["impossible_date"], (partner, reasons)
         assert rep.expected_rejected_by_kind == {k: rep.noise[k] for k, ok in NOISE_KINDS.items() if not ok}
         kinds.update(rep.noise)
@@ -173,7 +183,8 @@ def test_noisy_exports_are_accepted_and_rejected_exactly_as_reported(
 
 
 def test_redeliveries_come_later_with_version_2_of_the_same_record(
-        noisy: tuple[Path, GenerationReport]) -> None:
+    noisy: tuple[Path, GenerationReport],
+) -> None:
     _out, report = noisy
     found = 0
     for partner, rep in report.partners.items():
@@ -206,8 +217,9 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(tmp_path
     generate_chain(c, cases=400, seed=43, noise=0.1)
     for f in sorted(a.iterdir()):
         if f.name == "generation.json":  # the same but for where the files are
-            assert f.read_text(encoding="utf-8").replace(str(a), "") == \
-                (b / f.name).read_text(encoding="utf-8").replace(str(b), "")
+            assert f.read_text(encoding="utf-8").replace(str(a), "") == (b / f.name).read_text(
+                encoding="utf-8"
+            ).replace(str(b), "")
             continue
         assert f.read_bytes() == (b / f.name).read_bytes(), f.name
         assert f.read_bytes() != (c / f.name).read_bytes(), f.name
@@ -227,21 +239,24 @@ def _parket(value: str) -> str:
 def test_chain_references_are_consistent(clean_rows: dict[str, list[dict[str, Any]]]) -> None:
     rows = clean_rows
     police_pv = {normalise_pv_number(r["case.pv_number"]) for r in rows["politie"]}
-    sent_pv = {normalise_pv_number(r["case.pv_number"]) for r in rows["politie"]
-               if r["type"] == "PV_INZENDING"}
+    sent_pv = {
+        normalise_pv_number(r["case.pv_number"]) for r in rows["politie"] if r["type"] == "PV_INZENDING"
+    }
     om_pv = {normalise_pv_number(r["case.pv_number"]) for r in rows["om"] if r["type"] == "INSCHRIJVING"}
     assert om_pv and om_pv <= police_pv and om_pv <= sent_pv
     halt_pv = {normalise_pv_number(r["case.pv_number"]) for r in rows["halt"]}
     assert halt_pv and halt_pv <= police_pv
 
-    decisions = {_parket(r["case.parketnummer"]): r["decision"] for r in rows["om"]
-                 if r["type"] == "BESLISSING"}
+    decisions = {
+        _parket(r["case.parketnummer"]): r["decision"] for r in rows["om"] if r["type"] == "BESLISSING"
+    }
     registered = {_parket(r["case.parketnummer"]) for r in rows["om"] if r["type"] == "INSCHRIJVING"}
     assert set(decisions) == registered  # one decision per registered case
     court = {_parket(r["case.parketnummer"]) for r in rows["rechtspraak"]}
     assert court and all(decisions[p] == "DAGV" for p in court)
-    judged_with_sanction = {_parket(r["case.parketnummer"]) for r in rows["rechtspraak"]
-                            if r["principal_sanction"]}
+    judged_with_sanction = {
+        _parket(r["case.parketnummer"]) for r in rows["rechtspraak"] if r["principal_sanction"]
+    }
     own_disposal = {p for p, d in decisions.items() if d in ("STRB", "TRAN")}
     for partner in ("cjib", "dji", "reclassering"):
         cases = {_parket(r["case.parketnummer"]) for r in rows[partner]}
@@ -257,7 +272,8 @@ def test_chain_references_are_consistent(clean_rows: dict[str, list[dict[str, An
 
 
 def test_every_partner_identifies_the_person_by_the_same_skn(
-        clean_rows: dict[str, list[dict[str, Any]]]) -> None:
+    clean_rows: dict[str, list[dict[str, Any]]],
+) -> None:
     by_pv: dict[str, set[str]] = {}
     for r in clean_rows["politie"] + clean_rows["om"] + clean_rows["halt"]:
         if r.get("suspect.skn"):
@@ -268,7 +284,8 @@ def test_every_partner_identifies_the_person_by_the_same_skn(
         for r in clean_rows[partner]:
             if r.get("suspect.skn"):
                 by_case.setdefault(_parket(r["case.parketnummer"]), set()).add(
-                    (r["suspect.skn"], r["suspect.bsn"]))
+                    (r["suspect.skn"], r["suspect.bsn"])
+                )
     assert all(len(s) == 1 for s in by_case.values())
     skns = Counter(r["suspect.skn"] for r in clean_rows["om"] if r["type"] == "INSCHRIJVING")
     assert all(len(s) == 8 and s.isdigit() for s in skns)
@@ -276,14 +293,21 @@ def test_every_partner_identifies_the_person_by_the_same_skn(
 
 
 def test_times_run_forward_and_registration_follows_the_event(
-        clean_rows: dict[str, list[dict[str, Any]]]) -> None:
+    clean_rows: dict[str, list[dict[str, Any]]],
+) -> None:
     for partner, rows in clean_rows.items():
         for r in rows:
             assert r["metadata.event_time"] <= r["metadata.registration_time"], (partner, r["raw"])
-    sent = {normalise_pv_number(r["case.pv_number"]): r["metadata.event_time"]
-            for r in clean_rows["politie"] if r["type"] == "PV_INZENDING"}
-    crime = {normalise_pv_number(r["case.pv_number"]): r["metadata.event_time"]
-             for r in clean_rows["politie"] if r["type"] == "MISDRIJF"}
+    sent = {
+        normalise_pv_number(r["case.pv_number"]): r["metadata.event_time"]
+        for r in clean_rows["politie"]
+        if r["type"] == "PV_INZENDING"
+    }
+    crime = {
+        normalise_pv_number(r["case.pv_number"]): r["metadata.event_time"]
+        for r in clean_rows["politie"]
+        if r["type"] == "MISDRIJF"
+    }
     registered = {}
     for r in clean_rows["om"]:
         pv = normalise_pv_number(r["case.pv_number"])
@@ -338,13 +362,17 @@ def test_om_decisions_and_court_outcomes_come_in_the_documented_shares(tmp_path:
         assert abs(decisions[code] / total - share) < max(0.025, share * 0.5), (code, decisions[code] / total)
     sepots = [r["sepotgrond"] for r in rows if r["beslissing"] == "SEPO"]
     assert all(sepots) and {g[0] for g in sepots} == {"0", "5"}
-    court = Counter(r["beslissing"] for r in _raw_rows(Path(report.partners["rechtspraak"].path))
-                    if r["soort_uitspraak"] == "EERSTE_AANLEG")
+    court = Counter(
+        r["beslissing"]
+        for r in _raw_rows(Path(report.partners["rechtspraak"].path))
+        if r["soort_uitspraak"] == "EERSTE_AANLEG"
+    )
     assert abs(court["SCHULDIG_STRAF"] / sum(court.values()) - JUDGMENT_OUTCOMES["SCHULDIG_STRAF"][1]) < 0.04
     appeals = report.partners["rechtspraak"].rows_by_type.get("HOGER_BEROEP", 0)
     assert 0.02 < appeals / sum(court.values()) < 0.08
-    organisations = Counter(r["organisatie"] for r in _raw_rows(Path(report.partners["reclassering"].path))
-                            if r["organisatie"])
+    organisations = Counter(
+        r["organisatie"] for r in _raw_rows(Path(report.partners["reclassering"].path)) if r["organisatie"]
+    )
     assert abs(organisations["RN"] / sum(organisations.values()) - 0.6) < 0.08
 
 
