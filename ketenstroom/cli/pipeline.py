@@ -200,10 +200,8 @@ def demo(
     console.rule("[bold]done")
     out.print(f"exports and receipts: {exports}")
     out.print(f"snapshots: {snapshots}/snapshots/<period>/*.parquet")
-    out.print(
-        'read them: .venv/bin/python -c "import duckdb; print(duckdb.sql(\\"select period, chain_step, '  # noqa: S608 - printed hint
-        f"count(*) n from '{snapshots}/snapshots/*/*.parquet' group by all order by all\\\"))\""
-    )
+    query = f"select period, chain_step, count(*) n from '{snapshots}/snapshots/*/*.parquet' group by all"  # noqa: S608 - a printed hint
+    print(f'read them: .venv/bin/python -c "import duckdb; print(duckdb.sql(\\"{query} order by all\\"))"')
     out.print("stop the stack: make down")
 
 
