@@ -68,7 +68,7 @@ def _dutch(text: str) -> datetime | None:
     try:
         return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
     except ValueError as exc:
-        raise ValueError(f"not a valid date: {text!r} ({exc})") from None
+        raise ValueError(f"not a real date: {text!r} ({exc}); use dd-mm-jjjj or jjjj-mm-dd") from None
 
 
 def parse_date(value: Any) -> date:

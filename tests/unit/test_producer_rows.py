@@ -110,6 +110,8 @@ def test_each_kind_of_bad_value_names_row_column_value_and_reason(
     assert (err.row, err.field, err.reason) == (17, column, reason)
     assert err.value == value
     assert f"row 17: field {column!r}" in str(err)
+    if reason.endswith("-time") or reason.endswith("-date"):
+        assert "dd-mm-jjjj" in err.detail  # tells the partner how to write it
 
 
 def test_blank_optional_values_are_none_not_errors() -> None:
