@@ -65,10 +65,12 @@ class RegistrySettings(BaseSettings):
     model_config = _config("KETENSTROOM_REGISTRY_")
 
     url: str = "http://127.0.0.1:8080/apis/ccompat/v7"
+    timeout_s: float = 30.0
     basic_auth_user_info: SecretStr | None = None
 
     def client_conf(self) -> dict[str, Any]:
-        conf: dict[str, Any] = {"url": self.url}
+        # a bounded wait: a registry that accepts the connection but never answers must fail, not hang
+        conf: dict[str, Any] = {"url": self.url, "timeout": self.timeout_s}
         if self.basic_auth_user_info is not None:
             conf["basic.auth.user.info"] = self.basic_auth_user_info.get_secret_value()
         return conf

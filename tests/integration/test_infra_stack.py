@@ -33,7 +33,7 @@ def produce(bootstrap: str, topic: str, values: list[bytes], **conf: str) -> Non
     assert failures == []
 
 
-def consume(bootstrap: str, topic: str, count: int, deadline_s: float = 30.0) -> list[bytes]:
+def consume(bootstrap: str, topic: str, count: int, deadline_s: float = 120.0) -> list[bytes]:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
