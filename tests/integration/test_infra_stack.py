@@ -106,7 +106,12 @@ def test_three_node_cluster_replicates_and_stops() -> None:
     stack = Stack(StackConfig.from_env(nodes=3))
     eps = stack.up(progress=print)
     try:
+        # status() asks each broker once with a short timeout; on two busy cores (five JVMs when the
+        # single stack runs too) one answer can be late, so poll the condition with a deadline
+        deadline = time.monotonic() + 60
         kafka = [s for s in stack.status() if s.name.startswith("kafka-")]
+        while not all(s.healthy for s in kafka) and time.monotonic() < deadline:
+            kafka = [s for s in stack.status() if s.name.startswith("kafka-")]
         assert [s.name for s in kafka] == ["kafka-1", "kafka-2", "kafka-3"]
         assert all(s.healthy for s in kafka), kafka
         topic = create_replicated_topic(eps.kafka_bootstrap)
