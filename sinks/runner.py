@@ -12,6 +12,8 @@ objects instead of adding duplicates. Sealing with manifests and revisions build
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -31,6 +33,11 @@ from sinks.parquet import to_parquet
 from sinks.periods import PeriodKind, period_code
 
 log = logging.getLogger("ketenstroom.sink")
+
+
+def reject_name(partition: int, offset: int) -> str:
+    """Where a record the sink cannot decode is kept (deterministic, so a retry overwrites)."""
+    return f"rejects/part-p{partition:03d}-o{offset:020d}.json"
 
 
 def object_name(period: str, partition: int, first_offset: int) -> str:
@@ -127,10 +134,28 @@ class Sink:
             schema_id, payload = unframe(value)
             event = decode(self.registry.writer_schema(schema_id), payload)
         except RecordError as exc:
-            # The processor only writes valid ChainEvents; anything else is counted and logged, not guessed.
+            # The processor only writes valid ChainEvents; anything else is kept with its reason (curated
+            # bytes hold no direct identifiers), counted, and never guessed into a snapshot.
             self.report.undecodable += 1
+            self.store.put(
+                reject_name(partition, offset),
+                json.dumps(
+                    {
+                        "topic": self.topic,
+                        "partition": partition,
+                        "offset": offset,
+                        "reason": exc.reason,
+                        "error": str(exc),
+                        "value_base64": base64.b64encode(value or b"").decode(),
+                    }
+                ).encode(),
+            )
             log.error(
-                "skipping undecodable record at %s/%d@%d: %s", self.topic, partition, offset, exc.reason
+                "kept undecodable record %s/%d@%d under rejects/: %s",
+                self.topic,
+                partition,
+                offset,
+                exc.reason,
             )
             return
         event["event_id"] = str(event["event_id"])  # fastavro gives uuid.UUID for logicalType uuid
