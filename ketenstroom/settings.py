@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ketenstroom.errors import ConfigurationError
@@ -103,6 +103,25 @@ class StorageSettings(BaseSettings):
                 f"storage url {value!r} is not supported: use file://DIRECTORY or s3://BUCKET/PREFIX"
             )
         return value
+
+
+class SnapshotSettings(BaseSettings):
+    """When the sink seals a period: after its end plus ``grace_days``; final after ``final_after_days``."""
+
+    model_config = _config("KETENSTROOM_SNAPSHOT_")
+
+    period: Literal["month", "quarter", "year"] = "month"
+    grace_days: float = Field(14.0, ge=0)
+    final_after_days: float = Field(365.0, ge=0)
+
+    @model_validator(mode="after")
+    def _final_after_grace(self) -> SnapshotSettings:
+        if self.final_after_days < self.grace_days:
+            raise ValueError(
+                f"final_after_days ({self.final_after_days}) must not be shorter than grace_days "
+                f"({self.grace_days}): a period is sealed before it can become final"
+            )
+        return self
 
 
 class PseudonymSettings(BaseSettings):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -55,10 +55,23 @@ SCHEMA = pa.schema(
 )
 
 
-def to_parquet(rows: Sequence[dict[str, Any]]) -> bytes:
-    """Encode rows (decoded ChainEvents plus period and Kafka position) as one Parquet file."""
+SCHEMA_IDS_KEY = "ketenstroom.schema_ids"  # Parquet key-value metadata: registry ids of the writer schemas
+
+
+def to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     columns = {name: [row.get(name) for row in rows] for name in SCHEMA.names}
-    table = pa.Table.from_pydict(columns, schema=SCHEMA)
+    return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def write_table(table: pa.Table, schema_ids: Iterable[int] = ()) -> bytes:
+    """One Parquet file (zstd), with the registry ids of the ChainEvent schemas its rows were read with."""
+    ids = ",".join(str(i) for i in sorted(set(schema_ids)))
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), SCHEMA_IDS_KEY: ids})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()
+
+
+def to_parquet(rows: Sequence[dict[str, Any]], schema_ids: Iterable[int] = ()) -> bytes:
+    """Encode rows (decoded ChainEvents plus period and Kafka position) as one Parquet file."""
+    return write_table(to_table(rows), schema_ids)

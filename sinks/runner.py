@@ -1,13 +1,17 @@
-"""``ketenstroom sink``: consume ``curated.chain-events``, write period Parquet files, then commit.
+"""``ketenstroom sink``: consume ``curated.chain-events``, stage period Parquet files, seal, then commit.
 
 Commit order, enforced in ``Sink.flush`` (ARCHITECTURE.md, "Order of commit"):
 
-1. write every buffered file to object storage (durable when ``put`` returns);
-2. only then commit the Kafka offsets just past the last record written.
+1. write every buffered file to object storage under ``staging/`` (durable when ``put`` returns);
+2. when the sink has caught up (or is stopping), seal every period that is due: manifest last,
+   create-only (``sinks/snapshot.py`` has the steps);
+3. only then commit the Kafka offsets just past the last record written.
 
-A crash between 1 and 2 re-reads the same records; object names are deterministic
-(``snapshots/<period>/part-p<partition>-o<first offset>.parquet``), so the retry overwrites the same
-objects instead of adding duplicates. Sealing with manifests and revisions builds on this (issue 5).
+A crash between 1 and 3 re-reads the same records. Staged names are deterministic
+(``staging/<period>/part-p<partition>-o<first offset>.parquet``), so the retry overwrites instead of
+adding; rows that reach a period already sealed are deduplicated by event id when the next revision
+is sealed, so a re-read never shows up twice. Memory is bounded by ``max_buffered`` rows; the sink
+keeps no per-event state.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,10 +32,12 @@ from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
 from ketenstroom.contract.codec import decode
 from ketenstroom.contract.wire import unframe
+from ketenstroom.crashpoints import crash_point
 from ketenstroom.errors import DeliveryError, RecordError
 from ketenstroom.settings import KafkaSettings, RegistrySettings
 from sinks.parquet import to_parquet
 from sinks.periods import PeriodKind, period_code
+from sinks.snapshot import Manifest, Sealer, staging_name
 
 log = logging.getLogger("ketenstroom.sink")
 
@@ -40,22 +47,24 @@ def reject_name(partition: int, offset: int) -> str:
     return f"rejects/part-p{partition:03d}-o{offset:020d}.json"
 
 
-def object_name(period: str, partition: int, first_offset: int) -> str:
-    """Deterministic: the same records always land under the same name."""
-    return f"snapshots/{period}/part-p{partition:03d}-o{first_offset:020d}.parquet"
-
-
 @dataclass
 class SinkReport:
     records: int = 0
-    written: int = 0
-    duplicates: int = 0
+    written: int = 0  # rows staged
     undecodable: int = 0
-    objects: list[str] = field(default_factory=list)
+    objects: list[str] = field(default_factory=list)  # staged objects written
     rows_per_period: dict[str, int] = field(default_factory=dict)
+    sealed: list[Manifest] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> int:
+        """Rows dropped as repeated event ids by the revisions this run sealed."""
+        return sum(m.duplicates_dropped for m in self.sealed)
 
 
 class Sink:
+    SEAL_CHECK_S = 60.0  # how often an idle, caught-up sink looks for periods that have come due
+
     def __init__(
         self,
         *,
@@ -66,6 +75,8 @@ class Sink:
         period: PeriodKind = "month",
         topics: Topics | None = None,
         max_buffered: int = 50_000,
+        flush_interval_s: float = 5.0,
+        sealer: Sealer | None = None,
     ) -> None:
         self.consumer = Consumer(
             kafka.librdkafka(
@@ -81,11 +92,17 @@ class Sink:
         self.period = period
         self.topic = (topics or Topics()).curated
         self.max_buffered = max_buffered
+        self.flush_interval_s = flush_interval_s
+        self.sealer = sealer
         # (period, partition) -> rows; first offset of each buffer names its object
         self._buffers: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-        self._seen: dict[str, set[str]] = defaultdict(set)  # event ids per period, per run
+        self._schema_ids: dict[tuple[str, int], set[int]] = defaultdict(set)
         self._next: dict[int, int] = {}  # partition -> offset to commit
         self._position: dict[int, int] = {}  # partition -> end offset reached (partition EOF), for stop_at
+        self._at_end: dict[int, bool] = {}  # partition -> at its end now (nothing read since EOF)
+        self._staged_since_seal = False
+        self._last_seal = time.monotonic()
+        self._last_flush = time.monotonic()
         self._buffered = 0
         self.report = SinkReport()
 
@@ -108,13 +125,23 @@ class Sink:
                         self._position[msg.partition()] = max(
                             self._position.get(msg.partition(), 0), msg.offset()
                         )
+                        self._at_end[msg.partition()] = True
                         continue
                     if err is not None:
                         raise DeliveryError(f"consuming {self.topic} failed: {err}")
+                    self._at_end[msg.partition()] = False
                     self._add(msg.partition(), msg.offset(), msg.value())
-                if self._buffered >= self.max_buffered:
+                if self._buffered >= self.max_buffered or (
+                    self._buffered and time.monotonic() - self._last_flush >= self.flush_interval_s
+                ):
                     self.flush()
-            self.flush()
+                elif self._caught_up_now() and (
+                    self._buffered
+                    or self._staged_since_seal
+                    or time.monotonic() - self._last_seal >= self.SEAL_CHECK_S  # a period may have come due
+                ):
+                    self.flush(seal=True)
+            self.flush(seal=True)
         except KafkaException as exc:
             raise DeliveryError(f"sink on {self.topic} failed: {exc}") from exc
         finally:
@@ -126,6 +153,11 @@ class Sink:
         return all(
             self._position.get(p, 0) >= end for (t, p), end in stop_at.items() if t == self.topic and end > 0
         )
+
+    def _caught_up_now(self) -> bool:
+        """Every assigned partition is at its end: a moment to seal what is due."""
+        assigned = [tp.partition for tp in self.consumer.assignment()]
+        return bool(assigned) and all(self._at_end.get(p, False) for p in assigned)
 
     def _add(self, partition: int, offset: int, value: bytes | None) -> None:
         self.report.records += 1
@@ -160,27 +192,34 @@ class Sink:
             return
         event["event_id"] = str(event["event_id"])  # fastavro gives uuid.UUID for logicalType uuid
         period = period_code(event["event_time"], self.period)
-        if event["event_id"] in self._seen[period]:
-            self.report.duplicates += 1
-            return
-        self._seen[period].add(event["event_id"])
         event.update(period=period, kafka_partition=partition, kafka_offset=offset)
         self._buffers[(period, partition)].append(event)
+        self._schema_ids[(period, partition)].add(schema_id)
         self._buffered += 1
 
-    def flush(self) -> None:
+    def flush(self, *, seal: bool = False) -> None:
         # 1. data files durable
         for (period, partition), rows in sorted(self._buffers.items()):
             if not rows:
                 continue
-            name = object_name(period, partition, rows[0]["kafka_offset"])
-            self.store.put(name, to_parquet(rows))
+            name = staging_name(period, partition, rows[0]["kafka_offset"])
+            self.store.put(name, to_parquet(rows, self._schema_ids[(period, partition)]))
+            crash_point("sink.staged")
             self.report.objects.append(name)
             self.report.written += len(rows)
             self.report.rows_per_period[period] = self.report.rows_per_period.get(period, 0) + len(rows)
+            self._staged_since_seal = True
         self._buffers.clear()
+        self._schema_ids.clear()
         self._buffered = 0
-        # 2. offsets, only after every file above is stored
+        self._last_flush = time.monotonic()
+        # 2. manifests of the periods that are due, after their data and before the offsets
+        if seal and self.sealer is not None:
+            self.report.sealed.extend(self.sealer.seal_due())
+            self._staged_since_seal = False
+            self._last_seal = time.monotonic()
+        # 3. offsets, only after every file above is stored (and sealed, when due)
+        crash_point("sink.before-commit")
         if self._next:
             offsets = [TopicPartition(self.topic, p, o) for p, o in sorted(self._next.items())]
             self.consumer.commit(offsets=offsets, asynchronous=False)

@@ -65,7 +65,7 @@ class ObjectStore:
     def get(self, key: str) -> bytes:
         try:
             return bytes(obstore.get(self._store, key).bytes())
-        except NotFoundError as exc:
+        except (NotFoundError, FileNotFoundError) as exc:
             raise StorageError(f"{self.url}/{key} does not exist") from exc
         except BaseError as exc:
             raise StorageError(f"reading {self.url}/{key} failed: {exc}") from exc
@@ -73,7 +73,7 @@ class ObjectStore:
     def exists(self, key: str) -> bool:
         try:
             obstore.head(self._store, key)
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):
             return False
         except BaseError as exc:
             raise StorageError(f"checking {self.url}/{key} failed: {exc}") from exc
@@ -86,6 +86,32 @@ class ObjectStore:
         except BaseError as exc:
             raise StorageError(f"listing {self.url}/{prefix} failed: {exc}") from exc
         return iter(sorted(keys))
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        """The immediate "directories" below ``prefix`` (which ends with '/'), sorted, without the prefix."""
+        try:
+            found = obstore.list_with_delimiter(self._store, prefix or None)
+        except BaseError as exc:
+            raise StorageError(f"listing {self.url}/{prefix} failed: {exc}") from exc
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found["common_prefixes"])
+
+    def rename(self, source: str, target: str) -> None:
+        """Move an object (an atomic rename on a local directory, copy then delete on S3)."""
+        try:
+            obstore.rename(self._store, source, target)
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise StorageError(f"{self.url}/{source} does not exist") from exc
+        except BaseError as exc:
+            raise StorageError(f"moving {self.url}/{source} to {target} failed: {exc}") from exc
+
+    def copy(self, source: str, target: str) -> None:
+        """Copy an object within the store (server-side on S3)."""
+        try:
+            obstore.copy(self._store, source, target)
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise StorageError(f"{self.url}/{source} does not exist") from exc
+        except BaseError as exc:
+            raise StorageError(f"copying {self.url}/{source} to {target} failed: {exc}") from exc
 
     def delete(self, key: str) -> None:
         try:

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from ketenstroom.cli import infra, pipeline, process, schemas
+from ketenstroom.cli import infra, pipeline, process, schemas, snapshot
 
 app = typer.Typer(
     name="ketenstroom",
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(infra.app, name="infra")
 app.add_typer(schemas.app, name="schemas")
+app.add_typer(snapshot.app, name="snapshot")
 pipeline.register(app)
 process.register(app)
 

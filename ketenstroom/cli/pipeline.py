@@ -106,27 +106,41 @@ def sink(
     storage: str | None = typer.Option(
         None, help="file://DIR or s3://BUCKET/PREFIX (default from settings)."
     ),
-    period: str = typer.Option("month", help="month, quarter or year."),
+    period: str | None = typer.Option(None, help="month, quarter or year (default from settings: month)."),
     group: str = typer.Option("ketenstroom-sink", help="Consumer group."),
     until_caught_up: bool = typer.Option(False, help="Stop once the topic as of start-up is written."),
+    seal: bool = typer.Option(
+        True, help="Seal due periods when caught up; run one sealing instance per store."
+    ),
+    grace_days: float | None = typer.Option(None, help="Delivery grace after a period's end (days)."),
+    final_after_days: float | None = typer.Option(None, help="Days after a period's end it becomes final."),
+    as_of: str | None = typer.Option(None, help="Seal as if it were this moment (ISO); default now."),
+    max_buffered: int = typer.Option(50_000, help="Rows buffered before a staged file is written."),
 ) -> None:
-    """Write curated.chain-events into period Parquet objects (offsets committed after the write)."""
+    """Stage curated.chain-events as period Parquet, seal due periods (manifest last), then commit offsets."""
+    from ketenstroom.cli.snapshot import parse_as_of, policy_settings
     from sinks.runner import Sink
+    from sinks.snapshot import SealPolicy
+    from sinks.tables import sealer_for
 
     kafka = KafkaSettings()
     url = storage or StorageSettings().url
     try:
+        settings = policy_settings(grace_days, final_after_days)
         store = ObjectStore(url, S3Settings())
         topics = _topics()
         stop_at = end_offsets(kafka, [topics.curated], group_id=group) if until_caught_up else None
+        policy = SealPolicy.from_settings(settings, parse_as_of(as_of))
         report = Sink(
             kafka=kafka,
             registry=RegistrySettings(),
             store=store,
             group_id=group,
-            period=period,
+            period=period or settings.period,  # type: ignore[arg-type]
             topics=topics,
-        ).run(stop_at=stop_at)  # type: ignore[arg-type]
+            max_buffered=max_buffered,
+            sealer=sealer_for(store, policy) if seal else None,
+        ).run(stop_at=stop_at)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
     print(
@@ -134,11 +148,12 @@ def sink(
             {
                 "storage": store.root,
                 "records": report.records,
-                "written": report.written,
-                "duplicates": report.duplicates,
+                "staged": report.written,
                 "undecodable": report.undecodable,
                 "rows_per_period": report.rows_per_period,
                 "objects": len(report.objects),
+                "sealed": [f"{m.period} r{m.revision} {m.status}" for m in report.sealed],
+                "duplicates_dropped": report.duplicates,
             },
             sort_keys=True,
         )
@@ -197,11 +212,24 @@ def demo(
     step("process", ["process", "--until-caught-up", "--app-id", "ketenstroom-demo"])
     step("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink"])
     step("scan", ["scan", "--storage", f"file://{snapshots}"])
+    step("snapshot list", ["snapshot", "list", "--storage", f"file://{snapshots}"])
+    step("snapshot verify", ["snapshot", "verify", "--storage", f"file://{snapshots}"])
     console.rule("[bold]done")
     out.print(f"exports and receipts: {exports}")
-    out.print(f"snapshots: {snapshots}/snapshots/<period>/*.parquet")
-    query = f"select period, chain_step, count(*) n from '{snapshots}/snapshots/*/*.parquet' group by all"  # noqa: S608 - a printed hint
-    print(f'read them: .venv/bin/python -c "import duckdb; print(duckdb.sql(\\"{query} order by all\\"))"')
+    from sinks.snapshot import Snapshots
+
+    sealed = Snapshots(ObjectStore(f"file://{snapshots}"))
+    latest = [m for m in (sealed.manifest(p) for p in sealed.periods()) if m is not None]
+    globs = [f"{snapshots}/{m.prefix}data/*.parquet" for m in latest]
+    out.print(
+        f"sealed snapshots (latest revision of {len(globs)} periods): {snapshots}/snapshots/<period>/r<N>/"
+    )
+    if globs:
+        files = ", ".join(f"'{g}'" for g in globs)
+        query = f"select period, chain_step, count(*) n from read_parquet([{files}]) group by all"  # noqa: S608 - a printed hint
+        print(
+            f'read them: .venv/bin/python -c "import duckdb; print(duckdb.sql(\\"{query} order by all\\"))"'
+        )
     out.print("stop the stack: make down")
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -23,6 +24,7 @@ from ketenstroom.contract.identifiers import normalise_parketnummer
 from producers.publish import Publisher
 from producers.synthetic import OM_COLUMNS, om_decision_rows, write_csv
 from sinks.runner import Sink
+from sinks.snapshot import Sealer, SealPolicy, Snapshots
 from tests.conftest import Services
 
 KEY = "walking-skeleton-test-key-0123456789abcdef"
@@ -60,10 +62,25 @@ def _run_processor(services: Services, names: Topics, app_id: str) -> dict[str, 
     return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+FAR = datetime(2030, 1, 1, tzinfo=UTC)  # every 2026 period past its grace, none final yet
+
+
+def _sealer(store: ObjectStore) -> Sealer:
+    return Sealer(
+        store, SealPolicy(grace=timedelta(days=14), final_after=timedelta(days=3650), clock=lambda: FAR)
+    )
+
+
 def _read_all(store: ObjectStore) -> list[dict[str, object]]:
+    """Every row of the latest sealed revision of every period (what readers see)."""
+    snapshots = Snapshots(store)
     rows: list[dict[str, object]] = []
-    for key in store.list("snapshots/"):
-        rows.extend(pq.read_table(io.BytesIO(store.get(key))).to_pylist())
+    for period in snapshots.periods():
+        manifest = snapshots.manifest(period)
+        assert manifest is not None, f"{period} was not sealed"
+        assert snapshots.verify(manifest) == []
+        for entry in manifest.files:
+            rows.extend(pq.read_table(io.BytesIO(store.get(entry.path))).to_pylist())
     return rows
 
 
@@ -108,10 +125,16 @@ def test_export_flows_through_every_stage(
     store = ObjectStore(f"file://{tmp_path / 'snapshots'}")
     stop = end_offsets(services.kafka, [names.curated])
     report = Sink(
-        kafka=services.kafka, registry=services.registry, store=store, group_id=group_id, topics=names
+        kafka=services.kafka,
+        registry=services.registry,
+        store=store,
+        group_id=group_id,
+        topics=names,
+        sealer=_sealer(store),
     ).run(stop_at=stop)
     rows = _read_all(store)
     assert len(rows) == report.written == counts["curated"]["om"]
+    assert sorted(m.period for m in report.sealed) == sorted(report.rows_per_period)
 
     # values: pseudonym present and stable (same key -> same HMAC), term mapped, no identifiers
     by_case = {normalise_parketnummer(r["parketnummer"]): r for r in source if r["parketnummer"]}
@@ -155,7 +178,7 @@ def test_export_flows_through_every_stage(
 
     # the README's one-line query reads the same files
     local = tmp_path / "snapshots" / "snapshots"
-    n = duckdb.sql(f"select count(*) from '{local}/*/*.parquet'").fetchall()[0][0]
+    n = duckdb.sql(f"select count(*) from '{local}/*/r0/data/*.parquet'").fetchall()[0][0]
     assert n == len(rows)
 
 
@@ -165,7 +188,12 @@ def test_sink_writes_to_s3proxy(
     store = ObjectStore(f"s3://{services.s3.bucket}/{names.prefix.rstrip('.')}", services.s3)
     stop = end_offsets(services.kafka, [names.curated])
     report = Sink(
-        kafka=services.kafka, registry=services.registry, store=store, group_id=group_id, topics=names
+        kafka=services.kafka,
+        registry=services.registry,
+        store=store,
+        group_id=group_id,
+        topics=names,
+        sealer=_sealer(store),
     ).run(stop_at=stop)
     rows = _read_all(store)
     assert report.written == len(rows) == delivered["counts"]["curated"]["om"]  # type: ignore[index]
