@@ -27,6 +27,26 @@ class Services:
     s3: S3Settings
     started_here: bool
 
+    def env(self, topics: Topics | None = None) -> dict[str, str]:
+        """This process's environment plus the ``KETENSTROOM_*`` endpoints, for a ``ketenstroom`` child."""
+        env = {
+            **os.environ,
+            "KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            "KETENSTROOM_REGISTRY_URL": self.registry.url,
+            "KETENSTROOM_S3_BUCKET": self.s3.bucket,
+            "KETENSTROOM_S3_REGION": self.s3.region,
+        }
+        for name, value in (
+            ("ENDPOINT", self.s3.endpoint),
+            ("ACCESS_KEY_ID", self.s3.access_key_id),
+            ("SECRET_ACCESS_KEY", self.s3.secret_access_key and self.s3.secret_access_key.get_secret_value()),
+        ):
+            if value:
+                env[f"KETENSTROOM_S3_{name}"] = value
+        if topics is not None:
+            env["KETENSTROOM_TOPIC_PREFIX"] = topics.prefix
+        return env
+
 
 def _from_env() -> Services | None:
     if not os.environ.get("KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS"):
