@@ -242,7 +242,7 @@ def _anomalies(times: dict[str, pa.ChunkedArray], multiple_persons: pa.ChunkedAr
             flags.append((f"{later.upper()}_BEFORE_{earlier.upper()}", out_of_order))
     flags.append(("MULTIPLE_PERSONS", pc.fill_null(multiple_persons, False)))
     rows = pa.array(range(n), pa.int64())
-    counts = pa.array([0] * n, pa.int32()) if n else pa.array([], pa.int32())
+    counts = pa.repeat(pa.scalar(0, pa.int32()), n)
     hits = []
     for order, (name, flag) in enumerate(flags):
         counts = pc.add(counts, pc.cast(flag, pa.int32()))
@@ -251,8 +251,8 @@ def _anomalies(times: dict[str, pa.ChunkedArray], multiple_persons: pa.ChunkedAr
             pa.table(
                 {
                     "row": chosen,
-                    "order": pa.array([order] * len(chosen), pa.int32()),
-                    "name": pa.array([name] * len(chosen), pa.string()),
+                    "order": pa.repeat(pa.scalar(order, pa.int32()), len(chosen)),
+                    "name": pa.repeat(pa.scalar(name, pa.string()), len(chosen)),
                 }
             )
         )
@@ -351,7 +351,7 @@ def chain_table(events: pa.Table, period: str) -> pa.Table:
     age = table["age_at_first_step"]
     juvenile = pc.and_(pc.greater_equal(age, 12), pc.less_equal(age, 17))
     columns = {
-        "period": pa.array([period] * n, pa.string()),
+        "period": pa.repeat(pa.scalar(period, pa.string()), n),
         "case_pseudonym": table["case"],
         "person_pseudonym": table["person"],
         **{f"{step}_time": times[step] for step in STEPS},
@@ -399,7 +399,7 @@ def person_table(events: pa.Table, period: str) -> pa.Table:
     for step in STEPS:
         furthest = pc.if_else(reached[step], step, furthest)
     columns = {
-        "period": pa.array([period] * n, pa.string()),
+        "period": pa.repeat(pa.scalar(period, pa.string()), n),
         "person_pseudonym": table["person"],
         "events_in_period": table["events_in_period"],
         "cases_in_period": table["cases_in_period"],
