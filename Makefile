@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status demo test test-unit lint clean bench-publish
+.PHONY: help install up down status demo test test-unit lint clean bench-publish bench-sink
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,3 +48,6 @@ clean: ## Remove the virtualenv and local output (not the download cache, not th
 
 bench-publish: install ## Benchmark publish against a hand-written producer and raw production (stack started if needed)
 	$(PY) -m bench.publish_bench
+
+bench-sink: install ## Benchmark the sink against a hand-written sink and pyarrow writes; peak RSS of one 5M-event period
+	$(PY) -m bench.sink_bench

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pyarrow.parquet as pq
 import pytest
@@ -179,3 +181,66 @@ def test_snapshot_commands_list_and_show(
     human = run("show", "2026MM05")
     assert "read: " in human and "2026MM05/r0/data/*.parquet" in human
     assert "ok 2026MM05 r0 provisional" in run("verify")
+
+
+def test_chain_table_follows_a_case_across_periods_with_exact_lead_times(
+    services: Services, topic: Topics, group_id: str, storage_url: str
+) -> None:
+    store = _store(storage_url, services)
+    case, report, person = "c" * 64, "r" * 64, "p" * 64
+    amsterdam = ZoneInfo("Europe/Amsterdam")
+    steps = [  # local times; the police step is in winter time, the others in summer time
+        (
+            "POLICE_SUSPECT_REGISTERED",
+            "politie",
+            datetime(2026, 2, 20, 23, 30, tzinfo=amsterdam),
+            None,
+            report,
+        ),
+        ("OM_REGISTRATION", "om", datetime(2026, 3, 2, 9, 0, tzinfo=amsterdam), case, report),
+        ("OM_DECISION", "om", datetime(2026, 5, 10, 0, 15, tzinfo=amsterdam), case, None),
+        ("COURT_JUDGMENT", "rechtspraak", datetime(2026, 7, 1, 14, 0, tzinfo=amsterdam), case, None),
+    ]
+    events = [
+        chain_event(
+            event_id=str(uuid.uuid4()),
+            event_time=moment.astimezone(UTC),
+            chain_step=step,
+            partner=partner,
+            event_type=f"nl.ketenstroom.{partner}.{step.title()}",
+            case=c,
+            report=r,
+            person=person,
+            age=16,
+        )
+        for step, partner, moment, c, r in steps
+    ]
+    _publish(services, topic, events)
+    _sink(services, topic, group_id, store).run(stop_at=end_offsets(services.kafka, [topic.curated]))
+    manifest = Snapshots(store).manifest("2026MM07")
+    assert manifest is not None and set(manifest.tables) == {"chain", "person"}
+    assert Snapshots(store).verify(manifest) == []
+    chain = pq.read_table(io.BytesIO(store.get(manifest.tables["chain"].path))).to_pylist()
+    assert len(chain) == 1
+    row = chain[0]
+    days = [(b[2].date() - a[2].date()).days for a, b in itertools.pairwise(steps)]
+    assert days == [10, 69, 52]  # calendar days in Amsterdam: 23:30 and 00:15 count on their local day
+    assert (row["case_pseudonym"], row["person_pseudonym"]) == (case, person)
+    assert row["police_registration_time"] == steps[0][2]
+    assert row["judgment_time"] == steps[3][2]
+    assert row["days_police_registration_to_om_registration"] == days[0]
+    assert row["days_om_registration_to_om_decision"] == days[1]
+    assert row["days_om_decision_to_judgment"] == days[2]
+    assert row["days_police_registration_to_om_decision"] == days[0] + days[1]
+    assert row["days_police_registration_to_judgment"] == sum(days)
+    assert row["execution_start_time"] is None and row["days_judgment_to_execution_start"] is None
+    assert row["juvenile"] is True and row["anomalies"] == []
+    # the March snapshot's chain table knows only what was known by the end of March
+    march = Snapshots(store).manifest("2026MM03")
+    assert march is not None
+    early = pq.read_table(io.BytesIO(store.get(march.tables["chain"].path))).to_pylist()
+    assert [(r["om_registration_time"] is not None, r["om_decision_time"]) for r in early] == [(True, None)]
+    person_rows = pq.read_table(io.BytesIO(store.get(manifest.tables["person"].path))).to_pylist()
+    assert [(p["person_pseudonym"], p["cases_total"], p["furthest_step"]) for p in person_rows] == [
+        (person, 1, "judgment")
+    ]

@@ -1,0 +1,299 @@
+"""Benchmark the sink (consume, decode, periods, stage, seal with dedup, manifest and microdata tables)
+against two baselines on the same records, in the same run:
+
+(a) minimal: the sink a user would write by hand — confluent-kafka batch consume, fastavro decode,
+    pyarrow write of the same Parquet schema every ``--batch`` rows, offsets committed after each write;
+    no periods, no sealing, no manifest, no dedup;
+(b) write: pyarrow writing the same already-decoded rows straight to Parquet — the write ceiling.
+
+Then peak resident memory of ``ketenstroom sink`` (a child process, as operators run it) writing one
+period of ``--memory-events`` events (5 million by default) and sealing it. The last line is
+machine-readable: ``ratio_min=<x> ratio_write=<y> peak_rss_mib=<z>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from confluent_kafka import Consumer, KafkaError, Producer
+from fastavro import parse_schema, schemaless_reader
+
+from bench.common import endpoints, fresh_topics, load_average
+from ketenstroom.adapters.kafka import end_offsets, ensure_topics
+from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.adapters.registry import Registry
+from ketenstroom.contract import Topics, load_schemas
+from ketenstroom.contract.codec import encode_framed
+from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
+from producers.synthetic.curated import CHAIN_EVENT, chain_event, chain_events, publish_curated
+from sinks.parquet import SCHEMA
+from sinks.runner import Sink
+from sinks.snapshot import SealPolicy
+from sinks.tables import sealer_for
+
+AS_OF = datetime(2030, 1, 1, tzinfo=UTC)  # every generated period is past its grace
+
+
+def _policy() -> SealPolicy:
+    return SealPolicy(grace=timedelta(days=14), final_after=timedelta(days=3650), clock=lambda: AS_OF)
+
+
+def run_ours(
+    kafka: KafkaSettings, registry: RegistrySettings, topics: Topics, out: Path
+) -> tuple[float, int]:
+    store = ObjectStore(f"file://{out}")
+    stop = end_offsets(kafka, [topics.curated])
+    start = time.perf_counter()
+    report = Sink(
+        kafka=kafka,
+        registry=registry,
+        store=store,
+        group_id=f"{topics.prefix}ours-{uuid.uuid4().hex[:6]}",
+        topics=topics,
+        sealer=sealer_for(store, _policy()),
+    ).run(stop_at=stop)
+    elapsed = time.perf_counter() - start
+    assert report.sealed, "nothing was sealed"
+    return elapsed, report.records
+
+
+def run_minimal(
+    kafka: KafkaSettings, registry: RegistrySettings, topics: Topics, out: Path, batch: int
+) -> float:
+    """The hand-written sink: consume, decode, write, commit. Nothing else."""
+    stop = end_offsets(kafka, [topics.curated])
+    consumer = Consumer(
+        kafka.librdkafka(
+            group_id=f"{topics.prefix}min-{uuid.uuid4().hex[:6]}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            enable_partition_eof=True,
+        )
+    )
+    schemas: dict[int, Any] = {}
+    reg = Registry(registry)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    at_end: dict[int, int] = {}
+    files = 0
+    start = time.perf_counter()
+
+    def write() -> None:
+        nonlocal files, rows
+        table = pa.Table.from_pylist(rows, schema=SCHEMA)
+        pq.write_table(table, out / f"part-{files:05d}.parquet", compression="zstd")
+        consumer.commit(asynchronous=False)
+        files += 1
+        rows = []
+
+    consumer.subscribe([topics.curated])
+    while not all(at_end.get(p, -1) >= end for (_t, p), end in stop.items() if end > 0):
+        for msg in consumer.consume(num_messages=5000, timeout=0.5):
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    at_end[msg.partition()] = msg.offset()
+                    continue
+                raise RuntimeError(msg.error())
+            value = msg.value()
+            schema_id = int.from_bytes(value[1:5], "big")
+            if schema_id not in schemas:
+                schemas[schema_id] = reg.writer_schema(schema_id)
+            row = schemaless_reader(io.BytesIO(value[5:]), schemas[schema_id], None)
+            row["event_id"] = str(row["event_id"])  # logicalType uuid decodes to uuid.UUID
+            rows.append(row)
+        if len(rows) >= batch:
+            write()
+    if rows:
+        write()
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    reg.close()
+    return elapsed
+
+
+def decoded_batches(
+    kafka: KafkaSettings, registry: RegistrySettings, topics: Topics, batch: int
+) -> list[list[dict[str, Any]]]:
+    """The same records, decoded, outside any timed section (input of the write ceiling)."""
+    consumer = Consumer(
+        kafka.librdkafka(
+            group_id=f"{topics.prefix}read-{uuid.uuid4().hex[:6]}",
+            auto_offset_reset="earliest",
+            enable_partition_eof=True,
+        )
+    )
+    stop = end_offsets(kafka, [topics.curated])
+    reg = Registry(registry)
+    at_end: dict[int, int] = {}
+    rows: list[dict[str, Any]] = []
+    consumer.subscribe([topics.curated])
+    while not all(at_end.get(p, -1) >= end for (_t, p), end in stop.items() if end > 0):
+        for msg in consumer.consume(num_messages=5000, timeout=0.5):
+            if msg.error() is not None:
+                at_end[msg.partition()] = msg.offset()
+                continue
+            value = msg.value()
+            schema = reg.writer_schema(int.from_bytes(value[1:5], "big"))
+            row = schemaless_reader(io.BytesIO(value[5:]), schema, None)
+            row["event_id"] = str(row["event_id"])
+            rows.append(row)
+    consumer.close()
+    reg.close()
+    return [rows[i : i + batch] for i in range(0, len(rows), batch)]
+
+
+def run_write(batches: list[list[dict[str, Any]]], out: Path) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for n, rows in enumerate(batches):
+        pq.write_table(
+            pa.Table.from_pylist(rows, schema=SCHEMA), out / f"part-{n:05d}.parquet", compression="zstd"
+        )
+    return time.perf_counter() - start
+
+
+def publish_one_period(kafka: KafkaSettings, registry: RegistrySettings, topics: Topics, count: int) -> None:
+    """``count`` distinct events, all in March 2026, encoded with the curated schema (fast path)."""
+    schema = load_schemas(PathSettings().schema_dir)[CHAIN_EVENT]
+    with Registry(registry) as reg:
+        schema_id = reg.register(schema.subject(topics.curated), schema)
+    parsed = parse_schema(schema.parsed)
+    producer = Producer(
+        kafka.librdkafka(
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=50,
+            compression_type="lz4",
+            batch_num_messages=10_000,
+        )
+    )
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    template = chain_event(event_id="", event_time=base)
+    span_ms = 29 * 86_400_000
+    for n in range(count):
+        case = f"{n // 4:064x}"
+        event = dict(template)
+        event["event_id"] = str(uuid.UUID(int=(n * 2_654_435_761) % (1 << 128) | (1 << 76)))
+        event["event_time"] = base + timedelta(milliseconds=(n * 7919) % span_ms)
+        event["case_pseudonym"] = case
+        value = encode_framed(schema_id, parsed, event)
+        while True:
+            try:
+                producer.produce(topics.curated, key=case.encode(), value=value)
+                break
+            except BufferError:
+                producer.poll(0.2)
+        if n % 20_000 == 0:
+            producer.poll(0)
+    assert producer.flush(300) == 0
+
+
+def memory_run(
+    kafka: KafkaSettings, registry: RegistrySettings, count: int, out: Path
+) -> tuple[float, float]:
+    """Peak RSS (MiB) and seconds of ``ketenstroom sink`` writing and sealing one period of ``count``."""
+    topics = fresh_topics("sinkmem")
+    ensure_topics(kafka, [topics.curated], partitions=3, replication_factor=1)
+    t = time.perf_counter()
+    publish_one_period(kafka, registry, topics, count)
+    print(f"published {count:,} events in one period in {time.perf_counter() - t:.0f} s")
+    env = {
+        **os.environ,
+        "KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KETENSTROOM_REGISTRY_URL": registry.url,
+        "KETENSTROOM_TOPIC_PREFIX": topics.prefix,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "ketenstroom",
+        "sink",
+        "--until-caught-up",
+        "--storage",
+        f"file://{out}",
+        "--group",
+        f"{topics.prefix}mem",
+        "--as-of",
+        AS_OF.isoformat(),
+        "--final-after-days",
+        "3650",
+    ]
+    start = time.perf_counter()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE)
+    _pid, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.perf_counter() - start
+    assert os.waitstatus_to_exitcode(status) == 0, "the sink failed"
+    print(child.stdout.read().decode().strip().splitlines()[-1] if child.stdout else "")
+    return usage.ru_maxrss / 1024, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--cases", type=int, default=60_000, help="cases for the throughput data (~3.6 events each)"
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--batch", type=int, default=50_000, help="rows per file of the baselines (the sink's default buffer)"
+    )
+    parser.add_argument("--memory-events", type=int, default=5_000_000)
+    args = parser.parse_args()
+    kafka, registry = endpoints()
+    topics = fresh_topics("sink")
+    ensure_topics(kafka, [topics.curated], partitions=3, replication_factor=1)
+    with Registry(registry) as reg:
+        published = publish_curated(
+            kafka,
+            registry=reg,
+            topics=topics,
+            events=chain_events(
+                args.cases, seed=1, start=datetime(2026, 1, 1, tzinfo=UTC), days=180, repeat_share=0.01
+            ),
+        )
+    print(f"{published:,} curated events over {args.cases:,} cases; {load_average()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        batches = decoded_batches(kafka, registry, topics, args.batch)
+        ours, minimal, write = [], [], []
+        for run in range(args.runs):
+            t, records = run_ours(kafka, registry, topics, root / f"ours{run}")
+            ours.append(t)
+            minimal.append(run_minimal(kafka, registry, topics, root / f"min{run}", args.batch))
+            write.append(run_write(batches, root / f"write{run}"))
+            print(
+                f"run {run + 1}: sink {records / t:,.0f}/s  minimal {published / minimal[-1]:,.0f}/s  "
+                f"write {published / write[-1]:,.0f}/s"
+            )
+        del batches
+        ours_rate, min_rate, write_rate = (
+            published / min(ours),
+            published / min(minimal),
+            published / min(write),
+        )
+        print(f"sink (decode+periods+stage+seal+dedup+manifest+tables): {ours_rate:,.0f} events/s")
+        print(f"minimal hand-written sink (consume+decode+write):       {min_rate:,.0f} events/s")
+        print(f"pyarrow writing decoded rows (write ceiling):            {write_rate:,.0f} events/s")
+        peak, seconds = memory_run(kafka, registry, args.memory_events, root / "memory")
+        print(
+            f"one period of {args.memory_events:,} events: sink and seal in {seconds:.0f} s "
+            f"({args.memory_events / seconds:,.0f}/s), peak RSS {peak:,.0f} MiB"
+        )
+        print(load_average())
+        ratios = f"ratio_min={ours_rate / min_rate:.2f} ratio_write={ours_rate / write_rate:.2f}"
+        print(f"{ratios} peak_rss_mib={peak:.0f}")
+
+
+if __name__ == "__main__":
+    main()
