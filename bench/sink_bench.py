@@ -164,8 +164,17 @@ def run_write(batches: list[list[dict[str, Any]]], out: Path) -> float:
     return time.perf_counter() - start
 
 
+_ONE_PERIOD_STEPS = [
+    ("POLICE_SUSPECT_REGISTERED", "politie", "nl.ketenstroom.politie.SuspectRegistered"),
+    ("OM_REGISTRATION", "om", "nl.ketenstroom.om.CaseRegistered"),
+    ("OM_DECISION", "om", "nl.ketenstroom.om.CaseDecision"),
+    ("COURT_JUDGMENT", "rechtspraak", "nl.ketenstroom.rechtspraak.Judgment"),
+]
+
+
 def publish_one_period(kafka: KafkaSettings, registry: RegistrySettings, topics: Topics, count: int) -> None:
-    """``count`` distinct events, all in March 2026, encoded with the curated schema (fast path)."""
+    """``count`` distinct events, all in March 2026: cases of four steps (police, OM registration and
+    decision, judgment) with report, case and person pseudonyms, so the chain tables have work to do."""
     schema = load_schemas(PathSettings().schema_dir)[CHAIN_EVENT]
     with Registry(registry) as reg:
         schema_id = reg.register(schema.subject(topics.curated), schema)
@@ -180,18 +189,24 @@ def publish_one_period(kafka: KafkaSettings, registry: RegistrySettings, topics:
         )
     )
     base = datetime(2026, 3, 1, tzinfo=UTC)
-    template = chain_event(event_id="", event_time=base)
-    span_ms = 29 * 86_400_000
+    templates = [
+        chain_event(event_id="", event_time=base, chain_step=step, partner=partner, event_type=kind, age=30)
+        for step, partner, kind in _ONE_PERIOD_STEPS
+    ]
     for n in range(count):
-        case = f"{n // 4:064x}"
-        event = dict(template)
+        case_no, step = divmod(n, 4)
+        event = dict(templates[step])
+        case, report = f"{case_no:060x}case", f"{case_no:058x}report"
         event["event_id"] = str(uuid.UUID(int=(n * 2_654_435_761) % (1 << 128) | (1 << 76)))
-        event["event_time"] = base + timedelta(milliseconds=(n * 7919) % span_ms)
-        event["case_pseudonym"] = case
+        event["event_time"] = base + timedelta(minutes=(case_no * 7) % (24 * 60 * 20), days=step * 2)
+        event["case_pseudonym"] = case if step else None
+        event["report_pseudonym"] = report if step <= 1 else None
+        event["person_pseudonym"] = f"{case_no // 2:058x}person"
         value = encode_framed(schema_id, parsed, event)
+        key = (case if step else report).encode()
         while True:
             try:
-                producer.produce(topics.curated, key=case.encode(), value=value)
+                producer.produce(topics.curated, key=key, value=value)
                 break
             except BufferError:
                 producer.poll(0.2)

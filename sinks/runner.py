@@ -23,6 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -30,7 +31,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
-from ketenstroom.contract.codec import decode
+from ketenstroom.contract.codec import decode, without_logical_types
 from ketenstroom.contract.wire import unframe
 from ketenstroom.crashpoints import crash_point
 from ketenstroom.errors import DeliveryError, RecordError
@@ -104,6 +105,8 @@ class Sink:
         self._last_seal = time.monotonic()
         self._last_flush = time.monotonic()
         self._buffered = 0
+        self._plain: dict[int, Any] = {}  # schema id -> writer schema without logical types
+        self._period_of_hour: dict[int, str] = {}  # UTC hour -> period (boundaries are local midnights)
         self.report = SinkReport()
 
     def run(
@@ -164,7 +167,10 @@ class Sink:
         self._next[partition] = offset + 1
         try:
             schema_id, payload = unframe(value)
-            event = decode(self.registry.writer_schema(schema_id), payload)
+            plain = self._plain.get(schema_id)
+            if plain is None:
+                plain = self._plain[schema_id] = without_logical_types(self.registry.writer_schema(schema_id))
+            event = decode(plain, payload)  # timestamps as int ms, the event id as its string
         except RecordError as exc:
             # The processor only writes valid ChainEvents; anything else is kept with its reason (curated
             # bytes hold no direct identifiers), counted, and never guessed into a snapshot.
@@ -190,12 +196,20 @@ class Sink:
                 exc.reason,
             )
             return
-        event["event_id"] = str(event["event_id"])  # fastavro gives uuid.UUID for logicalType uuid
-        period = period_code(event["event_time"], self.period)
+        period = self._period(event["event_time"])
         event.update(period=period, kafka_partition=partition, kafka_offset=offset)
         self._buffers[(period, partition)].append(event)
         self._schema_ids[(period, partition)].add(schema_id)
         self._buffered += 1
+
+    def _period(self, event_ms: int) -> str:
+        # Europe/Amsterdam is a whole number of hours from UTC, so a local midnight starts a UTC hour
+        hour = event_ms // 3_600_000
+        period = self._period_of_hour.get(hour)
+        if period is None:
+            moment = datetime.fromtimestamp(hour * 3600, tz=UTC)
+            period = self._period_of_hour[hour] = period_code(moment, self.period)
+        return period
 
     def flush(self, *, seal: bool = False) -> None:
         # 1. data files durable

@@ -2,23 +2,31 @@
 
 A period's chain table needs the history of its cases too (a judgment in July links back to a police
 registration in March), so the events handed to ``sinks.microdata`` are this revision's rows plus the
-rows of earlier periods' latest revisions that belong to the same cases: events carrying one of the
-period's case, report or execution pseudonyms, and police events of reports that earlier OM events
-linked to those cases. Only the columns the tables use are read.
+rows of earlier periods' latest sealed revisions. Only the columns the tables use are read.
+
+Memory stays bounded whatever the period's size: the events are hash-partitioned to local temporary
+files in ``ceil(rows / bucket_rows)`` buckets, so that every event of a case lands in the case's bucket
+(police events follow their report's case, CJIB events their execution's case, a report linked to two
+cases goes to both), and each bucket's tables are computed on their own and appended to the output.
+The person table is partitioned the same way by person pseudonym. Rows are sorted by pseudonym within a
+bucket and buckets come in a fixed order, so the same events always give byte-identical tables.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+import math
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ketenstroom.adapters.objectstore import ObjectStore
-from sinks.microdata import chain_table, person_table
-from sinks.parquet import write_table
+from sinks.microdata import CHAIN_SCHEMA, PERSON_SCHEMA, chain_table, person_table
 from sinks.periods import period_bounds
 from sinks.snapshot import FileEntry, Sealer, SealPolicy, Snapshots
 
@@ -34,68 +42,156 @@ COLUMNS = [
     "age_at_event",
     "concepts",
 ]
+BUCKET_ROWS = 150_000  # events per bucket: the tables take a few KB an event while they are computed
 
 
-def _read(store: ObjectStore, paths: Iterable[str], columns: list[str]) -> list[pa.Table]:
-    return [pq.read_table(io.BytesIO(store.get(path)), columns=columns) for path in paths]
+_POWERS = np.cumprod(np.full(4096, 1_099_511_628_211, dtype=np.uint64))  # wraps mod 2**64, as meant
 
 
-def _keys(tables: list[pa.Table], column: str) -> pa.Array:
-    if not tables:
-        return pa.array([], pa.string())
-    chunks = [chunk.cast(pa.string()) for t in tables for chunk in t[column].chunks]
-    values = pa.chunked_array(chunks, type=pa.string()).combine_chunks()
-    return pc.unique(values.filter(pc.is_valid(values)))
+def buckets_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
+    """A stable bucket number per string (a polynomial hash of all its bytes, mixed); -1 for a null."""
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    arr = arr.cast(pa.string())
+    n = len(arr)
+    out = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return out
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4).astype(
+        np.int64
+    )
+    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
+    if lengths.max(initial=0) > len(_POWERS):
+        raise ValueError(f"pseudonyms longer than {len(_POWERS)} bytes cannot be bucketed")
+    total = int(offsets[-1] - offsets[0])
+    hashes = np.zeros(n, dtype=np.uint64)
+    if total:
+        data = np.frombuffer(arr.buffers()[2], dtype=np.uint8, count=total, offset=int(offsets[0]))
+        position = np.arange(total) - np.repeat(starts, lengths)
+        with np.errstate(over="ignore"):
+            terms = data.astype(np.uint64) * _POWERS[position]
+        filled = lengths > 0
+        hashes[filled] = np.add.reduceat(terms, starts[filled])
+    with np.errstate(over="ignore"):
+        mixed = (hashes ^ lengths.astype(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
+    out = ((mixed >> np.uint64(29)) % np.uint64(buckets)).astype(np.int64)
+    if arr.null_count:
+        out[~np.asarray(arr.is_valid())] = -1
+    return out
 
 
-def _history(store: ObjectStore, period: str, current: list[pa.Table]) -> list[pa.Table]:
-    """Earlier periods' rows of the cases in ``current`` (latest sealed revision of each period)."""
+def _files(store: ObjectStore, period: str, files: list[FileEntry]) -> tuple[list[str], int]:
+    """This revision's files and earlier periods' latest sealed files, with their total rows."""
+    paths, rows = [e.path for e in files], sum(e.rows for e in files)
     start, _ = period_bounds(period)
     snapshots = Snapshots(store)
-    files: list[str] = []
     for other in snapshots.periods():
         if other == period or period_bounds(other)[1] > start:
             continue
         manifest = snapshots.manifest(other)
         if manifest is not None:
-            files += [entry.path for entry in manifest.files]
-    if not files:
-        return []
-    cases = _keys(current, "case_pseudonym")
-    reports = _keys(current, "report_pseudonym")
-    executions = _keys(current, "execution_pseudonym")
-    # reports that earlier OM events linked to this period's cases (their police events come along)
-    links = [
-        t.filter(pc.is_in(t["case_pseudonym"], value_set=cases))
-        for t in _read(store, files, ["case_pseudonym", "report_pseudonym"])
-    ]
-    reports = pc.unique(pa.concat_arrays([reports, _keys(links, "report_pseudonym")]))
-    found = []
-    for table in _read(store, files, COLUMNS):
-        wanted = pc.or_(
-            pc.or_(
-                pc.is_in(table["case_pseudonym"], value_set=cases),
-                pc.is_in(table["report_pseudonym"], value_set=reports),
-            ),
-            pc.is_in(table["execution_pseudonym"], value_set=executions),
-        )
-        found.append(table.filter(pc.fill_null(wanted, False)))
-    return found
+            paths += [e.path for e in manifest.files]
+            rows += manifest.rows
+    return paths, rows
 
 
-def microdata_tables(store: ObjectStore, period: str, files: list[FileEntry]) -> dict[str, bytes]:
-    """``chain`` and ``person`` Parquet for a revision being sealed (``files``: all its data files)."""
-    current = _read(store, (entry.path for entry in files), COLUMNS)
-    tables = (
-        [t.cast(current[0].schema) for t in [*current, *_history(store, period, current)]] if current else []
-    )
-    if not tables:
-        return {}
-    events = pa.concat_tables(tables)
+def _read(store: ObjectStore, paths: Iterable[str], columns: list[str]) -> Iterator[pa.Table]:
+    for path in paths:
+        yield pq.read_table(io.BytesIO(store.get(path)), columns=columns)
+
+
+def _links(store: ObjectStore, paths: list[str], buckets: int) -> dict[str, pa.Table]:
+    """(report -> case bucket) and (execution -> case bucket), distinct, over every event with both."""
+    found: dict[str, list[pa.Table]] = {"report_pseudonym": [], "execution_pseudonym": []}
+    for table in _read(store, paths, ["case_pseudonym", "report_pseudonym", "execution_pseudonym"]):
+        bucket = pa.array(buckets_of(table["case_pseudonym"], buckets))
+        for key, parts in found.items():
+            both = pc.and_(pc.is_valid(table["case_pseudonym"]), pc.is_valid(table[key]))
+            pairs = pa.table({key: table[key].cast(pa.string()), "_bucket": bucket}).filter(both)
+            parts.append(pairs.group_by([key, "_bucket"]).aggregate([]))
     return {
-        "chain": write_table(chain_table(events, period)),
-        "person": write_table(person_table(events, period)),
+        key: pa.concat_tables(parts).group_by([key, "_bucket"]).aggregate([])
+        if parts
+        else pa.table({key: pa.array([], pa.string()), "_bucket": pa.array([], pa.int64())})
+        for key, parts in found.items()
     }
+
+
+def _case_buckets(table: pa.Table, links: dict[str, pa.Table], buckets: int) -> pa.Table:
+    """The rows with a ``_bucket`` column: the case's bucket; a linked row once per case bucket."""
+    direct = table.append_column("_bucket", pa.array(buckets_of(table["case_pseudonym"], buckets)))
+    with_case = direct.filter(pc.greater_equal(direct["_bucket"], 0))
+    parts = [with_case]
+    rest = table.filter(pc.is_null(table["case_pseudonym"]))
+    for key in ("report_pseudonym", "execution_pseudonym"):
+        keyed = rest.filter(pc.is_valid(rest[key]))
+        if keyed.num_rows and links[key].num_rows:
+            # join on a row number (joins carry no list columns such as ``concepts``), then take rows
+            index = pa.table({key: keyed[key].cast(pa.string()), "_row": pa.array(np.arange(keyed.num_rows))})
+            hits = index.join(links[key], key, join_type="inner", use_threads=False).sort_by("_row")
+            taken = keyed.take(hits["_row"]).append_column("_bucket", hits["_bucket"])
+            parts.append(taken.cast(with_case.schema))
+    return pa.concat_tables(parts)
+
+
+def _person_buckets(table: pa.Table, buckets: int) -> pa.Table:
+    placed = table.append_column("_bucket", pa.array(buckets_of(table["person_pseudonym"], buckets)))
+    return placed.filter(pc.greater_equal(placed["_bucket"], 0))
+
+
+def _spill(
+    store: ObjectStore,
+    paths: list[str],
+    tmp: Path,
+    buckets: int,
+    assign: Callable[[pa.Table], pa.Table],
+) -> list[Path]:
+    """Write each file's rows into their buckets' temporary Parquet files; returns those that exist."""
+    writers: dict[int, pq.ParquetWriter] = {}
+    try:
+        for table in _read(store, paths, COLUMNS):
+            placed = assign(table)
+            for bucket in pc.unique(placed["_bucket"]).to_pylist():
+                part = placed.filter(pc.equal(placed["_bucket"], bucket)).drop_columns(["_bucket"])
+                if bucket not in writers:
+                    writers[bucket] = pq.ParquetWriter(tmp / f"bucket-{bucket:05d}.parquet", part.schema)
+                writers[bucket].write_table(part.cast(writers[bucket].schema))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return [tmp / f"bucket-{b:05d}.parquet" for b in sorted(writers)]
+
+
+def _build(
+    parts: list[Path], period: str, build: Callable[[pa.Table, str], pa.Table], schema: pa.Schema
+) -> bytes:
+    out = io.BytesIO()
+    with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+        for path in parts:
+            table = build(pq.read_table(path), period)
+            if table.num_rows:
+                writer.write_table(table.cast(schema))
+    return out.getvalue()
+
+
+def microdata_tables(
+    store: ObjectStore, period: str, files: list[FileEntry], *, bucket_rows: int = BUCKET_ROWS
+) -> dict[str, bytes]:
+    """``chain`` and ``person`` Parquet for a revision being sealed (``files``: all its data files)."""
+    paths, rows = _files(store, period, files)
+    if not files:
+        return {}
+    buckets = max(1, math.ceil(rows / bucket_rows))
+    links = _links(store, paths, buckets)
+    with tempfile.TemporaryDirectory(prefix="ketenstroom-tables-") as tmp:
+        case_dir, person_dir = Path(tmp) / "case", Path(tmp) / "person"
+        case_dir.mkdir()
+        person_dir.mkdir()
+        by_case = _spill(store, paths, case_dir, buckets, lambda t: _case_buckets(t, links, buckets))
+        by_person = _spill(store, paths, person_dir, buckets, lambda t: _person_buckets(t, buckets))
+        return {
+            "chain": _build(by_case, period, chain_table, CHAIN_SCHEMA),
+            "person": _build(by_person, period, person_table, PERSON_SCHEMA),
+        }
 
 
 def sealer_for(store: ObjectStore, policy: SealPolicy) -> Sealer:

@@ -91,3 +91,26 @@ def test_chain_event_has_no_field_for_direct_identifiers() -> None:
     names = {f["name"] for f in chain.schema["fields"]}
     for forbidden in ("bsn", "skn", "parketnummer", "pv_number", "birth_date", "postcode", "name", "address"):
         assert forbidden not in names
+
+
+def test_a_schema_without_logical_types_reads_the_same_bytes_as_plain_values() -> None:
+    import uuid
+    from datetime import UTC, datetime
+
+    from ketenstroom.contract import load_schemas
+    from ketenstroom.contract.codec import decode, encode, without_logical_types
+    from ketenstroom.settings import PathSettings
+    from producers.synthetic.curated import CHAIN_EVENT, chain_event
+
+    schema = load_schemas(PathSettings().schema_dir)[CHAIN_EVENT].parsed
+    moment = datetime(2026, 3, 29, 0, 59, 59, 123000, tzinfo=UTC)
+    event_id = uuid.uuid4()
+    payload = encode(schema, chain_event(event_id=str(event_id), event_time=moment, case="c" * 64))
+    typed, plain = decode(schema, payload), decode(without_logical_types(schema), payload)
+    assert (
+        plain["event_time"] == int(moment.timestamp() * 1000) == int(typed["event_time"].timestamp() * 1000)
+    )
+    assert plain["event_id"] == str(event_id) == str(typed["event_id"])
+    assert {k: v for k, v in plain.items() if not k.endswith(("_time", "_id"))} == {
+        k: v for k, v in typed.items() if not k.endswith(("_time", "_id"))
+    }
