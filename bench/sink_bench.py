@@ -40,8 +40,7 @@ from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
 from producers.synthetic.curated import CHAIN_EVENT, chain_event, chain_events, publish_curated
 from sinks.parquet import SCHEMA
 from sinks.runner import Sink
-from sinks.snapshot import SealPolicy
-from sinks.tables import sealer_for
+from sinks.snapshot import Sealer, SealPolicy
 
 AS_OF = datetime(2030, 1, 1, tzinfo=UTC)  # every generated period is past its grace
 
@@ -62,7 +61,7 @@ def run_ours(
         store=store,
         group_id=f"{topics.prefix}ours-{uuid.uuid4().hex[:6]}",
         topics=topics,
-        sealer=sealer_for(store, _policy()),
+        sealer=Sealer(store, _policy()),
     ).run(stop_at=stop)
     elapsed = time.perf_counter() - start
     assert report.sealed, "nothing was sealed"

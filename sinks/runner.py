@@ -4,7 +4,8 @@ Commit order, enforced in ``Sink.flush`` (ARCHITECTURE.md, "Order of commit"):
 
 1. write every buffered file to object storage under ``staging/`` (durable when ``put`` returns);
 2. when the sink has caught up (or is stopping), seal every period that is due: manifest last,
-   create-only (``sinks/snapshot.py`` has the steps);
+   create-only (``sinks/snapshot.py`` has the steps); then derive the chain and person tables of each
+   sealed revision that has none (``sinks/tables.py``);
 3. only then commit the Kafka offsets just past the last record written.
 
 A crash between 1 and 3 re-reads the same records. Staged names are deterministic
@@ -38,7 +39,8 @@ from ketenstroom.errors import DeliveryError, RecordError
 from ketenstroom.settings import KafkaSettings, RegistrySettings
 from sinks.parquet import to_parquet
 from sinks.periods import PeriodKind, period_code
-from sinks.snapshot import Manifest, Sealer, staging_name
+from sinks.snapshot import Manifest, Sealer, TablesManifest, staging_name
+from sinks.tables import build_missing_tables
 
 log = logging.getLogger("ketenstroom.sink")
 
@@ -56,6 +58,7 @@ class SinkReport:
     objects: list[str] = field(default_factory=list)  # staged objects written
     rows_per_period: dict[str, int] = field(default_factory=dict)
     sealed: list[Manifest] = field(default_factory=list)
+    tables: list[TablesManifest] = field(default_factory=list)
 
     @property
     def duplicates(self) -> int:
@@ -78,6 +81,7 @@ class Sink:
         max_buffered: int = 50_000,
         flush_interval_s: float = 5.0,
         sealer: Sealer | None = None,
+        tables: bool = True,
     ) -> None:
         self.consumer = Consumer(
             kafka.librdkafka(
@@ -95,6 +99,7 @@ class Sink:
         self.max_buffered = max_buffered
         self.flush_interval_s = flush_interval_s
         self.sealer = sealer
+        self.tables = tables
         # (period, partition) -> rows; first offset of each buffer names its object
         self._buffers: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
         self._schema_ids: dict[tuple[str, int], set[int]] = defaultdict(set)
@@ -230,6 +235,8 @@ class Sink:
         # 2. manifests of the periods that are due, after their data and before the offsets
         if seal and self.sealer is not None:
             self.report.sealed.extend(self.sealer.seal_due())
+            if self.tables:  # derived from sealed revisions; missing ones too (after a crash)
+                self.report.tables.extend(build_missing_tables(self.store))
             self._staged_since_seal = False
             self._last_seal = time.monotonic()
         # 3. offsets, only after every file above is stored (and sealed, when due)

@@ -5,9 +5,10 @@ Layout below the store's root (deterministic names; a retry overwrites, it never
     staging/<period>/part-p<PPP>-o<OFFSET>.parquet     the sink's incremental files; not for readers
     snapshots/<period>/r<N>/data/r<K>-p<PPP>-o<OFFSET>.parquet
                                                        revision N's rows (K: the revision that added them)
-    snapshots/<period>/r<N>/chain.parquet              one row per case pseudonym (linked microdata)
-    snapshots/<period>/r<N>/person.parquet             one row per person pseudonym
     snapshots/<period>/r<N>/manifest.json              written last, create-only: the revision exists
+    snapshots/<period>/r<N>/tables/chain.parquet       one row per case pseudonym (linked microdata)
+    snapshots/<period>/r<N>/tables/person.parquet      one row per person pseudonym
+    snapshots/<period>/r<N>/tables/manifest.json       the tables' own manifest (create-only, last)
     snapshots/<period>/latest.json                     pointer to the newest manifest (a convenience)
 
 A revision is visible only when its manifest exists; its data directory is self-contained (revision N
@@ -20,15 +21,18 @@ period as known at sealing. Sealing revision N (``Sealer.seal``), in this order:
    other under the name of its first kept offset, then delete the staged file (a name that can only ever
    hold those rows, so a resumed seal rewrites the same bytes);
 3. copy revision N-1's data files into ``r<N>/data`` (earlier revisions are never touched);
-4. write the chain and person tables;
-5. write ``manifest.json`` create-only, listing every file with its sha256 and row count, rows per
+4. write ``manifest.json`` create-only, listing every file with its sha256 and row count, rows per
    partner and event type, offsets covered per partition, schema ids, mapping and key versions;
-6. point ``latest.json`` at it.
+5. point ``latest.json`` at it.
 
-A crash anywhere before 5 leaves no visible revision and the next seal resumes; a crash after 5 leaves a
-complete one. Statuses follow CBS: r0 ``provisional``, later ones ``revised``; the first revision sealed
-on or after ``period end + final_after`` is ``final``, and nothing is added to a period after that (rows
-arriving later stay in ``staging/`` and are reported as held, never dropped).
+A crash anywhere before 4 leaves no visible revision and the next seal resumes; a crash after 4 leaves a
+complete one. The chain and person tables are derived from a sealed revision afterwards
+(``sinks/tables.py``), with a manifest of their own that names the revision's manifest by sha256: a
+revision is complete without them, and they can always be rebuilt from it.
+
+Statuses follow CBS: r0 ``provisional``, later ones ``revised``; the first revision sealed on or after
+``period end + final_after`` is ``final``, and nothing is added to a period after that (rows arriving
+later stay in ``staging/`` and are reported as held, never dropped).
 
 One sealer per store: run the sink's sealing in one instance (``--seal``, the default) and start extra
 instances of the same group with ``--no-seal``.
@@ -130,7 +134,6 @@ class Manifest(BaseModel):
     final_after_days: float
     previous_manifest_sha256: str | None
     files: list[FileEntry]
-    tables: dict[str, FileEntry]
     rows: int
     rows_new: int
     duplicates_dropped: int
@@ -144,6 +147,30 @@ class Manifest(BaseModel):
     @property
     def prefix(self) -> str:
         return revision_prefix(self.period, self.revision)
+
+    def to_bytes(self) -> bytes:
+        return (self.model_dump_json(indent=2) + "\n").encode()
+
+
+TABLES_FORMAT = "ketenstroom.snapshot-tables/1"
+
+
+def tables_manifest_name(period: str, revision: int) -> str:
+    return revision_prefix(period, revision) + "tables/manifest.json"
+
+
+class TablesManifest(BaseModel):
+    """The linked chain and person tables derived from one sealed revision."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: str = TABLES_FORMAT
+    period: str
+    revision: int
+    revision_manifest_sha256: str
+    built_at: datetime
+    events_read: int  # this revision's rows plus the earlier periods' rows read for the cases' history
+    files: dict[str, FileEntry]
 
     def to_bytes(self) -> bytes:
         return (self.model_dump_json(indent=2) + "\n").encode()
@@ -316,6 +343,10 @@ class Snapshots:
             return manifests[-1] if manifests else None
         return next((m for m in manifests if m.revision == revision), None)
 
+    def tables(self, manifest: Manifest) -> TablesManifest | None:
+        key = tables_manifest_name(manifest.period, manifest.revision)
+        return TablesManifest.model_validate_json(self.store.get(key)) if self.store.exists(key) else None
+
     def staged(self, period: str) -> list[str]:
         return [k for k in self.store.list(f"staging/{period}/") if _STAGED.search(k)]
 
@@ -326,7 +357,14 @@ class Snapshots:
         if Manifest.model_validate_json(raw) != manifest:
             problems.append(f"{manifest_name(manifest.period, manifest.revision)}: changed since it was read")
         listed = {entry.path for entry in manifest.files}
-        for entry in [*manifest.files, *manifest.tables.values()]:
+        tables = self.tables(manifest)
+        if tables is not None:
+            body = self.store.get(manifest_name(manifest.period, manifest.revision))
+            if tables.revision_manifest_sha256 != sha256(body):
+                problems.append(
+                    f"{tables_manifest_name(manifest.period, manifest.revision)}: built from another manifest"
+                )
+        for entry in [*manifest.files, *(tables.files.values() if tables else [])]:
             if not self.store.exists(entry.path):
                 problems.append(f"{entry.path}: missing")
                 continue
@@ -350,9 +388,6 @@ class Snapshots:
         return problems
 
 
-TableBuilder = Callable[[ObjectStore, str, list[FileEntry]], dict[str, bytes]]
-
-
 class Sealer:
     """Seals periods whose end plus grace has passed (module docstring: the order and why)."""
 
@@ -360,13 +395,10 @@ class Sealer:
         self,
         store: ObjectStore,
         policy: SealPolicy | None = None,
-        *,
-        tables: TableBuilder | None = None,
     ) -> None:
         self.store = store
         self.policy = policy or SealPolicy()
         self.snapshots = Snapshots(store)
-        self.tables = tables
 
     def status_due(self, period: str, latest: Manifest | None, now: datetime) -> Status | None:
         """The status a new revision would get now, or None when the period cannot be sealed yet."""
@@ -426,17 +458,9 @@ class Sealer:
             stats.merge(r.stats)
             entries.append(r.entry.model_copy(update={"path": target}))
         entries.sort(key=lambda e: e.path)
-        # 4. linked microdata
-        tables: dict[str, FileEntry] = {}
-        if self.tables is not None:
-            for name, data in sorted(self.tables(self.store, period, entries).items()):
-                key = f"{prefix}{name}.parquet"
-                self.store.put(key, data)
-                rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
-                tables[name] = FileEntry(path=key, sha256=sha256(data), rows=rows, bytes=len(data))
-        # 5. the manifest, create-only: from here on the revision exists
+        # 4. the manifest, create-only: from here on the revision exists
         crash_point("seal.before-manifest")
-        return self._publish(period, revision, status, now, latest, entries, tables, stats, rows_new, dropped)
+        return self._publish(period, revision, status, now, latest, entries, stats, rows_new, dropped)
 
     def _take_staged(
         self,
@@ -483,7 +507,6 @@ class Sealer:
         now: datetime,
         latest: Manifest | None,
         entries: list[FileEntry],
-        tables: dict[str, FileEntry],
         stats: _Stats,
         rows_new: int,
         dropped: int,
@@ -502,7 +525,6 @@ class Sealer:
                 None if latest is None else sha256(self.store.get(manifest_name(period, latest.revision)))
             ),
             files=entries,
-            tables=tables,
             rows=sum(e.rows for e in entries),
             rows_new=rows_new,
             duplicates_dropped=dropped,
@@ -523,7 +545,7 @@ class Sealer:
             log.warning("period %s r%d was sealed by another sealer; keeping its manifest", period, revision)
             return self.snapshots.manifest(period, revision) or manifest
         crash_point("seal.after-manifest")
-        # 6. the pointer (overwritten; the manifests stay the truth if a crash leaves it behind)
+        # 5. the pointer (overwritten; the manifests stay the truth if a crash leaves it behind)
         self._point(period, revision, status, body)
         log.info(
             "sealed %s r%d (%s): %d rows, %d new, %d duplicates dropped",
@@ -547,7 +569,7 @@ class Sealer:
         self.store.put(latest_name(period), json.dumps(pointer, indent=2).encode())
 
     def repoint(self) -> None:
-        """Make every ``latest.json`` name the newest manifest (after a crash between steps 5 and 6)."""
+        """Make every ``latest.json`` name the newest manifest (after a crash between steps 4 and 5)."""
         for period in self.snapshots.periods():
             latest = self.snapshots.manifest(period)
             if latest is None:

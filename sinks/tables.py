@@ -1,4 +1,4 @@
-"""The sealer as the commands run it: each revision gets its linked chain and person tables.
+"""Linked chain and person tables for each sealed revision, derived from it after it is sealed.
 
 A period's chain table needs the history of its cases too (a judgment in July links back to a police
 registration in March), so the events handed to ``sinks.microdata`` are this revision's rows plus the
@@ -15,9 +15,11 @@ bucket and buckets come in a fixed order, so the same events always give byte-id
 from __future__ import annotations
 
 import io
+import logging
 import math
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +27,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.adapters.objectstore import ObjectExistsError, ObjectStore
+from ketenstroom.crashpoints import crash_point
 from sinks.microdata import CHAIN_SCHEMA, PERSON_SCHEMA, chain_table, person_table
 from sinks.periods import period_bounds
-from sinks.snapshot import FileEntry, Sealer, SealPolicy, Snapshots
+from sinks.snapshot import (
+    FileEntry,
+    Manifest,
+    Snapshots,
+    TablesManifest,
+    manifest_name,
+    revision_prefix,
+    sha256,
+    tables_manifest_name,
+)
+
+log = logging.getLogger("ketenstroom.tables")
 
 COLUMNS = [
     "period",
@@ -175,11 +189,9 @@ def _build(
 
 def microdata_tables(
     store: ObjectStore, period: str, files: list[FileEntry], *, bucket_rows: int = BUCKET_ROWS
-) -> dict[str, bytes]:
-    """``chain`` and ``person`` Parquet for a revision being sealed (``files``: all its data files)."""
+) -> tuple[dict[str, bytes], int]:
+    """``chain`` and ``person`` Parquet for a revision (``files``: its data files), and the events read."""
     paths, rows = _files(store, period, files)
-    if not files:
-        return {}
     buckets = max(1, math.ceil(rows / bucket_rows))
     links = _links(store, paths, buckets)
     with tempfile.TemporaryDirectory(prefix="ketenstroom-tables-") as tmp:
@@ -188,11 +200,53 @@ def microdata_tables(
         person_dir.mkdir()
         by_case = _spill(store, paths, case_dir, buckets, lambda t: _case_buckets(t, links, buckets))
         by_person = _spill(store, paths, person_dir, buckets, lambda t: _person_buckets(t, buckets))
-        return {
+        tables = {
             "chain": _build(by_case, period, chain_table, CHAIN_SCHEMA),
             "person": _build(by_person, period, person_table, PERSON_SCHEMA),
         }
+    return tables, rows
 
 
-def sealer_for(store: ObjectStore, policy: SealPolicy) -> Sealer:
-    return Sealer(store, policy, tables=microdata_tables)
+def build_tables(store: ObjectStore, manifest: Manifest, *, now: datetime | None = None) -> TablesManifest:
+    """Write a sealed revision's chain and person tables, then their manifest (create-only, last)."""
+    existing = Snapshots(store).tables(manifest)
+    if existing is not None:
+        return existing
+    tables, events_read = microdata_tables(store, manifest.period, manifest.files)
+    prefix = revision_prefix(manifest.period, manifest.revision) + "tables/"
+    files = {}
+    for name, data in sorted(tables.items()):
+        key = f"{prefix}{name}.parquet"
+        store.put(key, data)
+        rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+        files[name] = FileEntry(path=key, sha256=sha256(data), rows=rows, bytes=len(data))
+    built = TablesManifest(
+        period=manifest.period,
+        revision=manifest.revision,
+        revision_manifest_sha256=sha256(store.get(manifest_name(manifest.period, manifest.revision))),
+        built_at=now or datetime.now(UTC),
+        events_read=events_read,
+        files=files,
+    )
+    crash_point("tables.before-manifest")
+    try:
+        store.put(
+            tables_manifest_name(manifest.period, manifest.revision), built.to_bytes(), create_only=True
+        )
+    except ObjectExistsError:
+        return Snapshots(store).tables(manifest) or built
+    log.info(
+        "tables of %s r%d: %s", manifest.period, manifest.revision, {k: v.rows for k, v in files.items()}
+    )
+    return built
+
+
+def build_missing_tables(store: ObjectStore, periods: Iterable[str] | None = None) -> list[TablesManifest]:
+    """Tables for every sealed revision that has none yet (after a crash, or a sink run with --no-tables)."""
+    snapshots = Snapshots(store)
+    built = []
+    for period in sorted(periods) if periods is not None else snapshots.periods():
+        for manifest in snapshots.manifests(period):
+            if snapshots.tables(manifest) is None:
+                built.append(build_tables(store, manifest))
+    return built

@@ -116,12 +116,12 @@ def sink(
     final_after_days: float | None = typer.Option(None, help="Days after a period's end it becomes final."),
     as_of: str | None = typer.Option(None, help="Seal as if it were this moment (ISO); default now."),
     max_buffered: int = typer.Option(50_000, help="Rows buffered before a staged file is written."),
+    tables: bool = typer.Option(True, help="Derive the chain and person tables of each sealed revision."),
 ) -> None:
     """Stage curated.chain-events as period Parquet, seal due periods (manifest last), then commit offsets."""
     from ketenstroom.cli.snapshot import parse_as_of, policy_settings
     from sinks.runner import Sink
-    from sinks.snapshot import SealPolicy
-    from sinks.tables import sealer_for
+    from sinks.snapshot import Sealer, SealPolicy
 
     kafka = KafkaSettings()
     url = storage or StorageSettings().url
@@ -139,7 +139,8 @@ def sink(
             period=period or settings.period,  # type: ignore[arg-type]
             topics=topics,
             max_buffered=max_buffered,
-            sealer=sealer_for(store, policy) if seal else None,
+            sealer=Sealer(store, policy) if seal else None,
+            tables=tables,
         ).run(stop_at=stop_at)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
@@ -154,6 +155,7 @@ def sink(
                 "objects": len(report.objects),
                 "sealed": [f"{m.period} r{m.revision} {m.status}" for m in report.sealed],
                 "duplicates_dropped": report.duplicates,
+                "tables": [f"{t.period} r{t.revision}" for t in report.tables],
             },
             sort_keys=True,
         )

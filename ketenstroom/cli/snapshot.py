@@ -1,4 +1,4 @@
-"""``ketenstroom snapshot list|show|verify|seal``: sealed periods, their revisions, their integrity."""
+"""``ketenstroom snapshot list|show|verify|seal|tables``: sealed periods, revisions, integrity, microdata."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import S3Settings, SnapshotSettings, StorageSettings
 
-app = typer.Typer(help="Sealed period snapshots: list, show, verify, seal.", no_args_is_help=True)
+app = typer.Typer(help="Sealed period snapshots: list, show, verify, seal, tables.", no_args_is_help=True)
 console = Console(stderr=True)
 out = Console()
 
@@ -135,8 +135,11 @@ def show(
         f"schema ids {manifest.schema_ids}; terminology {manifest.mapping_versions}; "
         f"pseudonym keys {manifest.pseudonym_key_ids}"
     )
-    for name, entry in manifest.tables.items():
-        out.print(f"{name} table: {entry.rows:,} rows, {entry.path}")
+    tables = Snapshots(store).tables(manifest)
+    if tables is None:
+        out.print("chain and person tables: not built yet (ketenstroom snapshot tables)")
+    for name, entry in (tables.files if tables else {}).items():
+        out.print(f"{name} table: {entry.rows:,} rows, {store.root}/{entry.path}")
     print(f"read: {store.root}/{manifest.prefix}data/*.parquet")
 
 
@@ -164,8 +167,10 @@ def verify(
                     for problem in problems:
                         print(f"DIFFERENT {label}: {problem}")
                 else:
-                    files = len(manifest.files) + len(manifest.tables)
-                    print(f"ok {label} {manifest.status}: {files} files, {manifest.rows} rows")
+                    tables = snapshots.tables(manifest)
+                    files = len(manifest.files) + (len(tables.files) if tables else 0)
+                    extra = "" if tables else " (no tables yet)"
+                    print(f"ok {label} {manifest.status}: {files} files, {manifest.rows} rows{extra}")
     except KetenstroomError as exc:
         raise _fail(exc) from exc
     print(f"verified {checked} revisions, {failed} with differences")
@@ -181,12 +186,11 @@ def seal(
     final_after_days: float | None = typer.Option(None, help="Days after a period's end it becomes final."),
 ) -> None:
     """Seal every period that is due, without consuming (the sink does this itself when it catches up)."""
-    from sinks.snapshot import SealPolicy
-    from sinks.tables import sealer_for
+    from sinks.snapshot import Sealer, SealPolicy
 
     try:
         policy = SealPolicy.from_settings(policy_settings(grace_days, final_after_days), parse_as_of(as_of))
-        sealed = sealer_for(_store(storage), policy).seal_due()
+        sealed = Sealer(_store(storage), policy).seal_due()
     except KetenstroomError as exc:
         raise _fail(exc) from exc
     for manifest in sealed:
@@ -203,3 +207,24 @@ def seal(
             )
         )
     console.print(f"{len(sealed)} revisions sealed")
+
+
+@app.command()
+def tables(
+    period: list[str] = typer.Argument(None, help="Periods (default: every period)."),
+    storage: str | None = STORAGE,
+) -> None:
+    """Build the chain and person tables of every sealed revision that has none yet."""
+    from sinks.tables import build_missing_tables
+
+    try:
+        built = build_missing_tables(_store(storage), period or None)
+    except KetenstroomError as exc:
+        raise _fail(exc) from exc
+    for t in built:
+        print(
+            json.dumps(
+                {"period": t.period, "revision": t.revision, **{k: v.rows for k, v in t.files.items()}}
+            )
+        )
+    console.print(f"tables built for {len(built)} revisions")

@@ -23,8 +23,7 @@ from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
 from producers.synthetic.curated import chain_event, publish_curated
 from sinks.runner import Sink
-from sinks.snapshot import Manifest, SealPolicy, Snapshots
-from sinks.tables import sealer_for
+from sinks.snapshot import Manifest, Sealer, SealPolicy, Snapshots
 from tests.conftest import Services
 
 AS_OF = datetime(2027, 6, 1, tzinfo=UTC)  # every period below is past its grace, none is final
@@ -61,7 +60,7 @@ def _sink(services: Services, names: Topics, group: str, store: ObjectStore) -> 
         group_id=group,
         topics=names,
         max_buffered=3,  # several staged files per period, so sealing moves and merges many
-        sealer=sealer_for(
+        sealer=Sealer(
             store, SealPolicy(grace=timedelta(days=14), final_after=timedelta(days=3650), clock=lambda: AS_OF)
         ),
     )
@@ -218,9 +217,11 @@ def test_chain_table_follows_a_case_across_periods_with_exact_lead_times(
     _publish(services, topic, events)
     _sink(services, topic, group_id, store).run(stop_at=end_offsets(services.kafka, [topic.curated]))
     manifest = Snapshots(store).manifest("2026MM07")
-    assert manifest is not None and set(manifest.tables) == {"chain", "person"}
+    assert manifest is not None
+    tables = Snapshots(store).tables(manifest)
+    assert tables is not None and set(tables.files) == {"chain", "person"}
     assert Snapshots(store).verify(manifest) == []
-    chain = pq.read_table(io.BytesIO(store.get(manifest.tables["chain"].path))).to_pylist()
+    chain = pq.read_table(io.BytesIO(store.get(tables.files["chain"].path))).to_pylist()
     assert len(chain) == 1
     row = chain[0]
     days = [(b[2].date() - a[2].date()).days for a, b in itertools.pairwise(steps)]
@@ -237,10 +238,11 @@ def test_chain_table_follows_a_case_across_periods_with_exact_lead_times(
     assert row["juvenile"] is True and row["anomalies"] == []
     # the March snapshot's chain table knows only what was known by the end of March
     march = Snapshots(store).manifest("2026MM03")
-    assert march is not None
-    early = pq.read_table(io.BytesIO(store.get(march.tables["chain"].path))).to_pylist()
+    march_tables = None if march is None else Snapshots(store).tables(march)
+    assert march_tables is not None
+    early = pq.read_table(io.BytesIO(store.get(march_tables.files["chain"].path))).to_pylist()
     assert [(r["om_registration_time"] is not None, r["om_decision_time"]) for r in early] == [(True, None)]
-    person_rows = pq.read_table(io.BytesIO(store.get(manifest.tables["person"].path))).to_pylist()
+    person_rows = pq.read_table(io.BytesIO(store.get(tables.files["person"].path))).to_pylist()
     assert [(p["person_pseudonym"], p["cases_total"], p["furthest_step"]) for p in person_rows] == [
         (person, 1, "judgment")
     ]
