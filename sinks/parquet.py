@@ -29,6 +29,7 @@ SCHEMA = pa.schema(
         ("source_event_type", _CATEGORY),
         ("source_system", _CATEGORY),
         ("event_time", _TS),
+        ("event_date", pa.date32()),  # the local (Europe/Amsterdam) calendar date of event_time
         ("registration_time", _TS),
         ("chain_step", _CATEGORY),
         ("case_pseudonym", pa.string()),

@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -38,7 +38,7 @@ from ketenstroom.crashpoints import crash_point
 from ketenstroom.errors import DeliveryError, RecordError
 from ketenstroom.settings import KafkaSettings, RegistrySettings
 from sinks.parquet import to_parquet
-from sinks.periods import PeriodKind, period_code
+from sinks.periods import AMSTERDAM, PeriodKind, period_code
 from sinks.snapshot import Manifest, Sealer, TablesManifest, staging_name
 from sinks.tables import build_missing_tables
 
@@ -111,7 +111,7 @@ class Sink:
         self._last_flush = time.monotonic()
         self._buffered = 0
         self._plain: dict[int, Any] = {}  # schema id -> writer schema without logical types
-        self._period_of_hour: dict[int, str] = {}  # UTC hour -> period (boundaries are local midnights)
+        self._hour: dict[int, tuple[str, date]] = {}  # UTC hour -> period and local date (see _local)
         self.report = SinkReport()
 
     def run(
@@ -201,20 +201,21 @@ class Sink:
                 exc.reason,
             )
             return
-        period = self._period(event["event_time"])
-        event.update(period=period, kafka_partition=partition, kafka_offset=offset)
+        period, day = self._local(event["event_time"])
+        event.update(period=period, event_date=day, kafka_partition=partition, kafka_offset=offset)
         self._buffers[(period, partition)].append(event)
         self._schema_ids[(period, partition)].add(schema_id)
         self._buffered += 1
 
-    def _period(self, event_ms: int) -> str:
-        # Europe/Amsterdam is a whole number of hours from UTC, so a local midnight starts a UTC hour
+    def _local(self, event_ms: int) -> tuple[str, date]:
+        """Period and Amsterdam date of an instant. Europe/Amsterdam is a whole number of hours from
+        UTC, so every local midnight starts a UTC hour: both are the same for a whole UTC hour."""
         hour = event_ms // 3_600_000
-        period = self._period_of_hour.get(hour)
-        if period is None:
+        found = self._hour.get(hour)
+        if found is None:
             moment = datetime.fromtimestamp(hour * 3600, tz=UTC)
-            period = self._period_of_hour[hour] = period_code(moment, self.period)
-        return period
+            found = self._hour[hour] = (period_code(moment, self.period), moment.astimezone(AMSTERDAM).date())
+        return found
 
     def flush(self, *, seal: bool = False) -> None:
         # 1. data files durable
