@@ -155,24 +155,29 @@ def _person_buckets(table: pa.Table, buckets: int) -> pa.Table:
 def _spill(
     store: ObjectStore,
     paths: list[str],
-    tmp: Path,
-    buckets: int,
-    assign: Callable[[pa.Table], pa.Table],
-) -> list[Path]:
-    """Write each file's rows into their buckets' temporary Parquet files; returns those that exist."""
-    writers: dict[int, pq.ParquetWriter] = {}
+    layouts: dict[str, tuple[Path, Callable[[pa.Table], pa.Table]]],
+) -> dict[str, list[Path]]:
+    """One pass over the files: each file's rows into their buckets' temporary Parquet files, for every
+    layout (name -> directory, rows with a ``_bucket`` column). Returns each layout's bucket files."""
+    writers: dict[tuple[str, int], pq.ParquetWriter] = {}
     try:
         for table in _read(store, paths, COLUMNS):
-            placed = assign(table)
-            for bucket in pc.unique(placed["_bucket"]).to_pylist():
-                part = placed.filter(pc.equal(placed["_bucket"], bucket)).drop_columns(["_bucket"])
-                if bucket not in writers:
-                    writers[bucket] = pq.ParquetWriter(tmp / f"bucket-{bucket:05d}.parquet", part.schema)
-                writers[bucket].write_table(part.cast(writers[bucket].schema))
+            for name, (directory, assign) in layouts.items():
+                placed = assign(table)
+                for bucket in pc.unique(placed["_bucket"]).to_pylist():
+                    part = placed.filter(pc.equal(placed["_bucket"], bucket)).drop_columns(["_bucket"])
+                    writer = writers.get((name, bucket))
+                    if writer is None:
+                        path = directory / f"bucket-{bucket:05d}.parquet"
+                        writer = writers[(name, bucket)] = pq.ParquetWriter(path, part.schema)
+                    writer.write_table(part.cast(writer.schema))
     finally:
         for writer in writers.values():
             writer.close()
-    return [tmp / f"bucket-{b:05d}.parquet" for b in sorted(writers)]
+    return {
+        name: [directory / f"bucket-{b:05d}.parquet" for n, b in sorted(writers) if n == name]
+        for name, (directory, _) in layouts.items()
+    }
 
 
 def _build(
@@ -198,11 +203,17 @@ def microdata_tables(
         case_dir, person_dir = Path(tmp) / "case", Path(tmp) / "person"
         case_dir.mkdir()
         person_dir.mkdir()
-        by_case = _spill(store, paths, case_dir, buckets, lambda t: _case_buckets(t, links, buckets))
-        by_person = _spill(store, paths, person_dir, buckets, lambda t: _person_buckets(t, buckets))
+        spilled = _spill(
+            store,
+            paths,
+            {
+                "case": (case_dir, lambda t: _case_buckets(t, links, buckets)),
+                "person": (person_dir, lambda t: _person_buckets(t, buckets)),
+            },
+        )
         tables = {
-            "chain": _build(by_case, period, chain_table, CHAIN_SCHEMA),
-            "person": _build(by_person, period, person_table, PERSON_SCHEMA),
+            "chain": _build(spilled["case"], period, chain_table, CHAIN_SCHEMA),
+            "person": _build(spilled["person"], period, person_table, PERSON_SCHEMA),
         }
     return tables, rows
 
