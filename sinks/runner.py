@@ -8,11 +8,11 @@ Commit order, enforced in ``Sink.flush`` (ARCHITECTURE.md, "Order of commit"):
    sealed revision that has none (``sinks/tables.py``);
 3. only then commit the Kafka offsets just past the last record written.
 
-A crash between 1 and 3 re-reads the same records. Staged names are deterministic
-(``staging/<period>/part-p<partition>-o<first offset>.parquet``), so the retry overwrites instead of
-adding; rows that reach a period already sealed are deduplicated by event id when the next revision
-is sealed, so a re-read never shows up twice. Memory is bounded by ``max_buffered`` rows; the sink
-keeps no per-event state.
+A crash between 1 and 3 re-reads the same records. Staged names are deterministic for the same
+chunking (``staging/<period>/part-p<partition>-o<offset>.parquet``, from the file's first row), and
+whatever the chunking of a retry, sealing keeps each event id once (the copy at the lowest partition
+and offset), so a re-read never shows up twice, in the open revision or in a later one.
+Memory is bounded by ``max_buffered`` rows; the sink keeps no per-event state.
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ class Sink:
         self.flush_interval_s = flush_interval_s
         self.sealer = sealer
         self.tables = tables
-        # (period, partition) -> rows; first offset of each buffer names its object
-        self._buffers: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-        self._schema_ids: dict[tuple[str, int], set[int]] = defaultdict(set)
+        # period -> rows (of any partition); the first row's partition and offset name its staged object
+        self._buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._schema_ids: dict[str, set[int]] = defaultdict(set)
         self._next: dict[int, int] = {}  # partition -> offset to commit
         self._position: dict[int, int] = {}  # partition -> end offset reached (partition EOF), for stop_at
         self._at_end: dict[int, bool] = {}  # partition -> at its end now (nothing read since EOF)
@@ -128,17 +128,16 @@ class Sink:
                 messages = self.consumer.consume(num_messages=5000, timeout=0.5)
                 for msg in messages:
                     err = msg.error()
-                    if err is not None and err.code() == KafkaError._PARTITION_EOF:
-                        # at the end (past any transaction markers and aborted records)
-                        self._position[msg.partition()] = max(
-                            self._position.get(msg.partition(), 0), msg.offset()
-                        )
-                        self._at_end[msg.partition()] = True
-                        continue
-                    if err is not None:
+                    if err is not None and err.code() != KafkaError._PARTITION_EOF:
                         raise DeliveryError(f"consuming {self.topic} failed: {err}")
-                    self._at_end[msg.partition()] = False
-                    self._add(msg.partition(), msg.offset(), msg.value())
+                    partition, offset = msg.partition() or 0, msg.offset() or 0
+                    if err is not None:
+                        # at the end (past any transaction markers and aborted records)
+                        self._position[partition] = max(self._position.get(partition, 0), offset)
+                        self._at_end[partition] = True
+                        continue
+                    self._at_end[partition] = False
+                    self._add(partition, offset, msg.value())
                 if self._buffered >= self.max_buffered or (
                     self._buffered and time.monotonic() - self._last_flush >= self.flush_interval_s
                 ):
@@ -203,8 +202,8 @@ class Sink:
             return
         period, day = self._local(event["event_time"])
         event.update(period=period, event_date=day, kafka_partition=partition, kafka_offset=offset)
-        self._buffers[(period, partition)].append(event)
-        self._schema_ids[(period, partition)].add(schema_id)
+        self._buffers[period].append(event)
+        self._schema_ids[period].add(schema_id)
         self._buffered += 1
 
     def _local(self, event_ms: int) -> tuple[str, date]:
@@ -219,11 +218,11 @@ class Sink:
 
     def flush(self, *, seal: bool = False) -> None:
         # 1. data files durable
-        for (period, partition), rows in sorted(self._buffers.items()):
+        for period, rows in sorted(self._buffers.items()):
             if not rows:
                 continue
-            name = staging_name(period, partition, rows[0]["kafka_offset"])
-            self.store.put(name, to_parquet(rows, self._schema_ids[(period, partition)]))
+            name = staging_name(period, rows[0]["kafka_partition"], rows[0]["kafka_offset"])
+            self.store.put(name, to_parquet(rows, self._schema_ids[period]))
             crash_point("sink.staged")
             self.report.objects.append(name)
             self.report.written += len(rows)

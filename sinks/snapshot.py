@@ -15,8 +15,9 @@ A revision is visible only when its manifest exists; its data directory is self-
 holds copies of N-1's files plus the rows that arrived since), so ``r<N>/data/*.parquet`` is the whole
 period as known at sealing. Sealing revision N (``Sealer.seal``), in this order:
 
-1. collect the rows: files already in ``r<N>/data`` from an interrupted attempt, then the staged files
-   in (partition, offset) order; drop every event id already in revision N-1 or earlier in this order;
+1. collect the rows: revision N-1's, files already in ``r<N>/data`` from an interrupted attempt, and
+   the staged files; keep each event id once: a sealed row before an interrupted attempt's before a
+   staged one, and among staged copies the one at the lowest (partition, offset);
 2. move a staged file that keeps all its rows into ``r<N>/data`` unchanged; write the kept rows of any
    other under the name of its first kept offset, then delete the staged file (a name that can only ever
    hold those rows, so a resumed seal rewrites the same bytes);
@@ -229,17 +230,19 @@ def _id_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.ascontiguousarray(packed).view(">u8").astype(np.uint64)
 
 
-def _first_occurrences(ids: np.ndarray) -> np.ndarray:
-    """Mask over the rows of an (n, 2) id array: True where an id occurs for the first time."""
+def _first_occurrences(ids: np.ndarray, *order: np.ndarray) -> np.ndarray:
+    """Mask over the rows of an (n, 2) id array: True for the one row kept of each id, the first by
+    ``order`` (keys, most significant first; row position breaks ties)."""
     n = len(ids)
     keep = np.zeros(n, dtype=bool)
     if n == 0:
         return keep
-    order = np.lexsort((np.arange(n), ids[:, 1], ids[:, 0]))
-    ordered = ids[order]
+    minor_first = [np.arange(n), *reversed(order), ids[:, 1], ids[:, 0]]
+    sorted_rows = np.lexsort(minor_first)
+    ordered = ids[sorted_rows]
     starts = np.ones(n, dtype=bool)
     starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
-    keep[order[starts]] = True
+    keep[sorted_rows[starts]] = True
     return keep
 
 
@@ -300,12 +303,14 @@ def _schema_ids(metadata: pq.FileMetaData) -> list[int]:
 
 @dataclass
 class _Read:
-    """One data file as read for sealing: its entry, counts and event ids."""
+    """One data file as read for sealing: its entry, counts, event ids and Kafka positions."""
 
     entry: FileEntry
     stats: _Stats
     ids: np.ndarray
     schema_ids: list[int]
+    partitions: np.ndarray
+    offsets: np.ndarray
 
 
 def _read(path: str, data: bytes) -> _Read:
@@ -315,7 +320,9 @@ def _read(path: str, data: bytes) -> _Read:
     schema_ids = _schema_ids(parquet.metadata)
     stats.add(table, schema_ids)
     entry = FileEntry(path=path, sha256=sha256(data), rows=table.num_rows, bytes=len(data))
-    return _Read(entry, stats, _id_array(table["event_id"]), schema_ids)
+    partitions = table["kafka_partition"].to_numpy().astype(np.int64)
+    offsets = table["kafka_offset"].to_numpy().astype(np.int64)
+    return _Read(entry, stats, _id_array(table["event_id"]), schema_ids, partitions, offsets)
 
 
 class Snapshots:
@@ -435,8 +442,20 @@ class Sealer:
         ]
         staged = [_read(key, self.store.get(key)) for key in self.snapshots.staged(period)]
         segments = [*earlier, *resumed, *staged]
+        # keep each event id once: sealed rows first, then an interrupted attempt's, then the staged copy
+        # at the lowest (partition, offset), so any chunking of the staged files keeps the same rows
+        rank = np.concatenate(
+            [
+                np.full(len(r.ids), k, np.int64)
+                for k, group in enumerate((earlier, resumed, staged))
+                for r in group
+            ]
+            or [np.empty(0, np.int64)]
+        )
         ids = np.concatenate([r.ids for r in segments]) if segments else np.empty((0, 2), np.uint64)
-        first = _first_occurrences(ids)
+        partitions = np.concatenate([r.partitions for r in segments] or [np.empty(0, np.int64)])
+        offsets = np.concatenate([r.offsets for r in segments] or [np.empty(0, np.int64)])
+        first = _first_occurrences(ids, rank, partitions, offsets)
         stats = _Stats()
         entries: list[FileEntry] = []
         for r in resumed:

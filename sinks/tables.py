@@ -19,7 +19,7 @@ import logging
 import math
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,7 @@ COLUMNS = [
     "concepts",
 ]
 BUCKET_ROWS = 150_000  # events per bucket: the tables take a few KB an event while they are computed
+HISTORY = timedelta(days=3 * 366)  # how far back a case's earlier events are looked up
 
 
 _POWERS = np.cumprod(np.full(4096, 1_099_511_628_211, dtype=np.uint64))  # wraps mod 2**64, as meant
@@ -93,30 +94,66 @@ def buckets_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
     return out
 
 
-def _files(store: ObjectStore, period: str, files: list[FileEntry]) -> tuple[list[str], int]:
-    """This revision's files and earlier periods' latest sealed files, with their total rows."""
-    paths, rows = [e.path for e in files], sum(e.rows for e in files)
-    start, _ = period_bounds(period)
-    snapshots = Snapshots(store)
-    for other in snapshots.periods():
-        if other == period or period_bounds(other)[1] > start:
-            continue
-        manifest = snapshots.manifest(other)
-        if manifest is not None:
-            paths += [e.path for e in manifest.files]
-            rows += manifest.rows
-    return paths, rows
-
-
 def _read(store: ObjectStore, paths: Iterable[str], columns: list[str]) -> Iterator[pa.Table]:
     for path in paths:
         yield pq.read_table(io.BytesIO(store.get(path)), columns=columns)
 
 
-def _links(store: ObjectStore, paths: list[str], buckets: int) -> dict[str, pa.Table]:
+def _history_paths(store: ObjectStore, period: str, lookback: timedelta) -> list[str]:
+    """Data files of the latest sealed revision of every earlier period that ended within ``lookback``."""
+    start, _ = period_bounds(period)
+    snapshots = Snapshots(store)
+    paths: list[str] = []
+    for other in snapshots.periods():
+        _, other_end = period_bounds(other)
+        if other == period or other_end > start or other_end <= start - lookback:
+            continue
+        manifest = snapshots.manifest(other)
+        if manifest is not None:
+            paths += [e.path for e in manifest.files]
+    return paths
+
+
+def _keys(tables: Iterable[pa.Table], column: str) -> pa.Array:
+    chunks = [chunk.cast(pa.string()) for t in tables for chunk in t[column].chunks]
+    values = pa.chunked_array(chunks, type=pa.string()).combine_chunks()
+    return pc.unique(values.filter(pc.is_valid(values)))
+
+
+def _history(store: ObjectStore, current: list[str], earlier: list[str]) -> list[pa.Table]:
+    """Earlier periods' rows of this period's cases: events with one of its case, report or execution
+    pseudonyms, and police events of reports that earlier OM events linked to its cases."""
+    if not earlier:
+        return []
+    keys = list(_read(store, current, ["case_pseudonym", "report_pseudonym", "execution_pseudonym"]))
+    cases, executions = _keys(keys, "case_pseudonym"), _keys(keys, "execution_pseudonym")
+    linked = [
+        t.filter(pc.fill_null(pc.is_in(t["case_pseudonym"], value_set=cases), False))
+        for t in _read(store, earlier, ["case_pseudonym", "report_pseudonym"])
+    ]
+    reports = pc.unique(
+        pa.concat_arrays([_keys(keys, "report_pseudonym"), _keys(linked, "report_pseudonym")])
+    )
+    del keys, linked
+    found = []
+    for table in _read(store, earlier, COLUMNS):
+        wanted = pc.or_(
+            pc.or_(
+                pc.is_in(table["case_pseudonym"], value_set=cases),
+                pc.is_in(table["report_pseudonym"], value_set=reports),
+            ),
+            pc.is_in(table["execution_pseudonym"], value_set=executions),
+        )
+        kept = table.filter(pc.fill_null(wanted, False))
+        if kept.num_rows:
+            found.append(kept)
+    return found
+
+
+def _links(tables: Iterable[pa.Table], buckets: int) -> dict[str, pa.Table]:
     """(report -> case bucket) and (execution -> case bucket), distinct, over every event with both."""
     found: dict[str, list[pa.Table]] = {"report_pseudonym": [], "execution_pseudonym": []}
-    for table in _read(store, paths, ["case_pseudonym", "report_pseudonym", "execution_pseudonym"]):
+    for table in tables:
         bucket = pa.array(buckets_of(table["case_pseudonym"], buckets))
         for key, parts in found.items():
             both = pc.and_(pc.is_valid(table["case_pseudonym"]), pc.is_valid(table[key]))
@@ -153,15 +190,13 @@ def _person_buckets(table: pa.Table, buckets: int) -> pa.Table:
 
 
 def _spill(
-    store: ObjectStore,
-    paths: list[str],
-    layouts: dict[str, tuple[Path, Callable[[pa.Table], pa.Table]]],
+    tables: Iterable[pa.Table], layouts: dict[str, tuple[Path, Callable[[pa.Table], pa.Table]]]
 ) -> dict[str, list[Path]]:
-    """One pass over the files: each file's rows into their buckets' temporary Parquet files, for every
+    """One pass over the events: each table's rows into their buckets' temporary Parquet files, for every
     layout (name -> directory, rows with a ``_bucket`` column). Returns each layout's bucket files."""
     writers: dict[tuple[str, int], pq.ParquetWriter] = {}
     try:
-        for table in _read(store, paths, COLUMNS):
+        for table in tables:
             for name, (directory, assign) in layouts.items():
                 placed = assign(table)
                 for bucket in pc.unique(placed["_bucket"]).to_pylist():
@@ -192,20 +227,45 @@ def _build(
     return out.getvalue()
 
 
+def _parquet(table: pa.Table, schema: pa.Schema) -> bytes:
+    out = io.BytesIO()
+    pq.write_table(table.cast(schema), out, compression="zstd")
+    return out.getvalue()
+
+
 def microdata_tables(
-    store: ObjectStore, period: str, files: list[FileEntry], *, bucket_rows: int = BUCKET_ROWS
+    store: ObjectStore,
+    period: str,
+    files: list[FileEntry],
+    *,
+    bucket_rows: int = BUCKET_ROWS,
+    lookback: timedelta = HISTORY,
 ) -> tuple[dict[str, bytes], int]:
-    """``chain`` and ``person`` Parquet for a revision (``files``: its data files), and the events read."""
-    paths, rows = _files(store, period, files)
-    buckets = max(1, math.ceil(rows / bucket_rows))
-    links = _links(store, paths, buckets)
+    """``chain`` and ``person`` Parquet for a revision (``files``: its data files), and the events used."""
+    current = [e.path for e in files]
+    history = _history(store, current, _history_paths(store, period, lookback))
+    rows = sum(e.rows for e in files) + sum(t.num_rows for t in history)
+
+    def events() -> Iterator[pa.Table]:
+        yield from _read(store, current, COLUMNS)
+        yield from history
+
+    if rows <= bucket_rows:  # small enough to compute at once
+        parts = list(events())
+        whole = pa.concat_tables([t.cast(parts[0].schema) for t in parts])
+        tables = {
+            "chain": _parquet(chain_table(whole, period), CHAIN_SCHEMA),
+            "person": _parquet(person_table(whole, period), PERSON_SCHEMA),
+        }
+        return tables, rows
+    buckets = math.ceil(rows / bucket_rows)
+    links = _links(events(), buckets)
     with tempfile.TemporaryDirectory(prefix="ketenstroom-tables-") as tmp:
         case_dir, person_dir = Path(tmp) / "case", Path(tmp) / "person"
         case_dir.mkdir()
         person_dir.mkdir()
         spilled = _spill(
-            store,
-            paths,
+            events(),
             {
                 "case": (case_dir, lambda t: _case_buckets(t, links, buckets)),
                 "person": (person_dir, lambda t: _person_buckets(t, buckets)),

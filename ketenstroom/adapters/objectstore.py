@@ -87,13 +87,13 @@ class ObjectStore:
             raise StorageError(f"listing {self.url}/{prefix} failed: {exc}") from exc
         return iter(sorted(keys))
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> tuple[str, ...]:
         """The immediate "directories" below ``prefix`` (which ends with '/'), sorted, without the prefix."""
         try:
             found = obstore.list_with_delimiter(self._store, prefix or None)
         except BaseError as exc:
             raise StorageError(f"listing {self.url}/{prefix} failed: {exc}") from exc
-        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found["common_prefixes"])
+        return tuple(sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found["common_prefixes"]))
 
     def rename(self, source: str, target: str) -> None:
         """Move an object (an atomic rename on a local directory, copy then delete on S3)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -58,7 +59,7 @@ def list_(storage: str | None = STORAGE, as_json: bool = typer.Option(False, "--
 
     try:
         snapshots = Snapshots(_store(storage))
-        rows = []
+        rows: list[dict[str, Any]] = []
         for period in snapshots.periods():
             manifests = snapshots.manifests(period)
             staged = snapshots.staged(period)
@@ -80,13 +81,13 @@ def list_(storage: str | None = STORAGE, as_json: bool = typer.Option(False, "--
         return
     table = Table("period", "revisions", "rows (latest)", "sealed at", "staged files")
     for row in rows:
-        staged = str(row["staged_files"]) + (" (held: after final)" if row["held_after_final"] else "")
+        held = str(row["staged_files"]) + (" (held: after final)" if row["held_after_final"] else "")
         table.add_row(
             row["period"],
             ", ".join(row["revisions"]) or "not sealed",
             "" if row["latest_rows"] is None else f"{row['latest_rows']:,}",
             row["sealed_at"] or "",
-            staged,
+            held,
         )
     out.print(table)
 

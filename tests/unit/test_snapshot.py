@@ -259,3 +259,22 @@ def test_event_ids_are_deduplicated_vectorised_and_exactly() -> None:
         _id_array(pa.array(["not-a-uuid"]))
     with pytest.raises(StorageError, match="UUID"):
         _id_array(pa.array(["g" * 8 + ids[0][8:]]))
+
+
+def test_of_repeated_staged_copies_the_lowest_partition_and_offset_is_kept_whatever_the_files(
+    store: ObjectStore,
+) -> None:
+    late = event(1, partition=2)
+    late["kafka_offset"] = 500
+    early = event(1, partition=0)
+    early["kafka_offset"] = 900
+    # the staged file with the higher name holds the copy that must win
+    store.put(staging_name(PERIOD, 0, 1), to_parquet([late, event(2)]))
+    store.put(staging_name(PERIOD, 3, 1), to_parquet([early, event(3)]))
+    manifest = sealer(store, END + timedelta(days=30)).seal(PERIOD)
+    assert manifest is not None and (manifest.rows, manifest.duplicates_dropped) == (3, 1)
+    rows = []
+    for entry in manifest.files:
+        rows += pq.read_table(io.BytesIO(store.get(entry.path))).to_pylist()
+    kept = [r for r in rows if r["event_id"] == early["event_id"]]
+    assert [(r["kafka_partition"], r["kafka_offset"]) for r in kept] == [(0, 900)]
