@@ -87,7 +87,7 @@ class TransactionalProcessor:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
-                enable_partition_eof=False,
+                enable_partition_eof=True,  # for run(until_end=True); other runs skip the events
             )
         )
         self.producer = Producer(
@@ -101,6 +101,7 @@ class TransactionalProcessor:
             )
         )
         self._seen: dict[tuple[str, int], set[str]] = {}
+        self._at_end: set[tuple[str, int]] = set()  # assigned partitions whose last event was EOF
         self.position: dict[tuple[str, int], int] = {}
         self.stats = Reconciliation({}, {}, {}, {})
         self.healthy = False
@@ -136,11 +137,13 @@ class TransactionalProcessor:
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._restore(partitions)
+        self._at_end.difference_update((tp.topic, tp.partition) for tp in partitions)
         log.info("assigned %s", [(tp.topic, tp.partition) for tp in partitions])
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._seen.pop((tp.topic, tp.partition), None)
+            self._at_end.discard((tp.topic, tp.partition))
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(
@@ -148,7 +151,11 @@ class TransactionalProcessor:
         *,
         should_stop: Callable[[], bool] = lambda: False,
         stop_at: dict[tuple[str, int], int] | None = None,
+        until_end: bool = False,
     ) -> Reconciliation:
+        """Process until ``should_stop``, until every partition reached ``stop_at``, or ``until_end``:
+        until every assigned partition has reported end-of-partition (committed records only, so
+        transaction markers on the input cannot keep it waiting)."""
         self._ensure_changelogs()
         self.producer.init_transactions(30)
         self.consumer.subscribe(self.raw_topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -162,6 +169,8 @@ class TransactionalProcessor:
                 batch = self.consumer.consume(self.batch_size, timeout=0.5)
                 if batch:
                     self._process(batch)
+                if until_end and self._caught_up():
+                    break
                 if time.monotonic() - self._lag_at > LAG_EVERY_S:
                     self._update_lag()
         except KafkaException as exc:
@@ -173,13 +182,21 @@ class TransactionalProcessor:
             self.producer.flush(10)
         return self.stats
 
+    def _caught_up(self) -> bool:
+        assigned = self.consumer.assignment()
+        return bool(assigned) and all((tp.topic, tp.partition) in self._at_end for tp in assigned)
+
     def _process(self, batch: list[Message]) -> None:
         records: list[RawRecord] = []
-        duplicates: set[tuple[str, int, int]] = set()
-        new_ids: list[tuple[RawRecord, str]] = []
+        last_event_is_eof: dict[tuple[str, int], bool] = {}
         for msg in batch:
-            if msg.error() is not None:
-                raise KafkaException(msg.error())
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(err)
+                last_event_is_eof[(msg.topic(), msg.partition())] = True
+                continue
+            last_event_is_eof[(msg.topic(), msg.partition())] = False
             _kind, timestamp = msg.timestamp()
             record = RawRecord(
                 msg.topic(),
@@ -191,6 +208,18 @@ class TransactionalProcessor:
                 timestamp,
             )
             records.append(record)
+        if records and not self._transact(records):
+            return  # aborted and rewound: these partitions are not at their end
+        for tp, at_end in last_event_is_eof.items():
+            if at_end:
+                self._at_end.add(tp)
+            else:
+                self._at_end.discard(tp)
+
+    def _transact(self, records: list[RawRecord]) -> bool:
+        """Transform ``records`` and commit their outcomes in one transaction; False if it was aborted."""
+        duplicates: set[tuple[str, int, int]] = set()
+        new_ids: list[tuple[RawRecord, str]] = []
         curated, dead = self.transformer.transform_batch(records)
         self.producer.begin_transaction()
         try:
@@ -227,9 +256,10 @@ class TransactionalProcessor:
             if isinstance(err, KafkaError) and err.txn_requires_abort():
                 self.producer.abort_transaction()
                 self._rewind(records)
-                return
+                return False
             raise
         self._count(records, curated, dead, duplicates)
+        return True
 
     def _update_lag(self) -> None:
         self._lag_at = time.monotonic()
