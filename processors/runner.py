@@ -21,7 +21,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -38,26 +37,10 @@ from ketenstroom.contract import Topics
 from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import KafkaSettings
 from processors.metrics import ProcessorMetrics
+from processors.progress import Reconciliation
 from processors.transform import Curated, DeadLetter, RawRecord, Transformer
 
 log = logging.getLogger("ketenstroom.processor")
-
-
-@dataclass
-class Reconciliation:
-    """Per partner: records in = curated + dead-lettered + duplicates."""
-
-    records_in: dict[str, int]
-    curated: dict[str, int]
-    dead: dict[str, dict[str, int]]
-    duplicates: dict[str, int]
-
-    def reconciles(self) -> bool:
-        return all(
-            self.records_in.get(p, 0)
-            == self.curated.get(p, 0) + sum(self.dead.get(p, {}).values()) + self.duplicates.get(p, 0)
-            for p in self.records_in
-        )
 
 
 RESTORE_DEADLINE_S = 120  # longer than transaction_timeout_ms, after which the broker aborts a zombie's txn
@@ -118,8 +101,7 @@ class TransactionalProcessor:
         self._seen: dict[tuple[str, int], set[str]] = {}
         self._at_end: set[tuple[str, int]] = set()
         self._partners_by_topic: dict[str, str] = {}  # assigned partitions whose last event was EOF
-        self.position: dict[tuple[str, int], int] = {}
-        self.stats = Reconciliation({}, {}, {}, {})
+        self.stats = Reconciliation()
         self.healthy = False
         self._lag_at = 0.0
 
@@ -183,9 +165,7 @@ class TransactionalProcessor:
         self.healthy = True
         try:
             while not should_stop():
-                if stop_at is not None and all(
-                    self.position.get(tp, 0) >= end for tp, end in stop_at.items()
-                ):
+                if stop_at is not None and self.stats.done(stop_at):
                     break
                 batch = self.consumer.consume(self.batch_size, timeout=0.5)
                 if batch:
@@ -243,9 +223,9 @@ class TransactionalProcessor:
         Each outcome is produced as soon as it is transformed (produce only queues), so librdkafka
         sends while Python transforms the rest and the commit waits for the tail only.
         """
-        curated: list[Curated] = []
+        sent: list[Curated] = []
         dead: list[DeadLetter] = []
-        duplicates: set[tuple[str, int, int]] = set()
+        duplicates: list[RawRecord] = []
         new_ids: list[tuple[RawRecord, str]] = []
         new_by_partition: dict[tuple[str, int], tuple[int, list[str]]] = {}  # first offset, new ids
         produce, transform, curated_topic = (
@@ -266,13 +246,13 @@ class TransactionalProcessor:
                         headers=outcome.headers(),
                     )
                     continue
-                curated.append(outcome)
                 eid = outcome.event_id
                 seen = self._seen.setdefault((record.topic, record.partition), set())
                 if eid in seen:
-                    duplicates.add((record.topic, record.partition, record.offset))
+                    duplicates.append(record)
                     continue
                 seen.add(eid)
+                sent.append(outcome)
                 new_ids.append((record, eid))
                 new_by_partition.setdefault((record.topic, record.partition), (record.offset, []))[1].append(
                     eid
@@ -304,7 +284,7 @@ class TransactionalProcessor:
             with contextlib.suppress(KafkaException):
                 self.producer.abort_transaction(10)
             raise
-        self._count(records, curated, dead, duplicates)
+        self._count(records, sent, dead, duplicates)
         return True
 
     def _forget(self, new_ids: list[tuple[RawRecord, str]]) -> None:
@@ -321,7 +301,7 @@ class TransactionalProcessor:
             _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
             if high < 0:
                 continue  # nothing fetched from this partition yet
-            lag = max(0, high - self.position.get((tp.topic, tp.partition), 0))
+            lag = max(0, high - self.stats.position.get((tp.topic, tp.partition), 0))
             self.metrics.lag.labels(self.topics.partner_of(tp.topic), str(tp.partition)).set(lag)
 
     def _next_offsets(self, records: list[RawRecord]) -> list[TopicPartition]:
@@ -341,50 +321,32 @@ class TransactionalProcessor:
     def _count(
         self,
         records: list[RawRecord],
-        curated: list[Curated],
+        sent: list[Curated],
         dead: list[DeadLetter],
-        duplicates: set[tuple[str, int, int]],
+        duplicates: list[RawRecord],
     ) -> None:
-        """Add a committed batch to the reconciliation and the metrics: counted per partner per batch,
-        so the metrics' label lookups and locks are paid once per batch, not once per record."""
+        """Add a committed batch to the reconciliation and the metrics. Metrics are counted per partner
+        per batch, so their label lookups and locks are paid once per batch, not once per record."""
+        self.stats.add(self._partner_of, records, sent, dead, duplicates)
         now = time.time()
-        s, m, partner_of = self.stats, self.metrics, self._partner_of
-        records_in: Counter[str] = Counter()
-        for r in records:
-            records_in[r.topic] += 1
-            self.position[(r.topic, r.partition)] = r.offset + 1
-        curated_n: Counter[str] = Counter()
-        newest: dict[str, float] = {}
-        latencies: dict[str, list[float]] = {}
-        for item in curated:
-            src = item.source
-            if duplicates and (src.topic, src.partition, src.offset) in duplicates:
-                continue
-            curated_n[src.topic] += 1
-            newest[src.topic] = item.event_time
-            if src.timestamp_ms:
-                latencies.setdefault(src.topic, []).append(max(0.0, now - src.timestamp_ms / 1000))
-        for topic, n in records_in.items():
+        m, partner_of = self.metrics, self._partner_of
+        for topic, n in Counter(r.topic for r in records).items():
+            m.records_in.labels(partner_of(topic)).inc(n)
+        by_topic: dict[str, list[Curated]] = {}
+        for item in sent:
+            by_topic.setdefault(item.source.topic, []).append(item)
+        for topic, items in by_topic.items():
             partner = partner_of(topic)
-            s.records_in[partner] = s.records_in.get(partner, 0) + n
-            m.records_in.labels(partner).inc(n)
-        for topic, n in curated_n.items():
-            partner = partner_of(topic)
-            s.curated[partner] = s.curated.get(partner, 0) + n
-            m.curated.labels(partner).inc(n)
-            m.last_event_time.labels(partner).set(newest[topic])
+            m.curated.labels(partner).inc(len(items))
+            m.last_event_time.labels(partner).set(items[-1].event_time)
             histogram = m.latency.labels(partner)
-            for seconds in latencies.get(topic, ()):
-                histogram.observe(seconds)
+            for item in items:
+                if item.source.timestamp_ms:
+                    histogram.observe(max(0.0, now - item.source.timestamp_ms / 1000))
         for letter in dead:
-            partner = partner_of(letter.source.topic)
-            reasons = s.dead.setdefault(partner, {})
-            reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
-            m.dead.labels(partner, letter.reason).inc()
-        for topic, _partition, _offset in duplicates:
-            partner = partner_of(topic)
-            s.duplicates[partner] = s.duplicates.get(partner, 0) + 1
-            m.duplicates.labels(partner).inc()
+            m.dead.labels(partner_of(letter.source.topic), letter.reason).inc()
+        for topic, n in Counter(r.topic for r in duplicates).items():
+            m.duplicates.labels(partner_of(topic)).inc(n)
 
     def _partner_of(self, topic: str) -> str:
         partner = self._partners_by_topic.get(topic)
