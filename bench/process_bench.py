@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
 from bench.common import endpoints, fresh_topics, load_average
@@ -48,6 +49,7 @@ from producers.synthetic import generate_chain
 
 QUIX_PYTHON = Path(".venv-quix/bin/python")
 PARTITIONS = 3
+MADE: list[str] = []  # topic prefixes this run created: deleted at the end unless --keep-topics
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class RoutedTopics(Topics):
 
 def publish(kafka: KafkaSettings, registry: RegistrySettings, cases: int, noise: float) -> tuple[Topics, int]:
     source = fresh_topics("proc-in")
+    MADE.append(source.prefix)
     ensure_topics(kafka, [source.raw(p) for p in PARTNERS], partitions=PARTITIONS, replication_factor=1)
     published = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,6 +80,7 @@ def publish(kafka: KafkaSettings, registry: RegistrySettings, cases: int, noise:
 
 def outputs(kafka: KafkaSettings, source: Topics, label: str) -> RoutedTopics:
     out = RoutedTopics(prefix=fresh_topics(label).prefix, source=source)
+    MADE.append(out.prefix)
     ensure_topics(
         kafka, [out.curated, *(out.dlq(p) for p in PARTNERS)], partitions=PARTITIONS, replication_factor=1
     )
@@ -197,6 +201,15 @@ def run_compute(transformer: Transformer, records: list[RawRecord], batch: int =
     return time.perf_counter() - start
 
 
+def delete_made_topics(kafka: KafkaSettings) -> None:
+    """Delete the topics this run created (inputs, outputs, dedup changelogs): the stack is shared."""
+    admin = AdminClient(kafka.librdkafka())
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(tuple(MADE))]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cases", type=int, default=14_000, help="crimes to generate (~4.8 events each)")
@@ -207,6 +220,7 @@ def main() -> None:
         action="store_true",
         help="do not also run Quix with its default guarantee (at-least-once; shown, not in a ratio)",
     )
+    parser.add_argument("--keep-topics", action="store_true", help="leave this run's topics on the broker")
     args = parser.parse_args()
     if not QUIX_PYTHON.exists():
         raise SystemExit(f"{QUIX_PYTHON} is missing; `make bench-process` creates it")
@@ -214,57 +228,64 @@ def main() -> None:
     key = secrets.token_hex(32)
     pseudonym = PseudonymSettings(key=SecretStr(key), key_id="bench")
 
-    started = time.perf_counter()
-    source, n = publish(kafka, registry_settings, args.cases, args.noise)
-    print(f"published {n} events of {len(PARTNERS)} partners to {source.prefix}raw.* in "
-          f"{time.perf_counter() - started:.1f} s; {load_average()}", flush=True)  # fmt: skip
+    try:
+        started = time.perf_counter()
+        source, n = publish(kafka, registry_settings, args.cases, args.noise)
+        print(f"published {n} events of {len(PARTNERS)} partners to {source.prefix}raw.* in "
+              f"{time.perf_counter() - started:.1f} s; {load_average()}", flush=True)  # fmt: skip
 
-    ours: list[float] = []
-    quix: list[float] = []
-    quix_default: list[float] = []
-    raw: list[float] = []
-    with Registry(registry_settings) as registry:
-        for run in range(args.runs):
-            t, seen = run_ours(kafka, registry, pseudonym, source)
-            assert seen == n, (seen, n)
-            ours.append(t)
-            quix.append(run_quix(kafka, registry_settings, key, source, n, "exactly-once"))
-            if not args.skip_quix_default:
-                quix_default.append(run_quix(kafka, registry_settings, key, source, n, "at-least-once"))
-            raw.append(run_raw(kafka, source, n))
-            print(
-                f"run {run + 1}: ours {n / ours[-1]:,.0f}/s  quix {n / quix[-1]:,.0f}/s  "
-                + (f"quix at-least-once {n / quix_default[-1]:,.0f}/s  " if quix_default else "")
-                + f"raw {n / raw[-1]:,.0f}/s",
-                flush=True,
+        ours: list[float] = []
+        quix: list[float] = []
+        quix_default: list[float] = []
+        raw: list[float] = []
+        with Registry(registry_settings) as registry:
+            for run in range(args.runs):
+                t, seen = run_ours(kafka, registry, pseudonym, source)
+                assert seen == n, (seen, n)
+                ours.append(t)
+                quix.append(run_quix(kafka, registry_settings, key, source, n, "exactly-once"))
+                if not args.skip_quix_default:
+                    quix_default.append(run_quix(kafka, registry_settings, key, source, n, "at-least-once"))
+                raw.append(run_raw(kafka, source, n))
+                print(
+                    f"run {run + 1}: ours {n / ours[-1]:,.0f}/s  quix {n / quix[-1]:,.0f}/s  "
+                    + (f"quix at-least-once {n / quix_default[-1]:,.0f}/s  " if quix_default else "")
+                    + f"raw {n / raw[-1]:,.0f}/s",
+                    flush=True,
+                )
+            records = encoded_records(kafka, source)
+            transformer = build_transformer(
+                registry=registry,
+                paths=PathSettings(),
+                pseudonym=pseudonym,
+                topics=outputs(kafka, source, "c"),
             )
-        records = encoded_records(kafka, source)
-        transformer = build_transformer(
-            registry=registry, paths=PathSettings(), pseudonym=pseudonym, topics=outputs(kafka, source, "c")
-        )
-        compute = min(run_compute(transformer, records) for _ in range(max(2, args.runs)))
+            compute = min(run_compute(transformer, records) for _ in range(max(2, args.runs)))
 
-    ours_rate, quix_rate, raw_rate = n / min(ours), n / min(quix), n / min(raw)
-    compute_rate = len(records) / compute
-    print(f"events: {n} ({len(PARTNERS)} partners, {PARTITIONS} partitions each, noise {args.noise})")
-    rows = [
-        ("ours: TransactionalProcessor, exactly-once + dedup", ours_rate),
-        ("(a) quix: Quix Streams app, exactly-once", quix_rate),
-        *(
-            [("    quix with its default, at-least-once (no ratio)", n / min(quix_default))]
-            if quix_default
-            else []
-        ),
-        ("(b) compute: transform_batch alone, no Kafka", compute_rate),
-        ("(c) raw: confluent-kafka consume + produce bytes", raw_rate),
-    ]
-    for label, rate in rows:
-        print(f"{label + ':':<54}{rate:>9,.0f} events/s")
-    print(load_average())
-    print(
-        f"ratio_quix={ours_rate / quix_rate:.2f} ratio_compute={ours_rate / compute_rate:.2f} "
-        f"ratio_raw={ours_rate / raw_rate:.2f}"
-    )
+        ours_rate, quix_rate, raw_rate = n / min(ours), n / min(quix), n / min(raw)
+        compute_rate = len(records) / compute
+        print(f"events: {n} ({len(PARTNERS)} partners, {PARTITIONS} partitions each, noise {args.noise})")
+        rows = [
+            ("ours: TransactionalProcessor, exactly-once + dedup", ours_rate),
+            ("(a) quix: Quix Streams app, exactly-once", quix_rate),
+            *(
+                [("    quix with its default, at-least-once (no ratio)", n / min(quix_default))]
+                if quix_default
+                else []
+            ),
+            ("(b) compute: transform_batch alone, no Kafka", compute_rate),
+            ("(c) raw: confluent-kafka consume + produce bytes", raw_rate),
+        ]
+        for label, rate in rows:
+            print(f"{label + ':':<54}{rate:>9,.0f} events/s")
+        print(load_average())
+        print(
+            f"ratio_quix={ours_rate / quix_rate:.2f} ratio_compute={ours_rate / compute_rate:.2f} "
+            f"ratio_raw={ours_rate / raw_rate:.2f}"
+        )
+    finally:
+        if not args.keep_topics and MADE:
+            delete_made_topics(kafka)
     sys.stdout.flush()
 
 
