@@ -3,11 +3,12 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTHON ?= python3
 VENV ?= .venv
+QUIX_VENV ?= .venv-quix
 PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status demo test test-unit lint clean bench-publish bench-sink
+.PHONY: help install up down status demo test test-unit lint clean bench-publish bench-process bench-sink
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,11 +44,24 @@ lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-clean: ## Remove the virtualenv and local output (not the download cache, not the stack's data)
-	rm -rf $(VENV) var .pytest_cache
+clean: ## Remove the virtualenvs and local output (not the download cache, not the stack's data)
+	rm -rf $(VENV) $(QUIX_VENV) var .pytest_cache
 
 bench-publish: install ## Benchmark publish against a hand-written producer and raw production (stack started if needed)
 	$(PY) -m bench.publish_bench
+
+# quixstreams pins confluent-kafka, pydantic and pydantic-settings below ketenstroom's own pins, so the
+# Quix baseline gets a venv of its own: quixstreams with its dependencies, fastavro for the transform,
+# and ketenstroom itself without dependencies (the transform needs nothing quixstreams lacks).
+$(QUIX_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(QUIX_VENV)/bin/python -m pip install --quiet 'quixstreams>=3.28,<4' 'fastavro>=1.13,<2'
+	$(QUIX_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+bench-process: install $(QUIX_VENV)/.installed ## Benchmark the exactly-once processor against Quix Streams, the bare transform and a raw passthrough
+	$(PY) -m bench.process_bench
 
 bench-sink: install ## Benchmark the sink against a hand-written sink and pyarrow writes; peak RSS of one 5M-event period
 	$(PY) -m bench.sink_bench

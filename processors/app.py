@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import signal
-from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -19,22 +18,10 @@ import faust
 from ketenstroom.contract import Topics
 from ketenstroom.settings import KafkaSettings, PathSettings, PseudonymSettings, RegistrySettings
 from processors.build import build_transformer
+from processors.progress import Reconciliation
 from processors.transform import RawRecord, Transformer
 
 log = logging.getLogger("ketenstroom.processor")
-
-
-@dataclass
-class Progress:
-    """Per-partner reconciliation: every input offset ends curated or dead-lettered."""
-
-    records_in: dict[str, int] = field(default_factory=dict)
-    curated: dict[str, int] = field(default_factory=dict)
-    dead: dict[str, dict[str, int]] = field(default_factory=dict)
-    position: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to process
-
-    def done(self, stop_at: dict[tuple[str, int], int]) -> bool:
-        return all(self.position.get(tp, 0) >= end for tp, end in stop_at.items() if end > 0)
 
 
 def build_app(
@@ -46,7 +33,7 @@ def build_app(
     app_id: str = "ketenstroom-processor",
     batch_size: int = 1000,
     stop_at: dict[tuple[str, int], int] | None = None,
-    progress: Progress | None = None,
+    progress: Reconciliation | None = None,
 ) -> faust.App:
     app = faust.App(
         app_id,
@@ -59,7 +46,7 @@ def build_app(
         consumer_auto_offset_reset="earliest",
         broker_commit_every=batch_size,
     )
-    progress = progress or Progress()
+    progress = progress or Reconciliation()
     raw_topics = app.topic(*[topics.raw(p) for p in partners], key_type=bytes, value_type=bytes)
     curated_topic = app.topic(topics.curated, key_type=bytes, value_type=bytes)
     dlq = {p: app.topic(topics.dlq(p), key_type=bytes, value_type=bytes) for p in partners}
@@ -86,30 +73,13 @@ def build_app(
                 await dlq[partner].send(
                     key=letter.source.key, value=letter.source.value, headers=letter.headers()
                 )
-            _count(progress, topics, batch, curated, dead)
+            progress.add(topics.partner_of, batch, curated, dead)
             if stop_at is not None and progress.done(stop_at):
                 await app.producer.flush()
                 log.info("caught up with %d partitions; stopping", len(stop_at))
                 asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
 
     return app
-
-
-def _count(
-    progress: Progress, topics: Topics, batch: list[RawRecord], curated: list[Any], dead: list[Any]
-) -> None:
-    for record in batch:
-        partner = topics.partner_of(record.topic)
-        progress.records_in[partner] = progress.records_in.get(partner, 0) + 1
-        tp = (record.topic, record.partition)
-        progress.position[tp] = max(progress.position.get(tp, 0), record.offset + 1)
-    for item in curated:
-        partner = topics.partner_of(item.source.topic)
-        progress.curated[partner] = progress.curated.get(partner, 0) + 1
-    for letter in dead:
-        partner = topics.partner_of(letter.source.topic)
-        reasons = progress.dead.setdefault(partner, {})
-        reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
 
 
 def run_worker(
@@ -123,15 +93,15 @@ def run_worker(
     stop_at: dict[tuple[str, int], int] | None = None,
     app_id: str = "ketenstroom-processor",
     loglevel: str = "warning",
-) -> Progress:
+) -> Reconciliation:
     """Run a faust worker in this process until stopped (SIGTERM/SIGINT, or caught up with ``stop_at``)."""
     from ketenstroom.adapters.registry import Registry
 
     if stop_at is not None and not any(stop_at.values()):
-        return Progress()  # nothing new since the group's last commit
+        return Reconciliation()  # nothing new since the group's last commit
     registry = Registry(registry_settings)
     transformer = build_transformer(registry=registry, paths=paths, pseudonym=pseudonym, topics=topics)
-    progress = Progress()
+    progress = Reconciliation()
     app = build_app(
         partners=partners,
         kafka=kafka,

@@ -3,7 +3,9 @@
 One transaction per batch holds, atomically:
 
 1. every outcome record (``curated.chain-events`` or ``dlq.<partner>``),
-2. every new event id in the dedup changelog (one compacted topic per raw topic, same partition), and
+2. the batch's new event ids in the dedup changelog (one compacted topic per raw topic, same partition;
+   one record per input partition per batch, keyed by the batch's first offset there, its value the
+   ids one per line), and
 3. the consumer offsets just past the batch (``send_offsets_to_transaction``).
 
 So after a crash at any moment either all three happened or none did; a restarted worker rebuilds
@@ -14,10 +16,11 @@ A ``read_committed`` reader of the outputs sees every input exactly once. The tr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -29,39 +32,34 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from ketenstroom.adapters.kafka import ensure_topics, read_to_end
+from ketenstroom.adapters.kafka import ensure_topics, high_watermarks, read_to_end
 from ketenstroom.contract import Topics
 from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import KafkaSettings
 from processors.metrics import ProcessorMetrics
+from processors.progress import Reconciliation
 from processors.transform import Curated, DeadLetter, RawRecord, Transformer
 
 log = logging.getLogger("ketenstroom.processor")
-
-
-@dataclass
-class Reconciliation:
-    """Per partner: records in = curated + dead-lettered + duplicates."""
-
-    records_in: dict[str, int]
-    curated: dict[str, int]
-    dead: dict[str, dict[str, int]]
-    duplicates: dict[str, int]
-
-    def reconciles(self) -> bool:
-        return all(
-            self.records_in.get(p, 0)
-            == self.curated.get(p, 0) + sum(self.dead.get(p, {}).values()) + self.duplicates.get(p, 0)
-            for p in self.records_in
-        )
 
 
 RESTORE_DEADLINE_S = 120  # longer than transaction_timeout_ms, after which the broker aborts a zombie's txn
 LAG_EVERY_S = 5.0
 
 
+CHANGELOG_IDS_PER_RECORD = 10_000  # ~370 kB of event ids, well under the broker's 1 MB message limit
+
+
 def changelog_topic(app_id: str, raw_topic: str) -> str:
     return f"{app_id}.dedup.{raw_topic}"
+
+
+def _ids_of(msg: Message) -> list[str]:
+    """The event ids in a changelog record: one per line (older records: one id as the key, value b"1")."""
+    value = msg.value() or b""
+    if value == b"1":
+        return [(msg.key() or b"").decode()]
+    return value.decode().split("\n")
 
 
 class TransactionalProcessor:
@@ -87,7 +85,7 @@ class TransactionalProcessor:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
-                enable_partition_eof=False,
+                enable_partition_eof=True,  # for run(until_end=True); other runs skip the events
             )
         )
         self.producer = Producer(
@@ -101,8 +99,9 @@ class TransactionalProcessor:
             )
         )
         self._seen: dict[tuple[str, int], set[str]] = {}
-        self.position: dict[tuple[str, int], int] = {}
-        self.stats = Reconciliation({}, {}, {}, {})
+        self._at_end: set[tuple[str, int]] = set()
+        self._partners_by_topic: dict[str, str] = {}  # assigned partitions whose last event was EOF
+        self.stats = Reconciliation()
         self.healthy = False
         self._lag_at = 0.0
 
@@ -128,19 +127,26 @@ class TransactionalProcessor:
         ]
         restored: dict[tuple[str, int], set[str]] = {(tp.topic, tp.partition): set() for tp in partitions}
         prefix = f"{self.app_id}.dedup."
-        for msg in read_to_end(
-            self.kafka, logs, group_id=f"{self.app_id}.restore", deadline_s=RESTORE_DEADLINE_S
-        ):
-            restored[(msg.topic().removeprefix(prefix), msg.partition())].add(msg.key().decode())
+        # A changelog partition never written to holds nothing to restore; skipping it spares the
+        # restore consumer's start and EOF wait (seconds) on a fresh start.
+        ends = high_watermarks(self.kafka, logs)
+        logs = [tp for tp in logs if ends.get((tp.topic, tp.partition), 1) > 0]
+        if logs:
+            for msg in read_to_end(
+                self.kafka, logs, group_id=f"{self.app_id}.restore", deadline_s=RESTORE_DEADLINE_S
+            ):
+                restored[(msg.topic().removeprefix(prefix), msg.partition())].update(_ids_of(msg))
         self._seen.update(restored)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._restore(partitions)
+        self._at_end.difference_update((tp.topic, tp.partition) for tp in partitions)
         log.info("assigned %s", [(tp.topic, tp.partition) for tp in partitions])
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._seen.pop((tp.topic, tp.partition), None)
+            self._at_end.discard((tp.topic, tp.partition))
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(
@@ -148,20 +154,24 @@ class TransactionalProcessor:
         *,
         should_stop: Callable[[], bool] = lambda: False,
         stop_at: dict[tuple[str, int], int] | None = None,
+        until_end: bool = False,
     ) -> Reconciliation:
+        """Process until ``should_stop``, until every partition reached ``stop_at``, or ``until_end``:
+        until every assigned partition has reported end-of-partition (committed records only, so
+        transaction markers on the input cannot keep it waiting)."""
         self._ensure_changelogs()
         self.producer.init_transactions(30)
         self.consumer.subscribe(self.raw_topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         self.healthy = True
         try:
             while not should_stop():
-                if stop_at is not None and all(
-                    self.position.get(tp, 0) >= end for tp, end in stop_at.items()
-                ):
+                if stop_at is not None and self.stats.done(stop_at):
                     break
                 batch = self.consumer.consume(self.batch_size, timeout=0.5)
                 if batch:
                     self._process(batch)
+                if until_end and self._caught_up():
+                    break
                 if time.monotonic() - self._lag_at > LAG_EVERY_S:
                     self._update_lag()
         except KafkaException as exc:
@@ -173,13 +183,21 @@ class TransactionalProcessor:
             self.producer.flush(10)
         return self.stats
 
+    def _caught_up(self) -> bool:
+        assigned = self.consumer.assignment()
+        return bool(assigned) and all((tp.topic, tp.partition) in self._at_end for tp in assigned)
+
     def _process(self, batch: list[Message]) -> None:
         records: list[RawRecord] = []
-        duplicates: set[tuple[str, int, int]] = set()
-        new_ids: list[tuple[RawRecord, str]] = []
+        last_event_is_eof: dict[tuple[str, int], bool] = {}
         for msg in batch:
-            if msg.error() is not None:
-                raise KafkaException(msg.error())
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(err)
+                last_event_is_eof[(msg.topic(), msg.partition())] = True
+                continue
+            last_event_is_eof[(msg.topic(), msg.partition())] = False
             _kind, timestamp = msg.timestamp()
             record = RawRecord(
                 msg.topic(),
@@ -191,51 +209,99 @@ class TransactionalProcessor:
                 timestamp,
             )
             records.append(record)
-        curated, dead = self.transformer.transform_batch(records)
+        if records and not self._transact(records):
+            return  # aborted and rewound: these partitions are not at their end
+        for tp, at_end in last_event_is_eof.items():
+            if at_end:
+                self._at_end.add(tp)
+            else:
+                self._at_end.discard(tp)
+
+    def _transact(self, records: list[RawRecord]) -> bool:
+        """Transform ``records`` and commit their outcomes in one transaction; False if it was aborted.
+
+        Each outcome is produced as soon as it is transformed (produce only queues), so librdkafka
+        sends while Python transforms the rest and the commit waits for the tail only.
+        """
+        sent: list[Curated] = []
+        dead: list[DeadLetter] = []
+        duplicates: list[RawRecord] = []
+        new_ids: list[tuple[RawRecord, str]] = []
+        new_by_partition: dict[tuple[str, int], tuple[int, list[str]]] = {}  # first offset, new ids
+        produce, transform, curated_topic = (
+            self.producer.produce,
+            self.transformer.transform,
+            self.topics.curated,
+        )
         self.producer.begin_transaction()
         try:
-            for item in curated:
-                eid = item.event_id
-                seen = self._seen.setdefault((item.source.topic, item.source.partition), set())
+            for record in records:
+                outcome = transform(record)
+                if isinstance(outcome, DeadLetter):
+                    dead.append(outcome)
+                    produce(
+                        self.topics.dlq(self._partner_of(record.topic)),
+                        key=record.key,
+                        value=record.value,
+                        headers=outcome.headers(),
+                    )
+                    continue
+                eid = outcome.event_id
+                seen = self._seen.setdefault((record.topic, record.partition), set())
                 if eid in seen:
-                    duplicates.add((item.source.topic, item.source.partition, item.source.offset))
+                    duplicates.append(record)
                     continue
                 seen.add(eid)
-                new_ids.append((item.source, eid))
-                self.producer.produce(self.topics.curated, key=item.key, value=item.value)
-            for letter in dead:
-                self.producer.produce(
-                    self.topics.dlq(self.topics.partner_of(letter.source.topic)),
-                    key=letter.source.key,
-                    value=letter.source.value,
-                    headers=letter.headers(),
+                sent.append(outcome)
+                new_ids.append((record, eid))
+                new_by_partition.setdefault((record.topic, record.partition), (record.offset, []))[1].append(
+                    eid
                 )
-            for source, eid in new_ids:
-                self.producer.produce(
-                    changelog_topic(self.app_id, source.topic),
-                    key=eid.encode(),
-                    value=b"1",
-                    partition=source.partition,
-                )
+                produce(curated_topic, key=outcome.key, value=outcome.value)
+            for (topic, partition), (first, ids) in new_by_partition.items():
+                for chunk in range(0, len(ids), CHANGELOG_IDS_PER_RECORD):
+                    produce(
+                        changelog_topic(self.app_id, topic),
+                        key=f"{first}.{chunk}".encode(),
+                        value="\n".join(ids[chunk : chunk + CHANGELOG_IDS_PER_RECORD]).encode(),
+                        partition=partition,
+                    )
             offsets = self._next_offsets(records)
             self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata())
             self.producer.commit_transaction()
         except KafkaException as exc:
-            err = exc.args[0]
-            for source, eid in new_ids:  # the transaction did not happen: forget what it would have added
-                self._seen.get((source.topic, source.partition), set()).discard(eid)
+            self._forget(new_ids)
+            err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.txn_requires_abort():
                 self.producer.abort_transaction()
                 self._rewind(records)
-                return
+                return False
             raise
-        self._count(records, curated, dead, duplicates)
+        except BaseException:
+            # not Kafka's doing (a bug in the transform, an interrupt): abort rather than leave the
+            # transaction open, which would hold read_committed readers back until it times out
+            self._forget(new_ids)
+            with contextlib.suppress(KafkaException):
+                self.producer.abort_transaction(10)
+            raise
+        self._count(records, sent, dead, duplicates)
+        return True
+
+    def _forget(self, new_ids: list[tuple[RawRecord, str]]) -> None:
+        """The transaction did not happen: forget the event ids it would have added."""
+        for source, eid in new_ids:
+            self._seen.get((source.topic, source.partition), set()).discard(eid)
 
     def _update_lag(self) -> None:
         self._lag_at = time.monotonic()
         for tp in self.consumer.assignment():
-            _low, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
-            lag = max(0, high - self.position.get((tp.topic, tp.partition), 0))
+            # cached: the high watermark of the last fetch response. Asking the broker (cached=False)
+            # is one blocking round trip per partition, ~0.25 s each under load: with 21 partitions
+            # that stalled the loop for seconds every LAG_EVERY_S.
+            _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                continue  # nothing fetched from this partition yet
+            lag = max(0, high - self.stats.position.get((tp.topic, tp.partition), 0))
             self.metrics.lag.labels(self.topics.partner_of(tp.topic), str(tp.partition)).set(lag)
 
     def _next_offsets(self, records: list[RawRecord]) -> list[TopicPartition]:
@@ -255,32 +321,35 @@ class TransactionalProcessor:
     def _count(
         self,
         records: list[RawRecord],
-        curated: list[Curated],
+        sent: list[Curated],
         dead: list[DeadLetter],
-        duplicates: set[tuple[str, int, int]],
+        duplicates: list[RawRecord],
     ) -> None:
+        """Add a committed batch to the reconciliation and the metrics. Metrics are counted per partner
+        per batch, so their label lookups and locks are paid once per batch, not once per record."""
+        self.stats.add(self._partner_of, records, sent, dead, duplicates)
         now = time.time()
-        s, m = self.stats, self.metrics
-        for r in records:
-            partner = self.topics.partner_of(r.topic)
-            s.records_in[partner] = s.records_in.get(partner, 0) + 1
-            m.records_in.labels(partner).inc()
-            self.position[(r.topic, r.partition)] = r.offset + 1
-        for item in curated:
-            partner = self.topics.partner_of(item.source.topic)
-            if (item.source.topic, item.source.partition, item.source.offset) in duplicates:
-                continue
-            s.curated[partner] = s.curated.get(partner, 0) + 1
-            m.curated.labels(partner).inc()
-            m.last_event_time.labels(partner).set(item.event_time)
-            if item.source.timestamp_ms:
-                m.latency.labels(partner).observe(max(0.0, now - item.source.timestamp_ms / 1000))
+        m, partner_of = self.metrics, self._partner_of
+        for topic, n in Counter(r.topic for r in records).items():
+            m.records_in.labels(partner_of(topic)).inc(n)
+        by_topic: dict[str, list[Curated]] = {}
+        for item in sent:
+            by_topic.setdefault(item.source.topic, []).append(item)
+        for topic, items in by_topic.items():
+            partner = partner_of(topic)
+            m.curated.labels(partner).inc(len(items))
+            m.last_event_time.labels(partner).set(items[-1].event_time)
+            histogram = m.latency.labels(partner)
+            for item in items:
+                if item.source.timestamp_ms:
+                    histogram.observe(max(0.0, now - item.source.timestamp_ms / 1000))
         for letter in dead:
-            partner = self.topics.partner_of(letter.source.topic)
-            reasons = s.dead.setdefault(partner, {})
-            reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
-            m.dead.labels(partner, letter.reason).inc()
-        for topic, _partition, _offset in duplicates:
-            partner = self.topics.partner_of(topic)
-            s.duplicates[partner] = s.duplicates.get(partner, 0) + 1
-            m.duplicates.labels(partner).inc()
+            m.dead.labels(partner_of(letter.source.topic), letter.reason).inc()
+        for topic, n in Counter(r.topic for r in duplicates).items():
+            m.duplicates.labels(partner_of(topic)).inc(n)
+
+    def _partner_of(self, topic: str) -> str:
+        partner = self._partners_by_topic.get(topic)
+        if partner is None:
+            partner = self._partners_by_topic[topic] = self.topics.partner_of(topic)
+        return partner

@@ -1,7 +1,7 @@
 """The pure transform: decoded raw partner record -> ChainEvent, or a dead letter. No I/O.
 
-Runners (faust today) call ``Transformer.transform_batch`` on batches of raw Kafka records and send
-what it returns; nothing in here knows about Kafka clients.
+Runners call ``Transformer.transform_batch`` on batches of raw Kafka records (or ``transform`` on one)
+and send what it returns; nothing in here knows about Kafka clients.
 """
 
 from __future__ import annotations
@@ -117,31 +117,37 @@ class Transformer:
         curated: list[Curated] = []
         dead: list[DeadLetter] = []
         for record in records:
-            stage = "decode"
-            try:
-                schema_id, payload = unframe(record.value)
-                writer = self.writer_schema(schema_id)
-                raw = decode(writer, payload)
-                stage = "transform"
-                event = self.to_chain_event(raw, writer)
-                key = (
-                    event["case_pseudonym"]
-                    or event["report_pseudonym"]
-                    or event["execution_pseudonym"]
-                    or str(event["event_id"])
-                )
-                curated.append(
-                    Curated(
-                        key=key.encode(),
-                        value=frame(self.curated_schema_id, encode(self.curated_schema, event)),
-                        source=record,
-                        event_id=str(event["event_id"]),
-                        event_time=event["event_time"].timestamp(),
-                    )
-                )
-            except RecordError as exc:
-                dead.append(DeadLetter(record, exc.reason, stage, str(exc)))
+            outcome = self.transform(record)
+            if isinstance(outcome, Curated):
+                curated.append(outcome)
+            else:
+                dead.append(outcome)
         return curated, dead
+
+    def transform(self, record: RawRecord) -> Curated | DeadLetter:
+        """One raw record to its curated event, or to a dead letter naming the reason and stage."""
+        stage = "decode"
+        try:
+            schema_id, payload = unframe(record.value)
+            writer = self.writer_schema(schema_id)
+            raw = decode(writer, payload)
+            stage = "transform"
+            event = self.to_chain_event(raw, writer)
+            key = (
+                event["case_pseudonym"]
+                or event["report_pseudonym"]
+                or event["execution_pseudonym"]
+                or str(event["event_id"])
+            )
+            return Curated(
+                key=key.encode(),
+                value=frame(self.curated_schema_id, encode(self.curated_schema, event)),
+                source=record,
+                event_id=str(event["event_id"]),
+                event_time=event["event_time"].timestamp(),
+            )
+        except RecordError as exc:
+            return DeadLetter(record, exc.reason, stage, str(exc))
 
     def to_chain_event(self, raw: dict[str, Any], writer: Any) -> dict[str, Any]:
         record_type = writer["name"] if isinstance(writer, dict) else str(writer)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import KafkaSettings
@@ -75,6 +75,27 @@ def end_offsets(
         consumer.close()
 
 
+def high_watermarks(
+    settings: KafkaSettings, partitions: Iterable[TopicPartition], *, timeout: float = 10.0
+) -> dict[tuple[str, int], int]:
+    """High watermark of each partition, in one ListOffsets request per broker (not one per partition).
+
+    A partition whose offset cannot be listed (no leader yet, just created) is left out of the answer:
+    callers treat it as unknown rather than wait for it.
+    """
+    wanted = {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in partitions}
+    if not wanted:
+        return {}
+    admin = AdminClient(settings.librdkafka())
+    out: dict[tuple[str, int], int] = {}
+    for tp, future in admin.list_offsets(wanted, request_timeout=timeout).items():
+        try:
+            out[(tp.topic, tp.partition)] = future.result(timeout=timeout).offset
+        except KafkaException:
+            continue
+    return out
+
+
 def read_to_end(
     settings: KafkaSettings, partitions: list[TopicPartition], *, group_id: str, deadline_s: float = 120.0
 ) -> Iterator[Message]:
@@ -100,7 +121,7 @@ def read_to_end(
                 raise DeliveryError(
                     f"reading {sorted(pending)} did not reach the end within {deadline_s:.0f} s"
                 )
-            for msg in consumer.consume(10_000, timeout=0.5):
+            for msg in consumer.consume(10_000, timeout=0.1):  # returns early only when 10 000 came
                 err = msg.error()
                 if err is None:
                     yield msg

@@ -92,6 +92,7 @@ def process(
                 "records_in": progress.records_in,
                 "curated": progress.curated,
                 "dead_lettered": progress.dead,
+                "reconciles": progress.reconciles(),
             }
         else:
             result = _run_transactional(

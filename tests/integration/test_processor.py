@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
+from pydantic import SecretStr
 
 from ketenstroom.adapters.kafka import all_partitions, end_offsets, ensure_topics, read_to_end
 from ketenstroom.adapters.registry import Registry
@@ -24,7 +25,9 @@ from ketenstroom.contract import PARTNERS, Topics
 from ketenstroom.contract.codec import decode
 from ketenstroom.contract.scanner import scan_all
 from ketenstroom.contract.wire import unframe
-from ketenstroom.settings import PathSettings
+from ketenstroom.settings import PathSettings, PseudonymSettings
+from processors.build import build_transformer
+from processors.runner import TransactionalProcessor
 from producers.publish import Publisher
 from producers.synthetic import OM_COLUMNS, GenerationReport, generate_chain, om_decision_rows, write_csv
 from tests.conftest import Services
@@ -206,6 +209,42 @@ def test_key_rotation_gives_new_pseudonyms_and_leaves_old_output(services: Servi
     assert {e["pseudonym_key_id"] for e in before} == {"k1"}
     assert {e["pseudonym_key_id"] for e in rotated} == {"k2"}
     assert not {e["case_pseudonym"] for e in before} & {e["case_pseudonym"] for e in rotated}
+
+
+def test_run_until_end_stops_at_partition_eof_past_an_aborted_transaction(
+    services: Services, tmp_path: Path
+) -> None:
+    names = Topics(f"t{os.getpid()}eof{random.randrange(10**6)}.")
+    ensure_topics(services.kafka, names.all(["om"]), partitions=1, replication_factor=1)
+    exports = generate_chain(tmp_path, cases=40, seed=97, partners=("om",))
+    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+        published = publisher.publish([Path(exports.partners["om"].path)]).published
+    # an aborted record and its marker lie past the last committed record: a reader that waits for
+    # its position to reach the high watermark would wait forever
+    aborter = Producer(services.kafka.librdkafka(transactional_id=f"{names.prefix}aborter"))
+    aborter.init_transactions(30)
+    aborter.begin_transaction()
+    aborter.produce(names.raw("om"), value=b"never committed")
+    aborter.flush(30)
+    aborter.abort_transaction(30)
+    deadline = time.monotonic() + DEADLINE_S
+    with Registry(services.registry) as registry:
+        transformer = build_transformer(
+            registry=registry,
+            paths=PathSettings(),
+            pseudonym=PseudonymSettings(key=SecretStr(KEY), key_id="t1"),
+            topics=names,
+        )
+        stats = TransactionalProcessor(
+            kafka=services.kafka,
+            topics=names,
+            partners=["om"],
+            transformer=transformer,
+            app_id=f"{names.prefix}proc",
+        ).run(until_end=True, should_stop=lambda: time.monotonic() > deadline)
+    assert time.monotonic() < deadline, "run(until_end=True) did not stop at the end"
+    assert stats.records_in == {"om": published} and stats.reconciles()
+    assert len(_read_committed(services, names.curated)) == stats.curated["om"]
 
 
 def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(

@@ -179,3 +179,38 @@ def test_unknown_code_and_garbage_become_dead_letters_with_origin() -> None:
     headers = dict(dead[0].headers())
     assert headers["ketenstroom.source.offset"] == b"40"
     assert b"XXXX" in headers["ketenstroom.error"]
+
+
+class _ChangelogRecord:
+    def __init__(self, key: bytes, value: bytes) -> None:
+        self._key, self._value = key, value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+
+def test_changelog_records_restore_ids_of_both_forms() -> None:
+    from processors.runner import _ids_of
+
+    assert _ids_of(_ChangelogRecord(b"1200.0", b"id-a\nid-b")) == ["id-a", "id-b"]  # type: ignore[arg-type]
+    assert _ids_of(_ChangelogRecord(b"id-c", b"1")) == ["id-c"]  # type: ignore[arg-type]
+
+
+def test_reconciliation_counts_batches_of_either_runner() -> None:
+    from processors.progress import Reconciliation
+    from processors.transform import Curated, DeadLetter
+
+    records = [RawRecord("p.raw.om", 0, offset, b"k", b"v") for offset in range(4)]
+    sent = [Curated(b"k", b"v", records[0], "e0", 0.0), Curated(b"k", b"v", records[1], "e1", 0.0)]
+    dead = [DeadLetter(records[2], "unknown-code", "transform", "code X of OM.FEIT")]
+    stats = Reconciliation()
+    stats.add(lambda topic: topic.rsplit(".", 1)[1], records, sent, dead, [records[3]])
+    assert (stats.records_in, stats.curated, stats.duplicates) == ({"om": 4}, {"om": 2}, {"om": 1})
+    assert stats.dead == {"om": {"unknown-code": 1}} and stats.reconciles()
+    assert stats.position == {("p.raw.om", 0): 4}
+    assert stats.done({("p.raw.om", 0): 4, ("p.raw.om", 1): 0}) and not stats.done({("p.raw.om", 0): 5})
+    stats.records_in["om"] += 1
+    assert not stats.reconciles()

@@ -1,0 +1,293 @@
+"""Benchmark the exactly-once processor against Quix Streams, the bare transform and a raw passthrough.
+
+One multi-partner stream (the project's chain generator, all seven partners, a little noise) is
+published once to fresh ``raw.*`` topics; every contender then reads all of it, in the same run:
+
+* ours: ``TransactionalProcessor`` (exactly-once: outcomes, dedup changelog and offsets in one Kafka
+  transaction per batch), read to the end by partition EOF;
+* (a) quix: the same ``Transformer.transform`` per record in a Quix Streams app (``bench.quix_app``,
+  run from ``.venv-quix`` as a subprocess) with ``processing_guarantee="exactly-once"``, the guarantee
+  ours gives; it is also run with Quix's default, at-least-once, and shown without a ratio;
+* (b) compute: ``Transformer.transform_batch`` over the same records in a plain loop, no Kafka;
+* (c) raw: a confluent-kafka consumer reading batches and producing the same bytes unchanged
+  (idempotent, acks=all, lz4 like ours), read to the end by partition EOF.
+
+Each Kafka contender writes to its own output topics and uses its own consumer group; wall time runs
+from start (including group join) to the last output acknowledged. Timings on a shared 2-core machine
+are noisy, so ``--runs`` repeats the Kafka contenders interleaved and the best run of each counts.
+The last line is machine-readable: our figure divided by each baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
+
+from bench.common import endpoints, fresh_topics, load_average
+from ketenstroom.adapters.kafka import all_partitions as partitions_of
+from ketenstroom.adapters.kafka import ensure_topics, read_to_end
+from ketenstroom.adapters.registry import Registry
+from ketenstroom.contract import PARTNERS, Topics
+from ketenstroom.settings import KafkaSettings, PathSettings, PseudonymSettings, RegistrySettings
+from processors.build import build_transformer
+from processors.runner import TransactionalProcessor
+from processors.transform import RawRecord, Transformer
+from producers.publish import Publisher
+from producers.synthetic import generate_chain
+
+QUIX_PYTHON = Path(".venv-quix/bin/python")
+PARTITIONS = 3
+MADE: list[str] = []  # topic prefixes this run created: deleted at the end unless --keep-topics
+
+
+@dataclass(frozen=True)
+class RoutedTopics(Topics):
+    """Raw topics from the shared input namespace, curated and DLQ topics in this contender's own."""
+
+    source: Topics = field(default_factory=Topics)
+
+    def raw(self, partner: str) -> str:
+        return self.source.raw(partner)
+
+    def partner_of(self, topic: str) -> str:
+        return topic.rsplit(".", 1)[1]
+
+
+def publish(kafka: KafkaSettings, registry: RegistrySettings, cases: int, noise: float) -> tuple[Topics, int]:
+    source = fresh_topics("proc-in")
+    MADE.append(source.prefix)
+    ensure_topics(kafka, [source.raw(p) for p in PARTNERS], partitions=PARTITIONS, replication_factor=1)
+    published = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        report = generate_chain(Path(tmp), cases=cases, seed=42, noise=noise)
+        for partner in PARTNERS:
+            with Publisher(partner, kafka=kafka, registry=registry, topics=source) as publisher:
+                published += publisher.publish([Path(report.partners[partner].path)]).published
+    return source, published
+
+
+def outputs(kafka: KafkaSettings, source: Topics, label: str) -> RoutedTopics:
+    out = RoutedTopics(prefix=fresh_topics(label).prefix, source=source)
+    MADE.append(out.prefix)
+    ensure_topics(
+        kafka, [out.curated, *(out.dlq(p) for p in PARTNERS)], partitions=PARTITIONS, replication_factor=1
+    )
+    return out
+
+
+def run_ours(
+    kafka: KafkaSettings, registry: Registry, pseudonym: PseudonymSettings, source: Topics
+) -> tuple[float, int]:
+    out = outputs(kafka, source, "ours")
+    transformer = build_transformer(registry=registry, paths=PathSettings(), pseudonym=pseudonym, topics=out)
+    proc = TransactionalProcessor(
+        kafka=kafka,
+        topics=out,
+        partners=list(PARTNERS),
+        transformer=transformer,
+        app_id=f"{out.prefix}ours",
+    )
+    start = time.perf_counter()
+    stats = proc.run(until_end=True)
+    elapsed = time.perf_counter() - start
+    assert stats.reconciles(), stats
+    return elapsed, sum(stats.records_in.values())
+
+
+def run_quix(
+    kafka: KafkaSettings, registry: RegistrySettings, key: str, source: Topics, n: int, guarantee: str
+) -> float:
+    out = outputs(kafka, source, "quix")
+    env = {**os.environ, "KETENSTROOM_PSEUDONYM_KEY": key, "KETENSTROOM_PSEUDONYM_KEY_ID": "bench"}
+    argv = [
+        str(QUIX_PYTHON), "-m", "bench.quix_app",
+        "--bootstrap", kafka.bootstrap_servers,
+        "--registry", registry.url,
+        "--input-prefix", source.prefix,
+        "--output-prefix", out.prefix,
+        "--count", str(n),
+        "--group", f"{out.prefix}quix",
+        "--guarantee", guarantee,
+    ]  # fmt: skip
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=540)
+    if done.returncode != 0:
+        raise SystemExit(f"quix app failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["curated"] + result["dead"] == n, result
+    return float(result["seconds"])
+
+
+def run_raw(kafka: KafkaSettings, source: Topics, n: int) -> float:
+    """Consume in batches, produce the same bytes unchanged; to the end by partition EOF."""
+    out = outputs(kafka, source, "raw")
+    consumer = Consumer(
+        kafka.librdkafka(
+            group_id=f"{out.prefix}raw",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            enable_partition_eof=True,
+        )
+    )
+    producer = Producer(
+        kafka.librdkafka(enable_idempotence=True, acks="all", linger_ms=5, compression_type="lz4")
+    )
+    at_end: set[tuple[str, int]] = set()
+    copied = 0
+    start = time.perf_counter()
+    consumer.subscribe([source.raw(p) for p in PARTNERS])
+    try:
+        while True:
+            for msg in consumer.consume(2000, timeout=0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise SystemExit(f"raw passthrough failed: {err}")
+                    at_end.add((msg.topic(), msg.partition()))
+                    continue
+                at_end.discard((msg.topic(), msg.partition()))
+                while True:
+                    try:
+                        producer.produce(out.curated, key=msg.key(), value=msg.value(), headers=msg.headers())
+                        break
+                    except BufferError:
+                        producer.poll(0.1)  # backpressure: serve delivery reports until there is room
+                copied += 1
+            producer.poll(0)
+            assigned = consumer.assignment()
+            if assigned and all((tp.topic, tp.partition) in at_end for tp in assigned):
+                break
+        producer.flush(60)
+    finally:
+        consumer.close()
+    elapsed = time.perf_counter() - start
+    assert copied == n, (copied, n)
+    return elapsed
+
+
+def encoded_records(kafka: KafkaSettings, source: Topics) -> list[RawRecord]:
+    """Every raw record as the runner sees it, read once (outside the timed section)."""
+    parts = [tp for p in PARTNERS for tp in partitions_of(kafka, source.raw(p))]
+    return [
+        RawRecord(
+            m.topic(),
+            m.partition(),
+            m.offset(),
+            m.key(),
+            m.value(),
+            tuple((k, v or b"") for k, v in (m.headers() or ())),
+            m.timestamp()[1],
+        )
+        for m in read_to_end(kafka, parts, group_id=f"{source.prefix}compute")
+    ]
+
+
+def run_compute(transformer: Transformer, records: list[RawRecord], batch: int = 2000) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(records), batch):
+        transformer.transform_batch(records[i : i + batch])
+    return time.perf_counter() - start
+
+
+def delete_made_topics(kafka: KafkaSettings) -> None:
+    """Delete the topics this run created (inputs, outputs, dedup changelogs): the stack is shared."""
+    admin = AdminClient(kafka.librdkafka())
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(tuple(MADE))]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cases", type=int, default=14_000, help="crimes to generate (~4.8 events each)")
+    parser.add_argument("--noise", type=float, default=0.01)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--skip-quix-default",
+        action="store_true",
+        help="do not also run Quix with its default guarantee (at-least-once; shown, not in a ratio)",
+    )
+    parser.add_argument("--keep-topics", action="store_true", help="leave this run's topics on the broker")
+    args = parser.parse_args()
+    if not QUIX_PYTHON.exists():
+        raise SystemExit(f"{QUIX_PYTHON} is missing; `make bench-process` creates it")
+    kafka, registry_settings = endpoints()
+    key = secrets.token_hex(32)
+    pseudonym = PseudonymSettings(key=SecretStr(key), key_id="bench")
+
+    try:
+        started = time.perf_counter()
+        source, n = publish(kafka, registry_settings, args.cases, args.noise)
+        print(f"published {n} events of {len(PARTNERS)} partners to {source.prefix}raw.* in "
+              f"{time.perf_counter() - started:.1f} s; {load_average()}", flush=True)  # fmt: skip
+
+        ours: list[float] = []
+        quix: list[float] = []
+        quix_default: list[float] = []
+        raw: list[float] = []
+        with Registry(registry_settings) as registry:
+            for run in range(args.runs):
+                t, seen = run_ours(kafka, registry, pseudonym, source)
+                assert seen == n, (seen, n)
+                ours.append(t)
+                quix.append(run_quix(kafka, registry_settings, key, source, n, "exactly-once"))
+                if not args.skip_quix_default:
+                    quix_default.append(run_quix(kafka, registry_settings, key, source, n, "at-least-once"))
+                raw.append(run_raw(kafka, source, n))
+                print(
+                    f"run {run + 1}: ours {n / ours[-1]:,.0f}/s  quix {n / quix[-1]:,.0f}/s  "
+                    + (f"quix at-least-once {n / quix_default[-1]:,.0f}/s  " if quix_default else "")
+                    + f"raw {n / raw[-1]:,.0f}/s",
+                    flush=True,
+                )
+            records = encoded_records(kafka, source)
+            transformer = build_transformer(
+                registry=registry,
+                paths=PathSettings(),
+                pseudonym=pseudonym,
+                topics=outputs(kafka, source, "c"),
+            )
+            compute = min(run_compute(transformer, records) for _ in range(max(2, args.runs)))
+
+        ours_rate, quix_rate, raw_rate = n / min(ours), n / min(quix), n / min(raw)
+        compute_rate = len(records) / compute
+        print(f"events: {n} ({len(PARTNERS)} partners, {PARTITIONS} partitions each, noise {args.noise})")
+        rows = [
+            ("ours: TransactionalProcessor, exactly-once + dedup", ours_rate),
+            ("(a) quix: Quix Streams app, exactly-once", quix_rate),
+            *(
+                [("    quix with its default, at-least-once (no ratio)", n / min(quix_default))]
+                if quix_default
+                else []
+            ),
+            ("(b) compute: transform_batch alone, no Kafka", compute_rate),
+            ("(c) raw: confluent-kafka consume + produce bytes", raw_rate),
+        ]
+        for label, rate in rows:
+            print(f"{label + ':':<54}{rate:>9,.0f} events/s")
+        print(load_average())
+        print(
+            f"ratio_quix={ours_rate / quix_rate:.2f} ratio_compute={ours_rate / compute_rate:.2f} "
+            f"ratio_raw={ours_rate / raw_rate:.2f}"
+        )
+    finally:
+        if not args.keep_topics and MADE:
+            delete_made_topics(kafka)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
