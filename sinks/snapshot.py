@@ -119,10 +119,17 @@ class OffsetRange(BaseModel):
     rows: int
 
 
-class Manifest(BaseModel):
-    """What a sealed revision holds; its existence is what makes the revision visible."""
+class _Document(BaseModel):
+    """A JSON document written once (create-only) and read back as it was."""
 
     model_config = ConfigDict(frozen=True)
+
+    def to_bytes(self) -> bytes:
+        return (self.model_dump_json(indent=2) + "\n").encode()
+
+
+class Manifest(_Document):
+    """What a sealed revision holds; its existence is what makes the revision visible."""
 
     format: str = MANIFEST_FORMAT
     period: str
@@ -149,9 +156,6 @@ class Manifest(BaseModel):
     def prefix(self) -> str:
         return revision_prefix(self.period, self.revision)
 
-    def to_bytes(self) -> bytes:
-        return (self.model_dump_json(indent=2) + "\n").encode()
-
 
 TABLES_FORMAT = "ketenstroom.snapshot-tables/1"
 
@@ -160,10 +164,8 @@ def tables_manifest_name(period: str, revision: int) -> str:
     return revision_prefix(period, revision) + "tables/manifest.json"
 
 
-class TablesManifest(BaseModel):
+class TablesManifest(_Document):
     """The linked chain and person tables derived from one sealed revision."""
-
-    model_config = ConfigDict(frozen=True)
 
     format: str = TABLES_FORMAT
     period: str
@@ -172,9 +174,6 @@ class TablesManifest(BaseModel):
     built_at: datetime
     events_read: int  # this revision's rows plus the earlier periods' rows read for the cases' history
     files: dict[str, FileEntry]
-
-    def to_bytes(self) -> bytes:
-        return (self.model_dump_json(indent=2) + "\n").encode()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import obstore
@@ -97,21 +98,19 @@ class ObjectStore:
 
     def rename(self, source: str, target: str) -> None:
         """Move an object (an atomic rename on a local directory, copy then delete on S3)."""
-        try:
-            obstore.rename(self._store, source, target)
-        except (NotFoundError, FileNotFoundError) as exc:
-            raise StorageError(f"{self.url}/{source} does not exist") from exc
-        except BaseError as exc:
-            raise StorageError(f"moving {self.url}/{source} to {target} failed: {exc}") from exc
+        self._transfer(obstore.rename, "moving", source, target)
 
     def copy(self, source: str, target: str) -> None:
         """Copy an object within the store (server-side on S3)."""
+        self._transfer(obstore.copy, "copying", source, target)
+
+    def _transfer(self, how: Any, verb: str, source: str, target: str) -> None:
         try:
-            obstore.copy(self._store, source, target)
+            how(self._store, source, target)
         except (NotFoundError, FileNotFoundError) as exc:
             raise StorageError(f"{self.url}/{source} does not exist") from exc
         except BaseError as exc:
-            raise StorageError(f"copying {self.url}/{source} to {target} failed: {exc}") from exc
+            raise StorageError(f"{verb} {self.url}/{source} to {target} failed: {exc}") from exc
 
     def delete(self, key: str) -> None:
         try:

@@ -71,6 +71,17 @@ def _sealer(store: ObjectStore) -> Sealer:
     )
 
 
+def _sink(services: Services, names: Topics, group_id: str, store: ObjectStore) -> Sink:
+    return Sink(
+        kafka=services.kafka,
+        registry=services.registry,
+        store=store,
+        group_id=group_id,
+        topics=names,
+        sealer=_sealer(store),
+    )
+
+
 def _read_all(store: ObjectStore) -> list[dict[str, object]]:
     """Every row of the latest sealed revision of every period (what readers see)."""
     snapshots = Snapshots(store)
@@ -124,14 +135,7 @@ def test_export_flows_through_every_stage(
     # sink: local directory
     store = ObjectStore(f"file://{tmp_path / 'snapshots'}")
     stop = end_offsets(services.kafka, [names.curated])
-    report = Sink(
-        kafka=services.kafka,
-        registry=services.registry,
-        store=store,
-        group_id=group_id,
-        topics=names,
-        sealer=_sealer(store),
-    ).run(stop_at=stop)
+    report = _sink(services, names, group_id, store).run(stop_at=stop)
     rows = _read_all(store)
     assert len(rows) == report.written == counts["curated"]["om"]
     assert sorted(m.period for m in report.sealed) == sorted(report.rows_per_period)
@@ -187,14 +191,7 @@ def test_sink_writes_to_s3proxy(
 ) -> None:
     store = ObjectStore(f"s3://{services.s3.bucket}/{names.prefix.rstrip('.')}", services.s3)
     stop = end_offsets(services.kafka, [names.curated])
-    report = Sink(
-        kafka=services.kafka,
-        registry=services.registry,
-        store=store,
-        group_id=group_id,
-        topics=names,
-        sealer=_sealer(store),
-    ).run(stop_at=stop)
+    report = _sink(services, names, group_id, store).run(stop_at=stop)
     rows = _read_all(store)
     assert report.written == len(rows) == delivered["counts"]["curated"]["om"]  # type: ignore[index]
     assert all(str(r["period"]).startswith("2026MM") for r in rows)
