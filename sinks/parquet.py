@@ -59,9 +59,15 @@ SCHEMA = pa.schema(
 SCHEMA_IDS_KEY = "ketenstroom.schema_ids"  # Parquet key-value metadata: registry ids of the writer schemas
 
 
+# the same columns with plain strings: converting to those and dictionary-encoding after is faster
+_PLAIN = pa.schema(
+    [pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in SCHEMA]
+)
+
+
 def to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     """Rows (missing keys are nulls) as a table of ``SCHEMA``, converted in C++ (no per-cell Python)."""
-    return pa.Table.from_pylist(list(rows), schema=SCHEMA)
+    return pa.Table.from_pylist(list(rows), schema=_PLAIN).cast(SCHEMA)
 
 
 def write_table(table: pa.Table, schema_ids: Iterable[int] = ()) -> bytes:

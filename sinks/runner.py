@@ -79,7 +79,7 @@ class Sink:
         period: PeriodKind = "month",
         topics: Topics | None = None,
         max_buffered: int = 50_000,
-        flush_interval_s: float = 5.0,
+        flush_interval_s: float = 30.0,
         sealer: Sealer | None = None,
         tables: bool = True,
     ) -> None:
