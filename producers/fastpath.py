@@ -19,214 +19,35 @@ that is not a string, ...) gets no plan: all its rows take the reference path, a
 
 from __future__ import annotations
 
-import re
-import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastavro.write import LOGICAL_WRITERS
-
 from ketenstroom.contract.ids import event_id_bytes, format_uuid
 from producers.config import RecordMapping
-from producers.rows import CODED, MINIMUM, SEMANTIC, normalise_decimal, parse_bool, parse_date, parse_moment
-
-# Whitespace that both str.strip() and pydantic's str_strip_whitespace remove; around a value, anything
-# else (e.g. U+001C, which only Python strips) sends the row to the reference path.
-_ASCII_SPACE = " \t\n\r\x0b\x0c"
-_PLAIN_DECIMAL = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{1,15})?")
-_INT = (-(2**31), 2**31 - 1)
-_LONG = (-(2**63), 2**63 - 1)
-_REMEMBER = 65_536  # distinct date (time) strings remembered per column; dates recur a lot
-_DOUBLE = struct.Struct("<d")
-
-Step = Callable[[str], Any]  # partner's string -> bytes (or value); ValueError when not plainly valid
-Writer = Callable[[Any], bytes]  # Avro-ready value -> Avro bytes
-Around = tuple[bytes, bytes]
-
-
-class NotPlain(ValueError):
-    """This value needs the reference path (raised inside the fast path only)."""
+from producers.rows import CODED, MINIMUM, SEMANTIC
+from producers.steps import (
+    INT,
+    LONG,
+    Around,
+    Step,
+    Writer,
+    boolean_value,
+    days,
+    double_value,
+    integer_value,
+    moments,
+    remembered,
+    string_bytes,
+    text_bytes,
+    text_value,
+    then,
+    writer,
+    zigzag,
+)
 
 
 class Unsupported(Exception):
     """The plan cannot cover this record type; its rows take the reference path."""
-
-
-def zigzag(n: int) -> bytes:
-    """An Avro int/long: zig-zag, then a base-128 varint, low group first."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_LENGTHS = tuple(zigzag(n) for n in range(1024))
-
-
-def _string_bytes(text: str) -> bytes:
-    data = text.encode()  # a lone surrogate raises UnicodeEncodeError, a ValueError: reference path
-    n = len(data)
-    return (_LENGTHS[n] if n < 1024 else zigzag(n)) + data
-
-
-# -- steps: partner's string -> Avro bytes of one leaf (or its value, for leaves needed twice) ----------
-def _blank(nullable: bool) -> None:
-    """A blank value is null where the field may be null; elsewhere the model names the reason."""
-    if not nullable:
-        raise NotPlain
-
-
-def _text_value(nullable: bool, check: Callable[[Any], Any] | None) -> Step:
-    def step(raw: str) -> str | None:
-        text = raw.strip()
-        if not text:
-            _blank(nullable)
-            return None
-        if len(text) != len(raw) and raw.strip(_ASCII_SPACE) != text:
-            raise NotPlain
-        return text if check is None else check(text)
-
-    return step
-
-
-def _text_bytes(nullable: bool, check: Callable[[Any], Any] | None, leaf: _Leaf, around: Around) -> Step:
-    before, after, null = leaf.branch + around[0], around[1], leaf.null or b""
-
-    def step(raw: str) -> bytes:
-        text = raw.strip()
-        if not text:
-            _blank(nullable)
-            return null
-        if len(text) != len(raw) and raw.strip(_ASCII_SPACE) != text:
-            raise NotPlain
-        if check is not None:
-            text = check(text)
-        data = text.encode()  # a lone surrogate raises UnicodeEncodeError, a ValueError
-        n = len(data)
-        return before + (_LENGTHS[n] if n < 1024 else zigzag(n)) + data + after
-
-    return step
-
-
-def _integer_value(nullable: bool, low: int, high: int) -> Step:
-    def step(raw: str) -> int | None:
-        if raw.isdigit() and raw.isascii() and len(raw) < 19:
-            value = int(raw)
-            if low <= value <= high:
-                return value
-            raise NotPlain
-        if not raw.strip():
-            _blank(nullable)
-            return None
-        raise NotPlain  # signs, spaces, "1_000", "1.0": pydantic's to judge
-
-    return step
-
-
-def _double_value(nullable: bool) -> Step:
-    def step(raw: str) -> float | None:
-        if not raw.strip():
-            _blank(nullable)
-            return None
-        text = normalise_decimal(raw)
-        if _PLAIN_DECIMAL.fullmatch(text):
-            return float(text)
-        raise NotPlain
-
-    return step
-
-
-def _boolean_value(nullable: bool) -> Step:
-    def step(raw: str) -> bool | None:
-        if not raw.strip():
-            _blank(nullable)
-            return None
-        return bool(parse_bool(raw))
-
-    return step
-
-
-def _then(convert: Step, write: Writer) -> Step:
-    def step(raw: str) -> bytes:
-        return write(convert(raw))
-
-    return step
-
-
-def _remembered(nullable: bool, leaf: _Leaf, compute: Callable[[str], int]) -> Step:
-    """Dates and moments: parsing costs ~3 us and the same strings recur, so remember their bytes."""
-    seen: dict[str, bytes] = {}
-    branch, null = leaf.branch, leaf.null or b""
-
-    def step(raw: str) -> bytes:
-        found = seen.get(raw)
-        if found is not None:
-            return found
-        if not raw.strip():
-            _blank(nullable)
-            return null
-        data = branch + zigzag(compute(raw))
-        if len(seen) >= _REMEMBER:
-            seen.clear()
-        seen[raw] = data
-        return data
-
-    return step
-
-
-def _days(raw: str) -> int:
-    return int(LOGICAL_WRITERS["int-date"](parse_date(raw), {}))
-
-
-def _moment(logical: str) -> Callable[[str], int]:
-    to_number = LOGICAL_WRITERS[f"long-{logical}"]
-
-    def compute(raw: str) -> int:
-        return int(to_number(parse_moment(raw), {}))
-
-    return compute
-
-
-def _double_bytes(value: float) -> bytes:
-    return _DOUBLE.pack(value)
-
-
-def _boolean_bytes(value: bool) -> bytes:
-    return b"\x01" if value else b"\x00"
-
-
-_BODIES: dict[str, Callable[[Any], bytes]] = {
-    "string": _string_bytes,
-    "long": zigzag,
-    "double": _double_bytes,
-    "boolean": _boolean_bytes,
-}
-
-
-def _writer(kind: str, leaf: _Leaf, around: Around = (b"", b"")) -> Writer:
-    """Value -> bytes of one leaf: union branch, ``around[0]``, the value, ``around[1]`` (a coded
-    value's fixed code system goes before the code, its version after)."""
-    before, after, null = leaf.branch + around[0], around[1], leaf.null
-    body = _BODIES[kind]
-    last_value: Any = None  # the delivery time recurs for ~30 rows, the version for most: keep the last
-    last_data = b""
-
-    def write(value: Any) -> bytes:
-        nonlocal last_value, last_data
-        if value is None:
-            if null is None:
-                raise NotPlain
-            return null
-        if value == last_value and type(value) is type(last_value):
-            return last_data
-        last_value, last_data = value, before + body(value) + after
-        return last_data
-
-    return write
 
 
 # -- the schema, leaf by leaf -------------------------------------------------------------------------
@@ -288,47 +109,52 @@ def _coded_around(leaf: _Leaf, record: RecordMapping) -> Around:
     system = record.codes.get(leaf.path)
     if system is None:
         return b"", b""  # not mapped: only ever null
-    return _string_bytes(system.system), _string_bytes(system.version)
+    return string_bytes(system.system), string_bytes(system.version)
 
 
 def _value_step(leaf: _Leaf, nullable: bool) -> Step:
     """Partner's string -> the value, for the leaves needed twice (id, version, key)."""
     last = leaf.path.rsplit(".", 1)[-1]
     if leaf.kind in ("string", "coded"):
-        return _text_value(nullable, SEMANTIC.get(last))
+        return text_value(nullable, SEMANTIC.get(last))
     if last in SEMANTIC:
         raise Unsupported(f"{leaf.path}: identifier check on a {leaf.kind}")
     if leaf.kind in ("int", "long"):
-        low, high = _INT if leaf.kind == "int" else _LONG
-        return _integer_value(nullable, max(low, MINIMUM.get(leaf.path, low)), high)
+        low, high = INT if leaf.kind == "int" else LONG
+        return integer_value(nullable, max(low, MINIMUM.get(leaf.path, low)), high)
     if leaf.kind == "double":
-        return _double_value(nullable)
+        return double_value(nullable)
     if leaf.kind == "boolean":
-        return _boolean_value(nullable)
+        return boolean_value(nullable)
     raise Unsupported(f"{leaf.path}: {leaf.kind} as a value")
 
 
-def _bytes_step(leaf: _Leaf, nullable: bool, record: RecordMapping) -> Step:
+def _bytes_step(
+    leaf: _Leaf, nullable: bool, record: RecordMapping, memos: dict[str, dict[str, bytes]]
+) -> Step:
     """Partner's string -> the leaf's Avro bytes."""
     if leaf.kind in ("string", "coded"):
         around = _coded_around(leaf, record) if leaf.kind == "coded" else (b"", b"")
-        return _text_bytes(nullable, SEMANTIC.get(leaf.path.rsplit(".", 1)[-1]), leaf, around)
+        check = SEMANTIC.get(leaf.path.rsplit(".", 1)[-1])
+        return text_bytes(nullable, check, leaf.branch, leaf.null, around)
     if leaf.path.rsplit(".", 1)[-1] in SEMANTIC:
         raise Unsupported(f"{leaf.path}: identifier check on a {leaf.kind}")
     if leaf.kind == "date":
-        return _remembered(nullable, leaf, _days)
+        return remembered(nullable, leaf.branch, leaf.null, days, memos.setdefault(leaf.kind, {}))
     if leaf.kind.startswith("timestamp-"):
-        return _remembered(nullable, leaf, _moment(leaf.kind))
-    return _then(_value_step(leaf, nullable), _value_writer(leaf, record))
+        return remembered(
+            nullable, leaf.branch, leaf.null, moments(leaf.kind), memos.setdefault(leaf.kind, {})
+        )
+    return then(_value_step(leaf, nullable), _value_writer(leaf, record))
 
 
 def _value_writer(leaf: _Leaf, record: RecordMapping) -> Writer:
     if leaf.kind == "coded":
-        return _writer("string", leaf, _coded_around(leaf, record))
+        return writer("string", leaf.branch, leaf.null, _coded_around(leaf, record))
     if leaf.kind in ("string", "double", "boolean"):
-        return _writer(leaf.kind, leaf)
+        return writer(leaf.kind, leaf.branch, leaf.null)
     if leaf.kind in ("int", "long", "date") or leaf.kind.startswith("timestamp-"):
-        return _writer("long", leaf)
+        return writer("long", leaf.branch, leaf.null)
     raise Unsupported(f"{leaf.path}: {leaf.kind}")
 
 
@@ -368,12 +194,13 @@ class RowPlan:
             dict.fromkeys(p for p in (_EVENT_ID, _DELIVERY, _VERSION, _SOURCE, record.key) if p in by_path)
         )
         columns = list(record.columns)
+        memos: dict[str, dict[str, bytes]] = {}  # kind -> string -> number bytes, shared by its leaves
         self._columns = [
             (
                 record.columns[path],
                 _value_step(by_path[path], _nullable(by_path[path], record))
                 if path in late
-                else _bytes_step(by_path[path], _nullable(by_path[path], record), record),
+                else _bytes_step(by_path[path], _nullable(by_path[path], record), record, memos),
             )
             for path in columns
         ]
@@ -390,7 +217,7 @@ class RowPlan:
                 constant = record.constants[leaf.path]
                 if not isinstance(constant, str):
                     raise Unsupported(f"{leaf.path}: constant {constant!r} is not a string")
-                fixed[leaf.path] = _bytes_step(leaf, _nullable(leaf, record), record)(constant)
+                fixed[leaf.path] = _bytes_step(leaf, _nullable(leaf, record), record, {})(constant)
             elif leaf.null is not None:
                 fixed[leaf.path] = leaf.null  # what fastavro writes for an optional field the record lacks
             else:

@@ -59,11 +59,11 @@ class CodeSystem:
 
 # dd-mm-jjjj or dd/mm/jjjj, optionally followed by HH:MM[:SS]: the partners' usual spelling, parsed
 # with a regex and int() because strptime costs ~30 us a call and a delivery has millions of dates.
-_DUTCH = re.compile(r"(\d{2})[-/](\d{2})[-/](\d{4})(?:[ T](\d{2}):(\d{2})(?::(\d{2}))?)?")
+DUTCH_MOMENT = re.compile(r"(\d{2})[-/](\d{2})[-/](\d{4})(?:[ T](\d{2}):(\d{2})(?::(\d{2}))?)?")
 
 
 def _dutch(text: str) -> datetime | None:
-    match = _DUTCH.fullmatch(text)
+    match = DUTCH_MOMENT.fullmatch(text)
     if match is None:
         return None
     day, month, year, hour, minute, second = match.groups()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import random
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import fastavro
 import pytest
+from fastavro.write import LOGICAL_WRITERS
 
 from ketenstroom.contract import PARTNERS, load_schemas
 from ketenstroom.contract.codec import encode
@@ -19,10 +22,11 @@ from ketenstroom.contract.wire import header
 from ketenstroom.errors import InputRowError
 from ketenstroom.settings import PathSettings
 from producers.config import PartnerMapping, load_mapping
-from producers.fastpath import RowPlan, zigzag
+from producers.fastpath import RowPlan
 from producers.publish import build_reference
 from producers.reader import read_rows
-from producers.rows import leaves
+from producers.rows import AMSTERDAM, leaves, parse_moment
+from producers.steps import moments, zigzag
 from producers.synthetic import generate_chain
 from tests.unit.test_producer_rows import GOOD
 
@@ -251,3 +255,48 @@ def test_event_id_bytes_are_uuid5(partner: str, source: str, version: int) -> No
     raw = event_id_bytes(partner, source, version)
     assert raw == expected.bytes
     assert format_uuid(raw) == str(expected) == event_id(partner, source, version)
+
+
+def _moment_strings() -> list[str]:
+    """Every minute of the days Amsterdam's clocks changed (and the days either side) in a run of
+    years with odd historic offsets and modern EU rules, plus a seeded spread over two centuries."""
+    rng = random.Random(41)
+    days: set[date] = set()
+    for year in [*range(1916, 1946), 1977, 1996, 2026, 2037, 2099]:
+        start = datetime(year, 1, 1, tzinfo=AMSTERDAM)
+        offsets = [(start + timedelta(hours=h)).utcoffset() for h in range(0, 366 * 24, 6)]
+        for h, (a, b) in enumerate(itertools.pairwise(offsets)):
+            if a != b:
+                day = (start + timedelta(hours=6 * h)).date()
+                days.update({day - timedelta(days=1), day, day + timedelta(days=1)})
+    out = [f"{d:%d-%m-%Y} {m // 60:02d}:{m % 60:02d}" for d in sorted(days) for m in range(0, 1440, 7)]
+    out += [
+        f"{date(1900, 1, 1) + timedelta(days=rng.randrange(73000)):%d/%m/%Y} "
+        f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}"
+        for _ in range(5000)
+    ]
+    return [
+        *out,
+        "31-02-2026 10:00",
+        "02-03-2026 24:00",
+        "02-03-2026 10:60",
+        "02-03-2026",
+        "٠٢-٠٣-٢٠٢٦ ١٠:١٥",
+    ]
+
+
+@pytest.mark.parametrize("logical", ["timestamp-millis", "timestamp-micros"])
+def test_moments_by_local_hour_equal_the_reference_parse(logical: str) -> None:
+    fast = moments(logical)
+    to_number = LOGICAL_WRITERS[f"long-{logical}"]
+    checked = 0
+    for text in _moment_strings():
+        try:
+            expected = to_number(parse_moment(text), {})
+        except ValueError:
+            with pytest.raises(ValueError):
+                fast(text)
+            continue
+        assert fast(text) == expected, text
+        checked += 1
+    assert checked > 20_000
