@@ -213,15 +213,16 @@ class Publisher:
                 missing[name] = record.missing_columns(list(export.columns))
             plans[name] = None if missing.get(name) else self._plans[name]
         pending = 0
+        for_row, produce, topic, clock = self.mapping.for_row, self.producer.produce, self.topic, time.time_ns
         for line, row in export.rows():
             receipt.rows_read += 1
             try:
                 if isinstance(row, InputRowError):
                     raise row
-                record = self.mapping.for_row(row, line)
+                record = for_row(row, line)
                 name = record.schema.fullname
                 plan = plans[name]
-                built = None if plan is None else plan.encode(row, time.time_ns() // 1_000_000)
+                built = None if plan is None else plan.encode(row, clock() // 1_000_000)
                 if built is None:
                     absent = missing[name] if name in missing else record.missing_columns(list(row))
                     avro, key, eid = build_reference(
@@ -245,7 +246,12 @@ class Publisher:
                 receipt.rejected[exc.reason] = receipt.rejected.get(exc.reason, 0) + 1
                 rejects.write(export.path, exc, row if isinstance(row, dict) else None)
                 continue
-            self._produce(key, value, on_delivery)
+            try:
+                produce(topic, value, key, on_delivery=on_delivery)
+            except BufferError:
+                self._produce(key, value, on_delivery)  # local queue full: serve reports, then retry
+            except KafkaException as exc:
+                raise DeliveryError(f"producing to {self.topic} failed: {exc}") from exc
             pending += 1
             if pending >= _POLL_EVERY:  # serve delivery reports in batches, not after every row
                 self.producer.poll(0)

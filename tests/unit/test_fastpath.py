@@ -26,7 +26,7 @@ from producers.fastpath import RowPlan
 from producers.publish import build_reference
 from producers.reader import read_rows
 from producers.rows import AMSTERDAM, leaves, parse_moment
-from producers.steps import moments, zigzag
+from producers.steps import moments, string_bytes, zigzag
 from producers.synthetic import generate_chain
 from tests.unit.test_producer_rows import GOOD
 
@@ -300,3 +300,21 @@ def test_moments_by_local_hour_equal_the_reference_parse(logical: str) -> None:
         assert fast(text) == expected, text
         checked += 1
     assert checked > 20_000
+
+
+def test_zigzag_matches_fastavro_across_every_width() -> None:
+    rng = random.Random(7)
+    values = [s * ((1 << bits) + d) for bits in range(64) for d in (-1, 0, 1) for s in (1, -1)]
+    values += [rng.randrange(-(2**63), 2**63) >> rng.randrange(64) for _ in range(3000)]
+    for n in values:
+        if -(2**63) <= n < 2**63:
+            out = io.BytesIO()
+            fastavro.schemaless_writer(out, "long", n)
+            assert zigzag(n) == out.getvalue(), n
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 8191, 8192, 20_000])
+def test_string_lengths_match_fastavro(size: int) -> None:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, "string", "x" * size)
+    assert string_bytes("x" * size) == out.getvalue()
