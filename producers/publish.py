@@ -3,11 +3,16 @@
 Only what the broker acknowledged counts as published. Rejected rows go to a reject file (JSON Lines:
 line, field, value, reason, message, and the original row) and are never produced. Every row read
 ends up in exactly one of: published, rejected, not delivered.
+
+Two paths, one outcome: ``build_reference`` (pydantic model, nest, fastavro) defines what is valid and
+names every reject; ``producers.fastpath.RowPlan`` writes the same bytes for rows that are plainly
+valid, several times faster, and hands every other row to the reference path.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -25,12 +30,14 @@ from ketenstroom.contract.wire import header
 from ketenstroom.errors import DeliveryError, InputRowError
 from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
 from producers.config import PartnerMapping, RecordMapping, load_mapping
-from producers.reader import read_rows
+from producers.fastpath import RowPlan
+from producers.reader import Export, open_export
 from producers.rows import nest, validate
 
 EXIT_OK = 0
 EXIT_SOME_REJECTED = 1
 EXIT_NOT_DELIVERED = 3
+_POLL_EVERY = 1000  # produced messages between two polls for delivery reports
 
 
 @dataclass
@@ -127,6 +134,7 @@ class Publisher:
             )
         )
         self._headers: dict[str, bytes] = {}  # record name -> framed header with its schema id
+        self._plans: dict[str, RowPlan | None] = {}  # record name -> fast path, once registered
 
     def close(self) -> None:
         """Flush what is queued and close the registry session."""
@@ -147,6 +155,7 @@ class Publisher:
             schema_id = self.registry.register(subject, record.schema)  # DeliveryError if unreachable
             receipt.schema_ids[subject] = schema_id
             found = self._headers[name] = header(schema_id)
+            self._plans[name] = RowPlan.compile(self.partner, record, found)
         return found
 
     def publish(
@@ -170,34 +179,10 @@ class Publisher:
                 errors[err.name()] += 1
 
         rejects = _RejectFile(reject_path or Path(f"{files[0]}.rejects.jsonl"))
+        remaining = 0
         try:
             for path in files:
-                for line, row in read_rows(path):
-                    receipt.rows_read += 1
-                    try:
-                        if isinstance(row, InputRowError):
-                            raise row
-                        record = self.mapping.for_row(row, line)
-                        avro, key, eid = self._build(record, row, line)
-                        if eid in seen:
-                            receipt.duplicates_in_file += 1
-                            column = record.columns["metadata.source_record_id"]
-                            raise InputRowError(
-                                row=line,
-                                field=column,
-                                value=row.get(column),
-                                reason="duplicate-in-file",
-                                message="same record id and version earlier in this delivery",
-                            )
-                        seen.add(eid)
-                    except InputRowError as exc:
-                        receipt.rejected[exc.reason] = receipt.rejected.get(exc.reason, 0) + 1
-                        rejects.write(path, exc, row if isinstance(row, dict) else None)
-                        continue
-                    value = self._header(record, receipt) + encode(record.schema.parsed, avro)
-                    self._produce(key, value, on_delivery)
-                    if progress is not None and receipt.rows_read % 1000 == 0:
-                        progress(receipt.rows_read)
+                self._publish_file(open_export(path), receipt, rejects, seen, on_delivery, progress)
             remaining = self.producer.flush(60)
         finally:
             receipt.reject_file = rejects.close()
@@ -209,44 +194,121 @@ class Publisher:
         receipt.finished = datetime.now(UTC).isoformat()
         return receipt
 
-    def _build(
-        self, record: RecordMapping, row: dict[str, str], line: int
-    ) -> tuple[dict[str, Any], bytes, bytes]:
-        columns = self.mapping.columns_of(record)
-        missing = record.missing_columns(list(row))
-        if missing:
-            raise InputRowError(
-                row=line,
-                field=missing[0],
-                value=None,
-                reason="missing-column",
-                message=f"the export has no column {missing[0]!r}",
-            )
-        flat = validate(record.model, record.values(row), line=line, columns=columns)
-        source_id = str(flat["metadata.source_record_id"])
-        version = int(flat.get("metadata.record_version") or 1)
-        eid = event_id(self.partner, source_id, version)
-        flat.update(
-            {
-                "metadata.event_id": eid,
-                "metadata.partner": self.partner.upper(),
-                "metadata.delivery_time": datetime.now(UTC),
-                "metadata.record_version": version,
-            }
-        )
-        key = str(flat[record.key]).encode()
-        return nest(flat, record.codes), key, uuid.UUID(eid).bytes
+    def _publish_file(
+        self,
+        export: Export,
+        receipt: Receipt,
+        rejects: _RejectFile,
+        seen: set[bytes],
+        on_delivery: Callable[[KafkaError | None, Message], None],
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        """Every row of one export: rejected (with its reason) or produced; ``seen`` spans the delivery.
+
+        A CSV header is checked for the mapping's columns once per file; a JSON Lines row per row.
+        Rows go through the fast path (``producers.fastpath``) when it can vouch for them, otherwise
+        through the reference path (pydantic model, nest, fastavro), which also names every reject.
+        """
+        missing: dict[str, list[str]] = {}
+        plans: dict[str, RowPlan | None] = {}
+        for record in self.mapping.records.values():
+            name = record.schema.fullname
+            if export.columns is not None:
+                missing[name] = record.missing_columns(list(export.columns))
+            plans[name] = None if missing.get(name) else self._plans[name]
+        pending = 0
+        for_row, produce, topic, clock = self.mapping.for_row, self.producer.produce, self.topic, time.time_ns
+        for line, row in export.rows():
+            receipt.rows_read += 1
+            try:
+                if isinstance(row, InputRowError):
+                    raise row
+                record = for_row(row, line)
+                name = record.schema.fullname
+                plan = plans[name]
+                built = None if plan is None else plan.encode(row, clock() // 1_000_000)
+                if built is None:
+                    absent = missing[name] if name in missing else record.missing_columns(list(row))
+                    avro, key, eid = build_reference(
+                        self.mapping, record, row, line, missing=absent, delivery_time=datetime.now(UTC)
+                    )
+                    value = self._header(record, receipt) + encode(record.schema.parsed, avro)
+                else:
+                    value, key, eid = built
+                if eid in seen:
+                    receipt.duplicates_in_file += 1
+                    column = record.columns["metadata.source_record_id"]
+                    raise InputRowError(
+                        row=line,
+                        field=column,
+                        value=row.get(column),
+                        reason="duplicate-in-file",
+                        message="same record id and version earlier in this delivery",
+                    )
+                seen.add(eid)
+            except InputRowError as exc:
+                receipt.rejected[exc.reason] = receipt.rejected.get(exc.reason, 0) + 1
+                rejects.write(export.path, exc, row if isinstance(row, dict) else None)
+                continue
+            try:
+                produce(topic, value, key, on_delivery=on_delivery)
+            except BufferError:
+                self._produce(key, value, on_delivery)  # local queue full: serve reports, then retry
+            except KafkaException as exc:
+                raise DeliveryError(f"producing to {self.topic} failed: {exc}") from exc
+            pending += 1
+            if pending >= _POLL_EVERY:  # serve delivery reports in batches, not after every row
+                self.producer.poll(0)
+                pending = 0
+            if progress is not None and receipt.rows_read % 1000 == 0:
+                progress(receipt.rows_read)
 
     def _produce(self, key: bytes, value: bytes, on_delivery: Callable[..., None]) -> None:
         while True:
             try:
                 self.producer.produce(self.topic, value=value, key=key, on_delivery=on_delivery)
-                break
+                return
             except BufferError:
                 self.producer.poll(0.5)  # local queue full: serve delivery reports, then retry
             except KafkaException as exc:
                 raise DeliveryError(f"producing to {self.topic} failed: {exc}") from exc
-        self.producer.poll(0)
+
+
+def build_reference(
+    mapping: PartnerMapping,
+    record: RecordMapping,
+    row: dict[str, str],
+    line: int,
+    *,
+    missing: list[str],
+    delivery_time: datetime,
+) -> tuple[dict[str, Any], bytes, bytes]:
+    """The reference path: ``(nested Avro record, key, event id bytes)``; InputRowError names the reject.
+
+    The pydantic model defines what is valid; the fast path must agree with this function byte for byte.
+    """
+    if missing:
+        raise InputRowError(
+            row=line,
+            field=missing[0],
+            value=None,
+            reason="missing-column",
+            message=f"the export has no column {missing[0]!r}",
+        )
+    flat = validate(record.model, record.values(row), line=line, columns=mapping.columns_of(record))
+    source_id = str(flat["metadata.source_record_id"])
+    version = int(flat.get("metadata.record_version") or 1)
+    eid = event_id(mapping.partner, source_id, version)
+    flat.update(
+        {
+            "metadata.event_id": eid,
+            "metadata.partner": mapping.partner.upper(),
+            "metadata.delivery_time": delivery_time,
+            "metadata.record_version": version,
+        }
+    )
+    key = str(flat[record.key]).encode()
+    return nest(flat, record.codes), key, uuid.UUID(eid).bytes
 
 
 class _RejectFile:

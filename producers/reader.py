@@ -1,7 +1,8 @@
 """Read partner exports as partners really make them.
 
 CSV with ``;`` or ``,`` separators, UTF-8 (with or without BOM) or Windows-1252, quoted fields;
-or JSON Lines. Yields ``(line_number, row)``; a line that cannot be parsed yields an InputRowError
+or JSON Lines. ``open_export`` reads what is known per file (encoding, separator, header) once;
+``Export.rows`` yields ``(line_number, row)``; a line that cannot be parsed yields an InputRowError
 in place of the row, so the caller keeps it in the reject file instead of losing it.
 """
 
@@ -12,6 +13,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ketenstroom.errors import InputRowError
@@ -38,23 +40,47 @@ def detect_delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str] | InputRowError]]:
+@dataclass(frozen=True)
+class Export:
+    """One partner export, opened: its encoding and, for CSV, its header (read once, not per row)."""
+
+    path: Path
+    encoding: str
+    columns: tuple[str, ...] | None  # the CSV header; None for JSON Lines, whose rows may differ
+    delimiter: str = ","
+
+    def rows(self) -> Iterator[tuple[int, dict[str, str] | InputRowError]]:
+        """``(line_number, row)``; a line that cannot be parsed yields an InputRowError instead."""
+        if self.columns is None:
+            return _read_jsonl(self.path, self.encoding)
+        return _read_csv(self.path, self.encoding, self.delimiter, list(self.columns))
+
+
+def open_export(path: Path) -> Export:
+    """Detect the encoding and format; for CSV also the separator and the header."""
     with path.open("rb") as raw:
         sample = raw.read(_SNIFF_BYTES)
     encoding = detect_encoding(sample)
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        yield from _read_jsonl(path, encoding)
-    else:
-        yield from _read_csv(path, encoding)
-
-
-def _read_csv(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str] | InputRowError]]:
+        return Export(path, encoding, None)
     with path.open("r", encoding=encoding, newline="") as fh:
         first = fh.readline()
-        delimiter = detect_delimiter(first)
-        header = next(csv.reader(io.StringIO(first), delimiter=delimiter))
-        header = [h.strip() for h in header]
+    delimiter = detect_delimiter(first)
+    header = next(csv.reader(io.StringIO(first), delimiter=delimiter), [])
+    return Export(path, encoding, tuple(h.strip() for h in header), delimiter)
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str] | InputRowError]]:
+    return open_export(path).rows()
+
+
+def _read_csv(
+    path: Path, encoding: str, delimiter: str, header: list[str]
+) -> Iterator[tuple[int, dict[str, str] | InputRowError]]:
+    with path.open("r", encoding=encoding, newline="") as fh:
+        fh.readline()  # the header, read by open_export
         reader = csv.reader(fh, delimiter=delimiter)
+        width = len(header)
         while True:
             start = reader.line_num + 2  # the header was line 1
             try:
@@ -73,9 +99,9 @@ def _read_csv(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str] |
                     ),
                 )
                 continue
-            if not values or all(not v.strip() for v in values):
+            if not "".join(values).strip():
                 continue  # blank line between records: nothing to deliver
-            if len(values) != len(header):
+            if len(values) != width:
                 yield (
                     start,
                     InputRowError(
@@ -83,7 +109,7 @@ def _read_csv(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str] |
                         field="*",
                         value=delimiter.join(values),
                         reason="malformed-line",
-                        message=f"has {len(values)} fields, the header has {len(header)}",
+                        message=f"has {len(values)} fields, the header has {width}",
                     ),
                 )
                 continue

@@ -155,3 +155,22 @@ def test_cli_exit_codes_for_unreachable_services(services: Services, names: Topi
     assert ok.returncode == EXIT_SOME_REJECTED, ok.stderr
     receipt = json.loads(Path(f"{export}.receipt.json").read_text())
     assert receipt["published"] == 4 and receipt["rejected_total"] == 5 and receipt["reconciles"]
+
+
+def test_a_column_missing_from_the_header_rejects_every_row_of_the_types_that_need_it(
+    services: Services, names: Topics, tmp_path: Path
+) -> None:
+    """The header is checked once per file; each row still gets its own reject naming the column."""
+    ensure_topics(services.kafka, [names.raw("om")], partitions=1, replication_factor=1)
+    drop = HEADER.split(";").index("postcode")
+    path = tmp_path / "om.csv"
+    lines = [";".join(v for i, v in enumerate(line.split(";")) if i != drop) for line in [HEADER, *ROWS]]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+        receipt = publisher.publish([path])
+    assert receipt.published == 0 and receipt.reconciles
+    assert receipt.rejected == {"missing-column": 7, "unknown-record-type": 1, "malformed-line": 1}
+    rejects = [json.loads(line) for line in Path(receipt.reject_file or "").read_text().splitlines()]
+    missing = [r for r in rejects if r["reason"] == "missing-column"]
+    assert [r["line"] for r in missing] == [2, 3, 4, 5, 6, 7, 10]
+    assert {r["field"] for r in missing} == {"postcode"} and all(r["row"] for r in missing)
