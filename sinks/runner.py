@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from ketenstroom.adapters.objectstore import ObjectStore
@@ -37,7 +38,7 @@ from ketenstroom.contract.wire import unframe
 from ketenstroom.crashpoints import crash_point
 from ketenstroom.errors import DeliveryError, RecordError
 from ketenstroom.settings import KafkaSettings, RegistrySettings
-from sinks.parquet import to_parquet
+from sinks.parquet import to_table, write_table
 from sinks.periods import AMSTERDAM, PeriodKind, period_code
 from sinks.snapshot import Manifest, Sealer, TablesManifest, staging_name
 from sinks.tables import build_missing_tables
@@ -90,6 +91,8 @@ class Sink:
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 enable_partition_eof=True,
+                # librdkafka prefetches up to 64 MiB a partition by default; a quarter keeps it busy
+                queued_max_messages_kbytes=16_384,
             )
         )
         self.registry = Registry(registry)
@@ -101,7 +104,10 @@ class Sink:
         self.sealer = sealer
         self.tables = tables
         # period -> rows (of any partition); the first row's partition and offset name its staged object
-        self._buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        # rows decoded from the current consume batch, then converted to Arrow (a few hundred bytes a row
+        # instead of a dict of Python objects) until they are written
+        self._rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._buffers: dict[str, list[pa.Table]] = defaultdict(list)
         self._schema_ids: dict[str, set[int]] = defaultdict(set)
         self._next: dict[int, int] = {}  # partition -> offset to commit
         self._position: dict[int, int] = {}  # partition -> end offset reached (partition EOF), for stop_at
@@ -138,6 +144,7 @@ class Sink:
                         continue
                     self._at_end[partition] = False
                     self._add(partition, offset, msg.value())
+                self._convert()
                 if self._buffered >= self.max_buffered or (
                     self._buffered and time.monotonic() - self._last_flush >= self.flush_interval_s
                 ):
@@ -202,9 +209,15 @@ class Sink:
             return
         period, day = self._local(event["event_time"])
         event.update(period=period, event_date=day, kafka_partition=partition, kafka_offset=offset)
-        self._buffers[period].append(event)
+        self._rows[period].append(event)
         self._schema_ids[period].add(schema_id)
         self._buffered += 1
+
+    def _convert(self) -> None:
+        for period, rows in self._rows.items():
+            if rows:
+                self._buffers[period].append(to_table(rows))
+        self._rows.clear()
 
     def _local(self, event_ms: int) -> tuple[str, date]:
         """Period and Amsterdam date of an instant. Europe/Amsterdam is a whole number of hours from
@@ -217,16 +230,18 @@ class Sink:
         return found
 
     def flush(self, *, seal: bool = False) -> None:
+        self._convert()
         # 1. data files durable
-        for period, rows in sorted(self._buffers.items()):
-            if not rows:
+        for period, tables in sorted(self._buffers.items()):
+            table = pa.concat_tables(tables)
+            if table.num_rows == 0:
                 continue
-            name = staging_name(period, rows[0]["kafka_partition"], rows[0]["kafka_offset"])
-            self.store.put(name, to_parquet(rows, self._schema_ids[period]))
+            name = staging_name(period, table["kafka_partition"][0].as_py(), table["kafka_offset"][0].as_py())
+            self.store.put(name, write_table(table, self._schema_ids[period]))
             crash_point("sink.staged")
             self.report.objects.append(name)
-            self.report.written += len(rows)
-            self.report.rows_per_period[period] = self.report.rows_per_period.get(period, 0) + len(rows)
+            self.report.written += table.num_rows
+            self.report.rows_per_period[period] = self.report.rows_per_period.get(period, 0) + table.num_rows
             self._staged_since_seal = True
         self._buffers.clear()
         self._schema_ids.clear()

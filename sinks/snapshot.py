@@ -229,6 +229,30 @@ def _id_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.ascontiguousarray(packed).view(">u8").astype(np.uint64)
 
 
+def _keep_first(ids: np.ndarray, *order: np.ndarray) -> np.ndarray:
+    """``_first_occurrences`` in little memory: sort only the ids' first 64 bits (8 bytes a row) to find
+    the rows that may repeat an id, and resolve just those exactly. Millions of distinct ids cost a
+    few tens of bytes a row instead of a full multi-key sort."""
+    n = len(ids)
+    keep = np.ones(n, dtype=bool)
+    if n < 2:
+        return keep
+    high = ids[:, 0]
+    ordered = np.argsort(high, kind="stable")
+    sorted_high = high[ordered]
+    same = sorted_high[1:] == sorted_high[:-1]
+    del sorted_high
+    if not same.any():
+        return keep
+    maybe = np.zeros(n, dtype=bool)
+    maybe[1:] |= same
+    maybe[:-1] |= same
+    rows = ordered[maybe]
+    del ordered, maybe
+    keep[rows] = _first_occurrences(ids[rows], *(key[rows] for key in order))
+    return keep
+
+
 def _first_occurrences(ids: np.ndarray, *order: np.ndarray) -> np.ndarray:
     """Mask over the rows of an (n, 2) id array: True for the one row kept of each id, the first by
     ``order`` (keys, most significant first; row position breaks ties)."""
@@ -308,8 +332,7 @@ class _Read:
     stats: _Stats
     ids: np.ndarray
     schema_ids: list[int]
-    partitions: np.ndarray
-    offsets: np.ndarray
+    positions: np.ndarray  # partition << 40 | offset: one sortable Kafka position a row
 
 
 def _read(path: str, data: bytes) -> _Read:
@@ -319,9 +342,10 @@ def _read(path: str, data: bytes) -> _Read:
     schema_ids = _schema_ids(parquet.metadata)
     stats.add(table, schema_ids)
     entry = FileEntry(path=path, sha256=sha256(data), rows=table.num_rows, bytes=len(data))
-    partitions = table["kafka_partition"].to_numpy().astype(np.int64)
-    offsets = table["kafka_offset"].to_numpy().astype(np.int64)
-    return _Read(entry, stats, _id_array(table["event_id"]), schema_ids, partitions, offsets)
+    positions = (table["kafka_partition"].to_numpy().astype(np.int64) << 40) | table[
+        "kafka_offset"
+    ].to_numpy().astype(np.int64)
+    return _Read(entry, stats, _id_array(table["event_id"]), schema_ids, positions)
 
 
 class Snapshots:
@@ -445,24 +469,29 @@ class Sealer:
         # at the lowest (partition, offset), so any chunking of the staged files keeps the same rows
         rank = np.concatenate(
             [
-                np.full(len(r.ids), k, np.int64)
+                np.full(len(r.ids), k, np.int8)
                 for k, group in enumerate((earlier, resumed, staged))
                 for r in group
             ]
-            or [np.empty(0, np.int64)]
+            or [np.empty(0, np.int8)]
         )
         ids = np.concatenate([r.ids for r in segments]) if segments else np.empty((0, 2), np.uint64)
-        partitions = np.concatenate([r.partitions for r in segments] or [np.empty(0, np.int64)])
-        offsets = np.concatenate([r.offsets for r in segments] or [np.empty(0, np.int64)])
-        first = _first_occurrences(ids, rank, partitions, offsets)
+        positions = np.concatenate([r.positions for r in segments] or [np.empty(0, np.int64)])
+        counts = [len(r.ids) for r in segments]
+        for r in segments:  # the concatenations hold them now
+            r.ids = r.positions = np.empty(0)
+        first = _keep_first(ids, rank, positions)
+        del ids, rank, positions
+        pa.default_memory_pool().release_unused()
         stats = _Stats()
         entries: list[FileEntry] = []
         for r in resumed:
             stats.merge(r.stats)
             entries.append(r.entry)
         # 2. staged files into the revision: moved whole, or their first occurrences rewritten
-        position = sum(len(r.ids) for r in [*earlier, *resumed])
-        dropped = self._take_staged(period, revision, staged, first[position:], stats, entries)
+        position = sum(counts[: len(earlier) + len(resumed)])
+        sizes = counts[len(earlier) + len(resumed) :]
+        dropped = self._take_staged(period, revision, staged, sizes, first[position:], stats, entries)
         rows_new = sum(e.rows for e in entries)
         if rows_new == 0 and not (status == "final" and latest is not None):
             if dropped:
@@ -485,15 +514,16 @@ class Sealer:
         period: str,
         revision: int,
         staged: list[_Read],
+        sizes: list[int],
         first: np.ndarray,
         stats: _Stats,
         entries: list[FileEntry],
     ) -> int:
         """Move or rewrite each staged file into revision ``revision``; returns the duplicates dropped."""
         position = dropped = 0
-        for r in staged:
-            keep = first[position : position + len(r.ids)]
-            position += len(r.ids)
+        for r, size in zip(staged, sizes, strict=True):
+            keep = first[position : position + size]
+            position += size
             dropped += int(len(keep) - keep.sum())
             key = r.entry.path
             if keep.all():

@@ -56,21 +56,23 @@ COLUMNS = [
     "age_at_event",
     "concepts",
 ]
-BUCKET_ROWS = 150_000  # events per bucket: the tables take a few KB an event while they are computed
+BUCKET_ROWS = 100_000  # events per bucket: the tables take a few KB an event while they are computed
 HISTORY = timedelta(days=3 * 366)  # how far back a case's earlier events are looked up
 
 
 _POWERS = np.cumprod(np.full(4096, 1_099_511_628_211, dtype=np.uint64))  # wraps mod 2**64, as meant
 
 
-def buckets_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
-    """A stable bucket number per string (a polynomial hash of all its bytes, mixed); -1 for a null."""
+def hash64(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A stable 64-bit hash per string (polynomial over all its bytes, mixed), and which are not null.
+
+    Used to route rows to buckets and to join links in 8 bytes instead of the pseudonym's 64; a
+    collision can only send a row to a bucket where it links to nothing, never lose it."""
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     arr = arr.cast(pa.string())
     n = len(arr)
-    out = np.zeros(n, dtype=np.int64)
     if n == 0:
-        return out
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool)
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4).astype(
         np.int64
     )
@@ -88,9 +90,16 @@ def buckets_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
         hashes[filled] = np.add.reduceat(terms, starts[filled])
     with np.errstate(over="ignore"):
         mixed = (hashes ^ lengths.astype(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
-    out = ((mixed >> np.uint64(29)) % np.uint64(buckets)).astype(np.int64)
-    if arr.null_count:
-        out[~np.asarray(arr.is_valid())] = -1
+    mixed ^= mixed >> np.uint64(29)
+    valid = np.asarray(arr.is_valid()) if arr.null_count else np.ones(n, dtype=bool)
+    return mixed, valid
+
+
+def buckets_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
+    """A stable bucket number per string; -1 for a null."""
+    hashes, valid = hash64(values)
+    out = (hashes % np.uint64(buckets)).astype(np.int64)
+    out[~valid] = -1
     return out
 
 
@@ -154,15 +163,16 @@ def _links(tables: Iterable[pa.Table], buckets: int) -> dict[str, pa.Table]:
     """(report -> case bucket) and (execution -> case bucket), distinct, over every event with both."""
     found: dict[str, list[pa.Table]] = {"report_pseudonym": [], "execution_pseudonym": []}
     for table in tables:
-        bucket = pa.array(buckets_of(table["case_pseudonym"], buckets))
+        bucket = buckets_of(table["case_pseudonym"], buckets)
         for key, parts in found.items():
-            both = pc.and_(pc.is_valid(table["case_pseudonym"]), pc.is_valid(table[key]))
-            pairs = pa.table({key: table[key].cast(pa.string()), "_bucket": bucket}).filter(both)
-            parts.append(pairs.group_by([key, "_bucket"]).aggregate([]))
+            hashes, valid = hash64(table[key])
+            both = valid & (bucket >= 0)
+            pairs = pa.table({"_hash": hashes[both], "_bucket": bucket[both]})
+            parts.append(pairs.group_by(["_hash", "_bucket"]).aggregate([]))
     return {
-        key: pa.concat_tables(parts).group_by([key, "_bucket"]).aggregate([])
+        key: pa.concat_tables(parts).group_by(["_hash", "_bucket"]).aggregate([])
         if parts
-        else pa.table({key: pa.array([], pa.string()), "_bucket": pa.array([], pa.int64())})
+        else pa.table({"_hash": pa.array([], pa.uint64()), "_bucket": pa.array([], pa.int64())})
         for key, parts in found.items()
     }
 
@@ -177,8 +187,8 @@ def _case_buckets(table: pa.Table, links: dict[str, pa.Table], buckets: int) -> 
         keyed = rest.filter(pc.is_valid(rest[key]))
         if keyed.num_rows and links[key].num_rows:
             # join on a row number (joins carry no list columns such as ``concepts``), then take rows
-            index = pa.table({key: keyed[key].cast(pa.string()), "_row": pa.array(np.arange(keyed.num_rows))})
-            hits = index.join(links[key], key, join_type="inner", use_threads=False).sort_by("_row")
+            index = pa.table({"_hash": hash64(keyed[key])[0], "_row": pa.array(np.arange(keyed.num_rows))})
+            hits = index.join(links[key], "_hash", join_type="inner", use_threads=False).sort_by("_row")
             taken = keyed.take(hits["_row"]).append_column("_bucket", hits["_bucket"])
             parts.append(taken.cast(with_case.schema))
     return pa.concat_tables(parts)
@@ -224,6 +234,8 @@ def _build(
             table = build(pq.read_table(path), period)
             if table.num_rows:
                 writer.write_table(table.cast(schema))
+            del table
+            pa.default_memory_pool().release_unused()  # give a bucket's working memory back
     return out.getvalue()
 
 

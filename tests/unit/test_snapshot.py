@@ -278,3 +278,18 @@ def test_of_repeated_staged_copies_the_lowest_partition_and_offset_is_kept_whate
         rows += pq.read_table(io.BytesIO(store.get(entry.path))).to_pylist()
     kept = [r for r in rows if r["event_id"] == early["event_id"]]
     assert [(r["kafka_partition"], r["kafka_offset"]) for r in kept] == [(0, 900)]
+
+
+def test_keep_first_equals_the_full_sort_even_when_the_first_64_bits_collide() -> None:
+    import numpy as np
+
+    from sinks.snapshot import _keep_first
+
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 2**63, size=(5000, 2), dtype=np.int64).astype(np.uint64)
+    ids[:300, 0] = 42  # same first half, different second half: not duplicates
+    ids[4000:4200] = ids[100:300]  # true repeats
+    rank = rng.integers(0, 3, size=5000).astype(np.int8)
+    positions = rng.permutation(5000).astype(np.int64)
+    assert (_keep_first(ids, rank, positions) == _first_occurrences(ids, rank, positions)).all()
+    assert _keep_first(ids, rank, positions).sum() == 4800
