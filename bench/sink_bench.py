@@ -310,7 +310,7 @@ def main() -> None:
     parser.add_argument(
         "--cases", type=int, default=60_000, help="cases for the throughput data (~3.6 events each)"
     )
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=2)
     parser.add_argument(
         "--batch", type=int, default=50_000, help="rows per file of the baselines (the sink's default buffer)"
     )
