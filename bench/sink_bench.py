@@ -308,7 +308,7 @@ def memory_run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--cases", type=int, default=60_000, help="cases for the throughput data (~3.6 events each)"
+        "--cases", type=int, default=40_000, help="cases for the throughput data (~3.6 events each)"
     )
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument(
