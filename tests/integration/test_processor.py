@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
 from ketenstroom.adapters.kafka import all_partitions, end_offsets, ensure_topics, read_to_end
@@ -162,13 +163,27 @@ def _dlq_count(services: Services, names: Topics) -> int:
     )
 
 
+def _members_with_partitions(services: Services, group: str) -> int:
+    admin = AdminClient(services.kafka.librdkafka())
+    try:
+        found = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    except KafkaException:
+        return 0  # the group does not exist yet
+    return sum(1 for m in found.members if m.assignment and m.assignment.topic_partitions)
+
+
 def test_two_workers_share_the_partitions(services: Services, exports: GenerationReport) -> None:
     names = Topics(f"t{os.getpid()}two{random.randrange(10**6)}.")
-    published = _deliver(services, names, exports)
+    ensure_topics(services.kafka, names.all(), partitions=3, replication_factor=1)
     env = _env(services, names)
     workers = [_process(env, "--instance-id", str(i), "--app-id", f"{names.prefix}proc") for i in range(2)]
     try:
         deadline = time.monotonic() + DEADLINE_S
+        # both must hold partitions before the input arrives, or a fast first worker does it all alone
+        while _members_with_partitions(services, f"{names.prefix}proc") < 2:
+            assert all(w.poll() is None for w in workers), "a worker died"
+            assert time.monotonic() < deadline, "the two workers did not both get partitions"
+        published = _deliver(services, names, exports)
         while not _committed_everything(services, names, f"{names.prefix}proc"):
             assert all(w.poll() is None for w in workers), "a worker died"
             assert time.monotonic() < deadline, "two workers did not finish the input"
