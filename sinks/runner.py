@@ -164,8 +164,13 @@ class Sink:
         return self.report
 
     def _caught_up(self, stop_at: dict[tuple[str, int], int]) -> bool:
-        return all(
-            self._position.get(p, 0) >= end for (t, p), end in stop_at.items() if t == self.topic and end > 0
+        """Every partition assigned to this instance has reached its stop offset (other instances of the
+        group see to theirs)."""
+        assigned = {tp.partition for tp in self.consumer.assignment()}
+        return bool(assigned) and all(
+            self._position.get(p, 0) >= end
+            for (t, p), end in stop_at.items()
+            if t == self.topic and end > 0 and p in assigned
         )
 
     def _caught_up_now(self) -> bool:
