@@ -21,6 +21,7 @@ from ketenstroom.contract.identifiers import bsn_passes_11_check
 TIME_FIELDS = frozenset(
     {
         "event_time",
+        "event_date",  # the Amsterdam calendar date of event_time in snapshot rows
         "registration_time",
         "processed_time",
         "delivery_time",

@@ -49,3 +49,12 @@ def test_each_kind_of_identifier_is_found_and_not_echoed(field: str, value: obje
 def test_scan_all_counts_records() -> None:
     count, findings = scan_all([CLEAN, CLEAN, {**CLEAN, "x": "123456782"}])
     assert count == 3 and [f.path for f in findings] == ["[2].x"]
+
+
+def test_a_snapshot_event_date_is_not_a_birth_date_but_the_same_date_elsewhere_is() -> None:
+    from datetime import date
+
+    from ketenstroom.contract.scanner import scan
+
+    assert list(scan({"event_date": date(2026, 3, 2)})) == []
+    assert [f.kind for f in scan({"note": date(2001, 3, 2)})] == ["full-date"]
