@@ -39,6 +39,7 @@ from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics, load_schemas
 from ketenstroom.contract.codec import encode_framed
 from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
+from producers.steps import zigzag
 from producers.synthetic.curated import CHAIN_EVENT, chain_event, chain_events, publish_curated
 from sinks.parquet import SCHEMA
 from sinks.runner import Sink
@@ -178,17 +179,6 @@ _ONE_PERIOD_STEPS = [
 ]
 
 
-def _varint(value: int) -> bytes:
-    """Avro's zig-zag varint of a long (to find and patch a timestamp inside encoded bytes)."""
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 class _Patcher:
     """An encoded ChainEvent whose event id, pseudonyms and event time are replaced by slicing: every
     value has a fixed width (UUID strings, 64-character pseudonyms, 2026 timestamps are 6-byte varints),
@@ -212,7 +202,7 @@ class _Patcher:
             age=30,
         )
         self.template = encode_framed(schema_id, parsed, event)
-        spans = [(self.MARK_ID.encode(), "id"), (_varint(int(self.MARK_TIME.timestamp() * 1000)), "time")]
+        spans = [(self.MARK_ID.encode(), "id"), (zigzag(int(self.MARK_TIME.timestamp() * 1000)), "time")]
         spans += [(v.encode(), k) for k, v in marks.items() if v.encode() in self.template]
         self.cuts = sorted((self.template.index(mark), len(mark), key) for mark, key in spans)
 
@@ -248,7 +238,7 @@ def publish_one_period(kafka: KafkaSettings, registry: RegistrySettings, topics:
         case = f"{case_no:060x}case".encode()
         values = {
             "id": str(uuid.UUID(int=(n * 2_654_435_761) % (1 << 128) | (1 << 76))).encode(),
-            "time": _varint(base_ms + ((case_no * 7) % (24 * 60 * 20)) * 60_000 + step * 2 * 86_400_000),
+            "time": zigzag(base_ms + ((case_no * 7) % (24 * 60 * 20)) * 60_000 + step * 2 * 86_400_000),
             "case": case,
             "report": f"{case_no:058x}report".encode(),
             "person": f"{case_no // 2:058x}person".encode(),
