@@ -166,6 +166,8 @@ class Sink:
     def _caught_up(self, stop_at: dict[tuple[str, int], int]) -> bool:
         """Every partition assigned to this instance has reached its stop offset (other instances of the
         group see to theirs)."""
+        if not any(end > 0 for (t, _p), end in stop_at.items() if t == self.topic):
+            return True  # nothing to read (or no such topic): do not wait for an assignment
         assigned = {tp.partition for tp in self.consumer.assignment()}
         return bool(assigned) and all(
             self._position.get(p, 0) >= end
