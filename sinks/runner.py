@@ -113,6 +113,7 @@ class Sink:
         self._position: dict[int, int] = {}  # partition -> end offset reached (partition EOF), for stop_at
         self._at_end: dict[int, bool] = {}  # partition -> at its end now (nothing read since EOF)
         self._staged_since_seal = False
+        self._tables_checked = False
         self._last_seal = time.monotonic()
         self._last_flush = time.monotonic()
         self._buffered = 0
@@ -256,9 +257,14 @@ class Sink:
         self._last_flush = time.monotonic()
         # 2. manifests of the periods that are due, after their data and before the offsets
         if seal and self.sealer is not None:
-            self.report.sealed.extend(self.sealer.seal_due())
-            if self.tables:  # derived from sealed revisions; missing ones too (after a crash)
-                self.report.tables.extend(build_missing_tables(self.store))
+            sealed = self.sealer.seal_due()
+            self.report.sealed.extend(sealed)
+            if self.tables:  # derived from sealed revisions: every missing one on the first check (a
+                # crash may have left some), then those of the periods just sealed
+                periods = None if not self._tables_checked else {m.period for m in sealed}
+                if periods is None or periods:
+                    self.report.tables.extend(build_missing_tables(self.store, periods))
+                self._tables_checked = True
             self._staged_since_seal = False
             self._last_seal = time.monotonic()
         # 3. offsets, only after every file above is stored (and sealed, when due)

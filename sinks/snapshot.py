@@ -456,14 +456,19 @@ class Sealer:
             return None
         revision = 0 if latest is None else latest.revision + 1
         prefix = revision_prefix(period, revision)
-        # 1. what is already sealed, rows of an interrupted attempt (deduplicated then), staged files
-        earlier = [] if latest is None else [_read(e.path, self.store.get(e.path)) for e in latest.files]
-        resumed = [
-            _read(key, self.store.get(key))
+        # 1. rows of an interrupted attempt (deduplicated then), staged files, and what is already sealed;
+        # with nothing new and no change of status there is nothing to read (the common case)
+        resumed_keys = [
+            key
             for key in self.store.list(prefix + "data/")
             if (m := _DATA.search(key)) and int(m[1]) == revision
         ]
-        staged = [_read(key, self.store.get(key)) for key in self.snapshots.staged(period)]
+        staged_keys = self.snapshots.staged(period)
+        if not resumed_keys and not staged_keys and not (status == "final" and latest is not None):
+            return None
+        earlier = [] if latest is None else [_read(e.path, self.store.get(e.path)) for e in latest.files]
+        resumed = [_read(key, self.store.get(key)) for key in resumed_keys]
+        staged = [_read(key, self.store.get(key)) for key in staged_keys]
         segments = [*earlier, *resumed, *staged]
         # keep each event id once: sealed rows first, then an interrupted attempt's, then the staged copy
         # at the lowest (partition, offset), so any chunking of the staged files keeps the same rows
