@@ -6,6 +6,8 @@ COPY ketenstroom ketenstroom
 COPY producers producers
 COPY processors processors
 COPY sinks sinks
+COPY cli cli
+COPY partners partners
 COPY schemas schemas
 COPY terminology terminology
 RUN pip install --no-cache-dir -e .

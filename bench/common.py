@@ -16,7 +16,7 @@ def endpoints() -> tuple[KafkaSettings, RegistrySettings]:
     """The environment's endpoints if set, else the local stack (started if needed)."""
     if os.environ.get("KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS"):
         return KafkaSettings(), RegistrySettings()
-    from ketenstroom.infra import Stack, StackConfig
+    from devstack import Stack, StackConfig
 
     eps = Stack(StackConfig.from_env(nodes=1)).up()
     return KafkaSettings(bootstrap_servers=eps.kafka_bootstrap), RegistrySettings(url=eps.registry_url)

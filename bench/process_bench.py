@@ -45,7 +45,7 @@ from processors.build import build_transformer
 from processors.runner import TransactionalProcessor
 from processors.transform import RawRecord, Transformer
 from producers.publish import Publisher
-from producers.synthetic import generate_chain
+from synthetic import generate_chain
 
 QUIX_PYTHON = Path(".venv-quix/bin/python")
 PARTITIONS = 3

@@ -27,7 +27,7 @@ from producers.config import load_mapping
 from producers.publish import Publisher
 from producers.reader import read_rows
 from producers.rows import nest, validate
-from producers.synthetic import OM_COLUMNS, om_decision_rows, write_csv
+from synthetic import OM_COLUMNS, om_decision_rows, write_csv
 
 PRODUCER_CONF = {
     "enable.idempotence": True,

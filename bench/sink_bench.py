@@ -40,11 +40,11 @@ from ketenstroom.contract import Topics, load_schemas
 from ketenstroom.contract.codec import encode_framed
 from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
 from producers.steps import zigzag
-from producers.synthetic.curated import CHAIN_EVENT, chain_event, chain_events, publish_curated
 from sinks.parquet import SCHEMA
 from sinks.runner import Sink
 from sinks.snapshot import Sealer, SealPolicy
 from sinks.tables import build_missing_tables
+from synthetic.curated import CHAIN_EVENT, chain_event, chain_events, publish_curated
 
 AS_OF = datetime(2030, 1, 1, tzinfo=UTC)  # every generated period is past its grace
 

@@ -4,7 +4,7 @@ Layers (imports point downwards only; ``tests/unit/test_layers.py`` enforces it)
 
     cli                                    leaf: nothing imports it
     producers | processors | sinks         components: never import each other
-    ketenstroom.adapters, ketenstroom.infra   thin I/O (Kafka, registry, object store, local stack)
+    ketenstroom.adapters, devstack   thin I/O (Kafka, registry, object store, local stack)
     ketenstroom.settings, ketenstroom.contract   typed settings, schema contract (pure, no network)
     ketenstroom.errors                     exception tree, imports nothing of ours
 """

@@ -1,4 +1,4 @@
-"""Per-partner column mapping, loaded from ``producers/partners/<partner>.toml``.
+"""Per-partner column mapping, loaded from ``partners/<partner>/mapping.toml``.
 
 Configuration, not code: which column fills which contract field, which column tells the record type
 when one export mixes several, constants (e.g. the source system), and each coded field's code system
@@ -18,7 +18,7 @@ from ketenstroom.contract.schemas import EventSchema, SchemaSet
 from ketenstroom.errors import ConfigurationError, InputRowError
 from producers.rows import CODED, CodeSystem, Leaf, build_model, check_mapping, leaves
 
-PARTNER_DIR = Path(__file__).resolve().parent / "partners"
+PARTNER_DIR = Path(__file__).resolve().parent.parent / "partners"
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,9 @@ def _record(partner: str, name: str, data: dict[str, Any], schemas: SchemaSet) -
 
 
 def load_mapping(partner: str, schemas: SchemaSet, directory: Path = PARTNER_DIR) -> PartnerMapping:
-    path = directory / f"{partner}.toml"
+    path = directory / partner / "mapping.toml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml")))
+        known = ", ".join(sorted(p.parent.name for p in directory.glob("*/mapping.toml")))
         raise ConfigurationError(f"no column mapping for partner {partner!r} ({path}); known: {known}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -60,7 +60,7 @@ def services() -> Iterator[Services]:
     if found is not None:
         yield found
         return
-    from ketenstroom.infra import Stack, StackConfig
+    from devstack import Stack, StackConfig
 
     stack = Stack(StackConfig.from_env(nodes=1))
     was_running = all(s.healthy for s in stack.status())

@@ -1,4 +1,4 @@
-"""The real local stack: Kafka, Apicurio Registry and s3proxy started by ketenstroom.infra.
+"""The real local stack: Kafka, Apicurio Registry and s3proxy started by devstack.
 
 The single stack is left running at the end (other integration tests share it); the three-node
 cluster is brought up and down here, since nothing else uses it.
@@ -16,8 +16,8 @@ from botocore.config import Config as BotoConfig
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from ketenstroom.infra import Endpoints, Stack, StackConfig
-from ketenstroom.infra.process import is_alive
+from devstack import Endpoints, Stack, StackConfig
+from devstack.process import is_alive
 
 pytestmark = pytest.mark.integration
 

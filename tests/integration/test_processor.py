@@ -30,7 +30,7 @@ from ketenstroom.settings import PathSettings, PseudonymSettings
 from processors.build import build_transformer
 from processors.runner import TransactionalProcessor
 from producers.publish import Publisher
-from producers.synthetic import OM_COLUMNS, GenerationReport, generate_chain, om_decision_rows, write_csv
+from synthetic import OM_COLUMNS, GenerationReport, generate_chain, om_decision_rows, write_csv
 from tests.conftest import Services
 
 KEY = "processor-test-key-0123456789abcdef0123"
@@ -50,7 +50,7 @@ def _env(services: Services, names: Topics, key: str = KEY, key_id: str = "t1") 
 
 def _process(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "ketenstroom", "process", *args],
+        [sys.executable, "-m", "cli", "process", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -107,7 +107,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     assert _deliver(services, crashed, exports) == published
 
     ok = subprocess.run(
-        [sys.executable, "-m", "ketenstroom", "process", "--until-caught-up"],
+        [sys.executable, "-m", "cli", "process", "--until-caught-up"],
         env=_env(services, reference),
         capture_output=True,
         text=True,
@@ -209,7 +209,7 @@ def test_key_rotation_gives_new_pseudonyms_and_leaves_old_output(services: Servi
         with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
             publisher.publish([Path(exports.partners["om"].path)])
         run = subprocess.run(
-            [sys.executable, "-m", "ketenstroom", "process", "--partner", "om", "--until-caught-up"],
+            [sys.executable, "-m", "cli", "process", "--partner", "om", "--until-caught-up"],
             env=_env(services, names, key, key_id),
             capture_output=True,
             text=True,
@@ -278,7 +278,7 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
 
     def run(*args: str, extra: dict[str, str] | None = None) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "ketenstroom", *args],
+            [sys.executable, "-m", "cli", *args],
             env={**env, **(extra or {})},
             capture_output=True,
             text=True,

@@ -130,7 +130,7 @@ def test_cli_exit_codes_for_unreachable_services(services: Services, names: Topi
         "KETENSTROOM_REGISTRY_URL": services.registry.url,
     }
     no_registry = subprocess.run(
-        [sys.executable, "-m", "ketenstroom", "publish", "--partner", "om", str(export)],
+        [sys.executable, "-m", "cli", "publish", "--partner", "om", str(export)],
         env={
             **base,
             "KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS": services.kafka.bootstrap_servers,
@@ -145,7 +145,7 @@ def test_cli_exit_codes_for_unreachable_services(services: Services, names: Topi
     assert "not delivered" in no_registry.stderr and "published" not in no_registry.stdout
     ensure_topics(services.kafka, [names.raw("om")], partitions=1, replication_factor=1)
     ok = subprocess.run(
-        [sys.executable, "-m", "ketenstroom", "publish", "--partner", "om", str(export)],
+        [sys.executable, "-m", "cli", "publish", "--partner", "om", str(export)],
         env={**base, "KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS": services.kafka.bootstrap_servers},
         capture_output=True,
         text=True,

@@ -19,9 +19,9 @@ from ketenstroom.adapters.kafka import end_offsets, ensure_topics
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
-from producers.synthetic.curated import chain_events, publish_curated
 from sinks.runner import Sink
 from sinks.snapshot import Sealer, SealPolicy, Snapshots
+from synthetic.curated import chain_events, publish_curated
 from tests.conftest import Services
 
 AS_OF = datetime(2027, 6, 1, tzinfo=UTC)
@@ -108,7 +108,7 @@ def test_sink_killed_at_any_moment_seals_exactly_the_rows_of_a_clean_run(
         {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
     )
     command = [
-        *(sys.executable, "-m", "ketenstroom", "sink", "--until-caught-up"),
+        *(sys.executable, "-m", "cli", "sink", "--until-caught-up"),
         *("--group", f"{names.prefix}crashed", "--storage", url, "--as-of", AS_OF.isoformat()),
         *("--grace-days", str(GRACE), "--final-after-days", str(FINAL), "--max-buffered", str(BUFFER)),
     ]

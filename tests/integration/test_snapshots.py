@@ -21,9 +21,9 @@ from ketenstroom.adapters.kafka import end_offsets, ensure_topics
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
-from producers.synthetic.curated import chain_event, publish_curated
 from sinks.runner import Sink
 from sinks.snapshot import Manifest, Sealer, SealPolicy, Snapshots
+from synthetic.curated import chain_event, publish_curated
 from tests.conftest import Services
 
 AS_OF = datetime(2027, 6, 1, tzinfo=UTC)  # every period below is past its grace, none is final
@@ -139,7 +139,7 @@ def test_periods_are_sealed_revised_and_verified(
     data = store.get(victim)
     store.put(victim, data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
     result = subprocess.run(
-        [sys.executable, "-m", "ketenstroom", "snapshot", "verify", "--storage", storage_url],
+        [sys.executable, "-m", "cli", "snapshot", "verify", "--storage", storage_url],
         env=services.env(topic),
         capture_output=True,
         text=True,
@@ -163,7 +163,7 @@ def test_snapshot_commands_list_and_show(
 
     def run(*args: str) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "ketenstroom", "snapshot", *args, "--storage", url],
+            [sys.executable, "-m", "cli", "snapshot", *args, "--storage", url],
             env=env,
             capture_output=True,
             text=True,

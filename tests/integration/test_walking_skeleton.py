@@ -22,9 +22,9 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.contract import Topics
 from ketenstroom.contract.identifiers import normalise_parketnummer
 from producers.publish import Publisher
-from producers.synthetic import OM_COLUMNS, om_decision_rows, write_csv
 from sinks.runner import Sink
 from sinks.snapshot import Sealer, SealPolicy, Snapshots
+from synthetic import OM_COLUMNS, om_decision_rows, write_csv
 from tests.conftest import Services
 
 KEY = "walking-skeleton-test-key-0123456789abcdef"

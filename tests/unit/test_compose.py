@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from ketenstroom.infra import StackConfig
-from ketenstroom.infra.config import APICURIO_VERSION, KAFKA_VERSION, S3PROXY_VERSION
+from devstack import StackConfig
+from devstack.config import APICURIO_VERSION, KAFKA_VERSION, S3PROXY_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))

@@ -100,7 +100,7 @@ def test_a_schema_without_logical_types_reads_the_same_bytes_as_plain_values() -
     from ketenstroom.contract import load_schemas
     from ketenstroom.contract.codec import decode, encode, without_logical_types
     from ketenstroom.settings import PathSettings
-    from producers.synthetic.curated import CHAIN_EVENT, chain_event
+    from synthetic.curated import CHAIN_EVENT, chain_event
 
     schema = load_schemas(PathSettings().schema_dir)[CHAIN_EVENT].parsed
     moment = datetime(2026, 3, 29, 0, 59, 59, 123000, tzinfo=UTC)

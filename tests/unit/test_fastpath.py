@@ -27,7 +27,7 @@ from producers.publish import build_reference
 from producers.reader import read_rows
 from producers.rows import AMSTERDAM, leaves, parse_moment
 from producers.steps import moments, string_bytes, zigzag
-from producers.synthetic import generate_chain
+from synthetic import generate_chain
 from tests.unit.test_producer_rows import GOOD
 
 SCHEMAS = load_schemas(PathSettings().schema_dir)

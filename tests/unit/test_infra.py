@@ -1,4 +1,4 @@
-"""Pure tests of ketenstroom.infra: rendering, Java detection, pid files, ports. No network, no JVM."""
+"""Pure tests of devstack: rendering, Java detection, pid files, ports. No network, no JVM."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from ketenstroom.errors import FetchError, InfraError, JavaNotFoundError, PortInUseError
-from ketenstroom.infra import Endpoints, Stack, StackConfig
-from ketenstroom.infra import fetch as fetch_mod
-from ketenstroom.infra.config import default_cache_dir
-from ketenstroom.infra.java import JavaRuntime, choose_java, find_java, parse_java_version
-from ketenstroom.infra.process import marker_arg, owned_pid, port_in_use, port_owner, write_pid
-from ketenstroom.infra.services import (
+from devstack import Endpoints, Stack, StackConfig
+from devstack import fetch as fetch_mod
+from devstack.config import default_cache_dir
+from devstack.java import JavaRuntime, choose_java, find_java, parse_java_version
+from devstack.process import marker_arg, owned_pid, port_in_use, port_owner, write_pid
+from devstack.services import (
     cluster_identity,
     initial_controllers,
     kafka_uuid,
@@ -25,6 +24,7 @@ from ketenstroom.infra.services import (
     render_server_properties,
     s3_credentials,
 )
+from ketenstroom.errors import FetchError, InfraError, JavaNotFoundError, PortInUseError
 
 
 def props(text: str) -> dict[str, str]:
@@ -261,7 +261,7 @@ def test_live_pid_without_our_marker_is_not_ours(tmp_path: Path) -> None:
     pid_file = tmp_path / "service.pid"
     write_pid(pid_file, os.getpid())  # alive, but pytest's cmdline has no marker
     assert owned_pid(pid_file, tmp_path) is None
-    assert marker_arg(tmp_path) == f"-Dketenstroom.infra.service={tmp_path}"
+    assert marker_arg(tmp_path) == f"-Ddevstack.service={tmp_path}"
 
 
 def test_port_in_use_detects_our_own_listener() -> None:
@@ -318,7 +318,7 @@ def test_fetch_reports_mvn_failure_and_redoes_partial_download(
 
 
 def test_fetch_without_maven(cfg: StackConfig, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ketenstroom.infra.fetch.shutil.which", lambda _name: None)
+    monkeypatch.setattr("devstack.fetch.shutil.which", lambda _name: None)
     with pytest.raises(FetchError, match="`mvn`"):
         fetch_mod.fetch_all(cfg)
 

@@ -68,8 +68,9 @@ def test_every_partner_mapping_matches_the_contract() -> None:
 
 
 def test_a_mapping_with_a_typo_fails_at_start_up(tmp_path: Path) -> None:
-    text = (Path(__file__).parents[2] / "producers/partners/om.toml").read_text(encoding="utf-8")
-    (tmp_path / "om.toml").write_text(
+    text = (Path(__file__).parents[2] / "partners/om/mapping.toml").read_text(encoding="utf-8")
+    (tmp_path / "om").mkdir()
+    (tmp_path / "om" / "mapping.toml").write_text(
         text.replace('"case.parketnummer" = "parketnummer"', '"case.parketnumer" = "parketnummer"', 1)
     )
     with pytest.raises(ConfigurationError, match="parketnumer"):

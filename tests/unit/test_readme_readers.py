@@ -13,11 +13,11 @@ import pytest
 
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.settings import REPO_ROOT
-from producers.synthetic.curated import chain_events
 from sinks.parquet import to_parquet
 from sinks.periods import AMSTERDAM, period_code
 from sinks.snapshot import Sealer, SealPolicy, staging_name
 from sinks.tables import build_missing_tables
+from synthetic.curated import chain_events
 
 
 def _readme_one_liners() -> list[str]:

@@ -19,7 +19,7 @@ from ketenstroom.settings import PathSettings
 from producers.config import load_mapping
 from producers.reader import read_rows
 from producers.rows import validate
-from producers.synthetic import (
+from synthetic import (
     NOISE_KINDS,
     OM_COLUMNS,
     GenerationReport,
@@ -28,8 +28,8 @@ from producers.synthetic import (
     partner_columns,
     write_csv,
 )
-from producers.synthetic.codes import JUDGMENT_OUTCOMES, OM_DECISIONS
-from producers.synthetic.exports import PARTNER_DIR
+from synthetic.codes import JUDGMENT_OUTCOMES, OM_DECISIONS
+from synthetic.exports import PARTNER_DIR
 
 SCHEMAS = load_schemas(PathSettings().schema_dir)
 MAPPINGS = {p: load_mapping(p, SCHEMAS) for p in PARTNERS}
@@ -106,7 +106,7 @@ def test_one_export_per_partner_with_exactly_the_mapping_columns(
     expected_files = {f"{p}.csv" for p in PARTNERS if p != "cjib"} | {"cjib.jsonl", "generation.json"}
     assert {f.name for f in out.iterdir()} == expected_files
     for partner in PARTNERS:
-        toml = tomllib.loads((PARTNER_DIR / f"{partner}.toml").read_text(encoding="utf-8"))
+        toml = tomllib.loads((PARTNER_DIR / partner / "mapping.toml").read_text(encoding="utf-8"))
         used = {toml["type_column"]} | {c for r in toml["records"].values() for c in r["columns"].values()}
         columns = partner_columns(partner)
         assert set(columns) == used and len(columns) == len(used)

@@ -4,7 +4,7 @@
 police registration -> Halt or OM -> court -> CJIB / DJI / reclassering, with plausible lead times and
 OM decisions in the shares CBS reports (§2.5.1). It writes one export per partner (``politie.csv``,
 ``om.csv``, ``rechtspraak.csv``, ``cjib.jsonl``, ``dji.csv``, ``reclassering.csv``, ``halt.csv``) with
-exactly the columns of ``producers/partners/<partner>.toml``, streaming case by case so memory stays
+exactly the columns of ``partners/<partner>/mapping.toml``, streaming case by case so memory stays
 flat for millions of rows, and a ``generation.json`` report that says per partner how many rows the
 producer must accept and reject. ``noise`` spoils a share of rows in realistic ways (see
 ``exports.NOISE_KINDS``). The same seed gives byte-identical files. All data are invented; any match
@@ -22,9 +22,9 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from ketenstroom.contract.topics import PARTNERS
-from producers.synthetic.chain import ChainGenerator
-from producers.synthetic.codes import OM_DECISIONS as _OM_DECISIONS
-from producers.synthetic.exports import (
+from synthetic.chain import ChainGenerator
+from synthetic.codes import OM_DECISIONS as _OM_DECISIONS
+from synthetic.exports import (
     NOISE_KINDS,
     PARTNER_DIR,
     REJECT_REASONS,
@@ -35,7 +35,7 @@ from producers.synthetic.exports import (
     load_layout,
     style_for,
 )
-from producers.synthetic.persons import POSTCODE_AREAS, Person, person, spoil_bsn, valid_bsn
+from synthetic.persons import POSTCODE_AREAS, Person, person, spoil_bsn, valid_bsn
 
 __all__ = [
     "NOISE_KINDS",

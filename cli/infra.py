@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from devstack import Stack, StackConfig
 from ketenstroom.errors import InfraError
-from ketenstroom.infra import Stack, StackConfig
 
 app = typer.Typer(
     help="Fetch and run Kafka (KRaft), Apicurio Registry and s3proxy on loopback.", no_args_is_help=True

@@ -17,11 +17,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from ketenstroom.errors import PortInUseError, ServiceStartError
-from ketenstroom.infra.config import ENV_PREFIX, Endpoints, ServiceStatus, StackConfig
-from ketenstroom.infra.fetch import Layout, fetch_all
-from ketenstroom.infra.java import find_java
-from ketenstroom.infra.process import (
+from devstack.config import ENV_PREFIX, Endpoints, ServiceStatus, StackConfig
+from devstack.fetch import Layout, fetch_all
+from devstack.java import find_java
+from devstack.process import (
     POLL_INTERVAL,
     child_exit_code,
     file_lock,
@@ -36,7 +35,7 @@ from ketenstroom.infra.process import (
     terminate,
     write_pid,
 )
-from ketenstroom.infra.services import (
+from devstack.services import (
     Service,
     argv_for,
     ensure_compatibility,
@@ -47,6 +46,7 @@ from ketenstroom.infra.services import (
     s3_credentials,
     shared_services,
 )
+from ketenstroom.errors import PortInUseError, ServiceStartError
 
 Progress = Callable[[str], None]
 

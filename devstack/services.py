@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 from confluent_kafka.admin import AdminClient
 
+from devstack.config import S3_BUCKET, StackConfig
+from devstack.fetch import Layout, resource_text
+from devstack.process import marker_arg, tail
 from ketenstroom.errors import InfraError, ServiceStartError
-from ketenstroom.infra.config import S3_BUCKET, StackConfig
-from ketenstroom.infra.fetch import Layout, resource_text
-from ketenstroom.infra.process import marker_arg, tail
 
 HEALTH_TIMEOUT = 2.0
 COMPATIBILITY = "BACKWARD_TRANSITIVE"

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from ketenstroom.cli import infra, pipeline, process, schemas, snapshot
+from cli import infra, pipeline, process, schemas, snapshot
 
 app = typer.Typer(
     name="ketenstroom",

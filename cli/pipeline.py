@@ -59,7 +59,7 @@ def generate(
     noise: float = typer.Option(0.0, help="Share of rows with a realistic mistake (0..1)."),
 ) -> None:
     """Write seeded, chain-consistent exports for every partner, in each partner's own columns and codes."""
-    from producers.synthetic import generate_chain
+    from synthetic import generate_chain
 
     report = generate_chain(out_dir, cases=cases, seed=seed, noise=noise)
     for partner, pr in report.partners.items():
@@ -119,7 +119,7 @@ def sink(
     tables: bool = typer.Option(True, help="Derive the chain and person tables of each sealed revision."),
 ) -> None:
     """Stage curated.chain-events as period Parquet, seal due periods (manifest last), then commit offsets."""
-    from ketenstroom.cli.snapshot import parse_as_of, policy_settings
+    from cli.snapshot import parse_as_of, policy_settings
     from sinks.runner import Sink
     from sinks.snapshot import Sealer, SealPolicy
 
@@ -185,7 +185,7 @@ def demo(
 
     def step(name: str, args: list[str], ok: tuple[int, ...] = (0,)) -> None:
         console.rule(f"[bold]{name}")
-        result = subprocess.run([sys.executable, "-m", "ketenstroom", *args], env=child_env, check=False)
+        result = subprocess.run([sys.executable, "-m", "cli", *args], env=child_env, check=False)
         if result.returncode not in ok:
             console.print(f"[red]step {name} failed with exit code {result.returncode}[/red]")
             raise typer.Exit(result.returncode)
@@ -195,7 +195,7 @@ def demo(
         "generate",
         ["generate", "--out", str(exports), "--cases", str(cases), "--noise", "0.02", "--seed", str(seed)],
     )
-    from producers.synthetic import GenerationReport
+    from synthetic import GenerationReport
 
     generated = GenerationReport.from_json((exports / "generation.json").read_text(encoding="utf-8"))
     for partner in PARTNERS:  # exit 1 = some rows rejected, which a noisy export is meant to show

@@ -1,6 +1,6 @@
 """Partner exports as partners really make them, with deterministic noise and an exact expectation.
 
-Columns come from ``producers/partners/<partner>.toml`` (loaded with ``tomllib``): the type column plus
+Columns come from ``partners/<partner>/mapping.toml`` (loaded with ``tomllib``): the type column plus
 the union of every record type's columns, in the order the TOML names them. Each partner has its own
 habits (``STYLES``): encoding, separator, quoting, date style, booleans, how it writes sex, BSN,
 parketnummer and postcode. Noise is drawn from a per-partner random stream, so the clean chain is the
@@ -20,11 +20,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
-from producers.synthetic.chain import DAY
-from producers.synthetic.codes import UNKNOWN_CODE
-from producers.synthetic.persons import spoil_bsn, valid_bsn
+from synthetic.chain import DAY
+from synthetic.codes import UNKNOWN_CODE
+from synthetic.persons import spoil_bsn, valid_bsn
 
-PARTNER_DIR = Path(__file__).resolve().parent.parent / "partners"
+PARTNER_DIR = Path(__file__).resolve().parent.parent / "partners"  # the chain catalogue
 
 #: Noise kinds, and whether the producer accepts the row (True) or must reject it (False).
 NOISE_KINDS: dict[str, bool] = {
@@ -140,7 +140,7 @@ class PartnerLayout:
 
 def load_layout(partner: str, directory: Path = PARTNER_DIR) -> PartnerLayout:
     """Columns and per-record slots from the partner's mapping TOML (the one source of column names)."""
-    data = tomllib.loads((directory / f"{partner}.toml").read_text(encoding="utf-8"))
+    data = tomllib.loads((directory / partner / "mapping.toml").read_text(encoding="utf-8"))
     type_column = str(data["type_column"])
     columns: list[str] = [type_column]
     for spec in data["records"].values():

@@ -19,9 +19,9 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from devstack.config import APICURIO_VERSION, KAFKA_VERSION, S3PROXY_VERSION, StackConfig
+from devstack.process import file_lock, tail
 from ketenstroom.errors import FetchError
-from ketenstroom.infra.config import APICURIO_VERSION, KAFKA_VERSION, S3PROXY_VERSION, StackConfig
-from ketenstroom.infra.process import file_lock, tail
 
 LOG4J_VERSION = "2.25.5"
 MARKER = ".complete"
@@ -32,8 +32,8 @@ Progress = Callable[[str], None]
 
 
 def resource_text(name: str) -> str:
-    """A template shipped in ``ketenstroom/infra/resources``."""
-    return resources.files("ketenstroom.infra").joinpath("resources", name).read_text(encoding="utf-8")
+    """A template shipped in ``devstack/resources``."""
+    return resources.files("devstack").joinpath("resources", name).read_text(encoding="utf-8")
 
 
 def render_kafka_pom() -> str:

@@ -2,7 +2,7 @@
 
 The services must outlive the Python process that started them (a CLI exits right after ``up``), so
 all bookkeeping is on disk: a pid file per service, and a marker argument on the java command line
-(``-Dketenstroom.infra.service=<service dir>``). down() only signals a pid whose command line still
+(``-Ddevstack.service=<service dir>``). down() only signals a pid whose command line still
 carries our marker, so a recycled pid that now belongs to someone else is never killed.
 """
 
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-MARKER_PROPERTY = "ketenstroom.infra.service"
+MARKER_PROPERTY = "devstack.service"
 POLL_INTERVAL = 0.2
 
 #: Popen handles of children started by this Python process: kept so they can be reaped (no zombies

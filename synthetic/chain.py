@@ -23,8 +23,8 @@ from datetime import date
 from itertools import count
 from typing import Any
 
-from producers.synthetic import codes as C
-from producers.synthetic.persons import Person, mix64, person, pick_index, population_size
+from synthetic import codes as C
+from synthetic.persons import Person, mix64, person, pick_index, population_size
 
 DAY = 1440
 Event = tuple[str, str, dict[str, Any]]

@@ -2,7 +2,7 @@
 
 Used by ``ketenstroom infra up|down|status`` and by the integration-test fixtures::
 
-    from ketenstroom.infra import Stack, StackConfig
+    from devstack import Stack, StackConfig
 
     stack = Stack(StackConfig.from_env(nodes=1))   # nodes=3: a three-node KRaft cluster
     endpoints = stack.up(progress=print)            # fetch if needed, start, wait healthy
@@ -13,7 +13,7 @@ cache is ``$KETENSTROOM_CACHE_DIR``, else ``$XDG_CACHE_HOME/ketenstroom``, else
 ``~/.cache/ketenstroom``. The registry and s3proxy are shared by the single and the cluster stack.
 """
 
-from ketenstroom.infra.config import Endpoints, ServiceStatus, StackConfig
-from ketenstroom.infra.stack import Stack
+from devstack.config import Endpoints, ServiceStatus, StackConfig
+from devstack.stack import Stack
 
 __all__ = ["Endpoints", "ServiceStatus", "Stack", "StackConfig"]
