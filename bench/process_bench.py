@@ -43,6 +43,7 @@ from ketenstroom.contract import PARTNERS, Topics
 from ketenstroom.settings import KafkaSettings, PathSettings, PseudonymSettings, RegistrySettings
 from processors.build import build_transformer
 from processors.runner import TransactionalProcessor
+from processors.settings import ProcessorSettings
 from processors.transform import RawRecord, Transformer
 from producers.publish import Publisher
 from synthetic import generate_chain
@@ -97,7 +98,7 @@ def run_ours(
         topics=out,
         partners=list(PARTNERS),
         transformer=transformer,
-        app_id=f"{out.prefix}ours",
+        settings=ProcessorSettings(app_id=f"{out.prefix}ours"),
     )
     start = time.perf_counter()
     stats = proc.run(until_end=True)

@@ -42,6 +42,7 @@ from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
 from producers.steps import zigzag
 from sinks.parquet import SCHEMA
 from sinks.runner import Sink
+from sinks.settings import SinkSettings
 from sinks.snapshot import Sealer, SealPolicy
 from sinks.tables import build_missing_tables
 from synthetic.curated import CHAIN_EVENT, chain_event, chain_events, publish_curated
@@ -64,7 +65,7 @@ def run_ours(
         kafka=kafka,
         registry=registry,
         store=store,
-        group_id=f"{topics.prefix}ours-{uuid.uuid4().hex[:6]}",
+        settings=SinkSettings(group_id=f"{topics.prefix}ours-{uuid.uuid4().hex[:6]}"),
         topics=topics,
         sealer=Sealer(store, _policy()),
         tables=False,

@@ -107,7 +107,14 @@ def sink(
         None, help="file://DIR or s3://BUCKET/PREFIX (default from settings)."
     ),
     period: str | None = typer.Option(None, help="month, quarter or year (default from settings: month)."),
-    group: str = typer.Option("ketenstroom-sink", help="Consumer group."),
+    group: str | None = typer.Option(
+        None, help="Consumer group [default: KETENSTROOM_SINK_GROUP_ID, else ketenstroom-sink]."
+    ),
+    instance_id: str | None = typer.Option(
+        None,
+        help="Stable per running instance, distinct for concurrent ones: a restart takes its partitions "
+        "back at once (static group membership) [default: KETENSTROOM_SINK_INSTANCE_ID, else 0].",
+    ),
     until_caught_up: bool = typer.Option(False, help="Stop once the topic as of start-up is written."),
     seal: bool = typer.Option(
         True, help="Seal due periods when caught up; run one sealing instance per store."
@@ -115,12 +122,15 @@ def sink(
     grace_days: float | None = typer.Option(None, help="Delivery grace after a period's end (days)."),
     final_after_days: float | None = typer.Option(None, help="Days after a period's end it becomes final."),
     as_of: str | None = typer.Option(None, help="Seal as if it were this moment (ISO); default now."),
-    max_buffered: int = typer.Option(50_000, help="Rows buffered before a staged file is written."),
+    max_buffered: int | None = typer.Option(
+        None, help="Rows buffered before a staged file is written [default: KETENSTROOM_SINK_MAX_BUFFERED]."
+    ),
     tables: bool = typer.Option(True, help="Derive the chain and person tables of each sealed revision."),
 ) -> None:
     """Stage curated.chain-events as period Parquet, seal due periods (manifest last), then commit offsets."""
     from cli.snapshot import parse_as_of, policy_settings
     from sinks.runner import Sink
+    from sinks.settings import SinkSettings
     from sinks.snapshot import Sealer, SealPolicy
 
     kafka = KafkaSettings()
@@ -129,16 +139,19 @@ def sink(
         settings = policy_settings(grace_days, final_after_days)
         store = ObjectStore(url, S3Settings())
         topics = _topics()
-        stop_at = end_offsets(kafka, [topics.curated], group_id=group) if until_caught_up else None
+        given = {"group_id": group, "instance_id": instance_id, "max_buffered": max_buffered}
+        sink_settings = SinkSettings(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]  # field names as keywords; mypy sees only **object
+        stop_at = (
+            end_offsets(kafka, [topics.curated], group_id=sink_settings.group_id) if until_caught_up else None
+        )
         policy = SealPolicy.from_settings(settings, parse_as_of(as_of))
         report = Sink(
             kafka=kafka,
             registry=RegistrySettings(),
             store=store,
-            group_id=group,
+            settings=sink_settings,
             period=period or settings.period,  # type: ignore[arg-type]
             topics=topics,
-            max_buffered=max_buffered,
             sealer=Sealer(store, policy) if seal else None,
             tables=tables,
         ).run(stop_at=stop_at)

@@ -6,6 +6,7 @@ or in default arguments. Secrets are ``SecretStr`` so they never appear in a rep
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,31 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ketenstroom.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ClientLog:
+    """librdkafka's own log lines, through Python logging (logger ``ketenstroom.kafka.client``).
+
+    confluent-kafka calls ``log(level, "%s [%s] %s", facility, client, text)`` with librdkafka's syslog
+    level already turned into a Python one. Without it they go raw to stderr (``%4|…|GETPID|…``).
+    What librdkafka recovers from by itself (a retry while a transaction coordinator is still loading,
+    purged background events at close) and its notices are DEBUG: not a problem unless it lasts, and
+    then the caller's own timeout says so. Other warnings and errors keep their level.
+    """
+
+    RECOVERS = frozenset({"GETPID", "BGQUEUE"})
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        facility, text = (str(args[0]), str(args[-1])) if args else ("", "")
+        if level < logging.WARNING or facility in self.RECOVERS or text.endswith("retrying"):
+            level = logging.DEBUG
+        self.logger.log(level, msg, *args)
+
+
+CLIENT_LOG = ClientLog(logging.getLogger("ketenstroom.kafka.client"))
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -39,6 +65,7 @@ class KafkaSettings(BaseSettings):
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
+            "logger": CLIENT_LOG,
         }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism

@@ -29,6 +29,7 @@ from ketenstroom.contract.wire import unframe
 from ketenstroom.settings import PathSettings, PseudonymSettings
 from processors.build import build_transformer
 from processors.runner import TransactionalProcessor
+from processors.settings import ProcessorSettings
 from producers.publish import Publisher
 from synthetic import OM_COLUMNS, GenerationReport, generate_chain, om_decision_rows, write_csv
 from tests.conftest import Services
@@ -255,7 +256,7 @@ def test_run_until_end_stops_at_partition_eof_past_an_aborted_transaction(
             topics=names,
             partners=["om"],
             transformer=transformer,
-            app_id=f"{names.prefix}proc",
+            settings=ProcessorSettings(app_id=f"{names.prefix}proc"),
         ).run(until_end=True, should_stop=lambda: time.monotonic() > deadline)
     assert time.monotonic() < deadline, "run(until_end=True) did not stop at the end"
     assert stats.records_in == {"om": published} and stats.reconciles()

@@ -22,6 +22,7 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
 from sinks.runner import Sink
+from sinks.settings import SinkSettings
 from sinks.snapshot import Manifest, Sealer, SealPolicy, Snapshots
 from synthetic.curated import chain_event, publish_curated
 from tests.conftest import Services
@@ -57,9 +58,9 @@ def _sink(services: Services, names: Topics, group: str, store: ObjectStore) -> 
         kafka=services.kafka,
         registry=services.registry,
         store=store,
-        group_id=group,
+        # several staged files per period, so sealing moves and merges many
+        settings=SinkSettings(group_id=group, max_buffered=3),
         topics=names,
-        max_buffered=3,  # several staged files per period, so sealing moves and merges many
         sealer=Sealer(
             store, SealPolicy(grace=timedelta(days=14), final_after=timedelta(days=3650), clock=lambda: AS_OF)
         ),

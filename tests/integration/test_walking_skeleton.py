@@ -1,4 +1,4 @@
-"""The walking skeleton end to end on the real stack: OM export -> raw.om -> faust -> curated -> Parquet."""
+"""The walking skeleton end to end on the real stack: OM export -> raw.om -> processor -> curated -> Parquet."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from ketenstroom.contract import Topics
 from ketenstroom.contract.identifiers import normalise_parketnummer
 from producers.publish import Publisher
 from sinks.runner import Sink
+from sinks.settings import SinkSettings
 from sinks.snapshot import Sealer, SealPolicy, Snapshots
 from synthetic import OM_COLUMNS, om_decision_rows, write_csv
 from tests.conftest import Services
@@ -76,7 +77,7 @@ def _sink(services: Services, names: Topics, group_id: str, store: ObjectStore) 
         kafka=services.kafka,
         registry=services.registry,
         store=store,
-        group_id=group_id,
+        settings=SinkSettings(group_id=group_id),
         topics=names,
         sealer=_sealer(store),
     )
@@ -197,6 +198,10 @@ def test_sink_writes_to_s3proxy(
     assert all(str(r["period"]).startswith("2026MM") for r in rows)
     # a second sink in the same group has nothing left to do: offsets were committed after the write
     again = Sink(
-        kafka=services.kafka, registry=services.registry, store=store, group_id=group_id, topics=names
+        kafka=services.kafka,
+        registry=services.registry,
+        store=store,
+        settings=SinkSettings(group_id=group_id),
+        topics=names,
     ).run(stop_at=end_offsets(services.kafka, [names.curated], group_id=group_id))
     assert again.records == 0
