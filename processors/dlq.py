@@ -97,7 +97,7 @@ class ReasonRow:
     letters: int = 0  # dead letters of these events (a re-delivery or failed replay adds one)
     first_seen: str = ""  # ISO time of the oldest letter
     last_seen: str = ""
-    example_error: str = ""
+    example_error: str = ""  # of the latest letter
 
 
 @dataclass
@@ -169,9 +169,11 @@ def summarise(
         row = rows.setdefault((reason, stage, state), ReasonRow(partner, reason, stage, state))
         row.events += 1
         row.letters += letters
+        error = headers.get("ketenstroom.error", "")
+        if (last, error) > (row.last_seen, row.example_error):  # the latest letter, in any read order
+            row.example_error = error
         row.first_seen = min(row.first_seen or first, first)
         row.last_seen = max(row.last_seen, last)
-        row.example_error = row.example_error or headers.get("ketenstroom.error", "")
     summary.rows = sorted(rows.values(), key=lambda r: (-r.events, r.reason, r.stage, r.state))
     return summary
 
@@ -179,14 +181,16 @@ def summarise(
 def replay(
     kafka: KafkaSettings, topics: Topics, partner: str, *, reason: str | None = None
 ) -> dict[str, int]:
-    """Copy dead letters (optionally of one reason) back to ``raw.<partner>``; offsets committed after.
+    """Copy dead-lettered events (optionally of one reason) back to ``raw.<partner>``, each event once
+    (its latest letter); offsets committed after. Counts letters ``read``, events ``replayed``, letters
+    ``skipped`` (another reason) and ``repeats`` (another letter of an event replayed here).
 
     Each copy's event is first marked ``replayed`` in the status topic (acknowledged before any copy is
     sent, so the processor's outcome for the copy always comes after it)."""
     source, target, status_topic = topics.dlq(partner), topics.raw(partner), topics.dlq_status(partner)
     group = f"{source}.replay.{reason or 'all'}"
     producer = Producer(kafka.librdkafka(enable_idempotence=True, acks="all"))
-    counts = {"read": 0, "replayed": 0, "skipped": 0}
+    counts = {"read": 0, "replayed": 0, "skipped": 0, "repeats": 0}
     failures: list[str] = []
 
     def delivered(err: KafkaError | None, _msg: Message) -> None:
@@ -207,7 +211,7 @@ def replay(
                 stop=lambda: {(source, tp.partition) for tp in partitions} <= loop.eof_offset.keys()
             ):
                 messages.extend(batch)
-            chosen = []
+            chosen: dict[str, Message] = {}  # event -> its latest letter: one copy per event
             for msg in messages:
                 counts["read"] += 1
                 headers = _headers(msg)
@@ -215,7 +219,10 @@ def replay(
                     counts["skipped"] += 1
                     continue
                 key = _key_of(msg, headers)
-                chosen.append((msg, key))
+                if key in chosen:
+                    counts["repeats"] += 1  # the same event dead-lettered again (a re-delivery, say)
+                chosen[key] = msg
+            for key in chosen:
                 producer.produce(
                     status_topic,
                     key=key.encode(),
@@ -223,7 +230,7 @@ def replay(
                     on_delivery=delivered,
                 )
             flush()
-            for msg, key in chosen:
+            for key, msg in chosen.items():
                 topic, partition, offset = where(msg)
                 passed_on = [(k, v) for k, v in headers_of(msg) if not k.startswith("ketenstroom.")]
                 producer.produce(

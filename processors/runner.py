@@ -152,7 +152,6 @@ class TransactionalProcessor:
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         self._restore(partitions)
-        log.info("assigned %s", [(tp.topic, tp.partition) for tp in partitions])
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

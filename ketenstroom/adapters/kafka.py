@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,6 +30,18 @@ def where(msg: Message) -> tuple[str, int, int]:
     return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
 
 
+def static_member(group_id: str, instance_id: str, topics: Iterable[str]) -> str:
+    """``group.instance.id`` of an instance: ``<group>.<instance>.<digest of its topics>``.
+
+    The subscription is part of the identity because a static member that rejoins with other topics
+    (``process -p om`` after ``process``) is handed its old assignment back by the coordinator, without
+    a rebalance, and would wait on partitions it no longer reads. With the digest it joins as a new
+    member instead; the same instance restarted with the same topics gets its partitions back at once.
+    """
+    digest = hashlib.sha256(",".join(sorted(topics)).encode()).hexdigest()[:8]
+    return f"{group_id}.{instance_id}.{digest}"
+
+
 def headers_of(msg: Message) -> list[tuple[str, str | bytes | None]]:
     """A record's headers as (name, value) pairs (consumers return a list; the hints also allow a dict)."""
     found = msg.headers()
@@ -42,8 +55,8 @@ class ConsumeLoop:
     the sink, the DLQ tools and the command line's readers.
 
     ``topics``: subscribe in consumer group ``group_id`` (the group assigns partitions; with
-    ``instance_id``, as a static member ``group.instance.id=<group_id>.<instance_id>``, so a restarted
-    instance gets its partitions back at once instead of after the old member's session timeout).
+    ``instance_id``, as a static member, ``static_member``, so a restarted instance gets its partitions
+    back at once instead of after the old member's session timeout).
     ``partitions``: read exactly these (``assign``), from their offsets or the group's committed ones.
 
     Always ``read_committed`` with partition-EOF events, offsets committed by the caller only:
@@ -78,7 +91,7 @@ class ConsumeLoop:
             **config,
         )
         self.session_timeout_ms = int(conf.get("session.timeout.ms", SESSION_TIMEOUT_MS))
-        self.member = f"{group_id}.{instance_id}" if instance_id is not None else None
+        self.member = static_member(group_id, instance_id, topics) if instance_id is not None else None
         if self.member is not None:
             conf["group.instance.id"] = self.member
         self.consumer = Consumer(conf)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -12,7 +13,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -263,7 +266,24 @@ def test_run_until_end_stops_at_partition_eof_past_an_aborted_transaction(
     assert len(_read_committed(services, names.curated)) == stats.curated["om"]
 
 
-def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in re.split(r"[┃│|]", line)[1:-1]]
+
+
+def _dlq_listing(run: Callable[..., str], *args: str) -> dict[str, Any]:
+    """``dlq list`` as JSON, after checking the table shows the same columns with the same values."""
+    listing: dict[str, Any] = json.loads(run("dlq", "list", "--partner", "om", "--json", *args))
+    table = run("dlq", "list", "--partner", "om", *args, extra={"COLUMNS": "400"}).splitlines()
+    headers = next(_cells(line) for line in table if line.startswith(("┃", "|")))
+    rows = [_cells(line) for line in table if line.startswith("│")]
+    for row in listing["rows"]:
+        assert headers == [name.replace("_", " ") for name in row], (headers, row)
+    assert rows == [[str(value) for value in row.values()] for row in listing["rows"]], (rows, listing)
+    assert f"{listing['open']} open of {listing['events']} events" in table[0]
+    return listing
+
+
+def test_dead_letters_are_listed_per_event_and_replayed_after_the_table_is_fixed(
     services: Services, tmp_path: Path
 ) -> None:
     names = Topics(f"t{os.getpid()}dlq{random.randrange(10**6)}.")
@@ -273,8 +293,12 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
     for row in rows[::10]:
         row["beslissing"] = "ZZZZ"  # a code OM started using before the table knew it
     write_csv(export, rows, OM_COLUMNS)
-    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
-        assert publisher.publish([export]).published == 300
+
+    def deliver() -> None:
+        with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+            assert publisher.publish([export]).published == 300
+
+    deliver()
     env = _env(services, names)
 
     def run(*args: str, extra: dict[str, str] | None = None) -> str:
@@ -288,33 +312,50 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout
 
-    first = json.loads(run("process", "--partner", "om", "--until-caught-up").strip().splitlines()[-1])
+    def process(extra: dict[str, str] | None = None) -> dict[str, Any]:
+        out = run("process", "--partner", "om", "--until-caught-up", extra=extra)
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+    first = process()
     assert first["dead_lettered"] == {"om": {"unknown-code": 30}} and first["curated"]["om"] == 270
-    listing = run("dlq", "list", "--partner", "om")
-    assert "unknown-code" in listing and "30" in listing and "ZZZZ" in listing
+    listing = _dlq_listing(run)
+    assert (listing["open"], listing["events"], listing["letters"]) == (30, 30, 30)
+    (row,) = listing["rows"]
+    assert (row["partner"], row["reason"], row["stage"], row["state"]) == (
+        "om",
+        "unknown-code",
+        "transform",
+        "dead",
+    )
+    assert (row["events"], row["letters"]) == (30, 30) and "ZZZZ" in row["example_error"]
+    assert row["first_seen"] <= row["last_seen"] and row["first_seen"].startswith("20")
+
+    deliver()  # the partner re-delivers the same export: the same 30 events dead-lettered again
+    assert process()["dead_lettered"] == {"om": {"unknown-code": 30}}
+    listing = _dlq_listing(run)
+    assert (listing["open"], listing["events"], listing["letters"]) == (30, 30, 60)
+    assert [(r["events"], r["letters"]) for r in listing["rows"]] == [(30, 60)]
 
     fixed = tmp_path / "terminology"
     shutil.copytree(PathSettings().terminology_dir, fixed)
     with (fixed / "om-afdoening.csv").open("a", encoding="utf-8") as fh:
         fh.write("OM.AFDOENING,ZZZZ,om-beslissing,OVERIG,Overig (nieuwe code),beslissing,2026-01-01,\n")
     replayed = json.loads(run("dlq", "replay", "--partner", "om", "--reason", "unknown-code"))
-    assert replayed == {"read": 30, "replayed": 30, "skipped": 0}
+    assert replayed == {"read": 60, "replayed": 30, "skipped": 0, "repeats": 30}
+    listing = _dlq_listing(run)  # replayed, not yet processed: still open
+    assert listing["open"] == 30 and [r["state"] for r in listing["rows"]] == ["replayed"]
     again = json.loads(run("dlq", "replay", "--partner", "om").strip())
     assert again["replayed"] == 30  # another group: replaying twice is harmless, see below
-    second = json.loads(
-        run(
-            "process",
-            "--partner",
-            "om",
-            "--until-caught-up",
-            extra={"KETENSTROOM_TERMINOLOGY_DIR": str(fixed)},
-        )
-        .strip()
-        .splitlines()[-1]
-    )
+    second = process(extra={"KETENSTROOM_TERMINOLOGY_DIR": str(fixed)})
     assert second["curated"] == {"om": 30} and second["duplicates"] == {"om": 30}
     curated = _read_committed(services, names.curated)
     assert len(curated) == len({e["event_id"] for e in curated}) == 300
+
+    listing = _dlq_listing(run)
+    assert (listing["open"], listing["events"], listing["rows"]) == (0, 30, [])
+    history = _dlq_listing(run, "--all")
+    assert history["open"] == 0 and sum(r["events"] for r in history["rows"]) == 30
+    assert {r["state"] for r in history["rows"]} <= {"curated", "duplicate"}
 
 
 def test_metrics_and_health_endpoints(services: Services) -> None:
