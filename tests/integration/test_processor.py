@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,10 +157,10 @@ def stats_duplicates(stats: dict[str, dict[str, int]]) -> int:
     return sum(stats["duplicates"].values())
 
 
-def _dlq_count(services: Services, names: Topics) -> int:
+def _dlq_count(services: Services, names: Topics, partners: Sequence[str] = PARTNERS) -> int:
     return sum(
         1
-        for p in PARTNERS
+        for p in partners
         for _ in read_to_end(
             services.kafka, all_partitions(services.kafka, names.dlq(p)), group_id=f"{names.prefix}dlq.check"
         )
@@ -202,6 +202,50 @@ def test_two_workers_share_the_partitions(services: Services, exports: Generatio
     assert len({e["event_id"] for e in curated}) == len(curated)
     count, findings = scan_all(curated)
     assert count == len(curated) and not findings, [str(f) for f in findings[:5]]
+
+
+def test_a_killed_processor_restarted_resumes_within_15_s(services: Services, tmp_path: Path) -> None:
+    """Static group membership: the restarted instance takes its partitions back at once instead of
+    waiting for the killed member's session to expire (45 s), and says how long it waited."""
+    names = Topics(f"t{os.getpid()}restart{random.randrange(10**6)}.")
+    ensure_topics(services.kafka, names.all(["om"]), partitions=3, replication_factor=1)
+    exports = []
+    for seed in (11, 12):
+        exports.append(tmp_path / f"om-{seed}.csv")
+        write_csv(exports[-1], list(om_decision_rows(200, seed=seed)), OM_COLUMNS)
+
+    def deliver(export: Path) -> int:
+        with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+            return publisher.publish([export]).published
+
+    published = deliver(exports[0])
+    env = _env(services, names)
+    args = ("--partner", "om", "--app-id", f"{names.prefix}proc", "--instance-id", "a")
+    worker = _process(env, *args)  # as a service: runs until stopped
+    deadline = time.monotonic() + DEADLINE_S
+    while sum(end_offsets(services.kafka, [names.curated]).values()) == 0:
+        assert worker.poll() is None, worker.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the processor produced nothing"
+    worker.send_signal(signal.SIGKILL)  # holding its partitions, no goodbye to the group
+    worker.communicate(timeout=60)
+    published += deliver(exports[1])
+
+    started = time.monotonic()
+    again = subprocess.run(
+        [sys.executable, "-m", "cli", "process", *args, "--until-caught-up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+    took = time.monotonic() - started
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert took < 15, f"the restarted processor took {took:.1f} s:\n{again.stderr[-2000:]}"
+    assert re.search(r"assigned 3 partitions to \S+ after \d+\.\d s", again.stderr), again.stderr[-2000:]
+    assert json.loads(again.stdout.strip().splitlines()[-1])["reconciles"]
+    curated = _read_committed(services, names.curated)
+    dead = _dlq_count(services, names, ["om"])
+    assert len({e["event_id"] for e in curated}) == len(curated) and len(curated) + dead == published
 
 
 def test_key_rotation_gives_new_pseudonyms_and_leaves_old_output(services: Services, tmp_path: Path) -> None:
