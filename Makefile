@@ -8,18 +8,25 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status demo test test-unit lint clean bench-publish bench-process bench-sink
+.PHONY: help install lock up down status demo test test-unit lint clean bench-publish bench-process bench-sink
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: pyproject.toml
+# The whole dependency tree is pinned in requirements.lock (pip-compile from pyproject.toml's ranges):
+# installs are the same everywhere; ketenstroom itself goes on top, editable, without resolving again.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv and install ketenstroom with its dev dependencies
+install: $(VENV)/.installed ## Create .venv and install the locked dependencies and ketenstroom (editable)
+
+lock: install ## Refresh requirements.lock from pyproject.toml (LOCK_ARGS=--upgrade to take newer versions)
+	$(VENV)/bin/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
+		--output-file requirements.lock $(LOCK_ARGS) pyproject.toml
 
 up: install ## Fetch (first time) and start Kafka, Apicurio Registry and s3proxy on loopback
 	$(KS) infra up
@@ -40,8 +47,9 @@ test: install ## Unit and integration tests against the real stack (started by t
 test-unit: install ## Unit tests only: no services needed
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: install ## ruff and mypy
+lint: install ## ruff (rules and format) and mypy --strict; CI runs it before the tests
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 clean: ## Remove the virtualenvs and local output (not the download cache, not the stack's data)

@@ -136,11 +136,13 @@ def sink(
     kafka = KafkaSettings()
     url = storage or StorageSettings().url
     try:
-        settings = policy_settings(grace_days, final_after_days)
+        settings = policy_settings(grace_days, final_after_days, period)
         store = ObjectStore(url, S3Settings())
         topics = _topics()
         given = {"group_id": group, "instance_id": instance_id, "max_buffered": max_buffered}
-        sink_settings = SinkSettings(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]  # field names as keywords; mypy sees only **object
+        # the constructor (not model_validate) so the environment still applies to what is not given;
+        # mypy cannot match **dict[str, object] against the fields' own types
+        sink_settings = SinkSettings(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
         stop_at = (
             end_offsets(kafka, [topics.curated], group_id=sink_settings.group_id) if until_caught_up else None
         )
@@ -150,7 +152,7 @@ def sink(
             registry=RegistrySettings(),
             store=store,
             settings=sink_settings,
-            period=period or settings.period,  # type: ignore[arg-type]
+            period=settings.period,
             topics=topics,
             sealer=Sealer(store, policy) if seal else None,
             tables=tables,

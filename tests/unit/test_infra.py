@@ -76,7 +76,7 @@ def test_endpoints_hide_secret_and_export_env() -> None:
     eps = Endpoints("127.0.0.1:9092", "http://r", "http://s3", "AK", "very-secret")
     assert "very-secret" not in repr(eps)
     env = eps.as_env()
-    assert env["KETENSTROOM_S3_SECRET_ACCESS_KEY"] == "very-secret"  # noqa: S105
+    assert env["KETENSTROOM_S3_SECRET_ACCESS_KEY"] == "very-secret"  # noqa: S105 - a made-up secret, to see it passed on
     assert env["KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092"
     assert env["KETENSTROOM_S3_BUCKET"] == "ketenstroom"
     assert env["KETENSTROOM_S3_REGION"] == "us-east-1"
@@ -152,7 +152,7 @@ def test_s3_credentials_generated_once_private_and_env_wins(cfg: StackConfig) ->
     assert s3_credentials(cfg) == first
     path = cfg.shared_run_dir / "s3proxy" / "credentials.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    given = StackConfig(cache_dir=cfg.cache_dir, s3_access_key="a", s3_secret_key="s")  # noqa: S106
+    given = StackConfig(cache_dir=cfg.cache_dir, s3_access_key="a", s3_secret_key="s")  # noqa: S106 - made-up credentials
     assert s3_credentials(given) == ("a", "s")
     assert "'s'" not in repr(given)
 
