@@ -10,6 +10,7 @@ the topics and registers the subjects. CONTRIBUTING.md, "Joining the chain", wal
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -197,11 +198,11 @@ def scaffold(name: str, display_name: str, code: str, root: Path) -> list[Path]:
     return written
 
 
-def _coded(schema: dict[str, object], path: str) -> bool:
-    node: object = schema
+def _coded(schema: dict[str, Any], path: str) -> bool:
+    node: Any = schema
     for name in path.split("."):
         fields = node["fields"] if isinstance(node, dict) else []
-        typ = next(f["type"] for f in fields if f["name"] == name)  # type: ignore[index]
+        typ = next(f["type"] for f in fields if f["name"] == name)
         if isinstance(typ, list):
             typ = next((t for t in typ if t != "null"), "null")
         node = typ

@@ -6,11 +6,10 @@ from typing import Any
 
 from ketenstroom.catalogue import catalogue_at
 from ketenstroom.contract import Topics
+from ketenstroom.contract.chain_event import CHAIN_EVENT
 from ketenstroom.settings import CatalogueSettings, PseudonymSettings
 from processors.pseudonym import Pseudonymiser
 from processors.transform import Transformer, load_municipalities, plans
-
-CHAIN_EVENT = "nl.ketenstroom.curated.ChainEvent"
 
 
 def build_transformer(

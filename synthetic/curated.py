@@ -17,11 +17,11 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer
 
 from ketenstroom.contract import Topics, load_schemas
+from ketenstroom.contract.chain_event import CHAIN_EVENT
 from ketenstroom.contract.codec import encode_framed
 from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import CatalogueSettings, KafkaSettings
 
-CHAIN_EVENT = "nl.ketenstroom.curated.ChainEvent"
 _NS = uuid.UUID("6f1c2b0e-3d4a-5b6c-8d7e-9f0a1b2c3d4e")
 
 # (chain step, partner, record type, days after the previous step: low, high)

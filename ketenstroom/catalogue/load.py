@@ -311,11 +311,11 @@ def load_partner(
     records: dict[str, RecordType] = {}
     defaults = decl.record_defaults.model_dump(exclude_unset=True)
     for fullname, record in decl.records.items():
-        schema = group.get(fullname)
-        if schema is None:
+        found = group.get(fullname)
+        if found is None:
             raise fail(("records", fullname), f"no schema {fullname} under schemas/{decl.name}/")
         merged = _RecordDecl.model_validate({**defaults, **record.model_dump(exclude_unset=True)})
-        records[fullname] = _record_type(fullname, merged, schema, steps, fail)
+        records[fullname] = _record_type(fullname, merged, found, steps, fail)
     undeclared = sorted(set(group) - set(records))
     if undeclared:
         raise fail(("records",), f"schemas/{decl.name}/ has record types without a declaration: {undeclared}")
