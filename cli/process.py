@@ -12,23 +12,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.catalogue import partners_or_all
 from ketenstroom.adapters.kafka import end_offsets
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
-from ketenstroom.contract import PARTNERS, Topics
+from ketenstroom.contract import Topics
 from ketenstroom.contract.scanner import scan_all
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
+    CatalogueSettings,
     KafkaSettings,
-    PathSettings,
     PseudonymSettings,
     RegistrySettings,
     S3Settings,
     TopicSettings,
 )
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)  # errors whole on one line, for logs and grep
+out = Console(soft_wrap=True)
 dlq_app = typer.Typer(
     help="Dead letters: what the processor could not process, by reason; replay after a fix.",
     no_args_is_help=True,
@@ -46,7 +47,10 @@ def _fail(exc: KetenstroomError) -> typer.Exit:
 
 def process(
     partner: list[str] = typer.Option(
-        list(PARTNERS), "--partner", "-p", help="Partners to consume (repeatable)."
+        [],
+        "--partner",
+        "-p",
+        help="Partners to consume (repeatable; default: every partner in the catalogue).",
     ),
     app_id: str | None = typer.Option(
         None,
@@ -67,6 +71,7 @@ def process(
 
     overrides = {"app_id": app_id, "instance_id": instance_id, "metrics_port": metrics_port}
     kafka, topics = KafkaSettings(), _topics()
+    partner = partners_or_all(partner)
     try:
         # the constructor (not model_validate) so the environment still applies to what is not given;
         # mypy cannot match **dict[str, object] against the fields' own types
@@ -100,7 +105,7 @@ def _run(
     metrics = ProcessorMetrics()
     with Registry(RegistrySettings()) as registry:
         transformer = build_transformer(
-            registry=registry, paths=PathSettings(), pseudonym=PseudonymSettings(), topics=topics
+            registry=registry, paths=CatalogueSettings(), pseudonym=PseudonymSettings(), topics=topics
         )
         proc = TransactionalProcessor(
             kafka=kafka,
