@@ -172,14 +172,14 @@ def build_frame(
         con.execute(
             "create temp table chain as select * from chain_all "
             "qualify row_number() over (partition by case_pseudonym order by period desc) = 1"
-        )
+        ).fetchall()
         con.execute(
             "create temp table person as select * from person_all "
             "qualify row_number() over (partition by person_pseudonym order by period desc) = 1"
-        )
+        ).fetchall()
         if event_names:
             con.register("events", sources.events)
-        con.execute(f"create temp table ev as {_ev_sql(event_names)}")
+        con.execute(f"create temp table ev as {_ev_sql(event_names)}").fetchall()
         joins = [
             "left join person pe on pe.person_pseudonym = ch.person_pseudonym",
             "left join ev on ev.case_pseudonym = ch.case_pseudonym",
@@ -198,7 +198,7 @@ def build_frame(
             selects.append(f'{_column(name, spec.source, level, region_alias)} as "{name}"')
         where = _population(resolved)
         sql = f"select {', '.join(selects)} from chain ch {' '.join(joins)} {where} order by all"
-        con.execute(f"create temp table frame as {sql}", pads(key))
+        con.execute(f"create temp table frame as {sql}", pads(key)).fetchall()
         for name, level in resolved.columns.items():
             if level == "rare_to_parent":
                 _roll_up(con, name, scm, resolved.k)
@@ -247,8 +247,8 @@ def _roll_up(con: duckdb.DuckDBPyConnection, name: str, scm: pa.Table, k: int) -
             f"(select {column} as code from frame where {column} is not null group by 1 "
             f"having count(*) < {int(k)}) rare "
             f"where frame.{column} = rare.code and scm.code = rare.code and scm.parent is not null"
-        ).fetchone()
+        ).fetchall()[0]
         if not changed or not changed[0]:
             break
-    con.execute("create or replace temp table frame as select * from frame order by all")
+    con.execute("create or replace temp table frame as select * from frame order by all").fetchall()
     con.unregister("scm")

@@ -196,11 +196,11 @@ def _final_checks(resolved: Resolved, protected: Protected, sources: Sources) ->
             ):
                 con.register(name, src)
                 known += [f"select {c} as v from {name}" for c in _PSEUDONYM_COLUMNS if c in src.column_names]
-            con.execute(f"create temp table platform as {' union '.join(known)}")
+            con.execute(f"create temp table platform as {' union '.join(known)}").fetchall()
             hits = con.execute(
                 "select count(*) from out where "
                 + " or ".join(f'"{c}" in (select v from platform)' for c in strings)
-            ).fetchone()
+            ).fetchall()[0]
             platform = int(hits[0]) if hits else 0
     if platform:
         raise ExtractError(f"{platform} rows of the extract hold a platform pseudonym; nothing was written")

@@ -73,15 +73,15 @@ def _flags_sql(quasi: list[str], sensitive: list[str], k: int, l_: int) -> str:
 def _measure(
     con: duckdb.DuckDBPyConnection, quasi: list[str], sensitive: list[str], k: int, l_: int
 ) -> Measure:
-    con.execute(f"create or replace temp table flags as {_flags_sql(quasi, sensitive, k, l_)}")
+    con.execute(f"create or replace temp table flags as {_flags_sql(quasi, sensitive, k, l_)}").fetchall()
     group_cols = ", ".join(_q(c) for c in quasi) or "1"
     rows, k_min, l_min, unsafe_rows = con.execute(
         "select count(*), min(_n), min(_l), count(*) filter (where _unsafe) from flags"
-    ).fetchone() or (0, None, None, 0)
+    ).fetchall()[0]
     groups, unsafe_groups = con.execute(
         f"select count(*), count(*) filter (where u) from (select bool_or(f._unsafe) u from work "
         f"join flags f using (_row) group by {group_cols})"
-    ).fetchone() or (0, 0)
+    ).fetchall()[0]
     return Measure(
         rows=int(rows),
         groups=int(groups),
@@ -95,7 +95,7 @@ def _measure(
 def _connect(table: pa.Table) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.register("source", table)
-    con.execute("create temp table work as select row_number() over () as _row, * from source")
+    con.execute("create temp table work as select row_number() over () as _row, * from source").fetchall()
     con.unregister("source")
     return con
 
@@ -115,7 +115,7 @@ def offending(
 ) -> list[dict[str, object]]:
     """The unsafe combinations: quasi-identifier values, rows, distinct values per sensitive column."""
     with _connect(table) as con:
-        con.execute(f"create temp table flags as {_flags_sql(quasi, sensitive, k, l)}")
+        con.execute(f"create temp table flags as {_flags_sql(quasi, sensitive, k, l)}").fetchall()
         cols = ", ".join(_q(c) for c in quasi) or "1"
         distinct = "".join(
             f", count(distinct coalesce(cast({_q(s)} as varchar), {_MISSING})) as {_q('distinct_' + s)}"
@@ -140,7 +140,7 @@ def specificity_order(table: pa.Table, quasi: list[str]) -> list[str]:
         con.register("t", table)
         counts = con.execute(
             "select " + ", ".join(f"count(distinct {_q(c)})" for c in quasi) + " from t"
-        ).fetchone()
+        ).fetchall()[0]
     distinct = dict(zip(quasi, counts or [0] * len(quasi), strict=True))
     return sorted(quasi, key=lambda c: (-distinct[c], quasi.index(c)))
 
@@ -179,15 +179,15 @@ def protect(
                 con.execute(
                     f"select count(*) from work join flags using (_row) "
                     f"where _unsafe and {_q(column)} is not null"
-                ).fetchone()[0]  # type: ignore[index]
+                ).fetchall()[0][0]
             )
             con.execute(
                 f"update work set {_q(column)} = NULL where _row in (select _row from flags where _unsafe)"
-            )
+            ).fetchall()
             current = _measure(con, quasi, sensitive, k, l)
         removed = current.unsafe_rows
         if removed:
-            con.execute("delete from work where _row in (select _row from flags where _unsafe)")
+            con.execute("delete from work where _row in (select _row from flags where _unsafe)").fetchall()
             current = _measure(con, quasi, sensitive, k, l)
         names = ", ".join(_q(c) for c in table.column_names)
         result = con.sql(f"select {names} from work order by _row").to_arrow_table()
