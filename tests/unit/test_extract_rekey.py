@@ -23,7 +23,9 @@ def _rekey(key: bytes, kind: str, values: list[str | None]) -> list[str | None]:
 
 def test_sql_is_the_rfc2104_hmac() -> None:
     key = study_key(SECRET, "wodc-2026-001")
-    assert key == hmac.new(SECRET, b"ketenstroom.extract-study-key/1\x1fwodc-2026-001", hashlib.sha256).digest()
+    assert (
+        key == hmac.new(SECRET, b"ketenstroom.extract-study-key/1\x1fwodc-2026-001", hashlib.sha256).digest()
+    )
     got = _rekey(key, "person", [*PLATFORM[:20], None])
     assert got[:20] == [study_pseudonym(key, "person", p) for p in PLATFORM[:20]]
     assert got[20] is None
