@@ -198,7 +198,8 @@ def build_frame(
             selects.append(f'{_column(name, spec.source, level, region_alias)} as "{name}"')
         where = _population(resolved)
         sql = f"select {', '.join(selects)} from chain ch {' '.join(joins)} {where} order by all"
-        con.execute(f"create temp table frame as {sql}", pads(key)).fetchall()
+        params = pads(key) if "$ipad" in sql else None  # keys travel as parameters, never as SQL text
+        con.execute(f"create temp table frame as {sql}", params).fetchall()
         for name, level in resolved.columns.items():
             if level == "rare_to_parent":
                 _roll_up(con, name, scm, resolved.k)

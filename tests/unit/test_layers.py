@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPONENTS = ("producers", "processors", "sinks")
+COMPONENTS = ("producers", "processors", "sinks", "extracts")
 # module prefix -> prefixes it must not import
 FORBIDDEN = {
     "ketenstroom.errors": ("ketenstroom.", "producers", "processors", "sinks"),
@@ -14,9 +14,10 @@ FORBIDDEN = {
     "ketenstroom.contract": ("ketenstroom.adapters", "devstack", "cli", *COMPONENTS),
     "ketenstroom.adapters": ("devstack", "cli", *COMPONENTS),
     "devstack": ("ketenstroom.adapters", "ketenstroom.contract", "cli", *COMPONENTS),
-    "producers": ("processors", "sinks", "cli", "devstack"),
-    "processors": ("producers", "sinks", "cli", "devstack"),
-    "sinks": ("producers", "processors", "cli", "devstack"),
+    "producers": ("processors", "sinks", "extracts", "cli", "devstack"),
+    "processors": ("producers", "sinks", "extracts", "cli", "devstack"),
+    "sinks": ("producers", "processors", "extracts", "cli", "devstack"),
+    "extracts": ("producers", "processors", "sinks", "synthetic", "cli", "devstack"),
 }
 
 
