@@ -3,7 +3,7 @@
 Layers (imports point downwards only; ``tests/unit/test_layers.py`` enforces it)::
 
     cli                                    leaf: nothing imports it
-    producers | processors | sinks         components: never import each other
+    producers | processors | sinks | extracts   components: never import each other
     ketenstroom.adapters, devstack   thin I/O (Kafka, registry, object store, local stack)
     ketenstroom.settings, ketenstroom.contract   typed settings, schema contract (pure, no network)
     ketenstroom.errors                     exception tree, imports nothing of ours

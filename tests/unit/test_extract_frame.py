@@ -244,3 +244,23 @@ def test_the_catalogue_offers_no_exact_value() -> None:
     keys = {name for name, spec in catalogue.columns.items() if spec.kind == "key"}
     assert keys == {"case", "person"}
     assert all(catalogue.columns[k].levels == ["study_pseudonym"] for k in keys)
+
+
+def test_the_example_request_is_served_by_the_catalogue() -> None:
+    request = StudyRequest.load(PATHS.publication_dir / "requests" / "example-om-lead-times.toml")
+    resolved = resolve(request, Catalogue.load(PATHS.publication_dir / "research.toml"))
+    assert (resolved.k, resolved.l, resolved.suppression_budget) == (5, 2, 0.02)
+    assert resolved.of_kind("quasi") == ["age", "sex", "region", "om_registration_date"]
+
+
+def test_every_generated_municipality_has_a_region() -> None:
+    from synthetic.codes import MUNICIPALITIES
+
+    regions = {
+        r["municipality_code"]: r
+        for r in load_regions(PATHS.terminology_dir / "gemeente-regio.csv").to_pylist()
+    }
+    assert set(MUNICIPALITIES) <= set(regions)
+    assert all(
+        r["corop_code"].startswith("CR") and r["province_code"].startswith("PV") for r in regions.values()
+    )
