@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.errors import ExtractRefused, KetenstroomError
-from ketenstroom.settings import ExtractSettings, PathSettings, S3Settings, StorageSettings
+from ketenstroom.settings import ExtractSettings, CatalogueSettings, S3Settings, StorageSettings
 
 app = typer.Typer(
     help="Research extracts: per-study microdata from sealed revisions, re-keyed pseudonyms, "
@@ -55,7 +55,7 @@ def make(
     from extracts.catalogue import Catalogue, StudyRequest
     from extracts.make import Inputs, make_extract, output_store
 
-    paths = PathSettings()
+    paths = CatalogueSettings()
     settings = ExtractSettings()
     try:
         snapshots = ObjectStore(storage or StorageSettings().url, S3Settings())

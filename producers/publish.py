@@ -28,7 +28,7 @@ from ketenstroom.contract import Topics, event_id, load_schemas
 from ketenstroom.contract.codec import encode
 from ketenstroom.contract.wire import header
 from ketenstroom.errors import DeliveryError, InputRowError
-from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
+from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings
 from producers.config import PartnerMapping, RecordMapping, load_mapping
 from producers.fastpath import RowPlan
 from producers.reader import Export, open_export
@@ -113,13 +113,14 @@ class Publisher:
         *,
         kafka: KafkaSettings,
         registry: RegistrySettings,
-        paths: PathSettings | None = None,
+        paths: CatalogueSettings | None = None,
         topics: Topics | None = None,
         message_timeout_ms: int = 30_000,
     ) -> None:
         self.partner = partner
+        paths = paths or CatalogueSettings()
         self.mapping: PartnerMapping = load_mapping(
-            partner, load_schemas((paths or PathSettings()).schema_dir)
+            partner, load_schemas(paths.schema_dir), paths.partner_dir
         )
         self.topic = (topics or Topics()).raw(partner)
         self.registry = Registry(registry)

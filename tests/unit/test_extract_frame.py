@@ -15,9 +15,9 @@ from extracts.frame import build_frame, load_regions, load_scm
 from extracts.rekey import study_key, study_pseudonym
 from extracts.source import Sources
 from ketenstroom.errors import ExtractError
-from ketenstroom.settings import PathSettings
+from ketenstroom.settings import CatalogueSettings
 
-PATHS = PathSettings()
+PATHS = CatalogueSettings()
 SECRET = b"unit-test-extract-secret-0123456789abcdef"
 TS = pa.timestamp("ms", tz="UTC")
 
