@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.errors import ExtractRefused, KetenstroomError
-from ketenstroom.settings import ExtractSettings, CatalogueSettings, S3Settings, StorageSettings
+from ketenstroom.settings import CatalogueSettings, ExtractSettings, S3Settings, StorageSettings
 
 app = typer.Typer(
     help="Research extracts: per-study microdata from sealed revisions, re-keyed pseudonyms, "

@@ -86,11 +86,14 @@ def sealed(services: Services, tmp_path_factory: pytest.TempPathFactory) -> tupl
     work = tmp_path_factory.mktemp("extracts")
     names = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
     report = generate_chain(work / "exports", cases=2500, seed=1818, days=180, partners=PARTNERS)
-    ensure_topics(services.kafka, names.all(), partitions=3, replication_factor=1)
+    ensure_topics(services.kafka, names.all(PARTNERS), partitions=3, replication_factor=1)
     for partner in PARTNERS:
         with Publisher(partner, kafka=services.kafka, registry=services.registry, topics=names) as pub:
             assert pub.publish([Path(report.partners[partner].path)]).published > 0
-    processed = _cli(services, names, "process", "--until-caught-up", "--app-id", f"{names.prefix}proc")
+    only = [arg for partner in PARTNERS for arg in ("--partner", partner)]
+    processed = _cli(
+        services, names, "process", *only, "--until-caught-up", "--app-id", f"{names.prefix}proc"
+    )
     assert processed.returncode == 0, processed.stderr[-3000:]
     url = f"file://{work / 'snapshots'}"
     store = ObjectStore(url)
