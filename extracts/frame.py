@@ -28,28 +28,22 @@ import duckdb
 import pyarrow as pa
 
 from extracts.catalogue import Resolved
+from extracts.events import combine_sql
 from extracts.rekey import pads, rekey_sql
 from extracts.source import Sources
 from ketenstroom.errors import ExtractError
 
 LOCAL = "timezone('Europe/Amsterdam', {})"
-_SANCTION_RANK = ("GEVANGENISSTRAF", "TBS", "ISD", "TAAKSTRAF", "GELDBOETE")
-_EVENT_ATTRIBUTES = ("sex", "municipality_code", "crime_municipality_code")
-_EVENT_CONCEPTS = {  # name -> (chain step, vocabulary)
-    "om_decision": ("OM_DECISION", "om-beslissing"),
-    "court_outcome": ("COURT_JUDGMENT", "rechtspraak-eindbeslissing"),
-    "sanction": ("COURT_JUDGMENT", "sanctie"),
-}
 
 
-def event_columns(resolved: Resolved) -> list[str]:
-    """The event columns the request needs read (``concepts`` for decisions, outcomes, sanctions)."""
-    needed: set[str] = set()
-    for name in resolved.columns:
-        origin, field = resolved.catalogue.columns[name].source.split(".", 1)
-        if origin == "event":
-            needed.add("concepts" if field in _EVENT_CONCEPTS else field)
-    return sorted(needed)
+def event_names(resolved: Resolved) -> set[str]:
+    """The per-case event attributes the request needs (``extracts/events.py``)."""
+    return {
+        spec.source.split(".", 1)[1]
+        for name in resolved.columns
+        for spec in [resolved.catalogue.columns[name]]
+        if spec.source.startswith("event.")
+    }
 
 
 def load_regions(path: Path) -> pa.Table:
@@ -69,40 +63,6 @@ def load_scm(path: Path) -> pa.Table:
     return pa.Table.from_pylist(
         rows, schema=pa.schema([("code", pa.string()), ("parent", pa.string()), ("label", pa.string())])
     )
-
-
-def _ev_sql(names: set[str]) -> str:
-    attrs = [
-        f"arg_min({a}, event_time) filter (where {a} is not null) as {a}"
-        for a in _EVENT_ATTRIBUTES
-        if a in names
-    ]
-    concepts = [
-        f"arg_min(code, (event_time, rank)) filter "
-        f"(where chain_step = '{step}' and vocabulary = '{vocab}') as {n}"
-        for n, (step, vocab) in _EVENT_CONCEPTS.items()
-        if n in names
-    ]
-    parts = []
-    if attrs:
-        parts.append(
-            f"a as (select case_pseudonym, {', '.join(attrs)} from events "
-            "where case_pseudonym is not null group by case_pseudonym)"
-        )
-    if concepts:
-        ranks = " ".join(f"when '{code}' then {i}" for i, code in enumerate(_SANCTION_RANK))
-        parts.append(
-            "c as (select case_pseudonym, " + ", ".join(concepts) + " from (select case_pseudonym, "
-            "event_time, chain_step, u.c.vocabulary as vocabulary, u.c.code as code, "
-            f"case u.c.code {ranks} else 99 end as rank from events, unnest(concepts) as u(c) "
-            "where case_pseudonym is not null) group by case_pseudonym)"
-        )
-    if not parts:
-        return "select distinct case_pseudonym from chain where false"
-    joined = "a" if attrs else "c"
-    if attrs and concepts:
-        return f"with {', '.join(parts)} select * from a full join c using (case_pseudonym)"
-    return f"with {parts[0]} select * from {joined}"
 
 
 def _age(expr: str, level: str) -> str:
@@ -163,7 +123,7 @@ def build_frame(
     """The study frame before disclosure control (see the module docstring)."""
     catalogue = resolved.catalogue
     specs = {name: catalogue.columns[name] for name in resolved.columns}
-    event_names = {s.source.split(".", 1)[1] for s in specs.values() if s.source.startswith("event.")}
+    names = event_names(resolved)
     con = duckdb.connect()
     try:
         con.register("chain_all", sources.chain)
@@ -177,9 +137,8 @@ def build_frame(
             "create temp table person as select * from person_all "
             "qualify row_number() over (partition by person_pseudonym order by period desc) = 1"
         ).fetchall()
-        if event_names:
-            con.register("events", sources.events)
-        con.execute(f"create temp table ev as {_ev_sql(event_names)}").fetchall()
+        con.register("case_events", sources.case_events)
+        con.execute(f"create temp table ev as {combine_sql(names, 'case_events')}").fetchall()
         joins = [
             "left join person pe on pe.person_pseudonym = ch.person_pseudonym",
             "left join ev on ev.case_pseudonym = ch.case_pseudonym",

@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from extracts.catalogue import Catalogue, Resolved, StudyRequest, resolve
-from extracts.frame import build_frame, event_columns, load_regions, load_scm
+from extracts.events import Reducer
+from extracts.frame import build_frame, event_names, load_regions, load_scm
 from extracts.manifest import (
     CODEBOOK_FILE,
     DATA_FILE,
@@ -50,7 +51,7 @@ from ketenstroom.contract.snapshots import FileEntry, sha256
 from ketenstroom.errors import ExtractError
 
 log = logging.getLogger("ketenstroom.extract")
-_PSEUDONYM_COLUMNS = ("case_pseudonym", "person_pseudonym", "report_pseudonym", "execution_pseudonym")
+_PSEUDONYM_COLUMNS = ("case_pseudonym", "person_pseudonym")
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ def make_extract(
     resolved = resolve(request, catalogue)
     if output.exists(MANIFEST_FILE) or output.exists(DATA_FILE):
         raise ExtractError(f"{output.url} already holds an extract; extracts are never overwritten")
-    sources = read_sources(inputs.snapshots, request.periods, request.revisions, event_columns(resolved))
+    names = event_names(resolved)
+    reducer = Reducer(names) if names else None
+    sources = read_sources(inputs.snapshots, request.periods, request.revisions, reducer)
     key = study_key(inputs.secret, request.study)
     frame = build_frame(
         resolved,
@@ -189,13 +192,11 @@ def _final_checks(resolved: Resolved, protected: Protected, sources: Sources) ->
         with duckdb.connect() as con:
             con.register("out", table)
             known = []
-            for name, src in (
-                ("chain", sources.chain),
-                ("person", sources.person),
-                ("events", sources.events),
-            ):
+            for name, src in (("chain", sources.chain), ("person", sources.person)):
                 con.register(name, src)
                 known += [f"select {c} as v from {name}" for c in _PSEUDONYM_COLUMNS if c in src.column_names]
+            con.register("event_pseudonyms", sources.event_pseudonyms)
+            known.append("select v from event_pseudonyms")
             con.execute(f"create temp table platform as {' union '.join(known)}").fetchall()
             hits = con.execute(
                 "select count(*) from out where "

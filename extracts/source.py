@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
+from extracts.events import Reducer, columns_for
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.contract.snapshots import FileEntry, manifest_name, sha256, tables_manifest_name
@@ -45,7 +46,8 @@ class RevisionUsed(BaseModel):
 class Sources:
     chain: pa.Table
     person: pa.Table
-    events: pa.Table
+    case_events: pa.Table  # per-case partials from each data file (``extracts/events.py``)
+    event_pseudonyms: pa.Table  # column ``v``: report and execution pseudonyms of the events read
     used: list[RevisionUsed]
 
 
@@ -69,14 +71,16 @@ def _plain(table: pa.Table) -> pa.Table:
 
 
 def read_sources(
-    store: ObjectStore, periods: list[str], pinned: dict[str, int], event_columns: list[str]
+    store: ObjectStore, periods: list[str], pinned: dict[str, int], reducer: Reducer | None
 ) -> Sources:
+    """The chain and person tables of each period's revision, and its events reduced file by file."""
     snapshots = Snapshots(store)
     chains: list[pa.Table] = []
     persons: list[pa.Table] = []
-    events: list[pa.Table] = []
+    partials: list[pa.Table] = []
+    pseudonyms: list[pa.Table] = []
     used: list[RevisionUsed] = []
-    wanted = [*EVENT_BASE, *(c for c in event_columns if c not in EVENT_BASE)]
+    wanted = columns_for(reducer.names) if reducer is not None else []
     for period in periods:
         manifest = snapshots.manifest(period, pinned.get(period))
         if manifest is None:
@@ -93,8 +97,11 @@ def read_sources(
             raise ExtractError(f"{period} r{manifest.revision}: its tables were built from another manifest")
         chains.append(_plain(_read(store, tables.files["chain"])))
         persons.append(_plain(_read(store, tables.files["person"])))
-        if event_columns:
-            events.extend(_plain(_read(store, entry, wanted)) for entry in manifest.files)
+        if reducer is not None:  # one data file's events at a time
+            for entry in manifest.files:
+                partial, seen = reducer(_plain(_read(store, entry, wanted)))
+                partials.append(partial)
+                pseudonyms.append(seen)
         used.append(
             RevisionUsed(
                 period=period,
@@ -107,6 +114,11 @@ def read_sources(
     return Sources(
         chain=pa.concat_tables(chains, promote_options="permissive"),
         person=pa.concat_tables(persons, promote_options="permissive"),
-        events=pa.concat_tables(events, promote_options="permissive") if events else pa.table({}),
+        case_events=pa.concat_tables(partials)
+        if partials
+        else pa.table({"case_pseudonym": pa.array([], pa.string())}),
+        event_pseudonyms=pa.concat_tables(pseudonyms)
+        if pseudonyms
+        else pa.table({"v": pa.array([], pa.string())}),
         used=used,
     )

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 
 from extracts.catalogue import Catalogue, Policy, StudyRequest, resolve
-from extracts.frame import build_frame, load_regions, load_scm
+from extracts.events import Reducer
+from extracts.frame import build_frame, event_names, load_regions, load_scm
 from extracts.rekey import study_key, study_pseudonym
 from extracts.source import Sources
 from ketenstroom.errors import ExtractError
@@ -45,7 +46,7 @@ def _request(columns: dict[str, str], **extra: object) -> StudyRequest:
     )
 
 
-def _sources() -> Sources:
+def _sources() -> tuple[pa.Table, pa.Table, pa.Table]:
     chain = pa.table(
         {
             "period": [
@@ -132,14 +133,30 @@ def _sources() -> Sources:
             ),
         }
     )
-    return Sources(chain=chain, person=person, events=events, used=[])
+    return chain, person, events
 
 
-def _frame(columns: dict[str, str], k: int = 5, sources: Sources | None = None) -> list[dict[str, object]]:
+def _reduced(chain: pa.Table, person: pa.Table, events: pa.Table, names: set[str]) -> Sources:
+    """As ``read_sources`` hands them over: reduced per "file", combined later. c1's earliest municipality
+    (20 January) and its first sex (31 January) sit in different files."""
+    reducer = Reducer(names)
+    halves = [reducer(events.take([0, 2, 4, 5])), reducer(events.take([1, 3, 6, 7]))]
+    return Sources(
+        chain=chain,
+        person=person,
+        case_events=pa.concat_tables([p for p, _ in halves]),
+        event_pseudonyms=pa.concat_tables([v for _, v in halves]),
+        used=[],
+    )
+
+
+def _frame(
+    columns: dict[str, str], k: int = 5, sources: tuple[pa.Table, pa.Table, pa.Table] | None = None
+) -> list[dict[str, object]]:
     resolved = resolve(_request(columns), _catalogue(k))
     table = build_frame(
         resolved,
-        sources or _sources(),
+        _reduced(*(sources or _sources()), event_names(resolved)),
         load_regions(PATHS.terminology_dir / "gemeente-regio.csv"),
         load_scm(PATHS.terminology_dir / "concepts.csv"),
         study_key(SECRET, "unit-study"),
@@ -212,14 +229,14 @@ def test_rare_codes_become_their_parent() -> None:
 
 
 def test_an_unknown_municipality_is_an_error_not_a_missing_region() -> None:
-    sources = _sources()
-    events = sources.events.set_column(
-        sources.events.schema.get_field_index("municipality_code"),
+    chain, person, events = _sources()
+    events = events.set_column(
+        events.schema.get_field_index("municipality_code"),
         "municipality_code",
         pa.array(["GM9999", None, None, None, None, None, None, None]),
     )
     with pytest.raises(ExtractError, match="GM9999"):
-        _frame({"region": "province"}, sources=Sources(sources.chain, sources.person, events, []))
+        _frame({"region": "province"}, sources=(chain, person, events))
 
 
 def test_requests_that_cannot_be_served_are_refused_before_reading(tmp_path: Path) -> None:
