@@ -92,15 +92,29 @@ def combine_sql(names: set[str], partials: str) -> str:
 
 
 class Reducer:
-    """Reduces one data file's events to per-case partials and the pseudonyms only events carry."""
+    """Reduces one data file's events to per-case partials and the pseudonyms only events carry.
+
+    One DuckDB connection serves every file (a context manager: ``with Reducer(names) as reduce``).
+    """
 
     def __init__(self, names: set[str]) -> None:
         self.names = names
         self._sql = partial_sql(names)
+        self._con = duckdb.connect()
+
+    def __enter__(self) -> Reducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._con.close()
 
     def __call__(self, events: pa.Table) -> tuple[pa.Table, pa.Table]:
-        with duckdb.connect() as con:
-            con.register("events", events)
+        con = self._con
+        con.register("events", events)
+        try:
             partial = con.sql(self._sql).to_arrow_table()
             present = [c for c in PSEUDONYMS if c in events.column_names]
             if not present:
@@ -109,4 +123,6 @@ class Reducer:
                 f"select distinct v from (select unnest([{', '.join(present)}]) as v from events) "
                 "where v is not null"
             ).to_arrow_table()
+        finally:
+            con.unregister("events")
         return partial, pseudonyms

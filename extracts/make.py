@@ -42,11 +42,11 @@ from extracts.manifest import (
     Thresholds,
     register_name,
 )
-from extracts.rekey import study_key
+from extracts.rekey import LENGTH, study_key
 from extracts.sdc import Protected, measure, protect
 from extracts.source import Sources, read_sources
 from ketenstroom.adapters.objectstore import ObjectStore
-from ketenstroom.contract.scanner import scan_all
+from ketenstroom.contract.scanner import Finding, scan_all
 from ketenstroom.contract.snapshots import FileEntry, sha256
 from ketenstroom.errors import ExtractError
 
@@ -80,7 +80,11 @@ def make_extract(
         raise ExtractError(f"{output.url} already holds an extract; extracts are never overwritten")
     names = event_names(resolved)
     reducer = Reducer(names) if names else None
-    sources = read_sources(inputs.snapshots, request.periods, request.revisions, reducer)
+    try:
+        sources = read_sources(inputs.snapshots, request.periods, request.revisions, reducer)
+    finally:
+        if reducer is not None:
+            reducer.close()
     key = study_key(inputs.secret, request.study)
     frame = build_frame(
         resolved,
@@ -178,7 +182,7 @@ def _final_checks(resolved: Resolved, protected: Protected, sources: Sources) ->
     again = measure(table, quasi, sensitive, resolved.k, resolved.l)
     if again.unsafe_rows or again != protected.after:
         raise ExtractError(f"internal check failed: the protected table measures {again}")
-    _count, findings = scan_all(table.to_pylist())
+    findings = _scan(table, resolved.of_kind("key"))
     if findings:
         kinds = sorted({f"{f.path.split('.', 1)[-1]}: {f.kind}" for f in findings})
         raise ExtractError(
@@ -206,6 +210,25 @@ def _final_checks(resolved: Resolved, protected: Protected, sources: Sources) ->
     if platform:
         raise ExtractError(f"{platform} rows of the extract hold a platform pseudonym; nothing was written")
     return len(findings), platform
+
+
+def _scan(table: pa.Table, keys: list[str]) -> list[Finding]:
+    """The identifier scanner over each column's distinct values (a finding depends only on the column
+    and the value); key columns must be study pseudonyms, 32 lower-case hex digits, checked in bulk."""
+    findings: list[Finding] = []
+    with duckdb.connect() as con:
+        con.register("out", table)
+        for column in table.column_names:
+            if column in keys:
+                bad = con.sql(
+                    f'select count(*) from out where "{column}" is not null '
+                    f"and not regexp_full_match(\"{column}\", '[0-9a-f]{{{LENGTH}}}')"
+                ).fetchall()[0][0]
+                findings += [Finding(column, "not-a-study-pseudonym")] * int(bad)
+                continue
+            values = con.sql(f'select distinct "{column}" as v from out where v is not null').fetchall()
+            findings += scan_all({column: v} for (v,) in values)[1]
+    return findings
 
 
 def _parquet(table: pa.Table) -> bytes:

@@ -139,8 +139,8 @@ def _sources() -> tuple[pa.Table, pa.Table, pa.Table]:
 def _reduced(chain: pa.Table, person: pa.Table, events: pa.Table, names: set[str]) -> Sources:
     """As ``read_sources`` hands them over: reduced per "file", combined later. c1's earliest municipality
     (20 January) and its first sex (31 January) sit in different files."""
-    reducer = Reducer(names)
-    halves = [reducer(events.take([0, 2, 4, 5])), reducer(events.take([1, 3, 6, 7]))]
+    with Reducer(names) as reducer:
+        halves = [reducer(events.take([0, 2, 4, 5])), reducer(events.take([1, 3, 6, 7]))]
     return Sources(
         chain=chain,
         person=person,
