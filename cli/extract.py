@@ -10,8 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from ketenstroom.adapters.objectstore import ObjectStore
-from ketenstroom.errors import ExtractRefused, KetenstroomError
-from ketenstroom.settings import CatalogueSettings, ExtractSettings, S3Settings, StorageSettings
+from ketenstroom.errors import ConfigurationError, ExtractRefused, KetenstroomError
+from ketenstroom.settings import (
+    CatalogueSettings,
+    ExtractSettings,
+    PseudonymSettings,
+    S3Settings,
+    StorageSettings,
+)
 
 app = typer.Typer(
     help="Research extracts: per-study microdata from sealed revisions, re-keyed pseudonyms, "
@@ -41,6 +47,13 @@ def _fail(exc: KetenstroomError) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _is_pseudonym_key(secret: bytes) -> bool:
+    try:
+        return PseudonymSettings().secret() == secret
+    except ConfigurationError:  # no pseudonymisation key configured here: nothing to compare
+        return False
+
+
 @app.command()
 def make(
     request: Path = typer.Argument(..., exists=True, dir_okay=False, help="The study's request (TOML)."),
@@ -58,6 +71,12 @@ def make(
     paths = CatalogueSettings()
     settings = ExtractSettings()
     try:
+        secret = settings.secret()
+        if _is_pseudonym_key(secret):
+            raise ConfigurationError(
+                "the extract key is the pseudonymisation key; give extracts a key of their own "
+                "(KETENSTROOM_EXTRACT_KEY_FILE), or study pseudonyms could be recomputed from platform ones"
+            )
         snapshots = ObjectStore(storage or StorageSettings().url, S3Settings())
         target = output_store(output) if "://" not in output else ObjectStore(output, S3Settings())
         manifest = make_extract(
@@ -67,7 +86,7 @@ def make(
                 snapshots=snapshots,
                 register=_register(register, storage),
                 terminology_dir=paths.terminology_dir,
-                secret=settings.secret(),
+                secret=secret,
                 key_id=settings.key_id,
             ),
             target,
