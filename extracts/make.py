@@ -26,6 +26,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from extracts.catalogue import Catalogue, Resolved, StudyRequest, resolve
@@ -262,7 +263,7 @@ def _codebook(
             "suppressed_cells": protected.cells_suppressed.get(name, 0),
         }
         if spec.kind in ("quasi", "sensitive", "plain") and level not in ("days", "weeks"):
-            values = sorted({v for v in table[name].to_pylist() if v is not None}, key=str)
+            values = sorted((v for v in pc.unique(table[name]).to_pylist() if v is not None), key=str)
             names = labels.get(level) or (scm if spec.source.endswith("offence_scm2010") else {})
             entry["values"] = [{"value": v, "label": names.get(str(v), str(v))} for v in values]
         columns.append(entry)

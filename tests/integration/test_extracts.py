@@ -1,7 +1,7 @@
 """Research extracts on generated chain data through the real stack.
 
 publish (politie, OM, rechtspraak, CJIB) -> process -> sink -> seal (+ chain and person tables)
--> ``ketenstroom extract make``. The extract's k and l are recomputed here with DuckDB, independently of
+-> ``ketenstroom extract make`` (to a directory, and one study to s3proxy). The extract's k and l are recomputed here with DuckDB, independently of
 ``extracts/sdc.py``; the identifier scanner (``ketenstroom scan``) runs over it; no value of any
 pseudonym column of the sealed snapshots appears in it; a rerun for the same study gives the same
 pseudonyms and another study disjoint ones; too fine a request is refused with nothing written; the
@@ -10,6 +10,7 @@ register lists every extract and ``extract verify`` catches a changed file.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -208,6 +209,7 @@ def test_extract_meets_k_and_l_leaks_nothing_and_is_on_record(
         register,
     )
     assert again.returncode == 0, again.stderr[-2000:]
+    s3_out = f"s3://{services.s3.bucket}/{names.prefix}extracts/uu-2026-b"  # another study, to S3
     other = _cli(
         services,
         names,
@@ -215,7 +217,7 @@ def test_extract_meets_k_and_l_leaks_nothing_and_is_on_record(
         "make",
         str(_request(tmp_path / "b.toml", "uu-2026-b", periods)),
         "--out",
-        str(tmp_path / "b"),
+        s3_out,
         "--storage",
         url,
         "--register",
@@ -223,7 +225,7 @@ def test_extract_meets_k_and_l_leaks_nothing_and_is_on_record(
     )
     assert other.returncode == 0, other.stderr[-2000:]
     a2 = pq.read_table(tmp_path / "a2" / "extract.parquet")
-    b = pq.read_table(tmp_path / "b" / "extract.parquet")
+    b = pq.read_table(io.BytesIO(ObjectStore(s3_out, services.s3).get("extract.parquet")))
     assert (tmp_path / "a2" / "extract.parquet").read_bytes() == extract.read_bytes()
     for column in ("case", "person"):
         assert a2[column].to_pylist() == table[column].to_pylist()
