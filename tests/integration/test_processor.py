@@ -246,6 +246,7 @@ def test_a_killed_processor_restarted_resumes_within_15_s(services: Services, tm
     assert took < 15, f"the restarted processor took {took:.1f} s:\n{again.stderr[-2000:]}"
     assert re.search(r"assigned 3 partitions to \S+ after \d+\.\d s", again.stderr), again.stderr[-2000:]
     assert json.loads(again.stdout.strip().splitlines()[-1])["reconciles"]
+    assert not re.search(r"^%\d\|", again.stderr, re.MULTILINE), "raw librdkafka lines on stderr"
     curated = _read_committed(services, names.curated)
     dead = _dlq_count(services, names, ["om"])
     assert len({e["event_id"] for e in curated}) == len(curated) and len(curated) + dead == published
