@@ -2,7 +2,8 @@
 
 One transaction per batch holds, atomically:
 
-1. every outcome record (``curated.chain-events`` or ``dlq.<partner>``),
+1. every outcome record (``curated.chain-events`` or ``dlq.<partner>``), and for a dead letter, or a
+   replayed one's outcome, its event's state in ``dlq.<partner>.status`` (``processors.dlq``),
 2. the batch's new event ids in the dedup changelog (one compacted topic per raw topic, same partition;
    one record per input partition per batch, keyed by the batch's first offset there, its value the
    ids one per line), and
@@ -11,7 +12,9 @@ One transaction per batch holds, atomically:
 So after a crash at any moment either all three happened or none did; a restarted worker rebuilds
 its dedup set for the partitions it is given from the changelog (read_committed) and carries on.
 A ``read_committed`` reader of the outputs sees every input exactly once. The transactional id is
-``<app id>-<instance id>``: restarting an instance fences its predecessor and aborts what it left open.
+``<app id>-<instance id>``: restarting an instance fences its predecessor and aborts what it left open;
+the same instance id makes it a static group member (``ConsumeLoop``), so it gets its partitions back
+at once. Consuming (batches, partition EOF, assignment, stop) is the adapter's ``ConsumeLoop``.
 """
 
 from __future__ import annotations

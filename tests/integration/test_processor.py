@@ -318,9 +318,11 @@ def _cells(line: str) -> list[str]:
     return [cell.strip() for cell in re.split(r"[┃│|]", line)[1:-1]]
 
 
-def _dlq_listing(run: Callable[..., str], *args: str) -> dict[str, Any]:
-    """``dlq list`` as JSON, after checking the table shows the same columns with the same values."""
+def _dlq_listing(run: Callable[..., str], *args: str, table_too: bool = False) -> dict[str, Any]:
+    """``dlq list`` as JSON; ``table_too``: check the table shows the same columns and values."""
     listing: dict[str, Any] = json.loads(run("dlq", "list", "--partner", "om", "--json", *args))
+    if not table_too:
+        return listing
     table = run("dlq", "list", "--partner", "om", *args, extra={"COLUMNS": "400"}).splitlines()
     headers = next(_cells(line) for line in table if line.startswith(("┃", "|")))
     rows = [_cells(line) for line in table if line.startswith("│")]
@@ -366,7 +368,7 @@ def test_dead_letters_are_listed_per_event_and_replayed_after_the_table_is_fixed
 
     first = process()
     assert first["dead_lettered"] == {"om": {"unknown-code": 30}} and first["curated"]["om"] == 270
-    listing = _dlq_listing(run)
+    listing = _dlq_listing(run, table_too=True)
     assert (listing["open"], listing["events"], listing["letters"]) == (30, 30, 30)
     (row,) = listing["rows"]
     assert (row["partner"], row["reason"], row["stage"], row["state"]) == (
@@ -402,7 +404,7 @@ def test_dead_letters_are_listed_per_event_and_replayed_after_the_table_is_fixed
 
     listing = _dlq_listing(run)
     assert (listing["open"], listing["events"], listing["rows"]) == (0, 30, [])
-    history = _dlq_listing(run, "--all")
+    history = _dlq_listing(run, "--all", table_too=True)
     assert history["open"] == 0 and sum(r["events"] for r in history["rows"]) == 30
     assert {r["state"] for r in history["rows"]} <= {"curated", "duplicate"}
 
