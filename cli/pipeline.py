@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -25,6 +28,10 @@ from ketenstroom.settings import (
     StorageSettings,
     TopicSettings,
 )
+
+if TYPE_CHECKING:
+    from sinks.runner import Sink, SinkReport
+    from sinks.settings import SinkSettings
 
 
 def _topics() -> Topics:
@@ -145,6 +152,9 @@ def sink(
         None, help="Rows buffered before a staged file is written [default: KETENSTROOM_SINK_MAX_BUFFERED]."
     ),
     tables: bool = typer.Option(True, help="Derive the chain and person tables of each sealed revision."),
+    metrics_port: int | None = typer.Option(
+        None, help="Serve /metrics and /health here, 0: off [default: KETENSTROOM_SINK_METRICS_PORT]."
+    ),
 ) -> None:
     """Stage curated.chain-events as period Parquet, seal due periods (manifest last), then commit offsets."""
     from cli.snapshot import parse_as_of, policy_settings
@@ -158,7 +168,12 @@ def sink(
         settings = policy_settings(grace_days, final_after_days, period)
         store = ObjectStore(url, S3Settings())
         topics = _topics()
-        given = {"group_id": group, "instance_id": instance_id, "max_buffered": max_buffered}
+        given = {
+            "group_id": group,
+            "instance_id": instance_id,
+            "max_buffered": max_buffered,
+            "metrics_port": metrics_port,
+        }
         # the constructor (not model_validate) so the environment still applies to what is not given;
         # mypy cannot match **dict[str, object] against the fields' own types
         sink_settings = SinkSettings(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
@@ -166,7 +181,7 @@ def sink(
             end_offsets(kafka, [topics.curated], group_id=sink_settings.group_id) if until_caught_up else None
         )
         policy = SealPolicy.from_settings(settings, parse_as_of(as_of))
-        report = Sink(
+        runner = Sink(
             kafka=kafka,
             registry=RegistrySettings(),
             store=store,
@@ -175,7 +190,8 @@ def sink(
             topics=topics,
             sealer=Sealer(store, policy) if seal else None,
             tables=tables,
-        ).run(stop_at=stop_at)
+        )
+        report = _run_observed(runner, sink_settings, stop_at)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
     print(
@@ -194,6 +210,31 @@ def sink(
             sort_keys=True,
         )
     )
+
+
+def _run_observed(
+    runner: Sink, settings: SinkSettings, stop_at: dict[tuple[str, int], int] | None
+) -> SinkReport:
+    """Run the sink until it has caught up (when asked) or is told to stop (SIGTERM, SIGINT), serving
+    ``/metrics`` and ``/health`` meanwhile when a port is set."""
+    from ketenstroom.adapters.observability import ObservabilityServer
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = None
+    if settings.metrics_port:
+        server = ObservabilityServer(
+            runner.metrics.registry,
+            lambda: (runner.healthy, {"group_id": settings.group_id}),
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+        ).start()
+    try:
+        return runner.run(stop_at=stop_at, should_stop=stop.is_set)
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def demo(

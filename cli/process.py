@@ -120,6 +120,7 @@ def _run(
             server = ObservabilityServer(
                 metrics.registry,
                 lambda: (proc.healthy, {"app_id": settings.app_id}),
+                host=settings.metrics_host,
                 port=settings.metrics_port,
             ).start()
         try:

@@ -20,3 +20,5 @@ class ProcessorSettings(BaseSettings):
     #: the broker aborts a transaction left open this long (a crashed instance's, say)
     transaction_timeout_ms: int = Field(default=30_000, ge=1000)
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: the address ``/metrics`` and ``/health`` bind to: loopback unless a scraper elsewhere needs it
+    metrics_host: str = "127.0.0.1"

@@ -28,7 +28,7 @@ from datetime import date
 from typing import Any
 
 import pyarrow as pa
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException, Message, TopicPartition
 
 from ketenstroom.adapters.kafka import ConsumeLoop
 from ketenstroom.adapters.objectstore import ObjectStore
@@ -41,6 +41,7 @@ from ketenstroom.contract.wire import unframe
 from ketenstroom.crashpoints import crash_point
 from ketenstroom.errors import DeliveryError, RecordError
 from ketenstroom.settings import KafkaSettings, RegistrySettings
+from sinks.metrics import SinkMetrics
 from sinks.parquet import to_table, write_table
 from sinks.seal import Sealer
 from sinks.settings import SinkSettings
@@ -84,8 +85,11 @@ class Sink:
         topics: Topics | None = None,
         sealer: Sealer | None = None,
         tables: bool = True,
+        metrics: SinkMetrics | None = None,
     ) -> None:
         settings = settings or SinkSettings()
+        self.metrics = metrics or SinkMetrics()
+        self.healthy = False  # True while consuming, for /health
         self.settings = settings
         self.topic = (topics or Topics()).curated
         self.loop = ConsumeLoop(
@@ -116,6 +120,8 @@ class Sink:
         self._last_seal = time.monotonic()
         self._last_flush = time.monotonic()
         self._buffered = 0
+        self._newest_ms = 0  # Kafka timestamp of the newest record consumed
+        self._lag_at = 0.0
         self._plain: dict[int, Any] = {}  # schema id -> writer schema without logical types
         self._calendar = HourCalendar(self.period)  # period and local date per UTC hour
         self.report = SinkReport()
@@ -132,8 +138,10 @@ class Sink:
         add = self._add
         try:
             for batch in self.loop.batches(stop=stop):
+                self.healthy = True
                 for msg in batch:
                     add(msg.partition() or 0, msg.offset() or 0, msg.value())
+                self._observe(batch)
                 self._convert()
                 if self._buffered >= self.max_buffered or (
                     self._buffered and time.monotonic() - self._last_flush >= self.flush_interval_s
@@ -149,9 +157,38 @@ class Sink:
         except KafkaException as exc:
             raise DeliveryError(f"sink on {self.topic} failed: {exc}") from exc
         finally:
+            self.healthy = False
             self.loop.close()
             self.registry.close()
         return self.report
+
+    LAG_EVERY_S = 1.0
+
+    def _observe(self, batch: list[Message]) -> None:
+        """Metrics once per batch (never per record): records consumed, and, at most every
+        ``LAG_EVERY_S``, the lag in records (from the high watermark of the last fetch) and in seconds."""
+        m = self.metrics
+        if batch:
+            m.records.inc(len(batch))
+            _kind, ts = batch[-1].timestamp()
+            if ts > 0:
+                self._newest_ms = max(self._newest_ms, ts)
+        now = time.monotonic()
+        if now - self._lag_at < self.LAG_EVERY_S:
+            return
+        self._lag_at = now
+        behind = False
+        for tp in self.loop.assignment():
+            _low, high = self.loop.consumer.get_watermark_offsets(tp, cached=True)
+            position = self._next.get(tp.partition)
+            if high < 0 or position is None:
+                continue  # nothing fetched or consumed from this partition yet
+            lag = max(0, high - position)
+            behind |= lag > 0
+            m.lag.labels(str(tp.partition)).set(lag)
+        m.lag_seconds.set(
+            max(0.0, time.time() - self._newest_ms / 1000) if behind and self._newest_ms else 0.0
+        )
 
     def _caught_up(self, stop_at: dict[tuple[str, int], int]) -> bool:
         """Every partition assigned to this instance has reached its stop offset (other instances of the
@@ -179,6 +216,7 @@ class Sink:
             # The processor only writes valid ChainEvents; anything else is kept with its reason (curated
             # bytes hold no direct identifiers), counted, and never guessed into a snapshot.
             self.report.undecodable += 1
+            self.metrics.undecodable.inc()
             self.store.put(
                 reject_name(partition, offset),
                 json.dumps(
@@ -218,6 +256,7 @@ class Sink:
 
     def flush(self, *, seal: bool = False) -> None:
         self._convert()
+        started = time.monotonic()
         # 1. data files durable
         for period, tables in sorted(self._buffers.items()):
             table = pa.concat_tables(tables)
@@ -230,10 +269,12 @@ class Sink:
             self.report.written += table.num_rows
             self.report.rows_per_period[period] = self.report.rows_per_period.get(period, 0) + table.num_rows
             self._staged_since_seal = True
+            self.metrics.staged_rows.labels(self.period).inc(table.num_rows)
         self._buffers.clear()
         self._schema_ids.clear()
         self._buffered = 0
         self._last_flush = time.monotonic()
+        self.metrics.flush_duration.observe(self._last_flush - started)
         # 2. manifests of the periods that are due, after their data and before the offsets
         if seal and self.sealer is not None:
             sealed = self.sealer.seal_due()
@@ -246,6 +287,11 @@ class Sink:
                 self._tables_checked = True
             self._staged_since_seal = False
             self._last_seal = time.monotonic()
+            self.metrics.seal_duration.observe(self._last_seal - self._last_flush)
+            for m in sealed:
+                self.metrics.sealed.labels(self.period, m.status).inc()
+                self.metrics.last_seal.labels(self.period, m.status).set(time.time())
+                self.metrics.snapshot_rows.labels(self.period).set(m.rows)
         # 3. offsets, only after every file above is stored (and sealed, when due)
         crash_point("sink.before-commit")
         if self._next:

@@ -20,3 +20,7 @@ class SinkSettings(BaseSettings):
     max_buffered: int = Field(default=50_000, ge=1)
     #: at most this long between staged files while records keep coming
     flush_interval_s: float = Field(default=30.0, gt=0)
+    #: serve ``/metrics`` and ``/health`` on this port (0: off)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: the address ``/metrics`` and ``/health`` bind to: loopback unless a scraper elsewhere needs it
+    metrics_host: str = "127.0.0.1"

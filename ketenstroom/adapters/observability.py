@@ -2,15 +2,20 @@
 
 ``GET /metrics`` is the Prometheus text format; ``GET /health`` answers 200 with a JSON body when the
 component says it is healthy, 503 otherwise. The server runs in a daemon thread and binds to loopback
-unless told otherwise.
+unless told otherwise. ``configure_logging`` makes the log one JSON object a line when stderr is not a
+terminal.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TextIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -51,3 +56,35 @@ class ObservabilityServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object a line: time (UTC, ISO), level, logger, message, and the exception if any.
+
+    Only what the code put in its message: our log lines name topics, partitions, offsets, counts and
+    reasons, never a record's values, so no personal data reaches the log.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure_logging(stream: TextIO | None = None) -> None:
+    """Log to stderr: readable lines on a terminal, one JSON object a line otherwise (a log shipper's
+    input). ``KETENSTROOM_LOG_FORMAT=text`` or ``json`` overrides the choice."""
+    stream = stream or sys.stderr
+    chosen = os.environ.get("KETENSTROOM_LOG_FORMAT", "").lower()
+    as_json = chosen == "json" or (chosen != "text" and not stream.isatty())
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        JsonLogFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)

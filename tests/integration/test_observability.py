@@ -1,0 +1,147 @@
+"""The sink observable: its Prometheus metrics after a real run (names, bounded labels, values), its
+``/metrics`` and ``/health`` on loopback, and its log as one JSON object a line."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ketenstroom.adapters.kafka import end_offsets, ensure_topics
+from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.adapters.registry import Registry
+from ketenstroom.contract import Topics
+from sinks.metrics import SinkMetrics
+from sinks.runner import Sink
+from sinks.seal import Sealer, SealPolicy
+from sinks.settings import SinkSettings
+from synthetic.curated import chain_event, publish_curated
+from tests.conftest import Services
+
+AS_OF = datetime(2027, 6, 1, tzinfo=UTC)  # both months below are past their grace
+#: the only label names a sink metric may carry: bounded, never an event id or pseudonym
+BOUNDED = {"period_kind", "status", "partition", "le"}
+
+
+def _publish(services: Services, names: Topics, moments: list[datetime]) -> list[str]:
+    events = [
+        chain_event(event_id=str(uuid.uuid4()), event_time=m, case=f"{n:064x}") for n, m in enumerate(moments)
+    ]
+    with Registry(services.registry) as registry:
+        assert publish_curated(services.kafka, registry, names, events) == len(events)
+    return [str(e["event_id"]) for e in events]
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_sink_metrics_after_a_real_run(
+    services: Services, names: Topics, group_id: str, tmp_path: Path
+) -> None:
+    ensure_topics(services.kafka, [names.curated], partitions=2, replication_factor=1)
+    moments = [datetime(2026, 1, 10, tzinfo=UTC)] * 5 + [datetime(2026, 2, 10, tzinfo=UTC)] * 3
+    ids = _publish(services, names, moments)
+    store = ObjectStore(f"file://{tmp_path / 'store'}")
+    metrics = SinkMetrics()
+    report = Sink(
+        kafka=services.kafka,
+        registry=services.registry,
+        store=store,
+        settings=SinkSettings(group_id=group_id, max_buffered=3),
+        topics=names,
+        sealer=Sealer(
+            store, SealPolicy(grace=timedelta(days=14), final_after=timedelta(days=3650), clock=lambda: AS_OF)
+        ),
+        metrics=metrics,
+    ).run(stop_at=end_offsets(services.kafka, [names.curated]))
+    assert len(report.sealed) == 2
+
+    text = generate_latest(metrics.registry).decode()
+    samples = _samples(text)
+    assert samples[("ketenstroom_sink_records_consumed_total", ())] == 8
+    assert samples[("ketenstroom_sink_rows_staged_total", (("period_kind", "month"),))] == 8
+    assert samples[("ketenstroom_sink_undecodable_records_total", ())] == 0
+    sealed = (("period_kind", "month"), ("status", "provisional"))
+    assert samples[("ketenstroom_sink_revisions_sealed_total", sealed)] == 2
+    assert abs(samples[("ketenstroom_sink_last_seal_timestamp_seconds", sealed)] - time.time()) < 120
+    assert samples[("ketenstroom_sink_snapshot_rows", (("period_kind", "month"),))] in (5, 3)
+    assert samples[("ketenstroom_sink_flush_duration_seconds_count", ())] >= 3  # max_buffered=3
+    assert samples[("ketenstroom_sink_seal_duration_seconds_count", ())] >= 1
+    # caught up at the end: no lag in records on any partition it read, none in seconds
+    lags = {
+        labels: v for (name, labels), v in samples.items() if name == "ketenstroom_sink_consumer_lag_records"
+    }
+    assert lags and set(lags.values()) == {0}
+    assert samples[("ketenstroom_sink_consumer_lag_seconds", ())] == 0
+    # bounded labels only, and nothing of an event in the text
+    for name, labels in samples:
+        assert name.startswith("ketenstroom_sink_"), name
+        assert {k for k, _ in labels} <= BOUNDED, (name, labels)
+    assert not any(i in text for i in ids)
+
+
+def test_sink_serves_metrics_and_health_on_loopback_and_logs_json(
+    services: Services, names: Topics, group_id: str, tmp_path: Path
+) -> None:
+    ensure_topics(services.kafka, [names.curated], partitions=1, replication_factor=1)
+    _publish(services, names, [datetime(2026, 1, 10, tzinfo=UTC)] * 4)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**services.env(names), "KETENSTROOM_SINK_METRICS_PORT": str(port)}
+    sink = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "sink",
+            "--storage",
+            f"file://{tmp_path / 'store'}",
+            "--group",
+            group_id,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        consumed = 0.0
+        while consumed < 4:
+            assert sink.poll() is None and time.monotonic() < deadline, "the sink never consumed 4 records"
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.TransportError:
+                continue
+            consumed = _samples(text).get(("ketenstroom_sink_records_consumed_total", ()), 0)
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)  # consuming: healthy
+        assert health.status_code == 200 and health.json() == {"status": "ok", "group_id": group_id}
+        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True)
+        if listening.returncode == 0:  # loopback only, by default
+            local = {line.split()[3] for line in listening.stdout.splitlines()}
+            assert local == {f"127.0.0.1:{port}"}, listening.stdout
+    finally:
+        sink.terminate()  # SIGTERM: stop at the next batch, flush, commit
+        _stdout, stderr = sink.communicate(timeout=60)
+    assert sink.returncode == 0, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines, "the sink logged nothing (joining its group, at least)"
+    for line in lines:
+        entry = json.loads(line)  # stderr is a pipe here: every line one JSON object
+        assert {"time", "level", "logger", "message"} <= entry.keys()
+    assert any("joining group" in json.loads(line)["message"] for line in lines)
