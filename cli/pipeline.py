@@ -20,6 +20,7 @@ from cli.catalogue import load
 from ketenstroom.adapters.kafka import end_offsets, ensure_topics
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.contract import Topics
+from ketenstroom.contract.deliveries import DELIVERIES_RETENTION_DAYS
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
     KafkaSettings,
@@ -73,9 +74,17 @@ def topics(
                 replication_factor=replication_factor,
             )
         ensure_topics(kafka, [names.curated], partitions=partitions, replication_factor=replication_factor)
+        # one partition: every delivery in the order they happened, read whole by `ketenstroom status`
+        ensure_topics(
+            kafka,
+            [names.deliveries],
+            partitions=1,
+            replication_factor=replication_factor,
+            config={"retention.ms": str(DELIVERIES_RETENTION_DAYS * 86_400_000)},
+        )
     except KetenstroomError as exc:
         raise _fail(exc) from exc
-    console.print(f"{len(names.all(catalogue.names))} topics present")
+    console.print(f"{len(names.all(catalogue.names)) + 1} topics present")
 
 
 def generate(

@@ -11,7 +11,9 @@ valid, several times faster, and hands every other row to the reference path.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import time
 import uuid
 from collections import Counter
@@ -27,6 +29,7 @@ from ketenstroom.adapters.registry import Registry
 from ketenstroom.catalogue import catalogue_at
 from ketenstroom.contract import Topics, event_id
 from ketenstroom.contract.codec import encode
+from ketenstroom.contract.deliveries import DeliveryEvent, FileDigest
 from ketenstroom.contract.wire import header
 from ketenstroom.errors import DeliveryError, InputRowError
 from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings
@@ -34,6 +37,8 @@ from producers.config import PartnerMapping, RecordMapping, load_mapping
 from producers.fastpath import RowPlan
 from producers.reader import Export, open_export
 from producers.rows import nest, validate
+
+log = logging.getLogger("ketenstroom.publish")
 
 EXIT_OK = 0
 EXIT_SOME_REJECTED = 1
@@ -71,6 +76,32 @@ class Receipt:
         if self.not_delivered:
             return EXIT_NOT_DELIVERED
         return EXIT_SOME_REJECTED if self.rejected_total else EXIT_OK
+
+    @property
+    def outcome(self) -> str:
+        return {EXIT_OK: "delivered", EXIT_SOME_REJECTED: "some-rejected"}.get(
+            self.exit_code, "not-delivered"
+        )
+
+    def event(self, digests: list[FileDigest]) -> DeliveryEvent:
+        """The receipt for ``ops.deliveries``: counts, digests and schema ids, no file paths."""
+        return DeliveryEvent.model_validate(
+            {
+                "partner": self.partner,
+                "delivery_id": self.delivery_id,
+                "started": self.started,
+                "finished": self.finished,
+                "files": digests,
+                "rows_read": self.rows_read,
+                "published": self.published,
+                "rejected": self.rejected,
+                "not_delivered": self.not_delivered,
+                "delivery_errors": self.delivery_errors,
+                "schema_ids": self.schema_ids,
+                "outcome": self.outcome,
+                "reconciles": self.reconciles,
+            }
+        )
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -126,6 +157,7 @@ class Publisher:
             partner, catalogue.schemas, entry.mapping.path.parent.parent, code=entry.code
         )
         self.topic = (topics or Topics()).raw(partner)
+        self.deliveries_topic = (topics or Topics()).deliveries
         self.registry = Registry(registry)
         self.producer = Producer(
             kafka.librdkafka(
@@ -196,7 +228,37 @@ class Publisher:
             errors["not-acknowledged-before-timeout"] += remaining
         receipt.delivery_errors = dict(errors)
         receipt.finished = datetime.now(UTC).isoformat()
+        self._announce(receipt.event([_digest(f) for f in files]))
         return receipt
+
+    def _announce(self, event: DeliveryEvent) -> None:
+        """Write the delivery's event to ``ops.deliveries`` and wait for it. Its rows are already
+        acknowledged (or counted as not delivered) and the receipt file stays the record of truth, so a
+        failure here is logged, not raised."""
+        failed: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failed.append(err.name())
+
+        try:
+            self.producer.produce(
+                self.deliveries_topic,
+                key=event.partner.encode(),
+                value=event.encode(),
+                on_delivery=on_delivery,
+            )
+            left = self.producer.flush(30)
+        except (KafkaException, BufferError) as exc:
+            failed.append(str(exc))
+            left = 0
+        if failed or left:
+            log.error(
+                "delivery %s: its event did not reach %s (%s); the receipt file has it",
+                event.delivery_id,
+                self.deliveries_topic,
+                ", ".join(failed) or "not acknowledged in time",
+            )
 
     def _publish_file(
         self,
@@ -276,6 +338,16 @@ class Publisher:
                 self.producer.poll(0.5)  # local queue full: serve delivery reports, then retry
             except KafkaException as exc:
                 raise DeliveryError(f"producing to {self.topic} failed: {exc}") from exc
+
+
+def _digest(path: Path) -> FileDigest:
+    sha = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sha.update(chunk)
+            size += len(chunk)
+    return FileDigest(sha256=sha.hexdigest(), bytes=size)
 
 
 def build_reference(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ketenstroom.errors import ConfigurationError
 
 CURATED_TOPIC = "curated.chain-events"
+DELIVERIES_TOPIC = "ops.deliveries"
 _PARTNER = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
 
 
@@ -44,6 +45,11 @@ class Topics:
     @property
     def curated(self) -> str:
         return f"{self.prefix}{CURATED_TOPIC}"
+
+    @property
+    def deliveries(self) -> str:
+        """``ops.deliveries``: each delivery's receipt as an event (``ketenstroom.contract.deliveries``)."""
+        return f"{self.prefix}{DELIVERIES_TOPIC}"
 
     def partner_of(self, topic: str) -> str:
         """The partner of a raw or DLQ topic name."""

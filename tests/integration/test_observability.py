@@ -1,8 +1,10 @@
-"""The sink observable: its Prometheus metrics after a real run (names, bounded labels, values), its
-``/metrics`` and ``/health`` on loopback, and its log as one JSON object a line."""
+"""Observability on the real stack: the sink's Prometheus metrics after a real run (names, bounded
+labels, values), its ``/metrics`` and ``/health`` on loopback, its log as one JSON object a line; and
+each delivery's receipt as an event on ``ops.deliveries``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -13,19 +15,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from confluent_kafka.admin import AdminClient, ConfigResource
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ketenstroom.adapters.kafka import end_offsets, ensure_topics
+from ketenstroom.adapters.kafka import all_partitions, end_offsets, ensure_topics, read_to_end
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
+from ketenstroom.contract.deliveries import DELIVERIES_RETENTION_DAYS, DeliveryEvent, FileDigest
+from producers.publish import Publisher
 from sinks.metrics import SinkMetrics
 from sinks.runner import Sink
 from sinks.seal import Sealer, SealPolicy
 from sinks.settings import SinkSettings
 from synthetic.curated import chain_event, publish_curated
 from tests.conftest import Services
+from tests.integration.test_publish import EXPECTED_REJECTS, _export
 
 AS_OF = datetime(2027, 6, 1, tzinfo=UTC)  # both months below are past their grace
 #: the only label names a sink metric may carry: bounded, never an event id or pseudonym
@@ -145,3 +151,50 @@ def test_sink_serves_metrics_and_health_on_loopback_and_logs_json(
         entry = json.loads(line)  # stderr is a pipe here: every line one JSON object
         assert {"time", "level", "logger", "message"} <= entry.keys()
     assert any("joining group" in json.loads(line)["message"] for line in lines)
+
+
+def test_each_delivery_becomes_an_event_without_paths_or_rows(
+    services: Services, names: Topics, tmp_path: Path
+) -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "cli", "topics", "--partitions", "1", "--replication-factor", "1"],
+        env=services.env(names),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    admin = AdminClient(services.kafka.librdkafka())
+    resource = ConfigResource(ConfigResource.Type.TOPIC, names.deliveries)
+    config = admin.describe_configs([resource])[resource].result(timeout=30)
+    assert int(config["retention.ms"].value) == DELIVERIES_RETENTION_DAYS * 86_400_000
+
+    export = _export(tmp_path)
+    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+        first = publisher.publish([export])
+        second = publisher.publish([export])
+    values = [
+        m.value()
+        for m in read_to_end(
+            services.kafka, all_partitions(services.kafka, names.deliveries), group_id=f"{names.prefix}read"
+        )
+    ]
+    events = [DeliveryEvent.decode(v) for v in values]
+    assert [e.delivery_id for e in events] == [first.delivery_id, second.delivery_id]
+    event = events[0]
+    assert event.partner == "om" and event.outcome == "some-rejected" and event.reconciles
+    assert (event.rows_read, event.published, event.rejected) == (
+        first.rows_read,
+        first.published,
+        EXPECTED_REJECTS,
+    )
+    assert event.files == [
+        FileDigest(sha256=hashlib.sha256(export.read_bytes()).hexdigest(), bytes=export.stat().st_size)
+    ]
+    assert event.schema_ids == first.schema_ids and event.schema_ids
+    assert event.started <= event.finished
+    for value in values:  # no path (a file name can name a person), no row value
+        text = value.decode()
+        assert str(tmp_path) not in text and "om.csv" not in text
+        assert not any(v in text for v in ("123456782", "13-246712-26", "12345678", "1011 AB"))
