@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from cli import catalogue, extract, infra, pipeline, process, schemas, snapshot
+from cli import catalogue, extract, infra, pipeline, process, schemas, snapshot, status
 
 app = typer.Typer(
     name="ketenstroom",
@@ -23,6 +23,7 @@ app.add_typer(catalogue.partners_app, name="partners")
 app.add_typer(extract.app, name="extract")
 pipeline.register(app)
 process.register(app)
+status.register(app)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 from confluent_kafka.admin import AdminClient, ConfigResource
@@ -24,6 +25,7 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
 from ketenstroom.contract.deliveries import DELIVERIES_RETENTION_DAYS, DeliveryEvent, FileDigest
+from ketenstroom.contract.snapshots import staging_name
 from producers.publish import Publisher
 from sinks.metrics import SinkMetrics
 from sinks.runner import Sink
@@ -198,3 +200,61 @@ def test_each_delivery_becomes_an_event_without_paths_or_rows(
         text = value.decode()
         assert str(tmp_path) not in text and "om.csv" not in text
         assert not any(v in text for v in ("123456782", "13-246712-26", "12345678", "1011 AB"))
+
+
+def test_status_reports_deliveries_lag_dead_letters_and_overdue_seals(
+    services: Services, names: Topics, tmp_path: Path
+) -> None:
+    env = {**services.env(names), "KETENSTROOM_PROCESSOR_APP_ID": f"{names.prefix}processor"}
+
+    def status(*args: str) -> tuple[int, dict[str, Any]]:
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", "status", "--partner", "om", "--json", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode in (0, 1), done.stdout + done.stderr[-2000:]
+        return done.returncode, json.loads(done.stdout)
+
+    made = subprocess.run(
+        [sys.executable, "-m", "cli", "topics", "--partitions", "1", "--replication-factor", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    store = f"file://{tmp_path / 'store'}"
+    code, report = status("--storage", store)
+    assert code == 1 and report["partners"][0]["last_delivery"] is None  # om delivers daily: silent
+    assert report["needs_action"] == ["om: silent past its 1-day schedule (never delivered)"]
+
+    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+        receipt = publisher.publish([_export(tmp_path)])
+    code, report = status("--storage", store)
+    (om,) = report["partners"]
+    assert code == 0 and report["needs_action"] == [], report
+    assert om["last_delivery"]["delivery_id"] == receipt.delivery_id
+    assert om["last_delivery"]["outcome"] == "some-rejected"
+    assert (om["silent"], om["dlq_open"]) == (False, 0)
+    assert om["raw_lag_records"] == receipt.published  # nothing processed yet
+    assert report["periods"] == [] and report["next_seal_due"] is None
+
+    # two days on, om is silent; a period with staged files long past its grace is overdue
+    ObjectStore(store).put(staging_name("2026MM01", 0, 0), b"not read by status")
+    later = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    code, report = status("--storage", store, "--now", later)
+    assert code == 1
+    (period,) = report["periods"]
+    assert (period["period"], period["state"], period["staged_files"], period["seal_overdue"]) == (
+        "2026MM01",
+        "staged",
+        1,
+        True,
+    )
+    assert [line.split(":")[0] for line in report["needs_action"]] == ["om", "2026MM01"]
+    assert report["partners"][0]["silent"] is True

@@ -1,0 +1,225 @@
+"""``ketenstroom status``: one screen for an operator, and an exit code for a cron job or a probe.
+
+Per partner: the last delivery and its outcome (from ``ops.deliveries``), the processor group's lag on
+``raw.<partner>`` in records, and the open dead letters. Per period in the store: its latest revision
+and status, staged files not yet sealed, and when the next seal is due. Exit 1 when something needs
+action: a partner silent past its ``delivery_every_days``, open dead letters, a seal overdue.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import typer
+from confluent_kafka import Consumer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from cli.catalogue import load
+from cli.snapshot import parse_as_of, policy_settings
+from ketenstroom.adapters.kafka import all_partitions, high_watermarks, read_to_end
+from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.adapters.snapshots import Snapshots
+from ketenstroom.calendar import period_bounds
+from ketenstroom.contract import Topics
+from ketenstroom.contract.deliveries import DeliveryEvent
+from ketenstroom.errors import DeliveryError, KetenstroomError
+from ketenstroom.settings import KafkaSettings, S3Settings, StorageSettings, TopicSettings
+
+#: the sink seals once caught up and checks every minute: a seal this long past due is overdue
+SEAL_SLACK = timedelta(hours=1)
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _last_deliveries(kafka: KafkaSettings, topics: Topics) -> dict[str, DeliveryEvent]:
+    try:
+        partitions = all_partitions(kafka, topics.deliveries)
+    except DeliveryError:
+        return {}  # no deliveries topic yet: nothing delivered
+    last: dict[str, DeliveryEvent] = {}
+    for msg in read_to_end(kafka, partitions, group_id="ketenstroom-status", deadline_s=60):
+        event = DeliveryEvent.decode(msg.value() or b"")
+        last[event.partner] = event  # one partition: in the order they happened
+    return last
+
+
+def _raw_lag(
+    kafka: KafkaSettings, topics: Topics, partners: list[str], group_id: str
+) -> dict[str, int | None]:
+    """Per partner, high watermark minus the processor group's committed offset, summed over partitions
+    (None when raw.<partner> does not exist)."""
+    wanted: list[TopicPartition] = []
+    lags: dict[str, int | None] = {}
+    for partner in partners:
+        try:
+            wanted += all_partitions(kafka, topics.raw(partner))
+            lags[partner] = 0
+        except DeliveryError:
+            lags[partner] = None
+    if not wanted:
+        return lags
+    high = high_watermarks(kafka, wanted)
+    consumer = Consumer(kafka.librdkafka(group_id=group_id, enable_auto_commit=False))
+    try:
+        committed = consumer.committed(wanted, timeout=10)
+    finally:
+        consumer.close()
+    for tp in committed:
+        end = high.get((tp.topic, tp.partition))
+        partner = topics.partner_of(tp.topic)
+        if end is None or lags[partner] is None:
+            continue
+        lags[partner] = (lags[partner] or 0) + max(0, end - max(tp.offset, 0))
+    return lags
+
+
+def collect(
+    *, partners: list[str] | None, storage: str | None, now: datetime, group_id: str | None = None
+) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain JSON-able data, with ``needs_action`` (empty: all well)."""
+    from processors.dlq import summarise
+    from processors.settings import ProcessorSettings
+
+    catalogue, kafka = load(), KafkaSettings()
+    topics = Topics(TopicSettings().prefix)
+    names = partners or sorted(catalogue.names)
+    group = group_id or ProcessorSettings().app_id
+    deliveries = _last_deliveries(kafka, topics)
+    lags = _raw_lag(kafka, topics, names, group)
+    needs: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        every = catalogue.partner(name).delivery_every_days
+        last = deliveries.get(name)
+        silent = every is not None and (last is None or now - last.finished > timedelta(days=every))
+        try:
+            dead_open: int | None = summarise(kafka, topics, name).open
+        except DeliveryError:
+            dead_open = None  # no DLQ topic yet: nothing dead-lettered
+        if silent:
+            since = "never delivered" if last is None else f"last delivery {last.finished.isoformat()}"
+            needs.append(f"{name}: silent past its {every:g}-day schedule ({since})")
+        if dead_open:
+            needs.append(f"{name}: {dead_open} open dead letters (ketenstroom dlq list -p {name})")
+        rows.append(
+            {
+                "partner": name,
+                "delivery_every_days": every,
+                "last_delivery": None
+                if last is None
+                else {
+                    "delivery_id": last.delivery_id,
+                    "finished": last.finished.isoformat(),
+                    "outcome": last.outcome,
+                    "rows_read": last.rows_read,
+                    "published": last.published,
+                    "rejected": sum(last.rejected.values()),
+                },
+                "silent": silent,
+                "raw_lag_records": lags.get(name),
+                "dlq_open": dead_open,
+            }
+        )
+    settings = policy_settings(None, None)
+    grace = timedelta(days=settings.grace_days)
+    snapshots = Snapshots(ObjectStore(storage or StorageSettings().url, S3Settings()))
+    periods: list[dict[str, Any]] = []
+    next_due: datetime | None = None
+    for period in snapshots.periods():
+        manifests = snapshots.manifests(period)
+        latest = manifests[-1] if manifests else None
+        staged = len(snapshots.staged(period))
+        _start, end = period_bounds(period)
+        due = end + grace
+        held = bool(latest and latest.status == "final" and staged)
+        overdue = bool(staged) and not held and now >= due + SEAL_SLACK
+        if staged and not held and now < due and (next_due is None or due < next_due):
+            next_due = due
+        if overdue:
+            needs.append(
+                f"{period}: {staged} staged files, seal due {due.isoformat()} (is the sink running?)"
+            )
+        periods.append(
+            {
+                "period": period,
+                "state": latest.status if latest else ("staged" if staged else "open"),
+                "revision": latest.revision if latest else None,
+                "rows": latest.rows if latest else None,
+                "staged_files": staged,
+                "held_after_final": held,
+                "seal_due": due.isoformat(),
+                "seal_overdue": overdue,
+            }
+        )
+    return {
+        "now": now.isoformat(),
+        "processor_group": group,
+        "partners": rows,
+        "periods": periods,
+        "next_seal_due": next_due.isoformat() if next_due else None,
+        "needs_action": needs,
+    }
+
+
+def status(
+    partner: list[str] | None = typer.Option(None, "--partner", "-p", help="Only these (default: all)."),
+    storage: str | None = typer.Option(
+        None, help="file://DIR or s3://BUCKET/PREFIX (default from settings)."
+    ),
+    now: str | None = typer.Option(None, help="Judge as if it were this moment (ISO); default now."),
+    as_json: bool = typer.Option(False, "--json", help="The same as JSON, for scripts."),
+) -> None:
+    """Deliveries, lag, dead letters and seals at a glance. Exit 1 when something needs action."""
+    moment = parse_as_of(now) or datetime.now(UTC)
+    try:
+        report = collect(partners=partner or None, storage=storage, now=moment)
+    except KetenstroomError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        _render(report)
+    raise typer.Exit(1 if report["needs_action"] else 0)
+
+
+def _render(report: dict[str, Any]) -> None:
+    table = Table(
+        "partner", "last delivery", "outcome", "raw lag", "open DLQ", title="partners", title_justify="left"
+    )
+    for row in report["partners"]:
+        last = row["last_delivery"]
+        when = "never" if last is None else last["finished"][:19].replace("T", " ")
+        table.add_row(
+            row["partner"],
+            f"[red]{when}[/red]" if row["silent"] else when,
+            "" if last is None else f"{last['outcome']} ({last['published']}/{last['rows_read']})",
+            "-" if row["raw_lag_records"] is None else f"{row['raw_lag_records']:,}",
+            "-" if row["dlq_open"] is None else (f"[red]{row['dlq_open']}[/red]" if row["dlq_open"] else "0"),
+        )
+    out.print(table)
+    periods = Table(
+        "period", "state", "rows", "staged files", "seal due", title="periods", title_justify="left"
+    )
+    for p in report["periods"]:
+        periods.add_row(
+            p["period"],
+            p["state"] + (f" r{p['revision']}" if p["revision"] is not None else ""),
+            "" if p["rows"] is None else f"{p['rows']:,}",
+            str(p["staged_files"]) + (" (held: after final)" if p["held_after_final"] else ""),
+            ("[red]OVERDUE[/red] " if p["seal_overdue"] else "") + p["seal_due"][:16].replace("T", " "),
+        )
+    out.print(periods)
+    out.print(f"next seal due: {report['next_seal_due'] or '-'}")
+    for line in report["needs_action"]:
+        out.print(f"[red]needs action:[/red] {line}")
+    if not report["needs_action"]:
+        out.print("[green]nothing needs action[/green]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(status)
