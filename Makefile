@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install lock up down status demo test test-unit lint clean bench-publish bench-process bench-sink bench-extract
+.PHONY: help install lock up down status demo test test-unit lint promtool clean bench-publish bench-process bench-sink bench-extract
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,11 +40,16 @@ status: install ## Show each service, its port, pid and health
 demo: up ## Run the walking skeleton: generate an OM export, publish, process, sink; print what happened
 	$(KS) demo
 
-test: install ## Unit and integration tests against the real stack (started by the test fixtures)
+promtool: ## Install Debian's prometheus (it ships promtool, which tests ops/prometheus/) when missing
+	@command -v promtool >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
+
+test: install promtool ## Unit and integration tests against the real stack (started by the test fixtures)
 	$(KS) infra fetch
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: install ## Unit tests only: no services needed
+test-unit: install promtool ## Unit tests only: no services needed
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install ## ruff (rules and format) and mypy --strict; CI runs it before the tests

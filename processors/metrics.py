@@ -46,3 +46,11 @@ class ProcessorMetrics:
             ["partner"],
             registry=r,
         )
+        self.transactions = Counter(
+            "ketenstroom_processor_transactions",
+            "Transactions ended, by outcome (committed, aborted)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("committed", "aborted"):  # present from the start, so rate() sees the first one
+            self.transactions.labels(outcome)

@@ -267,11 +267,13 @@ class TransactionalProcessor:
             offsets = self._next_offsets(records)
             self.producer.send_offsets_to_transaction(offsets, self.loop.consumer.consumer_group_metadata())
             self.producer.commit_transaction()
+            self.metrics.transactions.labels("committed").inc()
         except KafkaException as exc:
             self._forget(new_ids)
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.txn_requires_abort():
                 self.producer.abort_transaction()
+                self.metrics.transactions.labels("aborted").inc()
                 self.loop.rewind(self._first_offsets(records))
                 return False
             raise
@@ -281,6 +283,7 @@ class TransactionalProcessor:
             self._forget(new_ids)
             with contextlib.suppress(KafkaException):
                 self.producer.abort_transaction(10)
+                self.metrics.transactions.labels("aborted").inc()
             raise
         self._count(records, sent, dead, duplicates)
         return True

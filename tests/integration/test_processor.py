@@ -436,6 +436,7 @@ def test_metrics_and_health_endpoints(services: Services) -> None:
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
         assert "ketenstroom_processor_records_in_total" in metrics
         assert "ketenstroom_processor_latency_seconds" in metrics
+        assert 'ketenstroom_processor_transactions_total{outcome="aborted"} 0.0' in metrics  # from zero
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=60)
