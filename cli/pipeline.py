@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -57,17 +58,24 @@ def generate(
     cases: int = typer.Option(1000, help="Cases to follow through the chain."),
     seed: int = typer.Option(7, help="Seed: the same seed gives byte-identical exports."),
     noise: float = typer.Option(0.0, help="Share of rows with a realistic mistake (0..1)."),
+    as_of: datetime | None = typer.Option(
+        None,
+        formats=["%Y-%m-%d"],
+        help="The export's day (default today): nothing happens or is registered on or after it.",
+    ),
 ) -> None:
     """Write seeded, chain-consistent exports for every partner, in each partner's own columns and codes."""
     from synthetic import generate_chain
 
-    report = generate_chain(out_dir, cases=cases, seed=seed, noise=noise)
+    report = generate_chain(
+        out_dir, cases=cases, seed=seed, noise=noise, as_of=None if as_of is None else as_of.date()
+    )
     for partner, pr in report.partners.items():
         console.print(
             f"{partner:13} {pr.rows_written:>8} rows -> {pr.path}  (expected accepted "
             f"{pr.expected_accepted}, rejected {pr.expected_rejected})"
         )
-    console.print(f"report: {out_dir / 'generation.json'}")
+    console.print(f"as of {report.as_of}: nothing dated on or after it; report: {out_dir / 'generation.json'}")
 
 
 def publish(

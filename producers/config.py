@@ -1,8 +1,8 @@
 """Per-partner column mapping, loaded from ``partners/<partner>/mapping.toml``.
 
 Configuration, not code: which column fills which contract field, which column tells the record type
-when one export mixes several, constants (e.g. the source system), and each coded field's code system
-and version. A mapping is checked against the schema when it is loaded, so a typo fails at start-up.
+when one export mixes several, constants (e.g. the source system), each coded field's code system
+and version, and the record type's plausibility rules (``producers.plausibility``). A mapping is checked against the schema when it is loaded, so a typo fails at start-up.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from ketenstroom.contract.schemas import EventSchema, SchemaSet
 from ketenstroom.errors import ConfigurationError, InputRowError
+from producers.plausibility import Plausibility
 from producers.rows import CODED, CodeSystem, Leaf, build_model, check_mapping, leaves
 
 PARTNER_DIR = Path(__file__).resolve().parent.parent / "partners"
@@ -29,6 +30,16 @@ class RecordMapping:
     codes: dict[str, CodeSystem]  # coded contract path -> code system
     key: str  # contract path of the Kafka key (the partner's own case reference)
     model: type[BaseModel]
+    plausibility: Plausibility = Plausibility()  # rules beyond the model: dates that cannot be
+
+    def required_columns(self) -> list[str]:
+        """Columns of the fields the model requires (no blank allowed): without them no row can pass."""
+        fields = self.model.model_fields
+        return [
+            column
+            for path, column in self.columns.items()
+            if (found := fields.get(path.replace(".", "__"))) is not None and found.is_required()
+        ]
 
     def values(self, row: dict[str, str]) -> dict[str, Any]:
         """Partner columns -> contract paths (constants first, columns override)."""
@@ -89,6 +100,9 @@ def _record(partner: str, name: str, data: dict[str, Any], schemas: SchemaSet) -
         codes=codes,
         key=key,
         model=build_model(schema.fullname, used, required=frozenset({key})),
+        plausibility=Plausibility.from_toml(
+            dict(data.get("plausibility", {})), where=f"{partner}/{name}", mapped=set(columns)
+        ),
     )
 
 

@@ -20,12 +20,14 @@ that is not a string, ...) gets no plan: all its rows take the reference path, a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from operator import itemgetter
 from typing import Any
 
 from ketenstroom.contract.ids import event_id_bytes, format_uuid
 from producers.config import RecordMapping
-from producers.rows import CODED, MINIMUM, SEMANTIC
+from producers.plausibility import BIRTH, EVENT, REGISTRATION, Moment, Plausibility
+from producers.rows import CODED, MINIMUM, SEMANTIC, parse_date, parse_moment
 from producers.steps import (
     INT,
     LONG,
@@ -235,6 +237,7 @@ class RowPlan:
         place.update({path: len(columns) + i for i, path in enumerate(fixed)})
         place.update({path: len(columns) + len(fixed) + i for i, path in enumerate(late)})
         self._gather = itemgetter(*(place[path] for path in ("", *self.paths)))  # in C, not a loop
+        self._rules = _Rules(record) if record.plausibility.declared else None
 
     @classmethod
     def compile(cls, partner: str, record: RecordMapping, header: bytes) -> RowPlan | None:
@@ -249,6 +252,8 @@ class RowPlan:
             chunks = [step(row[column]) for column, step in self._columns]
             version = (chunks[self._version] if self._version is not None else None) or 1
             source, key = chunks[self._source], chunks[self._key]
+            if self._rules is not None and not self._rules.plausible(row, delivery_ms):
+                return None  # the reference path rejects it with the rule's reason
             eid = event_id_bytes(self.partner, source, version)
             late = (format_uuid(eid), delivery_ms, version, source, key)
             chunks += self._fixed
@@ -256,3 +261,49 @@ class RowPlan:
             return b"".join(self._gather(chunks)), key.encode(), eid
         except (ValueError, KeyError):  # NotPlain, a parser's ValueError, or a column this row lacks
             return None
+
+
+class _Rules:
+    """The record type's plausibility rules on the partner's strings, each parsed once per distinct string.
+
+    Parses with the reference path's parsers and judges with the same ``Plausibility.violation``, so a
+    row passes here exactly when it passes there; a value the parsers refuse raises ValueError (the
+    caller hands the row back).
+    """
+
+    def __init__(self, record: RecordMapping) -> None:
+        rules: Plausibility = record.plausibility
+        if EVENT not in record.columns:
+            raise Unsupported(f"{EVENT}: plausibility rules on a constant")
+        self.violation = rules.violation
+        self.event = record.columns[EVENT]
+        self.registration = record.columns[REGISTRATION] if REGISTRATION in rules.paths else None
+        self.birth = record.columns[BIRTH] if BIRTH in rules.paths else None
+        self.events: dict[str, Moment] = {}
+        self.moments: dict[str, int | None] = {}
+        self.dates: dict[str, date | None] = {}
+
+    def _event(self, text: str) -> Moment:
+        found = self.events[text] = Moment.of(parse_moment(text))
+        return found
+
+    def _moment(self, text: str) -> int | None:
+        found = self.moments[text] = None if not text.strip() else Moment.of(parse_moment(text)).ms
+        return found
+
+    def _date(self, text: str) -> date | None:
+        found = self.dates[text] = None if not text.strip() else parse_date(text)
+        return found
+
+    def plausible(self, row: dict[str, str], delivery_ms: int) -> bool:
+        text = row[self.event]
+        event = self.events.get(text) or self._event(text)
+        registration = None
+        if self.registration is not None:
+            text = row[self.registration]
+            registration = self.moments[text] if text in self.moments else self._moment(text)
+        birth = None
+        if self.birth is not None:
+            text = row[self.birth]
+            birth = self.dates[text] if text in self.dates else self._date(text)
+        return self.violation(event, registration, birth, delivery_ms) is None

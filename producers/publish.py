@@ -296,6 +296,11 @@ def build_reference(
             message=f"the export has no column {missing[0]!r}",
         )
     flat = validate(record.model, record.values(row), line=line, columns=mapping.columns_of(record))
+    implausible = record.plausibility.check(flat, delivery_time)
+    if implausible is not None:
+        reason, path, message = implausible
+        column = record.columns.get(path, path)
+        raise InputRowError(row=line, field=column, value=row.get(column), reason=reason, message=message)
     source_id = str(flat["metadata.source_record_id"])
     version = int(flat.get("metadata.record_version") or 1)
     eid = event_id(mapping.partner, source_id, version)

@@ -7,6 +7,7 @@ import tomllib
 import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,13 @@ from synthetic.codes import JUDGMENT_OUTCOMES, OM_DECISIONS
 from synthetic.exports import PARTNER_DIR
 
 SCHEMAS = load_schemas(PathSettings().schema_dir)
+#: Crimes in 2023 followed until the start of 2026-11-01: whole chains, appeals included, and fixed
+#: (with the default as-of, today, the exports would change from day to day).
+START, AS_OF = date(2023, 1, 1), date(2026, 11, 1)
+
+
+def _generate(out: Path, **kwargs: Any) -> GenerationReport:
+    return generate_chain(out, **{"start": START, "as_of": AS_OF, **kwargs})
 MAPPINGS = {p: load_mapping(p, SCHEMAS) for p in PARTNERS}
 
 
@@ -53,6 +61,9 @@ def offline_publish(partner: str, path: Path) -> dict[str, Any]:
                     row=line, field=missing[0], value=None, reason="missing-column", message=""
                 )
             flat = validate(record.model, record.values(row), line=line, columns=mapping.columns_of(record))
+            implausible = record.plausibility.check(flat, datetime.now(UTC))
+            if implausible is not None:
+                raise InputRowError(row=line, field="*", value=None, reason=implausible[0], message="")
             key = (str(flat["metadata.source_record_id"]), int(flat.get("metadata.record_version") or 1))
             if key in seen:
                 raise InputRowError(
@@ -76,13 +87,13 @@ def offline_publish(partner: str, path: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GenerationReport]:
     out = tmp_path_factory.mktemp("clean")
-    return out, generate_chain(out, cases=3000, seed=11, noise=0.0)
+    return out, _generate(out, cases=3000, seed=11, noise=0.0)
 
 
 @pytest.fixture(scope="module")
 def noisy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GenerationReport]:
     out = tmp_path_factory.mktemp("noisy")
-    return out, generate_chain(out, cases=2000, seed=5, noise=0.1)
+    return out, _generate(out, cases=2000, seed=5, noise=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +144,7 @@ def test_each_partner_writes_in_its_own_habits(clean: tuple[Path, GenerationRepo
 
 
 def test_formats_can_be_overridden(tmp_path: Path) -> None:
-    report = generate_chain(tmp_path, cases=200, seed=3, formats={"cjib": "csv", "om": "jsonl"})
+    report = _generate(tmp_path, cases=200, seed=3, formats={"cjib": "csv", "om": "jsonl"})
     assert report.partners["cjib"].path.endswith("cjib.csv")
     assert report.partners["om"].path.endswith("om.jsonl")
     for partner in ("cjib", "om"):
@@ -141,7 +152,7 @@ def test_formats_can_be_overridden(tmp_path: Path) -> None:
         assert result["rejected"] == 0
         assert result["accepted"] == report.partners[partner].rows_written > 0
     with pytest.raises(ValueError, match="format"):
-        generate_chain(tmp_path, cases=1, formats={"om": "xlsx"})
+        _generate(tmp_path, cases=1, formats={"om": "xlsx"})
 
 
 # -- the producer's verdict, exactly ---------------------------------------------------------------------
@@ -212,9 +223,9 @@ def test_report_is_json_and_written_next_to_the_exports(noisy: tuple[Path, Gener
 # -- determinism -----------------------------------------------------------------------------------------
 def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    generate_chain(a, cases=400, seed=42, noise=0.1)
-    generate_chain(b, cases=400, seed=42, noise=0.1)
-    generate_chain(c, cases=400, seed=43, noise=0.1)
+    _generate(a, cases=400, seed=42, noise=0.1)
+    _generate(b, cases=400, seed=42, noise=0.1)
+    _generate(c, cases=400, seed=43, noise=0.1)
     for f in sorted(a.iterdir()):
         if f.name == "generation.json":  # the same but for where the files are
             assert f.read_text(encoding="utf-8").replace(str(a), "") == (b / f.name).read_text(
@@ -226,8 +237,8 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(tmp_path
 
 
 def test_noise_does_not_change_the_underlying_chain(tmp_path: Path) -> None:
-    plain = generate_chain(tmp_path / "plain", cases=300, seed=9)
-    spoiled = generate_chain(tmp_path / "spoiled", cases=300, seed=9, noise=0.2)
+    plain = _generate(tmp_path / "plain", cases=300, seed=9)
+    spoiled = _generate(tmp_path / "spoiled", cases=300, seed=9, noise=0.2)
     assert plain.chain == spoiled.chain
 
 
@@ -353,7 +364,7 @@ def test_about_ninety_percent_of_suspects_have_a_bsn(clean_rows: dict[str, list[
 
 
 def test_om_decisions_and_court_outcomes_come_in_the_documented_shares(tmp_path: Path) -> None:
-    report = generate_chain(tmp_path, cases=5000, seed=1)
+    report = _generate(tmp_path, cases=5000, seed=1)
     rows = list(_raw_rows(Path(report.partners["om"].path)))
     decisions = Counter(r["beslissing"] for r in rows if r["soort"] == "BESLISSING")
     total = sum(decisions.values())
@@ -380,7 +391,7 @@ def test_om_decisions_and_court_outcomes_come_in_the_documented_shares(tmp_path:
 def _peak(tmp: Path, cases: int) -> tuple[int, int]:
     tracemalloc.start()
     try:
-        report = generate_chain(tmp, cases=cases, seed=3, noise=0.05)
+        report = _generate(tmp, cases=cases, seed=3, noise=0.05)
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -1,0 +1,183 @@
+"""Plausibility rules of a record type, declared next to its columns in ``partners/<p>/mapping.toml``.
+
+A value can be well-formed and still impossible: an event dated 2062 for 2026 (a typo in the year), a
+registration before the event it registers, a suspect born after the offence or aged 3 at it. Each
+record type may declare, in ``[records.<type>.plausibility]``::
+
+    max_clock_skew_minutes = 60        # event time at most this long after the delivery time
+    event_not_before = 2000-01-01      # no event (local date) before this day
+    registration_not_before_event = true   # registration not before the event's (local) day
+    birth_before_event = true          # birth date not after the event's (local) date
+    age_at_event = [12, 100]           # age in whole years at the event's (local) date
+
+Every rule is checked at publish and rejects the row with a reason of its own (``REASONS``). Both
+paths call the same ``Plausibility.violation`` on the same numbers: the reference path after the
+pydantic model, the fast path (``producers.fastpath``) with parsed values it memoises per string. A
+registration is compared by day, because many partners write it as a date without a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from ketenstroom.errors import ConfigurationError
+from producers.rows import AMSTERDAM
+
+EVENT, REGISTRATION, BIRTH = "metadata.event_time", "metadata.registration_time", "suspect.birth_date"
+#: Reject reason of each rule.
+REASONS = {
+    "max_clock_skew_minutes": "event-in-future",
+    "event_not_before": "event-before-floor",
+    "registration_not_before_event": "registered-before-event",
+    "birth_before_event": "born-after-event",
+    "age_at_event": "age-out-of-range",
+}
+_MINUTE_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """An event time as the rules need it: UTC milliseconds, local date, and local midnight in ms."""
+
+    ms: int
+    day: date
+    day_start_ms: int
+
+    @classmethod
+    def of(cls, moment: datetime) -> Moment:
+        local = moment.astimezone(AMSTERDAM)
+        midnight = datetime(local.year, local.month, local.day, tzinfo=AMSTERDAM)
+        return cls(_ms(moment), local.date(), _ms(midnight))
+
+
+def _ms(moment: datetime) -> int:
+    return (moment - _EPOCH) // _ONE_MS
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - _EPOCH
+
+
+def age(birth: date, day: date) -> int:
+    """Whole years between ``birth`` and ``day``."""
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """The declared rules of one record type; ``None``/``False`` means the rule is not declared."""
+
+    max_clock_skew_minutes: int | None = None
+    event_not_before: date | None = None
+    registration_not_before_event: bool = False
+    birth_before_event: bool = False
+    age_at_event: tuple[int, int] | None = None
+
+    @classmethod
+    def from_toml(cls, data: dict[str, Any], *, where: str, mapped: set[str]) -> Plausibility:
+        """The ``[records.<type>.plausibility]`` table; refuses unknown keys and rules on unmapped fields."""
+        unknown = sorted(set(data) - set(REASONS))
+        if unknown:
+            raise ConfigurationError(
+                f"{where}: unknown plausibility rules {unknown}; known: {', '.join(sorted(REASONS))}"
+            )
+        skew = data.get("max_clock_skew_minutes")
+        floor = data.get("event_not_before")
+        ages = data.get("age_at_event")
+        if skew is not None and (not isinstance(skew, int) or isinstance(skew, bool) or skew < 0):
+            raise ConfigurationError(f"{where}: max_clock_skew_minutes must be minutes >= 0, got {skew!r}")
+        if floor is not None and (not isinstance(floor, date) or isinstance(floor, datetime)):
+            raise ConfigurationError(f"{where}: event_not_before must be a TOML date (2000-01-01), got {floor!r}")
+        if ages is not None and not (
+            isinstance(ages, list) and len(ages) == 2 and all(isinstance(a, int) for a in ages) and ages[0] <= ages[1]
+        ):
+            raise ConfigurationError(f"{where}: age_at_event must be [lowest, highest] in years, got {ages!r}")
+        rules = cls(
+            max_clock_skew_minutes=skew,
+            event_not_before=floor,
+            registration_not_before_event=bool(data.get("registration_not_before_event", False)),
+            birth_before_event=bool(data.get("birth_before_event", False)),
+            age_at_event=(ages[0], ages[1]) if ages is not None else None,
+        )
+        needs = {EVENT} if rules.declared else set()
+        if rules.registration_not_before_event:
+            needs.add(REGISTRATION)
+        if rules.birth_before_event or rules.age_at_event:
+            needs.add(BIRTH)
+        lacking = sorted(needs - mapped)
+        if lacking:
+            raise ConfigurationError(f"{where}: plausibility rules need {lacking}, which have no column")
+        return rules
+
+    @property
+    def declared(self) -> bool:
+        return self != Plausibility()
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The contract paths the rules read (event time first)."""
+        out = [EVENT] if self.declared else []
+        if self.registration_not_before_event:
+            out.append(REGISTRATION)
+        if self.birth_before_event or self.age_at_event:
+            out.append(BIRTH)
+        return tuple(out)
+
+    def violation(
+        self, event: Moment, registration_ms: int | None, birth: date | None, delivery_ms: int
+    ) -> tuple[str, str, str] | None:
+        """``(reason, contract path, message)`` of the first rule the values break, or None."""
+        skew = self.max_clock_skew_minutes
+        if skew is not None and event.ms > delivery_ms + skew * _MINUTE_MS:
+            return (
+                REASONS["max_clock_skew_minutes"],
+                EVENT,
+                f"event date {event.day.isoformat()} is after the delivery "
+                f"(more than {skew} minutes ahead); is the year mistyped?",
+            )
+        floor = self.event_not_before
+        if floor is not None and event.day < floor:
+            return (
+                REASONS["event_not_before"],
+                EVENT,
+                f"event date {event.day.isoformat()} is before {floor.isoformat()}, "
+                "the earliest this record type accepts",
+            )
+        if self.registration_not_before_event and registration_ms is not None and registration_ms < event.day_start_ms:
+            return (
+                REASONS["registration_not_before_event"],
+                REGISTRATION,
+                f"registered before the day of the event ({event.day.isoformat()})",
+            )
+        if birth is None:
+            return None
+        if self.birth_before_event and birth > event.day:
+            return (
+                REASONS["birth_before_event"],
+                BIRTH,
+                f"birth date is after the event date {event.day.isoformat()}",
+            )
+        ages = self.age_at_event
+        if ages is not None and not ages[0] <= age(birth, event.day) <= ages[1]:
+            return (
+                REASONS["age_at_event"],
+                BIRTH,
+                f"age at the event would be {age(birth, event.day)}; expected {ages[0]} to {ages[1]}",
+            )
+        return None
+
+    def check(self, flat: dict[str, Any], delivery_time: datetime) -> tuple[str, str, str] | None:
+        """The reference path's call: ``flat`` is the validated row keyed by contract path."""
+        moment = flat.get(EVENT)
+        if not self.declared or not isinstance(moment, datetime):
+            return None
+        registration = flat.get(REGISTRATION)
+        birth = flat.get(BIRTH)
+        return self.violation(
+            Moment.of(moment),
+            _ms(registration) if isinstance(registration, datetime) else None,
+            birth if isinstance(birth, date) else None,
+            _ms(delivery_time),
+        )
