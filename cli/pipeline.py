@@ -75,7 +75,9 @@ def generate(
             f"{partner:13} {pr.rows_written:>8} rows -> {pr.path}  (expected accepted "
             f"{pr.expected_accepted}, rejected {pr.expected_rejected})"
         )
-    console.print(f"as of {report.as_of}: nothing dated on or after it; report: {out_dir / 'generation.json'}")
+    console.print(
+        f"as of {report.as_of}: nothing dated on or after it; report: {out_dir / 'generation.json'}"
+    )
 
 
 def publish(

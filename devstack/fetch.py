@@ -145,7 +145,9 @@ def fetch_kafka(config: StackConfig, layout: Layout) -> None:
             f"see {layout.kafka_dir / FETCH_LOG}"
         )
     if not layout.kafka_tools_jar.is_file():
-        raise FetchError(f"mvn succeeded but {layout.kafka_tools_jar} is missing; see {layout.kafka_dir / FETCH_LOG}")
+        raise FetchError(
+            f"mvn succeeded but {layout.kafka_tools_jar} is missing; see {layout.kafka_dir / FETCH_LOG}"
+        )
 
 
 def fetch_apicurio(config: StackConfig, layout: Layout) -> None:

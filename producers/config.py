@@ -2,7 +2,8 @@
 
 Configuration, not code: which column fills which contract field, which column tells the record type
 when one export mixes several, constants (e.g. the source system), each coded field's code system
-and version, and the record type's plausibility rules (``producers.plausibility``). A mapping is checked against the schema when it is loaded, so a typo fails at start-up.
+and version, and the record type's plausibility rules (``producers.plausibility``). A mapping is
+checked against the schema when it is loaded, so a typo fails at start-up.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 
 from ketenstroom.contract.schemas import EventSchema, SchemaSet
 from ketenstroom.errors import ConfigurationError, InputRowError
-from producers.plausibility import Plausibility
+from producers.plausibility import NO_RULES, Plausibility
 from producers.rows import CODED, CodeSystem, Leaf, build_model, check_mapping, leaves
 
 PARTNER_DIR = Path(__file__).resolve().parent.parent / "partners"
@@ -30,7 +31,7 @@ class RecordMapping:
     codes: dict[str, CodeSystem]  # coded contract path -> code system
     key: str  # contract path of the Kafka key (the partner's own case reference)
     model: type[BaseModel]
-    plausibility: Plausibility = Plausibility()  # rules beyond the model: dates that cannot be
+    plausibility: Plausibility = NO_RULES  # rules beyond the model: dates that cannot be
 
     def required_columns(self) -> list[str]:
         """Columns of the fields the model requires (no blank allowed): without them no row can pass."""
@@ -71,6 +72,13 @@ class PartnerMapping:
                 message=f"record type must be one of {', '.join(sorted(self.records))}",
             )
         return found
+
+    def columns_of_all(self) -> list[str]:
+        """Every column this partner's exports may have: the type column, then each record type's."""
+        out = [self.type_column] if self.type_column else []
+        for record in self.records.values():
+            out.extend(c for c in record.columns.values() if c not in out)
+        return out
 
     def columns_of(self, record: RecordMapping) -> dict[str, str]:
         return record.columns | ({"*type*": self.type_column} if self.type_column else {})

@@ -89,11 +89,16 @@ class Plausibility:
         if skew is not None and (not isinstance(skew, int) or isinstance(skew, bool) or skew < 0):
             raise ConfigurationError(f"{where}: max_clock_skew_minutes must be minutes >= 0, got {skew!r}")
         if floor is not None and (not isinstance(floor, date) or isinstance(floor, datetime)):
-            raise ConfigurationError(f"{where}: event_not_before must be a TOML date (2000-01-01), got {floor!r}")
+            raise ConfigurationError(
+                f"{where}: event_not_before must be a TOML date like 2000-01-01, got {floor!r}"
+            )
         if ages is not None and not (
-            isinstance(ages, list) and len(ages) == 2 and all(isinstance(a, int) for a in ages) and ages[0] <= ages[1]
+            isinstance(ages, list)
+            and len(ages) == 2
+            and all(isinstance(a, int) for a in ages)
+            and ages[0] <= ages[1]
         ):
-            raise ConfigurationError(f"{where}: age_at_event must be [lowest, highest] in years, got {ages!r}")
+            raise ConfigurationError(f"{where}: age_at_event must be [lowest, highest] years, got {ages!r}")
         rules = cls(
             max_clock_skew_minutes=skew,
             event_not_before=floor,
@@ -125,7 +130,7 @@ class Plausibility:
             out.append(BIRTH)
         return tuple(out)
 
-    def violation(
+    def violation(  # noqa: PLR0911 - one return per rule reads best
         self, event: Moment, registration_ms: int | None, birth: date | None, delivery_ms: int
     ) -> tuple[str, str, str] | None:
         """``(reason, contract path, message)`` of the first rule the values break, or None."""
@@ -145,7 +150,8 @@ class Plausibility:
                 f"event date {event.day.isoformat()} is before {floor.isoformat()}, "
                 "the earliest this record type accepts",
             )
-        if self.registration_not_before_event and registration_ms is not None and registration_ms < event.day_start_ms:
+        registered = registration_ms
+        if self.registration_not_before_event and registered is not None and registered < event.day_start_ms:
             return (
                 REASONS["registration_not_before_event"],
                 REGISTRATION,
@@ -181,3 +187,6 @@ class Plausibility:
             birth if isinstance(birth, date) else None,
             _ms(delivery_time),
         )
+
+
+NO_RULES = Plausibility()

@@ -16,6 +16,7 @@ calendar (``date.toordinal() * 1440 + minute``). Only counters are kept between 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import zlib
 from bisect import bisect
@@ -184,10 +185,8 @@ class ChainGenerator:
     def case(self) -> list[Event]:
         """The events of the next case, up to the as-of moment: later steps have not happened yet."""
         out: list[Event] = []
-        try:
+        with contextlib.suppress(_NotYet):  # the case stops where "now" is
             self._follow(out)
-        except _NotYet:
-            pass
         return out
 
     def _add(self, out: list[Event], event: Event) -> None:

@@ -40,6 +40,8 @@ START, AS_OF = date(2023, 1, 1), date(2026, 11, 1)
 
 def _generate(out: Path, **kwargs: Any) -> GenerationReport:
     return generate_chain(out, **{"start": START, "as_of": AS_OF, **kwargs})
+
+
 MAPPINGS = {p: load_mapping(p, SCHEMAS) for p in PARTNERS}
 
 
