@@ -84,13 +84,22 @@ def publish(
     files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Export files (CSV or JSONL)."),
     partner: str = typer.Option(..., "--partner", "-p", help="Delivering partner, e.g. om."),
     receipt: Path | None = typer.Option(
-        None, help="Where to write the JSON receipt (default FILE.receipt.json)."
+        None, help="Where to write the JSON receipt (default FILE.<time>-<delivery>.receipt.json)."
     ),
-    rejects: Path | None = typer.Option(None, help="Reject file (default FILE.rejects.jsonl)."),
+    rejects: Path | None = typer.Option(
+        None, help="Reject file, owner-only (default FILE.<time>-<delivery>.rejects.jsonl)."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Print the traceback of an unexpected failure."),
 ) -> None:
-    """Validate, encode and produce an export. Exit 0: all accepted; 1: some rejected; 3: not delivered."""
-    from producers.publish import EXIT_NOT_DELIVERED, Publisher
+    """Validate, encode and produce an export. Exit 0: all accepted; 1: some rejected; 3: not delivered.
 
+    Every run writes a receipt, also when the delivery fails (then exit 3 and one line saying why).
+    """
+    import traceback
+
+    from producers.publish import Publisher, Receipt
+
+    error: BaseException | None = None
     try:
         with (
             Publisher(
@@ -102,11 +111,20 @@ def publish(
             result = publisher.publish(
                 files, reject_path=rejects, progress=lambda n: bar.update(task, completed=n)
             )
-    except KetenstroomError as exc:
-        console.print(f"[red]not delivered:[/red] {exc}")
-        raise typer.Exit(EXIT_NOT_DELIVERED) from exc
-    receipt_path = receipt or Path(f"{files[0]}.receipt.json")
+            error = publisher.error
+    except Exception as exc:  # before or after the delivery: still a receipt and one line, not a traceback
+        from producers.publish import one_line
+
+        error = exc
+        result = Receipt(partner=partner, files=[str(f) for f in files], failure=one_line(exc))
+    receipt_path = receipt or result.default_path("receipt.json")
     receipt_path.write_text(result.to_json(), encoding="utf-8")
+    if result.failure:
+        console.print(f"[red]not delivered:[/red] {result.failure}")
+        if error is not None and debug:
+            console.print("".join(traceback.format_exception(error)), markup=False, highlight=False)
+        elif error is not None and not isinstance(error, KetenstroomError):
+            console.print("[dim](run with --debug for the traceback)[/dim]")
     out.print(result.summary())
     out.print(f"  receipt        {receipt_path}")
     raise typer.Exit(result.exit_code)

@@ -38,7 +38,7 @@ from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics, event_id, load_schemas
 from ketenstroom.contract.codec import encode
 from ketenstroom.contract.wire import header
-from ketenstroom.errors import DeliveryError, ExportRefused, InputRowError
+from ketenstroom.errors import DeliveryError, ExportRefused, InputRowError, KetenstroomError
 from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
 from producers.config import PARTNER_DIR, PartnerMapping, RecordMapping, load_mapping
 from producers.fastpath import RowPlan
@@ -229,7 +229,7 @@ class Publisher:
                 self._publish_file(export, receipt, rejects, seen, on_delivery, progress)
         except Exception as exc:  # any failure ends the delivery in order, with a receipt
             self.error = exc
-            receipt.failure = _one_line(exc)
+            receipt.failure = one_line(exc)
         finally:
             remaining = self.producer.flush(60)
             receipt.reject_file = rejects.close()
@@ -409,9 +409,10 @@ class _RejectFile:
         return str(self.path)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An error as one line for a partner: the message, with the type unless it is one of ours."""
     text = " ".join(str(exc).split()) or "no message"
-    return text if isinstance(exc, (ExportRefused, DeliveryError)) else f"{type(exc).__name__}: {text}"
+    return text if isinstance(exc, KetenstroomError) else f"{type(exc).__name__}: {text}"
 
 
 def _partner_columns(directory: Path = PARTNER_DIR) -> dict[str, set[str]]:

@@ -19,7 +19,7 @@ from ketenstroom.errors import InputRowError
 from ketenstroom.settings import PathSettings
 from producers.config import load_mapping
 from producers.reader import read_rows
-from producers.rows import validate
+from producers.rows import AMSTERDAM, validate
 from synthetic import (
     NOISE_KINDS,
     OM_COLUMNS,
@@ -429,3 +429,48 @@ def test_om_decision_rows_noise_kinds_are_unchanged(tmp_path: Path) -> None:
     result = offline_publish("om", path)
     bad = sum(1 for r in rows if r["beslisdatum"] == "31-02-2026" or not r["parketnummer"])
     assert result["rejected"] == bad and result["accepted"] == 2000 - bad
+
+
+# -- as-of: nothing dated on or after the export's day (issue 10, item 11) --------------------------------
+_MOMENT_PATHS = ("metadata.event_time", "metadata.registration_time", "first_interrogation_time")
+
+
+def _latest(report: GenerationReport) -> datetime:
+    latest = datetime.min.replace(tzinfo=UTC)
+    for partner in PARTNERS:
+        for row in offline_publish(partner, Path(report.partners[partner].path))["rows"]:
+            latest = max([latest, *(row[p] for p in _MOMENT_PATHS if isinstance(row.get(p), datetime))])
+    return latest
+
+
+def test_a_generated_export_holds_no_event_on_or_after_its_as_of_day(tmp_path: Path) -> None:
+    as_of = date(2026, 6, 1)
+    report = generate_chain(tmp_path, cases=1500, seed=21, noise=0.1, start=date(2026, 1, 1), as_of=as_of)
+    midnight = datetime(2026, 6, 1, tzinfo=AMSTERDAM)
+    assert report.as_of == "2026-06-01"
+    assert datetime(2026, 5, 1, tzinfo=UTC) < _latest(report) < midnight  # cut there, not long before
+    for partner, rep in report.partners.items():  # and publish takes exactly what it was told to
+        result = offline_publish(partner, Path(rep.path))
+        assert (result["accepted"], result["rejected"]) == (rep.expected_accepted, rep.expected_rejected)
+    uncut = generate_chain(
+        tmp_path / "uncut", cases=1500, seed=21, start=date(2026, 1, 1), as_of=date(2031, 1, 1)
+    )
+    assert _latest(uncut) > midnight  # the same cases, followed on, do reach past it
+
+
+def test_generate_writes_nothing_after_today_by_default(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["generate", "--out", str(tmp_path), "--cases", "300"])
+    assert result.exit_code == 0, result.output
+    report = GenerationReport.from_json((tmp_path / "generation.json").read_text(encoding="utf-8"))
+    today = datetime.now(AMSTERDAM).date()
+    assert report.as_of == today.isoformat()
+    assert _latest(report) < datetime.combine(today, datetime.min.time(), tzinfo=AMSTERDAM)
+    result = CliRunner().invoke(
+        app, ["generate", "--out", str(tmp_path / "b"), "--cases", "30", "--as-of", "2026-02-01"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "as of 2026-02-01" in result.output
