@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 
 import typer
 from rich.console import Console
@@ -93,6 +94,33 @@ def wipe(nodes: int = NODES) -> None:
     """Stop the stack and delete its data (topics, schemas, objects); downloads are kept."""
     _stack(nodes).wipe()
     console.print("stack stopped and its data removed")
+
+
+@app.command(
+    "kafka-tool",
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+    },
+)
+def kafka_tool(
+    name: str = typer.Argument(..., help="kafka-console-consumer, kafka-consumer-groups, kafka-topics, ..."),
+    args: list[str] | None = typer.Argument(None, help="Passed to the tool as they are."),
+    nodes: int = NODES,
+) -> None:
+    """Run one of Kafka's command-line tools against this stack; its exit code is ours.
+
+    Adds --bootstrap-server for this stack unless ARGS name one. Options for the tool come after NAME,
+    e.g. `ketenstroom infra kafka-tool kafka-consumer-groups --describe --all-groups`.
+    """
+    try:
+        argv = _stack(nodes).kafka_tool(
+            name, list(args or []), progress=lambda m: console.print(f"[dim]{m}[/dim]")
+        )
+    except InfraError as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(subprocess.run(argv, check=False).returncode)  # our own java and classpath
 
 
 @app.command()

@@ -71,6 +71,21 @@ class Stack:
         """Download whatever is not in the cache yet; seconds per distribution fetched."""
         return fetch_all(self.config, progress)
 
+    def kafka_tool(self, name: str, args: list[str], progress: Progress | None = None) -> list[str]:
+        """The command line that runs Kafka's tool ``name`` against this stack (fetches if needed)."""
+        from devstack.tools import kafka_tool_argv, main_class
+
+        main_class(name)  # an unknown name fails before any download
+        self.fetch(progress)
+        runtime = find_java(
+            min_major=17,
+            explicit_home=self.config.java_home,
+            explicit_env=ENV_PREFIX + "JAVA_HOME",
+            system_java_home=self.config.system_java_home,
+            prefer_newest=False,
+        )
+        return kafka_tool_argv(self.config, runtime.executable, name, args)
+
     def endpoints(self) -> Endpoints:
         """Where clients find the stack (does not start anything; may create the S3 credentials)."""
         access, secret = s3_credentials(self.config)
