@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
+from cli.catalogue import load
 from ketenstroom.adapters.kafka import end_offsets, ensure_topics
 from ketenstroom.adapters.objectstore import ObjectStore
-from ketenstroom.contract import PARTNERS, Topics
+from ketenstroom.contract import Topics
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
     KafkaSettings,
@@ -41,16 +42,34 @@ def _fail(exc: KetenstroomError, code: int = 2) -> typer.Exit:
 
 
 def topics(
-    partitions: int = typer.Option(3, help="Partitions per topic."),
+    partitions: int = typer.Option(
+        3, help="Partitions of curated.chain-events (raw and DLQ: the catalogue's)."
+    ),
     replication_factor: int = typer.Option(-1, help="-1: the broker's default."),
 ) -> None:
-    """Create raw.<partner>, dlq.<partner> and curated.chain-events if they do not exist."""
-    names = _topics().all()
+    """Create raw.<partner>, dlq.<partner> (as each partner's catalogue entry declares) and
+    curated.chain-events if they do not exist."""
+    catalogue, names, kafka = load(), _topics(), KafkaSettings()
     try:
-        ensure_topics(KafkaSettings(), names, partitions=partitions, replication_factor=replication_factor)
+        for partner in catalogue.partners.values():
+            retention = {"retention.ms": str(int(partner.topics.retention_days * 86_400_000))}
+            ensure_topics(
+                kafka,
+                [names.raw(partner.name)],
+                partitions=partner.topics.partitions,
+                replication_factor=replication_factor,
+                config=retention,
+            )
+            ensure_topics(
+                kafka,
+                [names.dlq(partner.name)],
+                partitions=partner.topics.partitions,
+                replication_factor=replication_factor,
+            )
+        ensure_topics(kafka, [names.curated], partitions=partitions, replication_factor=replication_factor)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
-    console.print(f"{len(names)} topics present")
+    console.print(f"{len(names.all(catalogue.names))} topics present")
 
 
 def generate(
@@ -149,7 +168,7 @@ def sink(
     """Stage curated.chain-events as period Parquet, seal due periods (manifest last), then commit offsets."""
     from cli.snapshot import parse_as_of, policy_settings
     from sinks.runner import Sink
-    from sinks.snapshot import Sealer, SealPolicy
+    from sinks.seal import Sealer, SealPolicy
 
     kafka = KafkaSettings()
     url = storage or StorageSettings().url
@@ -226,7 +245,7 @@ def demo(
     from synthetic import GenerationReport
 
     generated = GenerationReport.from_json((exports / "generation.json").read_text(encoding="utf-8"))
-    for partner in PARTNERS:  # exit 1 = some rows rejected, which a noisy export is meant to show
+    for partner in generated.partners:  # exit 1 = some rows rejected, which a noisy export is meant to show
         step(
             f"publish {partner}",
             [
@@ -246,7 +265,7 @@ def demo(
     step("snapshot verify", ["snapshot", "verify", "--storage", f"file://{snapshots}"])
     console.rule("[bold]done")
     out.print(f"exports and receipts: {exports}")
-    from sinks.snapshot import Snapshots
+    from ketenstroom.adapters.snapshots import Snapshots
 
     sealed = Snapshots(ObjectStore(f"file://{snapshots}"))
     latest = [m for m in (sealed.manifest(p) for p in sealed.periods()) if m is not None]

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from ketenstroom.calendar import AMSTERDAM
 from ketenstroom.errors import ConfigurationError
-from producers.rows import AMSTERDAM
 
 EVENT, REGISTRATION, BIRTH = "metadata.event_time", "metadata.registration_time", "suspect.birth_date"
 #: Reject reason of each rule.

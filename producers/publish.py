@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import tomllib
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -35,12 +34,19 @@ from typing import Any, TextIO
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from ketenstroom.adapters.registry import Registry
+from ketenstroom.catalogue import load_mapping_file
 from ketenstroom.contract import Topics, event_id, load_schemas
 from ketenstroom.contract.codec import encode
 from ketenstroom.contract.wire import header
-from ketenstroom.errors import DeliveryError, ExportRefused, InputRowError, KetenstroomError
-from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
-from producers.config import PARTNER_DIR, PartnerMapping, RecordMapping, load_mapping
+from ketenstroom.errors import (
+    ConfigurationError,
+    DeliveryError,
+    ExportRefused,
+    InputRowError,
+    KetenstroomError,
+)
+from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings
+from producers.config import PartnerMapping, RecordMapping, load_mapping
 from producers.fastpath import RowPlan
 from producers.reader import Export, open_export
 from producers.rows import nest, validate
@@ -145,13 +151,15 @@ class Publisher:
         *,
         kafka: KafkaSettings,
         registry: RegistrySettings,
-        paths: PathSettings | None = None,
+        paths: CatalogueSettings | None = None,
         topics: Topics | None = None,
         message_timeout_ms: int = 30_000,
     ) -> None:
         self.partner = partner
+        paths = paths or CatalogueSettings()
+        self.partner_dir = paths.partner_dir
         self.mapping: PartnerMapping = load_mapping(
-            partner, load_schemas((paths or PathSettings()).schema_dir)
+            partner, load_schemas(paths.schema_dir), paths.partner_dir
         )
         self.topic = (topics or Topics()).raw(partner)
         self.registry = Registry(registry)
@@ -218,7 +226,7 @@ class Publisher:
         try:
             exports = [open_export(path) for path in files]  # every header checked before producing
             for export in exports:
-                problem = header_problem(self.mapping, export)
+                problem = header_problem(self.mapping, export, self.partner_dir)
                 if problem is not None:
                     raise ExportRefused(problem)
                 if export.note:
@@ -415,22 +423,18 @@ def one_line(exc: BaseException) -> str:
     return text if isinstance(exc, KetenstroomError) else f"{type(exc).__name__}: {text}"
 
 
-def _partner_columns(directory: Path = PARTNER_DIR) -> dict[str, set[str]]:
-    """Every partner's columns (type column and mapped columns), read from the mapping files only."""
+def _partner_columns(directory: Path) -> dict[str, set[str]]:
+    """Every partner's columns (type column and mapped columns), from the catalogue's mapping files."""
     out: dict[str, set[str]] = {}
     for path in sorted(directory.glob("*/mapping.toml")):
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError):
+            out[path.parent.name] = set(load_mapping_file(path, path.parent.name).columns)
+        except ConfigurationError:
             continue  # a broken mapping of another partner says nothing about this file
-        columns = {str(data["type_column"])} if data.get("type_column") else set()
-        for spec in data.get("records", {}).values():
-            columns.update(str(c) for c in spec.get("columns", {}).values())
-        out[path.parent.name] = columns
     return out
 
 
-def header_problem(mapping: PartnerMapping, export: Export, directory: Path = PARTNER_DIR) -> str | None:
+def header_problem(mapping: PartnerMapping, export: Export, directory: Path | None = None) -> str | None:
     """Why a CSV export cannot be this partner's, or None. Checked once per file, before any row.
 
     Refused when the header lacks the type column, or lacks for every record type a column the record
@@ -451,7 +455,7 @@ def header_problem(mapping: PartnerMapping, export: Export, directory: Path = PA
     unexpected = sorted(header - ours)
     fits = {
         partner: (len(header & cols) / max(1, len(header | cols)), partner)
-        for partner, cols in _partner_columns(directory).items()
+        for partner, cols in _partner_columns(directory or CatalogueSettings().partner_dir).items()
     }
     best = max(fits.values(), default=(0.0, ""))
     hint = (

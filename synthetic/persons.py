@@ -11,11 +11,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import date
-from zoneinfo import ZoneInfo
 
 from ketenstroom.contract.identifiers import complete_bsn
 
-AMSTERDAM = ZoneInfo("Europe/Amsterdam")  # the partners' local time: "today" is a date here
 # PC4 -> municipality (CBS GM code); the processor's terminology/pc4-gemeente.csv has the same rows.
 POSTCODE_AREAS: tuple[tuple[str, str], ...] = (
     ("1011", "GM0363"),

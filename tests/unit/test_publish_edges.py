@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cli import app
 from ketenstroom.contract import load_schemas
 from ketenstroom.errors import ConfigurationError, InputRowError
-from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
+from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings
 from producers import publish as publish_module
 from producers.config import load_mapping
 from producers.plausibility import Moment, Plausibility
@@ -24,7 +24,7 @@ from producers.reader import open_export, read_rows
 from tests.unit.test_fastpath import NOW, NOW_MS, _agree, _fast, _reference
 from tests.unit.test_producer_rows import GOOD
 
-SCHEMAS = load_schemas(PathSettings().schema_dir)
+SCHEMAS = load_schemas(CatalogueSettings().schema_dir)
 OM_HEADER = list(GOOD)
 DEAD = {  # nothing listens here: these tests must fail (or succeed) before any connection
     "KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
