@@ -276,3 +276,17 @@ def test_rules_are_declared_in_the_mapping_and_typos_in_them_refused(tmp_path: P
         Plausibility.from_toml({"max_clock_skew": 5}, where="om/X", mapped={"metadata.event_time"})
     with pytest.raises(ConfigurationError, match=r"need \['suspect.birth_date'\]"):
         Plausibility.from_toml({"age_at_event": [12, 100]}, where="om/X", mapped={"metadata.event_time"})
+
+
+def test_a_new_partners_mapping_template_declares_plausibility_rules(tmp_path: Path) -> None:
+    import shutil
+    import tomllib
+
+    from cli.catalogue import scaffold
+
+    shutil.copytree(CatalogueSettings().schema_dir, tmp_path / "schemas")
+    written = scaffold("om", "Openbaar Ministerie", "OM", tmp_path)
+    mapping = tomllib.loads(written[1].read_text(encoding="utf-8"))
+    for name, record in mapping["records"].items():
+        rules = Plausibility.from_toml(record["plausibility"], where=name, mapped=set(record["columns"]))
+        assert rules.max_clock_skew_minutes == 60 and rules.age_at_event == (12, 100)
