@@ -274,7 +274,7 @@ def memory_run(
     command = [
         sys.executable,
         "-m",
-        "ketenstroom",
+        "cli",
         "sink",
         "--until-caught-up",
         "--storage",

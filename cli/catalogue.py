@@ -25,8 +25,8 @@ from ketenstroom.settings import CatalogueSettings
 
 app = typer.Typer(help="The chain catalogue: partners, record types, chain steps.", no_args_is_help=True)
 partners_app = typer.Typer(help="Partners joining the chain.", no_args_is_help=True)
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)  # errors whole on one line, for logs and grep
+out = Console(soft_wrap=True)
 
 
 def load() -> Catalogue:
@@ -233,8 +233,8 @@ def _coded(schema: dict[str, Any], path: str) -> bool:
 @partners_app.command("add")
 def add(
     name: str = typer.Argument(..., help="Lower-case partner name: raw.<name>, schemas/<name>/."),
-    display_name: str = typer.Option(..., "--display-name", help="e.g. 'Raad voor de Kinderbescherming'."),
-    code: str = typer.Option(..., "--code", help="Symbol of nl.ketenstroom.common.Partner, e.g. RVDK."),
+    display_name: str = typer.Option(..., "--display-name", help="e.g. 'Koninklijke Marechaussee'."),
+    code: str = typer.Option(..., "--code", help="Symbol of nl.ketenstroom.common.Partner, e.g. HALT."),
     apply: bool = typer.Option(
         False, "--apply", help="The files exist and check out: create the topics and register the subjects."
     ),

@@ -32,8 +32,8 @@ def _topics() -> Topics:
     return Topics(TopicSettings().prefix)
 
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)  # errors whole on one line, for logs and grep
+out = Console(soft_wrap=True)
 
 
 def _fail(exc: KetenstroomError, code: int = 2) -> typer.Exit:

@@ -29,8 +29,8 @@ from ketenstroom.settings import (
     TopicSettings,
 )
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)  # errors whole on one line, for logs and grep
+out = Console(soft_wrap=True)
 dlq_app = typer.Typer(
     help="Dead letters: what the processor could not process, by reason; replay after a fix.",
     no_args_is_help=True,

@@ -16,7 +16,7 @@ from ketenstroom.settings import REPO_ROOT, CatalogueSettings, RegistrySettings,
 app = typer.Typer(
     help="Register the contract in the registry, or check that it evolves compatibly.", no_args_is_help=True
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # errors whole on one line, for logs and grep
 LEVEL = "BACKWARD_TRANSITIVE"
 
 

@@ -56,6 +56,11 @@ class PartnerMapping:
     partner: str
     type_column: str | None
     records: dict[str, RecordMapping]  # type value (or "*" when the export holds one type) -> mapping
+    code: str = ""  # the metadata.partner symbol (the catalogue's ``code``)
+
+    def __post_init__(self) -> None:
+        if not self.code:
+            object.__setattr__(self, "code", self.partner.upper())
 
     def for_row(self, row: dict[str, str], line: int) -> RecordMapping:
         if self.type_column is None:
@@ -113,7 +118,9 @@ def _record(partner: str, name: str, data: dict[str, Any], schemas: SchemaSet) -
     )
 
 
-def load_mapping(partner: str, schemas: SchemaSet, directory: Path | None = None) -> PartnerMapping:
+def load_mapping(
+    partner: str, schemas: SchemaSet, directory: Path | None = None, code: str = ""
+) -> PartnerMapping:
     """The partner's column mapping from the catalogue (``partners/<partner>/mapping.toml``), checked
     against its schemas and turned into row models."""
     directory = directory or CatalogueSettings().partner_dir
@@ -131,4 +138,4 @@ def load_mapping(partner: str, schemas: SchemaSet, directory: Path | None = None
         raise ConfigurationError(f"{path}: invalid partner mapping: {exc!r}") from exc
     except ConfigurationError as exc:
         raise ConfigurationError(f"{path}: {exc}") from exc
-    return PartnerMapping(partner=partner, type_column=mapping.type_column, records=records)
+    return PartnerMapping(partner=partner, type_column=mapping.type_column, records=records, code=code)

@@ -34,8 +34,8 @@ from typing import Any, TextIO
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from ketenstroom.adapters.registry import Registry
-from ketenstroom.catalogue import load_mapping_file
-from ketenstroom.contract import Topics, event_id, load_schemas
+from ketenstroom.catalogue import catalogue_at, load_mapping_file
+from ketenstroom.contract import Topics, event_id
 from ketenstroom.contract.codec import encode
 from ketenstroom.contract.wire import header
 from ketenstroom.errors import (
@@ -157,9 +157,11 @@ class Publisher:
     ) -> None:
         self.partner = partner
         paths = paths or CatalogueSettings()
-        self.partner_dir = paths.partner_dir
+        catalogue = catalogue_at(paths.dir)
+        entry = catalogue.partner(partner)  # an unknown partner is refused here, naming the known ones
+        self.partner_dir = entry.mapping.path.parent.parent  # every partner's mapping: header checks
         self.mapping: PartnerMapping = load_mapping(
-            partner, load_schemas(paths.schema_dir), paths.partner_dir
+            partner, catalogue.schemas, entry.mapping.path.parent.parent, code=entry.code
         )
         self.topic = (topics or Topics()).raw(partner)
         self.registry = Registry(registry)
@@ -196,7 +198,7 @@ class Publisher:
             schema_id = self.registry.register(subject, record.schema)  # DeliveryError if unreachable
             receipt.schema_ids[subject] = schema_id
             found = self._headers[name] = header(schema_id)
-            self._plans[name] = RowPlan.compile(self.partner, record, found)
+            self._plans[name] = RowPlan.compile(self.partner, record, found, self.mapping.code)
         return found
 
     def publish(
@@ -367,7 +369,7 @@ def build_reference(
     flat.update(
         {
             "metadata.event_id": eid,
-            "metadata.partner": mapping.partner.upper(),
+            "metadata.partner": mapping.code,
             "metadata.delivery_time": delivery_time,
             "metadata.record_version": version,
         }
