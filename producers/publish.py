@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -437,15 +438,20 @@ def _partner_columns(directory: Path) -> dict[str, set[str]]:
 
 
 def header_problem(mapping: PartnerMapping, export: Export, directory: Path | None = None) -> str | None:
-    """Why a CSV export cannot be this partner's, or None. Checked once per file, before any row.
+    """Why an export cannot be this partner's, or None. Checked once per file, before any row.
 
     Refused when the header lacks the type column, or lacks for every record type a column the record
     type cannot do without (then every row would be rejected). The message names the missing and the
-    unexpected columns and the partner whose mapping the header fits best. JSON Lines have no header.
+    unexpected columns and the partner whose mapping the header fits best. For JSON Lines the keys of
+    the first (up to ten) rows stand for the header.
     """
-    if export.columns is None:
-        return None
-    header = set(export.columns)
+    columns = export.columns
+    if columns is None:  # JSON Lines: the first rows' keys stand for a header
+        rows = [row for _line, row in islice(export.rows(), 10) if isinstance(row, dict)]
+        if not rows:
+            return None  # nothing to judge by: each line gets its own reject
+        columns = tuple(sorted(set().union(*rows)))
+    header = set(columns)
     needed = [c for c in ([mapping.type_column] if mapping.type_column else []) if c not in header]
     if not needed:
         lacking = [[c for c in r.required_columns() if c not in header] for r in mapping.records.values()]

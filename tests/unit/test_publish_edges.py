@@ -290,3 +290,11 @@ def test_a_new_partners_mapping_template_declares_plausibility_rules(tmp_path: P
     for name, record in mapping["records"].items():
         rules = Plausibility.from_toml(record["plausibility"], where=name, mapped=set(record["columns"]))
         assert rules.max_clock_skew_minutes == 60 and rules.age_at_event == (12, 100)
+
+
+def test_a_json_lines_file_for_another_partner_is_refused_by_its_keys(tmp_path: Path) -> None:
+    path = tmp_path / "export.jsonl"
+    path.write_text("{broken\n" + json.dumps(GOOD) + "\n", encoding="utf-8")
+    problem = header_problem(load_mapping("cjib", SCHEMAS), open_export(path))
+    assert problem is not None and "fits partner 'om' best" in problem
+    assert header_problem(load_mapping("om", SCHEMAS), open_export(path)) is None
