@@ -11,16 +11,20 @@ record type may declare, in ``[records.<type>.plausibility]``::
     age_at_event = [12, 100]           # age in whole years at the event's (local) date
 
 Every rule is checked at publish and rejects the row with a reason of its own (``REASONS``). Both
-paths call the same ``Plausibility.violation`` on the same numbers: the reference path after the
-pydantic model, the fast path (``producers.fastpath``) with parsed values it memoises per string. A
-registration is compared by day, because many partners write it as a date without a time.
+paths call the same ``Plausibility.violation`` on the same numbers (``timestamp-millis``, local dates
+from ``local_day``): the reference path after the pydantic model, the fast path
+(``producers.fastpath``) with values it works out once per distinct string. A registration is
+compared by day, because many partners write it as a date without a time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
+
+from fastavro.write import LOGICAL_WRITERS
 
 from ketenstroom.calendar import AMSTERDAM
 from ketenstroom.errors import ConfigurationError
@@ -35,29 +39,38 @@ REASONS = {
     "age_at_event": "age-out-of-range",
 }
 _MINUTE_MS = 60_000
+_TO_MILLIS = LOGICAL_WRITERS["long-timestamp-millis"]
 
 
-@dataclass(frozen=True, slots=True)
-class Moment:
-    """An event time as the rules need it: UTC milliseconds, local date, and local midnight in ms."""
-
-    ms: int
-    day: date
-    day_start_ms: int
-
-    @classmethod
-    def of(cls, moment: datetime) -> Moment:
-        local = moment.astimezone(AMSTERDAM)
-        midnight = datetime(local.year, local.month, local.day, tzinfo=AMSTERDAM)
-        return cls(_ms(moment), local.date(), _ms(midnight))
+_HOUR_MS = 3_600_000
+_DAYS: dict[int, tuple[date, int]] = {}  # UTC hour -> (local date, local midnight in ms)
 
 
-def _ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // _ONE_MS
+def millis(moment: datetime) -> int:
+    """A moment as Avro's ``timestamp-millis`` number: the fast path's ``moments`` gives the same."""
+    return int(_TO_MILLIS(moment, {}))
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - _EPOCH
+def local_day(ms: int) -> tuple[date, int]:
+    """``(local date, its midnight in ms)`` in Amsterdam of the moment ``ms``.
+
+    Amsterdam's midnight and its clock changes fall on whole UTC hours, so every moment of one UTC
+    hour has the same local date: worked out once per hour, with ``zoneinfo``.
+    """
+    hour = ms // _HOUR_MS
+    found = _DAYS.get(hour)
+    if found is None:
+        local = datetime.fromtimestamp(hour * 3600, AMSTERDAM)
+        if len(_DAYS) >= 1_000_000:
+            _DAYS.clear()
+        found = _DAYS[hour] = (local.date(), day_start_ms(local.date()))
+    return found
+
+
+@lru_cache(maxsize=4096)
+def day_start_ms(day: date) -> int:
+    """Local midnight of ``day`` in Amsterdam, in ms (the clocks never change at midnight there)."""
+    return millis(datetime(day.year, day.month, day.day, tzinfo=AMSTERDAM))
 
 
 def age(birth: date, day: date) -> int:
@@ -131,46 +144,54 @@ class Plausibility:
         return tuple(out)
 
     def violation(  # noqa: PLR0911 - one return per rule reads best
-        self, event: Moment, registration_ms: int | None, birth: date | None, delivery_ms: int
+        self, event_ms: int, registration_ms: int | None, birth: date | None, delivery_ms: int
     ) -> tuple[str, str, str] | None:
-        """``(reason, contract path, message)`` of the first rule the values break, or None."""
+        """``(reason, contract path, message)`` of the first rule the values break, or None.
+
+        Moments are ``timestamp-millis`` numbers; local dates are Amsterdam's (``local_day``).
+        """
         skew = self.max_clock_skew_minutes
-        if skew is not None and event.ms > delivery_ms + skew * _MINUTE_MS:
+        if skew is not None and event_ms > delivery_ms + skew * _MINUTE_MS:
             return (
                 REASONS["max_clock_skew_minutes"],
                 EVENT,
-                f"event date {event.day.isoformat()} is after the delivery "
+                f"event date {local_day(event_ms)[0].isoformat()} is after the delivery "
                 f"(more than {skew} minutes ahead); is the year mistyped?",
             )
         floor = self.event_not_before
-        if floor is not None and event.day < floor:
+        if floor is not None and event_ms < day_start_ms(floor):
             return (
                 REASONS["event_not_before"],
                 EVENT,
-                f"event date {event.day.isoformat()} is before {floor.isoformat()}, "
+                f"event date {local_day(event_ms)[0].isoformat()} is before {floor.isoformat()}, "
                 "the earliest this record type accepts",
             )
         registered = registration_ms
-        if self.registration_not_before_event and registered is not None and registered < event.day_start_ms:
+        if (
+            self.registration_not_before_event
+            and registered is not None
+            and registered < local_day(event_ms)[1]
+        ):
             return (
                 REASONS["registration_not_before_event"],
                 REGISTRATION,
-                f"registered before the day of the event ({event.day.isoformat()})",
+                f"registered before the day of the event ({local_day(event_ms)[0].isoformat()})",
             )
         if birth is None:
             return None
-        if self.birth_before_event and birth > event.day:
+        day = local_day(event_ms)[0]
+        if self.birth_before_event and birth > day:
             return (
                 REASONS["birth_before_event"],
                 BIRTH,
-                f"birth date is after the event date {event.day.isoformat()}",
+                f"birth date is after the event date {day.isoformat()}",
             )
         ages = self.age_at_event
-        if ages is not None and not ages[0] <= age(birth, event.day) <= ages[1]:
+        if ages is not None and not ages[0] <= age(birth, day) <= ages[1]:
             return (
                 REASONS["age_at_event"],
                 BIRTH,
-                f"age at the event would be {age(birth, event.day)}; expected {ages[0]} to {ages[1]}",
+                f"age at the event would be {age(birth, day)}; expected {ages[0]} to {ages[1]}",
             )
         return None
 
@@ -182,10 +203,10 @@ class Plausibility:
         registration = flat.get(REGISTRATION)
         birth = flat.get(BIRTH)
         return self.violation(
-            Moment.of(moment),
-            _ms(registration) if isinstance(registration, datetime) else None,
+            millis(moment),
+            millis(registration) if isinstance(registration, datetime) else None,
             birth if isinstance(birth, date) else None,
-            _ms(delivery_time),
+            millis(delivery_time),
         )
 
 

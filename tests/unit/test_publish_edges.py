@@ -6,7 +6,7 @@ from __future__ import annotations
 import codecs
 import json
 import stat
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from ketenstroom.errors import ConfigurationError, InputRowError
 from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings
 from producers import publish as publish_module
 from producers.config import load_mapping
-from producers.plausibility import Moment, Plausibility
+from producers.plausibility import Plausibility, local_day, millis
 from producers.publish import EXIT_NOT_DELIVERED, Publisher, Receipt, _RejectFile, header_problem
 from producers.reader import open_export, read_rows
 from tests.unit.test_fastpath import NOW, NOW_MS, _agree, _fast, _reference
@@ -229,8 +229,8 @@ def test_each_rule_rejects_with_its_own_reason_and_the_fast_path_agrees(
 
 def test_registration_before_the_event_day_is_rejected_but_the_same_day_is_not() -> None:
     rules = Plausibility(registration_not_before_event=True)
-    event = Moment.of(datetime(2026, 3, 2, 14, 0, tzinfo=UTC))  # 15:00 in Amsterdam
-    same_day_midnight = Moment.of(datetime(2026, 3, 1, 23, 0, tzinfo=UTC)).ms  # 00:00 local, 2 March
+    event = millis(datetime(2026, 3, 2, 14, 0, tzinfo=UTC))  # 15:00 in Amsterdam
+    same_day_midnight = millis(datetime(2026, 3, 1, 23, 0, tzinfo=UTC))  # 00:00 local, 2 March
     assert rules.violation(event, same_day_midnight, None, NOW_MS) is None
     day_before = same_day_midnight - 1
     found = rules.violation(event, day_before, None, NOW_MS)
@@ -298,3 +298,14 @@ def test_a_json_lines_file_for_another_partner_is_refused_by_its_keys(tmp_path: 
     problem = header_problem(load_mapping("cjib", SCHEMAS), open_export(path))
     assert problem is not None and "fits partner 'om' best" in problem
     assert header_problem(load_mapping("om", SCHEMAS), open_export(path)) is None
+
+
+def test_local_day_per_utc_hour_agrees_with_zoneinfo_across_both_clock_changes() -> None:
+    from ketenstroom.calendar import AMSTERDAM
+
+    for start in (datetime(2026, 3, 28, 20, tzinfo=UTC), datetime(2026, 10, 24, 20, tzinfo=UTC)):
+        for minutes in range(0, 3 * 24 * 60, 7):
+            moment = start + timedelta(minutes=minutes)
+            local = moment.astimezone(AMSTERDAM)
+            midnight = datetime(local.year, local.month, local.day, tzinfo=AMSTERDAM)
+            assert local_day(millis(moment)) == (local.date(), millis(midnight)), moment
