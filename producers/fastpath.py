@@ -26,7 +26,15 @@ from typing import Any
 
 from ketenstroom.contract.ids import event_id_bytes, format_uuid
 from producers.config import RecordMapping
-from producers.plausibility import BIRTH, EVENT, REGISTRATION, Plausibility
+from producers.plausibility import (
+    BIRTH,
+    EVENT,
+    REGISTRATION,
+    Plausibility,
+    anniversary,
+    day_start_ms,
+    local_day,
+)
 from producers.rows import CODED, MINIMUM, SEMANTIC, parse_date
 from producers.steps import (
     INT,
@@ -273,23 +281,27 @@ class RowPlan:
             return None
 
 
-_REMEMBER = 65_536  # distinct birth dates remembered, as in ``producers.steps``
-
-
 class _Rules:
-    """The record type's plausibility rules on the partner's strings, without parsing anything again.
+    """The record type's plausibility rules as a few integer comparisons, without parsing anything again.
 
     Event and registration times are the numbers the columns' own steps just computed (``numbers``,
     from ``moments``: equal to the reference's ``parse_moment`` and fastavro, as the byte-for-byte
-    tests check), made ``timestamp-millis``; birth dates are parsed once per string with
-    ``parse_date``. The verdict is the reference's ``Plausibility.violation`` on the same numbers.
+    tests check), made ``timestamp-millis``. Every rule becomes a bound on the event's millis: the
+    delivery plus the clock skew, the floor's local midnight, the registration's (``local_day``), and
+    per birth date the midnights of the birth and of the birthdays that bound the age. Birth dates are
+    many, so their bounds are UTC midnights moved inwards by the most Amsterdam is ahead of UTC (two
+    hours): no time zone lookups, and stricter than the model by at most two hours around a midnight.
+    ``plausible`` says yes only when ``Plausibility.violation`` finds nothing; every other row goes to
+    the reference path, which names the rule.
     """
 
     def __init__(
         self, record: RecordMapping, leaves: dict[str, _Leaf], numbers: dict[str, dict[str, int]]
     ) -> None:
         rules: Plausibility = record.plausibility
-        self.violation = rules.violation
+        skew = rules.max_clock_skew_minutes
+        self.skew_ms = -_NEVER if skew is None else skew * 60_000
+        self.floor_ms = _NEVER if rules.event_not_before is None else day_start_ms(rules.event_not_before)
         self.event, self.event_numbers, self.event_per_ms = self._moment(record, leaves, numbers, EVENT)
         self.registration: str | None = None
         if REGISTRATION in rules.paths and record.columns[REGISTRATION] != self.event:
@@ -298,7 +310,9 @@ class _Rules:
                 record, leaves, numbers, REGISTRATION
             )
         self.birth = record.columns[BIRTH] if BIRTH in rules.paths else None
-        self.dates: dict[str, date | None] = {}
+        self.born_check = rules.birth_before_event
+        self.ages = rules.age_at_event
+        self.births: dict[str, tuple[int, int] | None] = {}
 
     @staticmethod
     def _moment(
@@ -313,10 +327,21 @@ class _Rules:
             1000 if leaf.kind.endswith("micros") else 1,
         )
 
-    def _date(self, text: str) -> date | None:
-        if len(self.dates) >= _REMEMBER:
-            self.dates.clear()
-        found = self.dates[text] = None if not text.strip() else parse_date(text)
+    def _bounds(self, text: str) -> tuple[int, int] | None:
+        """``(earliest, first too late)`` event millis for a birth date, or None when it is blank."""
+        if len(self.births) >= _REMEMBER:
+            self.births.clear()
+        found: tuple[int, int] | None = None
+        if text.strip():
+            birth = parse_date(text)
+            earliest, too_late = _NEVER, -_NEVER
+            if self.born_check:  # born on or before the event's local date
+                earliest = _midnight(birth, 0)
+            if self.ages is not None:  # lowest <= age(birth, event's date) <= highest
+                earliest = max(earliest, _midnight(birth, self.ages[0]))
+                too_late = _midnight(birth, self.ages[1] + 1) - _AHEAD_MS
+            found = (earliest, too_late)
+        self.births[text] = found
         return found
 
     def plausible(self, row: dict[str, str], delivery_ms: int) -> bool:
@@ -324,13 +349,34 @@ class _Rules:
         event = self.event_numbers.get(row[self.event])
         if event is None:
             return False  # not a number the step computed (blank): the reference path names it
-        registration = None
+        event //= self.event_per_ms
+        if not self.floor_ms <= event <= delivery_ms + self.skew_ms:
+            return False
         if self.registration is not None:
             registration = self.registration_numbers.get(row[self.registration])
             if registration is not None:
                 registration //= self.registration_per_ms
-        birth = None
+                if registration < event and registration < local_day(event)[1]:
+                    return False
         if self.birth is not None:
             text = row[self.birth]
-            birth = self.dates[text] if text in self.dates else self._date(text)
-        return self.violation(event // self.event_per_ms, registration, birth, delivery_ms) is None
+            bounds = self.births[text] if text in self.births else self._bounds(text)
+            if bounds is not None and not bounds[0] <= event < bounds[1]:
+                return False
+        return True
+
+
+_REMEMBER = 65_536  # distinct birth dates remembered, as in ``producers.steps``
+_NEVER = -(1 << 62)
+_AHEAD_MS = 2 * 3_600_000  # Amsterdam is one or two hours ahead of UTC: its midnight is before UTC's
+_DAY_MS = 86_400_000
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+
+
+def _midnight(birth: date, years: int) -> int:
+    """UTC midnight (in ms) of the day ``birth`` turns ``years``: at most two hours after Amsterdam's
+    (past the calendar: never, or always)."""
+    try:
+        return (anniversary(birth, years).toordinal() - _EPOCH_DAY) * _DAY_MS
+    except (ValueError, OverflowError):
+        return _NEVER if years <= 0 else -_NEVER

@@ -78,6 +78,14 @@ def age(birth: date, day: date) -> int:
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
+def anniversary(birth: date, years: int) -> date:
+    """The first day on which ``age(birth, day) == years`` (29 February: 1 March in other years)."""
+    try:
+        return birth.replace(year=birth.year + years)
+    except ValueError:
+        return date(birth.year + years, 3, 1)
+
+
 @dataclass(frozen=True)
 class Plausibility:
     """The declared rules of one record type; ``None``/``False`` means the rule is not declared."""

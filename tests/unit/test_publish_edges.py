@@ -309,3 +309,26 @@ def test_local_day_per_utc_hour_agrees_with_zoneinfo_across_both_clock_changes()
             local = moment.astimezone(AMSTERDAM)
             midnight = datetime(local.year, local.month, local.day, tzinfo=AMSTERDAM)
             assert local_day(millis(moment)) == (local.date(), millis(midnight)), moment
+
+
+@pytest.mark.parametrize(
+    ("birth", "years"),
+    [("29-02-2012", 12), ("29-02-1920", 101), ("28-03-2014", 12), ("25-10-2014", 12), ("27-11-1925", 101)],
+)
+def test_the_fast_path_never_accepts_an_age_the_model_rejects_around_midnights(
+    birth: str, years: int
+) -> None:
+    """Birthdays (a leap day, both clock changes, the oldest allowed) at times around midnight: the fast
+    path's bounds are UTC midnights moved inwards, so it may hand a row back, never accept one the
+    rules reject."""
+    from producers.plausibility import anniversary
+    from producers.rows import parse_date
+
+    base = anniversary(parse_date(birth), years)
+    taken: list[str] = []
+    for offset in (-1, 0, 1):
+        moment = base + timedelta(days=offset)
+        for clock in ("00:00", "00:30", "01:30", "02:30", "12:00", "23:30"):
+            row = dict(GOOD, beslisdatum=f"{moment:%d-%m-%Y} {clock}", geboortedatum=birth)
+            taken.append(_agree("om", row))  # fails if the fast path accepts what the reference rejects
+    assert "fast" in taken and "reference" in taken  # both sides of the birthday were seen
