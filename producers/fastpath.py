@@ -19,6 +19,7 @@ that is not a string, ...) gets no plan: all its rows take the reference path, a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from operator import itemgetter
@@ -35,7 +36,7 @@ from producers.plausibility import (
     day_start_ms,
     local_day,
 )
-from producers.rows import CODED, MINIMUM, SEMANTIC, parse_date
+from producers.rows import CODED, MINIMUM, SEMANTIC
 from producers.steps import (
     INT,
     LONG,
@@ -155,7 +156,14 @@ def _bytes_step(
     if leaf.path.rsplit(".", 1)[-1] in SEMANTIC:
         raise Unsupported(f"{leaf.path}: identifier check on a {leaf.kind}")
     if leaf.kind == "date":
-        return remembered(nullable, leaf.branch, leaf.null, days, memos.setdefault(leaf.kind, {}))
+        return remembered(
+            nullable,
+            leaf.branch,
+            leaf.null,
+            days,
+            memos.setdefault(leaf.kind, {}),
+            None if numbers is None else numbers.setdefault(leaf.kind, {}),
+        )
     if leaf.kind.startswith("timestamp-"):
         return remembered(
             nullable,
@@ -255,7 +263,7 @@ class RowPlan:
         place.update({path: len(columns) + i for i, path in enumerate(fixed)})
         place.update({path: len(columns) + len(fixed) + i for i, path in enumerate(late)})
         self._gather = itemgetter(*(place[path] for path in ("", *self.paths)))  # in C, not a loop
-        self._rules = _Rules(record, by_path, numbers) if record.plausibility.declared else None
+        self._plausible = _Rules(record, by_path, numbers).compile() if record.plausibility.declared else None
 
     @classmethod
     def compile(cls, partner: str, record: RecordMapping, header: bytes, code: str = "") -> RowPlan | None:
@@ -270,7 +278,7 @@ class RowPlan:
             chunks = [step(row[column]) for column, step in self._columns]
             version = (chunks[self._version] if self._version is not None else None) or 1
             source, key = chunks[self._source], chunks[self._key]
-            if self._rules is not None and not self._rules.plausible(row, delivery_ms):
+            if self._plausible is not None and not self._plausible(row, delivery_ms):
                 return None  # the reference path rejects it with the rule's reason
             eid = event_id_bytes(self.partner, source, version)
             late = (format_uuid(eid), delivery_ms, version, source, key)
@@ -309,7 +317,12 @@ class _Rules:
             self.registration, self.registration_numbers, self.registration_per_ms = self._moment(
                 record, leaves, numbers, REGISTRATION
             )
-        self.birth = record.columns[BIRTH] if BIRTH in rules.paths else None
+        self.birth: str | None = None
+        if BIRTH in rules.paths:
+            leaf = leaves.get(BIRTH)
+            if BIRTH not in record.columns or leaf is None or leaf.kind != "date":
+                raise Unsupported(f"{BIRTH}: plausibility rules need a date column")
+            self.birth, self.birth_days = record.columns[BIRTH], numbers.setdefault("date", {})
         self.born_check = rules.birth_before_event
         self.ages = rules.age_at_event
         self.births: dict[str, tuple[int, int] | None] = {}
@@ -321,19 +334,17 @@ class _Rules:
         leaf = leaves.get(path)
         if path not in record.columns or leaf is None or not leaf.kind.startswith("timestamp-"):
             raise Unsupported(f"{path}: plausibility rules need a timestamp column")
-        return (
-            record.columns[path],
-            numbers.setdefault(leaf.kind, {}),
-            1000 if leaf.kind.endswith("micros") else 1,
-        )
+        per_ms = 1000 if leaf.kind.endswith("micros") else 1
+        return record.columns[path], numbers.setdefault(leaf.kind, {}), per_ms
 
     def _bounds(self, text: str) -> tuple[int, int] | None:
         """``(earliest, first too late)`` event millis for a birth date, or None when it is blank."""
         if len(self.births) >= _REMEMBER:
             self.births.clear()
         found: tuple[int, int] | None = None
-        if text.strip():
-            birth = parse_date(text)
+        day = self.birth_days.get(text)  # the birth column's step has run: days since 1970-01-01
+        if day is not None:
+            birth = date.fromordinal(_EPOCH_DAY + day)
             earliest, too_late = _NEVER, -_NEVER
             if self.born_check:  # born on or before the event's local date
                 earliest = _midnight(birth, 0)
@@ -344,26 +355,40 @@ class _Rules:
         self.births[text] = found
         return found
 
-    def plausible(self, row: dict[str, str], delivery_ms: int) -> bool:
-        """Whether the row passes every rule; its columns' steps have run (their numbers are known)."""
-        event = self.event_numbers.get(row[self.event])
-        if event is None:
-            return False  # not a number the step computed (blank): the reference path names it
-        event //= self.event_per_ms
-        if not self.floor_ms <= event <= delivery_ms + self.skew_ms:
-            return False
-        if self.registration is not None:
-            registration = self.registration_numbers.get(row[self.registration])
-            if registration is not None:
-                registration //= self.registration_per_ms
-                if registration < event and registration < local_day(event)[1]:
-                    return False
-        if self.birth is not None:
-            text = row[self.birth]
-            bounds = self.births[text] if text in self.births else self._bounds(text)
-            if bounds is not None and not bounds[0] <= event < bounds[1]:
+    def compile(self) -> Callable[[dict[str, str], int], bool]:
+        """``plausible(row, delivery_ms)``: whether the row passes every rule (its steps have run).
+
+        A closure over plain locals: it runs for every row, so it saves each attribute lookup.
+        """
+        event_column, events, event_per_ms = self.event, self.event_numbers, self.event_per_ms
+        floor_ms, skew_ms = self.floor_ms, self.skew_ms
+        registration_column = self.registration
+        registrations, registration_per_ms = (
+            (self.registration_numbers, self.registration_per_ms) if registration_column else ({}, 1)
+        )
+        birth_column, births, bounds_of = self.birth, self.births, self._bounds
+
+        def plausible(row: dict[str, str], delivery_ms: int) -> bool:
+            event = events.get(row[event_column])
+            if event is None:
+                return False  # no number the step computed (blank): the reference path names it
+            event //= event_per_ms
+            if not floor_ms <= event <= delivery_ms + skew_ms:
                 return False
-        return True
+            if registration_column is not None:
+                registration = registrations.get(row[registration_column])
+                if registration is not None:
+                    registration //= registration_per_ms
+                    if registration < event and registration < local_day(event)[1]:
+                        return False
+            if birth_column is not None:
+                text = row[birth_column]
+                bounds = births[text] if text in births else bounds_of(text)
+                if bounds is not None and not bounds[0] <= event < bounds[1]:
+                    return False
+            return True
+
+        return plausible
 
 
 _REMEMBER = 65_536  # distinct birth dates remembered, as in ``producers.steps``
