@@ -16,12 +16,21 @@ app = typer.Typer(
 )
 console = Console(stderr=True, soft_wrap=True)  # errors whole on one line, for logs and grep
 NODES = typer.Option(1, "--nodes", help="Kafka nodes: 1, or 3 (replication factor 3, min ISR 2).")
+SECURE = typer.Option(
+    False,
+    "--secure",
+    help="The secured stack: TLS + SASL/SCRAM Kafka with ACLs from the catalogue, a registry that "
+    "requires credentials, signed S3; every port + 40000, beside the plain stack.",
+)
 
 
-def _stack(nodes: int) -> Stack:
+def _stack(nodes: int, secure: bool = False) -> Stack:
     if nodes not in (1, 3):
         raise typer.BadParameter("--nodes must be 1 or 3")
-    return Stack(StackConfig.from_env(nodes=nodes))
+    try:
+        return Stack(StackConfig.from_env(nodes=nodes, secure=secure))
+    except InfraError as exc:
+        raise _fail(exc) from exc
 
 
 def _fail(exc: InfraError) -> typer.Exit:
@@ -50,9 +59,9 @@ def show_status(stack: Stack) -> bool:
 
 
 @app.command()
-def up(nodes: int = NODES) -> None:
+def up(nodes: int = NODES, secure: bool = SECURE) -> None:
     """Fetch what is missing, start what is not running, wait until healthy. A no-op when all run."""
-    stack = _stack(nodes)
+    stack = _stack(nodes, secure)
     try:
         stack.up(progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     except InfraError as exc:
@@ -61,27 +70,27 @@ def up(nodes: int = NODES) -> None:
 
 
 @app.command()
-def down(nodes: int = NODES) -> None:
+def down(nodes: int = NODES, secure: bool = SECURE) -> None:
     """Stop only the processes this stack started."""
     try:
-        stopped = _stack(nodes).down()
+        stopped = _stack(nodes, secure).down()
     except InfraError as exc:
         raise _fail(exc) from exc
     console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
 @app.command()
-def status(nodes: int = NODES) -> None:
+def status(nodes: int = NODES, secure: bool = SECURE) -> None:
     """Each service with its ports, pid, health and log file. Exit 1 if any is down."""
-    if not show_status(_stack(nodes)):
+    if not show_status(_stack(nodes, secure)):
         raise typer.Exit(1)
 
 
 @app.command()
-def fetch(nodes: int = NODES) -> None:
+def fetch(nodes: int = NODES, secure: bool = SECURE) -> None:
     """Download the services into the cache only."""
     try:
-        timings = _stack(nodes).fetch(progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+        timings = _stack(nodes, secure).fetch(progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     except InfraError as exc:
         raise _fail(exc) from exc
     for name, seconds in timings.items():
@@ -89,14 +98,25 @@ def fetch(nodes: int = NODES) -> None:
 
 
 @app.command()
-def wipe(nodes: int = NODES) -> None:
+def wipe(nodes: int = NODES, secure: bool = SECURE) -> None:
     """Stop the stack and delete its data (topics, schemas, objects); downloads are kept."""
-    _stack(nodes).wipe()
+    _stack(nodes, secure).wipe()
     console.print("stack stopped and its data removed")
 
 
 @app.command()
-def env(nodes: int = NODES) -> None:
+def env(
+    nodes: int = NODES,
+    secure: bool = SECURE,
+    principal: str = typer.Option(
+        "admin", "--as", help="Secured stack: the principal whose CA and password files to point at."
+    ),
+) -> None:
     """Print `export` lines that point ketenstroom at this stack (includes the local S3 secret)."""
-    for key, value in _stack(nodes).endpoints().as_env().items():
+    stack = _stack(nodes, secure)
+    try:
+        variables = stack.client_env(principal)
+    except InfraError as exc:
+        raise _fail(exc) from exc
+    for key, value in variables.items():
         print(f"export {key}={shlex.quote(value)}")
