@@ -69,7 +69,6 @@ class Pki:
         self.directory.chmod(0o700)
         if not self.broker_pem.is_file() or not self.ca_file.is_file():
             import trustme  # dev dependency: only the secured local stack needs it
-
             from cryptography.hazmat.primitives import serialization
 
             ca = trustme.CA(organization_name="ketenstroom local CA")

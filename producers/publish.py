@@ -28,6 +28,7 @@ from ketenstroom.catalogue import catalogue_at
 from ketenstroom.contract import Topics, event_id
 from ketenstroom.contract.codec import encode
 from ketenstroom.contract.wire import header
+from ketenstroom.adapters.preflight import require_topic
 from ketenstroom.errors import DeliveryError, InputRowError
 from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings
 from producers.config import PartnerMapping, RecordMapping, load_mapping
@@ -126,6 +127,7 @@ class Publisher:
             partner, catalogue.schemas, entry.mapping.path.parent.parent, code=entry.code
         )
         self.topic = (topics or Topics()).raw(partner)
+        self.kafka = kafka
         self.registry = Registry(registry)
         self.producer = Producer(
             kafka.librdkafka(
@@ -170,6 +172,8 @@ class Publisher:
         progress: Callable[[int], None] | None = None,
     ) -> Receipt:
         receipt = Receipt(partner=self.partner, files=[str(f) for f in files], topic=self.topic)
+        who = self.kafka.sasl_username or "ANONYMOUS"  # refused before anything is produced or registered
+        require_topic(self.kafka, self.topic, f"partner {who} may not write {self.topic}")
         for record in self.mapping.records.values():  # register up front: fail before producing anything
             self._header(record, receipt)
         seen: set[bytes] = set()

@@ -67,14 +67,16 @@ class AclReport:
     created: list[Grant] = field(default_factory=list)
     present: list[Grant] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # ACLs on the cluster the plan does not contain
+    authorizer: bool = True  # False: the cluster has none (a plain development cluster); nothing done
 
 
 def _admin(kafka: KafkaSettings) -> AdminClient:
     return AdminClient(kafka.librdkafka())
 
 
-def existing(kafka: KafkaSettings, timeout: float = 15.0) -> list[AclBinding]:
-    """Every ACL of the cluster (needs Describe on the cluster: the admin principal)."""
+def existing(kafka: KafkaSettings, timeout: float = 15.0) -> list[AclBinding] | None:
+    """Every ACL of the cluster (needs Describe on the cluster: the admin principal); None if the
+    cluster has no authorizer."""
     match_all = AclBindingFilter(
         ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY
     )
@@ -82,6 +84,8 @@ def existing(kafka: KafkaSettings, timeout: float = 15.0) -> list[AclBinding]:
     try:
         found: list[AclBinding] = admin.describe_acls(match_all, request_timeout=timeout).result()
     except KafkaException as exc:
+        if "SECURITY_DISABLED" in str(exc.args[0] if exc.args else exc).upper():
+            return None
         raise _refused(kafka, "list the cluster's ACLs", exc) from exc
     return found
 
@@ -102,7 +106,11 @@ def apply(kafka: KafkaSettings, grants: Iterable[Grant], timeout: float = 15.0) 
     wanted = sorted(set(grants))
     have: set[Grant] = set()
     report = AclReport()
-    for acl in existing(kafka, timeout):
+    found = existing(kafka, timeout)
+    if found is None:
+        report.authorizer = False
+        return report
+    for acl in found:
         grant = _grant_of(acl)
         if grant is None:
             report.extra.append(str(acl))
