@@ -170,9 +170,9 @@ class Stack:
         """
         stopped = self.down()
         shutil.rmtree(self.config.run_dir, ignore_errors=True)
-        other = self._other_config()
         if self.config.secure:
             return stopped
+        other = self._other_config()
         if not other.run_dir.exists() and not self._other_stack_running():
             shutil.rmtree(self.config.shared_run_dir, ignore_errors=True)
         return stopped

@@ -7,7 +7,7 @@ named here may do nothing but what the super users (``admin``, ``broker``) may.
 
 * partner ``p``: write ``raw.p``; read ``dlq.p`` with consumer groups ``partner.p.*``; nothing else;
 * ``processor``: read every ``raw.*``; write ``curated.chain-events`` and every ``dlq.*``; its own
-  dedup changelogs ``<app>.dedup.*``; groups ``<app>*``; transactional ids ``<app>-*``;
+  topics ``<app>*`` (dedup changelogs); groups ``<app>*``; transactional ids ``<app>-*``;
 * ``sink`` and ``release``: read ``curated.chain-events`` with their own groups;
 * ``monitor``: describe topics, groups and the cluster (offsets and lag), read nothing.
 """
@@ -78,7 +78,7 @@ def component_grants(topics: Topics, *, processor_app_id: str = PROCESSOR_APP_ID
         *_grants(
             "processor",
             "topic",
-            f"{processor_app_id}.dedup.",
+            processor_app_id,  # its dedup changelogs <app>.dedup.*
             "prefixed",
             "CREATE",
             "READ",

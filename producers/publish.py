@@ -23,12 +23,12 @@ from typing import Any, TextIO
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from ketenstroom.adapters.preflight import require_topic
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.catalogue import catalogue_at
 from ketenstroom.contract import Topics, event_id
 from ketenstroom.contract.codec import encode
 from ketenstroom.contract.wire import header
-from ketenstroom.adapters.preflight import require_topic
 from ketenstroom.errors import DeliveryError, InputRowError
 from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings
 from producers.config import PartnerMapping, RecordMapping, load_mapping

@@ -92,8 +92,10 @@ def existing(kafka: KafkaSettings, timeout: float = 15.0) -> list[AclBinding] | 
 
 def _refused(kafka: KafkaSettings, what: str, exc: KafkaException) -> Exception:
     err = exc.args[0] if exc.args else exc
-    text = str(err)
-    if "AUTHORIZATION" in text.upper() or "not authorized" in text.lower():
+    text = err.str() if hasattr(err, "str") else str(err)
+    name = err.name() if hasattr(err, "name") else text
+    if "AUTHORIZATION" in name.upper() or "not authorized" in text.lower():
+        text = name
         return ConfigurationError(
             f"principal {kafka.principal} may not {what} ({text}); run `ketenstroom access` as admin "
             "(KETENSTROOM_KAFKA_SASL_USERNAME=admin and its password file)"
