@@ -103,10 +103,11 @@ class Pki:
 
 
 def registry_role(principal: str) -> str:
-    """Apicurio role of a principal: admin administers, partners register, every other reads."""
+    """Apicurio role of a principal: admin administers; partners and the processor (curated and DLQ
+    subjects) register, owner-only; every other principal reads."""
     if principal == "admin":
         return REGISTRY_ROLE_ADMIN
-    if principal in (*SUPER_USERS, *COMPONENTS):
+    if principal in (*SUPER_USERS, *COMPONENTS) and principal != "processor":
         return REGISTRY_ROLE_READONLY
     return REGISTRY_ROLE_DEVELOPER
 

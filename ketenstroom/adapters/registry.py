@@ -20,6 +20,7 @@ from ketenstroom.settings import RegistrySettings
 class Registry:
     def __init__(self, settings: RegistrySettings) -> None:
         self.url = settings.url
+        self.who = f" as {settings.username}" if settings.username else ""
         self.client = SchemaRegistryClient(settings.client_conf())
         self._ids: dict[str, int] = {}
         self._writers: dict[int, Any] = {}
@@ -35,7 +36,7 @@ class Registry:
         self.close()
 
     def _fail(self, what: str, exc: Exception) -> DeliveryError:
-        return DeliveryError(f"schema registry at {self.url}: {what} failed: {exc}")
+        return DeliveryError(f"schema registry at {self.url}: {what}{self.who} failed: {exc}")
 
     def register(self, subject: str, schema: EventSchema) -> int:
         """Register (or look up) ``schema`` under ``subject``; returns the schema id."""
