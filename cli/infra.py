@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devstack import Stack, StackConfig
-from ketenstroom.errors import InfraError
+from ketenstroom.errors import InfraError, KetenstroomError
 
 app = typer.Typer(
     help="Fetch and run Kafka (KRaft), Apicurio Registry and s3proxy on loopback.", no_args_is_help=True
@@ -64,9 +64,33 @@ def up(nodes: int = NODES, secure: bool = SECURE) -> None:
     stack = _stack(nodes, secure)
     try:
         stack.up(progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
-    except InfraError as exc:
+        if secure:
+            provision(stack)
+    except (InfraError, KetenstroomError) as exc:
         raise _fail(exc) from exc
     show_status(stack)
+
+
+def provision(stack: Stack) -> None:
+    """As admin on the secured stack: create the catalogue's topics, apply the ACLs derived from it."""
+    from cli.access import grants
+    from ketenstroom.adapters.acls import apply
+    from ketenstroom.adapters.kafka import ensure_topics
+    from ketenstroom.catalogue import catalogue_at
+    from ketenstroom.contract import Topics
+    from ketenstroom.settings import CatalogueSettings, KafkaSettings
+
+    env = stack.client_env("admin")
+    kafka = KafkaSettings.model_validate(
+        {k.removeprefix("KETENSTROOM_KAFKA_").lower(): v for k, v in env.items() if "_KAFKA_" in k}
+    )
+    topics = Topics()
+    for partner in catalogue_at(CatalogueSettings().dir).partners.values():
+        names = [topics.raw(partner.name), topics.dlq(partner.name)]
+        ensure_topics(kafka, names, partitions=partner.topics.partitions)
+    ensure_topics(kafka, [topics.curated], partitions=3)
+    report = apply(kafka, grants())
+    console.print(f"[dim]ACLs: {len(report.created)} created, {len(report.present)} already present[/dim]")
 
 
 @app.command()

@@ -73,7 +73,7 @@ class Pki:
 
             ca = trustme.CA(organization_name="ketenstroom local CA")
             leaf = ca.issue_cert("127.0.0.1", "localhost", common_name="broker")
-            # Kafka's PEM keystore wants PKCS#8 ("BEGIN PRIVATE KEY"); trustme writes PKCS#1
+            # Kafka's PEM keystore wants an unencrypted PKCS#8 key; trustme writes PKCS#1
             key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
             pkcs8 = key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

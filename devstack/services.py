@@ -11,7 +11,6 @@ import base64
 import json
 import secrets
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,44 +160,13 @@ def secure_client_env(config: StackConfig, principal: str) -> dict[str, str]:
     return env
 
 
-def provision_secure(config: StackConfig, say: Callable[[str], None]) -> None:
-    """As admin: create the catalogue's topics and apply the ACLs derived from it (idempotent)."""
-    from ketenstroom.access import plan
-    from ketenstroom.adapters.acls import apply
-    from ketenstroom.adapters.kafka import ensure_topics
-    from ketenstroom.catalogue import catalogue_at
-    from ketenstroom.contract import Topics
-    from ketenstroom.settings import CatalogueSettings, KafkaSettings
-
-    kafka = KafkaSettings.model_validate(
-        {
-            k.removeprefix("KETENSTROOM_KAFKA_").lower(): v
-            for k, v in secure_kafka_env(config, "admin").items()
-        }
-    )
-    catalogue, topics = catalogue_at(CatalogueSettings().dir), Topics()
-    for partner in catalogue.partners.values():
-        ensure_topics(
-            kafka, [topics.raw(partner.name), topics.dlq(partner.name)], partitions=partner.topics.partitions
-        )
-    ensure_topics(kafka, [topics.curated], partitions=3)
-    report = apply(kafka, plan(catalogue, topics))
-    say(f"ACLs: {len(report.created)} created, {len(report.present)} present")
-
-
-def secure_kafka_env(config: StackConfig, principal: str) -> dict[str, str]:
-    env = secure_client_env(config, principal)
-    env["KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS"] = config.kafka_bootstrap
-    return {k: v for k, v in env.items() if k.startswith("KETENSTROOM_KAFKA_")}
-
-
 def pki_of(config: StackConfig) -> Pki:
     return Pki(config.run_dir / "pki")
 
 
-def admin_librdkafka(config: StackConfig, port: int) -> dict[str, object]:
+def admin_librdkafka(config: StackConfig, port: int) -> dict[str, str | int | float | bool]:
     """librdkafka settings of the stack's own admin client (health checks, topics, ACLs)."""
-    conf: dict[str, object] = {"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 0}
+    conf: dict[str, str | int | float | bool] = {"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 0}
     if config.secure:
         pki = pki_of(config)
         conf |= {

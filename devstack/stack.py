@@ -42,7 +42,6 @@ from devstack.services import (
     format_kafka,
     health,
     kafka_services,
-    provision_secure,
     registry_url,
     s3_credentials,
     secure_client_env,
@@ -106,8 +105,6 @@ class Stack:
             self._check_ports(to_start)
             started = self._start(to_start, say)
             self.last_report = self._wait_healthy(running, started, say)
-            if self.config.secure:
-                provision_secure(self.config, say)
         return self.endpoints()
 
     def client_env(self, principal: str) -> dict[str, str]:
@@ -116,6 +113,7 @@ class Stack:
         env = self.endpoints().as_env()
         if self.config.secure:
             env |= secure_client_env(self.config, principal)
+            env["KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS"] = self.config.kafka_bootstrap
         return env
 
     def status(self) -> list[ServiceStatus]:

@@ -11,15 +11,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import (
-    AclBinding,
-    AclBindingFilter,
-    AclOperation,
-    AclPermissionType,
-    AdminClient,
-    ResourcePatternType,
-    ResourceType,
-)
+from confluent_kafka.admin import AdminClient
+
+# confluent-kafka re-exports these from confluent_kafka.admin without declaring them (no __all__), so
+# mypy --strict wants them from where they are defined
+from confluent_kafka.admin._acl import AclBinding, AclBindingFilter, AclOperation, AclPermissionType
+from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 
 from ketenstroom.access import Grant
 from ketenstroom.errors import ConfigurationError, DeliveryError
@@ -49,8 +46,15 @@ def binding(grant: Grant) -> AclBinding:
 
 
 def _grant_of(acl: AclBinding) -> Grant | None:
-    resource = _RESOURCE_NAME.get(acl.restype)
-    pattern = _PATTERN_NAME.get(acl.resource_pattern_type)
+    restype, pattern_type, operation = acl.restype, acl.resource_pattern_type, acl.operation
+    if not (
+        isinstance(restype, ResourceType)
+        and isinstance(pattern_type, ResourcePatternType)
+        and isinstance(operation, AclOperation)
+    ):
+        return None
+    resource = _RESOURCE_NAME.get(restype)
+    pattern = _PATTERN_NAME.get(pattern_type)
     if (
         resource is None
         or pattern is None
@@ -59,7 +63,7 @@ def _grant_of(acl: AclBinding) -> Grant | None:
         or not acl.principal.startswith("User:")
     ):
         return None
-    return Grant(acl.principal.removeprefix("User:"), resource, acl.name, pattern, acl.operation.name)  # type: ignore[arg-type]
+    return Grant(acl.principal.removeprefix("User:"), resource, acl.name, pattern, operation.name)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -78,7 +82,13 @@ def existing(kafka: KafkaSettings, timeout: float = 15.0) -> list[AclBinding] | 
     """Every ACL of the cluster (needs Describe on the cluster: the admin principal); None if the
     cluster has no authorizer."""
     match_all = AclBindingFilter(
-        ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY
+        ResourceType.ANY,
+        None,  # type: ignore[arg-type]  # None matches any name, principal and host (the docs say so)
+        ResourcePatternType.ANY,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        AclOperation.ANY,
+        AclPermissionType.ANY,
     )
     admin = _admin(kafka)  # held until the result is in: a collected client cancels its requests
     try:

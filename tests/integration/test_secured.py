@@ -23,6 +23,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from pydantic import SecretStr
 
+from cli.infra import provision
 from devstack import Stack, StackConfig
 from ketenstroom.adapters.preflight import require_topic
 from ketenstroom.errors import DeliveryError
@@ -43,6 +44,7 @@ def secured() -> Iterator[Stack]:
     if not was_running:
         stack.wipe()
     stack.up()
+    provision(stack)  # what `ketenstroom infra up --secure` does after up(): topics and ACLs, as admin
     yield stack
     if not was_running:
         stack.down()
