@@ -29,7 +29,7 @@ from ketenstroom.adapters.preflight import require_topic
 from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import KafkaSettings
 
-KEY = "c2VjdXJlZC1zdGFjay10ZXN0LWtleS0zMi1ieXRlcy1sb25n"
+KEY = "c2VjdXJlZC1zdGFjay10ZXN0LWtleS0zMi1ieXRlcy1sb25n"  # pragma: allowlist secret (test-only key)
 SCHEMA_JSON = "application/vnd.schemaregistry.v1+json"
 STACK_DEADLINE_S = 240.0
 
@@ -205,7 +205,7 @@ def test_unsigned_s3_request_is_refused(secured: Stack) -> None:
         "s3",
         endpoint_url=eps.s3_endpoint,
         aws_access_key_id=eps.s3_access_key,
-        aws_secret_access_key="wrong-secret",  # noqa: S106 - a deliberately wrong secret
+        aws_secret_access_key="wrong-secret",  # noqa: S106  # pragma: allowlist secret
         region_name=eps.s3_region,
     )
     with pytest.raises(Exception, match=r"SignatureDoesNotMatch|AccessDenied|403"):
