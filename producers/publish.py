@@ -127,7 +127,7 @@ class Publisher:
             partner, catalogue.schemas, entry.mapping.path.parent.parent, code=entry.code
         )
         self.topic = (topics or Topics()).raw(partner)
-        self.kafka = kafka
+        self.kafka, self.message_timeout_ms = kafka, message_timeout_ms
         self.registry = Registry(registry)
         self.producer = Producer(
             kafka.librdkafka(
@@ -173,7 +173,13 @@ class Publisher:
     ) -> Receipt:
         receipt = Receipt(partner=self.partner, files=[str(f) for f in files], topic=self.topic)
         who = self.kafka.sasl_username or "ANONYMOUS"  # refused before anything is produced or registered
-        require_topic(self.kafka, self.topic, f"partner {who} may not write {self.topic}")
+        require_topic(
+            self.kafka,
+            self.topic,
+            f"partner {who} may not write {self.topic}",
+            timeout=min(15.0, self.message_timeout_ms / 1000),
+            unreachable_ok=True,  # an unreachable cluster: every row reported not delivered, as before
+        )
         for record in self.mapping.records.values():  # register up front: fail before producing anything
             self._header(record, receipt)
         seen: set[bytes] = set()

@@ -6,6 +6,7 @@ message naming the principal and the resource refused, instead of a delivery rep
 
 from __future__ import annotations
 
+import re
 import time
 
 from confluent_kafka import KafkaError, KafkaException
@@ -13,6 +14,8 @@ from confluent_kafka.admin import AdminClient
 
 from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import KafkaSettings
+
+_REFUSED = re.compile(r"ssl handshake|certificate verify|authentication", re.IGNORECASE)
 
 
 def connection_refused(kafka: KafkaSettings, text: str) -> DeliveryError:
@@ -32,8 +35,12 @@ def connection_refused(kafka: KafkaSettings, text: str) -> DeliveryError:
     return DeliveryError(f"{who} could not reach Kafka at {kafka.bootstrap_servers}: {text}")
 
 
-def require_topic(kafka: KafkaSettings, topic: str, refusal: str, timeout: float = 15.0) -> None:
-    """Raise DeliveryError(``refusal``) if the cluster will not even describe ``topic`` to us."""
+def require_topic(
+    kafka: KafkaSettings, topic: str, refusal: str, timeout: float = 15.0, *, unreachable_ok: bool = False
+) -> None:
+    """Raise DeliveryError(``refusal``) if the cluster will not even describe ``topic`` to us, or a
+    DeliveryError naming the principal if it turns us away (TLS, authentication). ``unreachable_ok``:
+    a cluster that does not answer at all is left to the caller's own delivery reports."""
     errors: list[str] = []
 
     def on_error(err: KafkaError) -> None:
@@ -49,8 +56,11 @@ def require_topic(kafka: KafkaSettings, topic: str, refusal: str, timeout: float
             break
         except KafkaException as exc:
             admin.poll(0.1)  # serve the error callbacks: they say why (SSL handshake, SASL authentication)
-            if errors or time.monotonic() >= deadline:
-                reason = errors[0] if errors else str(exc.args[0] if exc.args else exc)
+            refused = [e for e in errors if _REFUSED.search(e)]
+            if refused or time.monotonic() >= deadline:
+                if not refused and unreachable_ok:
+                    return
+                reason = (refused or errors or [str(exc.args[0] if exc.args else exc)])[0]
                 raise connection_refused(kafka, reason) from exc
     found = metadata.topics.get(topic)
     if found is not None and found.error is not None:

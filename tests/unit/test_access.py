@@ -106,7 +106,9 @@ def test_secret_files_readable_by_others_are_refused(tmp_path: Path) -> None:
     password.write_text("s3cr3t-value\n")
     password.chmod(0o644)
     kafka = KafkaSettings(sasl_username="om", sasl_password_file=password)
-    with pytest.raises(ConfigurationError, match=r"readable by group or others \(mode 644\); expected 600: `chmod 600"):
+    with pytest.raises(
+        ConfigurationError, match=r"readable by group or others \(mode 644\); expected 600: `chmod 600"
+    ):
         kafka.librdkafka()
     password.chmod(0o600)
     assert kafka.librdkafka()["sasl.password"] == "s3cr3t-value"
