@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 # confluent-kafka re-exports these from confluent_kafka.admin without declaring them (no __all__), so
@@ -94,10 +94,17 @@ def existing(kafka: KafkaSettings, timeout: float = 15.0) -> list[AclBinding] | 
     try:
         found: list[AclBinding] = admin.describe_acls(match_all, request_timeout=timeout).result()
     except KafkaException as exc:
-        if "SECURITY_DISABLED" in str(exc.args[0] if exc.args else exc).upper():
+        if _security_disabled(exc):
             return None
         raise _refused(kafka, "list the cluster's ACLs", exc) from exc
     return found
+
+
+def _security_disabled(exc: KafkaException) -> bool:
+    err = exc.args[0] if exc.args else None
+    if isinstance(err, KafkaError):
+        return err.code() == KafkaError.SECURITY_DISABLED or "No Authorizer" in err.str()
+    return "SECURITY_DISABLED" in str(exc).upper()
 
 
 def _refused(kafka: KafkaSettings, what: str, exc: KafkaException) -> Exception:
@@ -140,6 +147,9 @@ def apply(kafka: KafkaSettings, grants: Iterable[Grant], timeout: float = 15.0) 
             try:
                 future.result()
             except KafkaException as exc:
+                if _security_disabled(exc):  # a plain cluster: lists no ACLs, refuses to create any
+                    report.authorizer = False
+                    return report
                 raise _refused(kafka, f"create ACL '{grant}'", exc) from exc
             report.created.append(grant)
     return report
