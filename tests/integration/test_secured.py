@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import fastavro
 import httpx
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -195,6 +196,43 @@ def test_registry_refuses_anonymous_and_wrong_role_writes(secured: Stack) -> Non
         {"name": "x", "type": "int", "default": 0}]})}  # fmt: skip
     other = httpx.post(post, json=evolved, headers=headers, auth=("politie", password["politie"]))
     assert other.status_code == 403, "a partner may not change another partner's subject"
+
+
+def test_operator_registered_subjects_are_looked_up_not_rewritten(secured: Stack) -> None:
+    """Onboarding registers a partner's subjects as admin; the partner's publish then only looks the
+    schema up, and may not add a version of its own to a subject it does not own."""
+    from ketenstroom.adapters.registry import Registry
+    from ketenstroom.contract.schemas import EventSchema
+    from ketenstroom.settings import RegistrySettings
+
+    def as_(principal: str) -> Registry:
+        env = secured.client_env(principal)
+        return Registry(
+            RegistrySettings(
+                url=env["KETENSTROOM_REGISTRY_URL"],
+                username=principal,
+                password_file=Path(env["KETENSTROOM_REGISTRY_PASSWORD_FILE"]),
+            )
+        )
+
+    name = f"Probe{uuid.uuid4().hex[:8]}"
+    v1 = {"type": "record", "name": name, "namespace": "nl.ketenstroom.om", "fields": []}
+    v2 = {**v1, "fields": [{"name": "x", "type": "int", "default": 0}]}
+    subject = f"raw.om-nl.ketenstroom.om.{name}"
+
+    def schema(body: dict[str, object]) -> EventSchema:
+        return EventSchema(
+            f"nl.ketenstroom.om.{name}", "om", Path("probe.avsc"), body, fastavro.parse_schema(body)
+        )
+
+    with as_("admin") as admin, as_("om") as om:
+        schema_id = admin.register(subject, schema(v1))
+        assert om.register(subject, schema(v1)) == schema_id  # looked up: om may not write this subject
+    with (
+        as_("om") as om,
+        pytest.raises(DeliveryError, match=rf"as om may not register .* subject '{subject}'"),
+    ):
+        om.register(subject, schema(v2))  # a fresh client: ids are cached per subject
 
 
 def test_unsigned_s3_request_is_refused(secured: Stack) -> None:
