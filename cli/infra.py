@@ -33,7 +33,7 @@ def _stack(nodes: int, secure: bool = False) -> Stack:
         raise _fail(exc) from exc
 
 
-def _fail(exc: InfraError) -> typer.Exit:
+def _fail(exc: KetenstroomError) -> typer.Exit:
     console.print(f"[red]error:[/red] {exc}")
     return typer.Exit(2)
 
