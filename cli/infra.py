@@ -10,6 +10,7 @@ from rich.table import Table
 
 from devstack import Stack, StackConfig
 from ketenstroom.errors import InfraError, KetenstroomError
+from ketenstroom.settings import KafkaSettings
 
 app = typer.Typer(
     help="Fetch and run Kafka (KRaft), Apicurio Registry and s3proxy on loopback.", no_args_is_help=True
@@ -71,6 +72,32 @@ def up(nodes: int = NODES, secure: bool = SECURE) -> None:
     show_status(stack)
 
 
+def ensure_scram_users(kafka: KafkaSettings, stack: Stack) -> list[str]:
+    """SCRAM credentials for principals that joined after the storage was formatted (a new partner)."""
+    from concurrent.futures import Future
+
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin._scram import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    from devstack.services import ensure_secure_keys
+
+    pki = ensure_secure_keys(stack.config)  # a password for every catalogue partner, new ones too
+    admin = AdminClient(kafka.librdkafka())
+    described = admin.describe_user_scram_credentials()  # no names: one future for every user
+    existing = set(described.result() if isinstance(described, Future) else described)
+    missing = {u: p for u, p in pki.passwords().items() if u not in existing}
+    if missing:
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+        alterations = [UserScramCredentialUpsertion(u, info, p.encode()) for u, p in missing.items()]
+        for future in admin.alter_user_scram_credentials(alterations).values():  # type: ignore[arg-type]
+            future.result()
+    return sorted(missing)
+
+
 def provision(stack: Stack) -> None:
     """As admin on the secured stack: create the catalogue's topics, apply the ACLs derived from it."""
     from cli.access import grants
@@ -78,12 +105,15 @@ def provision(stack: Stack) -> None:
     from ketenstroom.adapters.kafka import ensure_topics
     from ketenstroom.catalogue import catalogue_at
     from ketenstroom.contract import Topics
-    from ketenstroom.settings import CatalogueSettings, KafkaSettings
+    from ketenstroom.settings import CatalogueSettings
 
     env = stack.client_env("admin")
     kafka = KafkaSettings.model_validate(
         {k.removeprefix("KETENSTROOM_KAFKA_").lower(): v for k, v in env.items() if "_KAFKA_" in k}
     )
+    added = ensure_scram_users(kafka, stack)
+    if added:
+        console.print(f"[dim]SCRAM users added for: {', '.join(added)}[/dim]")
     topics = Topics()
     for partner in catalogue_at(CatalogueSettings().dir).partners.values():
         names = [topics.raw(partner.name), topics.dlq(partner.name)]
