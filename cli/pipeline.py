@@ -260,7 +260,9 @@ def demo(
         )
     step("process", ["process", "--until-caught-up", "--app-id", "ketenstroom-demo"])
     step("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink"])
-    step("scan", ["scan", "--storage", f"file://{snapshots}"])
+    # every pipeline output: the curated topic and every Parquet file (staged, sealed, tables); exports,
+    # reject files and DLQs are the partners' own raw data and stay out of it
+    step("scan", ["scan", "--topic", "--storage", f"file://{snapshots}"])
     step("snapshot list", ["snapshot", "list", "--storage", f"file://{snapshots}"])
     step("snapshot verify", ["snapshot", "verify", "--storage", f"file://{snapshots}"])
     console.rule("[bold]done")

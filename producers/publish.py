@@ -34,6 +34,7 @@ from typing import Any, TextIO
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from ketenstroom.adapters.preflight import require_topic
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.catalogue import catalogue_at, load_mapping_file
 from ketenstroom.contract import Topics, event_id
@@ -165,6 +166,7 @@ class Publisher:
             partner, catalogue.schemas, entry.mapping.path.parent.parent, code=entry.code
         )
         self.topic = (topics or Topics()).raw(partner)
+        self.kafka, self.message_timeout_ms = kafka, message_timeout_ms
         self.registry = Registry(registry)
         self.producer = Producer(
             kafka.librdkafka(
@@ -234,6 +236,14 @@ class Publisher:
                     raise ExportRefused(problem)
                 if export.note:
                     receipt.notes.append(export.note)
+            who = self.kafka.sasl_username or "ANONYMOUS"  # refused before anything is produced or registered
+            require_topic(
+                self.kafka,
+                self.topic,
+                f"partner {who} may not write {self.topic}",
+                timeout=min(15.0, self.message_timeout_ms / 1000),
+                unreachable_ok=True,  # an unreachable cluster: every row reported not delivered, as before
+            )
             for record in self.mapping.records.values():  # register up front: fail before producing
                 self._header(record, receipt)
             for export in exports:
