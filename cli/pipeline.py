@@ -117,8 +117,12 @@ def sink(
     as_of: str | None = typer.Option(None, help="Seal as if it were this moment (ISO); default now."),
     max_buffered: int = typer.Option(50_000, help="Rows buffered before a staged file is written."),
     tables: bool = typer.Option(True, help="Derive the chain and person tables of each sealed revision."),
+    release: bool = typer.Option(
+        True, help="Build the release of each revision sealed (needs the cell-key secret; skipped with a note if unset)."
+    ),
 ) -> None:
     """Stage curated.chain-events as period Parquet, seal due periods (manifest last), then commit offsets."""
+    from cli.release import build_after_seal
     from cli.snapshot import parse_as_of, policy_settings
     from sinks.runner import Sink
     from sinks.seal import Sealer, SealPolicy
@@ -141,6 +145,7 @@ def sink(
             max_buffered=max_buffered,
             sealer=Sealer(store, policy) if seal else None,
             tables=tables,
+            on_sealed=build_after_seal(store) if release and tables and seal else None,  # type: ignore[arg-type]
         ).run(stop_at=stop_at)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
