@@ -6,17 +6,18 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPONENTS = ("producers", "processors", "sinks")
+COMPONENTS = ("producers", "processors", "sinks", "releases")
 # module prefix -> prefixes it must not import
 FORBIDDEN = {
-    "ketenstroom.errors": ("ketenstroom.", "producers", "processors", "sinks"),
+    "ketenstroom.errors": ("ketenstroom.", *COMPONENTS),
     "ketenstroom.settings": ("ketenstroom.adapters", "devstack", "cli", *COMPONENTS),
     "ketenstroom.contract": ("ketenstroom.adapters", "devstack", "cli", *COMPONENTS),
     "ketenstroom.adapters": ("devstack", "cli", *COMPONENTS),
     "devstack": ("ketenstroom.adapters", "ketenstroom.contract", "cli", *COMPONENTS),
-    "producers": ("processors", "sinks", "cli", "devstack"),
-    "processors": ("producers", "sinks", "cli", "devstack"),
-    "sinks": ("producers", "processors", "cli", "devstack"),
+    "producers": ("processors", "sinks", "releases", "cli", "devstack"),
+    "processors": ("producers", "sinks", "releases", "cli", "devstack"),
+    "sinks": ("producers", "processors", "releases", "cli", "devstack"),
+    "releases": ("producers", "processors", "sinks", "cli", "devstack", "synthetic"),
 }
 
 
