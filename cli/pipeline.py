@@ -175,9 +175,11 @@ def demo(
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     key_file = workdir / "pseudonym.key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_hex(32))
-        key_file.chmod(0o600)
+    cellkey_file = workdir / "cellkey.key"  # a secret of its own: it fixes how released counts are rounded
+    for secret_file in (key_file, cellkey_file):
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_hex(32))
+            secret_file.chmod(0o600)
     seed = secrets.randbelow(10**6)  # a new delivery each run: new record ids, new events
     exports = workdir / f"exports-{seed}"
     snapshots = workdir / "snapshots"
@@ -185,6 +187,7 @@ def demo(
         **os.environ,
         "KETENSTROOM_PSEUDONYM_KEY_FILE": str(key_file),
         "KETENSTROOM_PSEUDONYM_KEY_ID": "demo-k1",
+        "KETENSTROOM_CELLKEY_KEY_FILE": str(cellkey_file),
         "KETENSTROOM_STORAGE_URL": f"file://{snapshots}",
     }
 
@@ -221,6 +224,9 @@ def demo(
     step("scan", ["scan", "--storage", f"file://{snapshots}"])
     step("snapshot list", ["snapshot", "list", "--storage", f"file://{snapshots}"])
     step("snapshot verify", ["snapshot", "verify", "--storage", f"file://{snapshots}"])
+    step("release build", ["release", "build", "--storage", f"file://{snapshots}"])  # any the sink left
+    step("release list", ["release", "list", "--storage", f"file://{snapshots}"])
+    step("release verify", ["release", "verify", "--storage", f"file://{snapshots}"])
     console.rule("[bold]done")
     out.print(f"exports and receipts: {exports}")
     from ketenstroom.adapters.snapshots import Snapshots
@@ -237,6 +243,15 @@ def demo(
         print(
             f'read them: .venv/bin/python -c "import duckdb; print(duckdb.sql(\\"{query} order by all\\"))"'
         )
+    from releases.build import Releases
+
+    released = Releases(ObjectStore(f"file://{snapshots}"))
+    newest = [m for m in (released.manifest(p) for p in released.periods()) if m is not None]
+    if newest:
+        last = newest[-1]
+        out.print(f"releases ({len(newest)} periods, {len(last.tables)} tables each): {snapshots}/releases/<period>/r<N>/")
+        out.print(f"serve them: .venv/bin/ketenstroom serve --storage file://{snapshots}  (OData v3 and v4)")
+        print(f"release written: {snapshots}/releases/{last.period}/r{last.revision}/")
     out.print("stop the stack: make down")
 
 
