@@ -187,8 +187,7 @@ class Engine:
         units = result["units"].to_numpy(zero_copy_only=False).astype(np.int64)
         keys = pc.fill_null(result["key_sum"], 0).to_numpy(zero_copy_only=False).astype(np.int64)
         raw = pc.fill_null(result["raw"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
-        if m.kind == "count":
-            coords, units, keys, raw = self._fill_zeros(spec, m, coords, units, keys, raw)
+        coords, units, keys, raw = self._fill_zeros(spec, m, coords, units, keys, raw)
         return {"units": units, "keys": keys, "raw": raw, **{f"d:{k}": v for k, v in coords.items()}}
 
     def _fill_zeros(
@@ -200,10 +199,12 @@ class Engine:
         keys: np.ndarray,
         raw: np.ndarray,
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-        """Counts: every combination of known codes is a cell; those without units are true zeros."""
+        """Every combination of known codes is a cell: a count without units is a true zero, a statistic
+        without units is undefined (and so suppressed)."""
+        empty = 0.0 if m.kind == "count" else np.nan
         if not m.dimensions:
             if len(units) == 0:
-                return coords, np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1)
+                return coords, np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, empty)
             return coords, units, keys, raw
         lists = []
         for d in m.dimensions:
@@ -220,7 +221,12 @@ class Engine:
         extra = np.array(missing, dtype=object).reshape(len(missing), len(m.dimensions))
         coords = {d: np.concatenate([coords[d], extra[:, i]]) for i, d in enumerate(m.dimensions)}
         zeros = np.zeros(len(missing), dtype=np.int64)
-        return coords, np.concatenate([units, zeros]), np.concatenate([keys, zeros]), np.concatenate([raw, zeros.astype(float)])
+        return (
+            coords,
+            np.concatenate([units, zeros]),
+            np.concatenate([keys, zeros]),
+            np.concatenate([raw, np.full(len(missing), empty)]),
+        )
 
     # -- a whole table ---------------------------------------------------------------------------------
 
