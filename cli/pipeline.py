@@ -118,7 +118,9 @@ def sink(
     max_buffered: int = typer.Option(50_000, help="Rows buffered before a staged file is written."),
     tables: bool = typer.Option(True, help="Derive the chain and person tables of each sealed revision."),
     release: bool = typer.Option(
-        True, help="Build the release of each revision sealed (needs the cell-key secret; skipped with a note if unset)."
+        True,
+        help="Build the release of each revision sealed (needs the cell-key secret; skipped with a note "
+        "if unset).",
     ),
 ) -> None:
     """Stage curated.chain-events as period Parquet, seal due periods (manifest last), then commit offsets."""
@@ -243,16 +245,23 @@ def demo(
         print(
             f'read them: .venv/bin/python -c "import duckdb; print(duckdb.sql(\\"{query} order by all\\"))"'
         )
+    _print_releases(snapshots)
+    out.print("stop the stack: make down")
+
+
+def _print_releases(snapshots: Path) -> None:
     from releases.build import Releases
 
     released = Releases(ObjectStore(f"file://{snapshots}"))
     newest = [m for m in (released.manifest(p) for p in released.periods()) if m is not None]
     if newest:
         last = newest[-1]
-        out.print(f"releases ({len(newest)} periods, {len(last.tables)} tables each): {snapshots}/releases/<period>/r<N>/")
+        out.print(
+            f"releases ({len(newest)} periods, {len(last.tables)} tables each): "
+            f"{snapshots}/releases/<period>/r<N>/"
+        )
         out.print(f"serve them: .venv/bin/ketenstroom serve --storage file://{snapshots}  (OData v3 and v4)")
         print(f"release written: {snapshots}/releases/{last.period}/r{last.revision}/")
-    out.print("stop the stack: make down")
 
 
 def register(app: typer.Typer) -> None:

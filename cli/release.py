@@ -12,7 +12,9 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import CellKeySettings, S3Settings, StorageSettings
 
-app = typer.Typer(help="Released tables (StatLine-style, protected): build, list, show, verify.", no_args_is_help=True)
+app = typer.Typer(
+    help="Released tables (StatLine-style, protected): build, list, show, verify.", no_args_is_help=True
+)
 console = Console(stderr=True)
 out = Console()
 STORAGE = typer.Option(None, "--storage", help="file://DIR or s3://BUCKET/PREFIX (default from settings).")
@@ -42,14 +44,19 @@ def build_after_seal(store: ObjectStore) -> object:
             console.print(f"[yellow]release not built:[/yellow] {exc}")
             return
         for m in built:
-            console.print(f"released {m.period} r{m.revision} ({m.perioden_status}): {store.root}/releases/{m.period}/r{m.revision}/")
+            console.print(
+                f"released {m.period} r{m.revision} ({m.perioden_status}): "
+                f"{store.root}/releases/{m.period}/r{m.revision}/"
+            )
 
     return hook
 
 
 @app.command()
 def build(
-    period: str | None = typer.Argument(None, help="Period code, e.g. 2026MM05 (default: every sealed revision without a release)."),
+    period: str | None = typer.Argument(
+        None, help="Period code, e.g. 2026MM05 (default: every sealed revision without a release)."
+    ),
     revision: int | None = typer.Option(None, help="Snapshot revision (default: the latest)."),
     storage: str | None = STORAGE,
 ) -> None:
@@ -63,7 +70,10 @@ def build(
     except KetenstroomError as exc:
         raise _fail(exc) from exc
     for m in built:
-        out.print(f"{m.period} r{m.revision} {m.perioden_status}: {len(m.files)} files -> {rel.store.root}/releases/{m.period}/r{m.revision}/")
+        out.print(
+            f"{m.period} r{m.revision} {m.perioden_status}: {len(m.files)} files -> "
+            f"{rel.store.root}/releases/{m.period}/r{m.revision}/"
+        )
     if not built:
         out.print("nothing to release")
 
@@ -79,7 +89,12 @@ def list_(storage: str | None = STORAGE) -> None:
     for period in rel.periods():
         ms = rel.manifests(period)
         if ms:
-            table.add_row(period, " ".join(f"r{m.revision}" for m in ms), ms[-1].perioden_status, str(len(ms[-1].tables)))
+            table.add_row(
+                period,
+                " ".join(f"r{m.revision}" for m in ms),
+                ms[-1].perioden_status,
+                str(len(ms[-1].tables)),
+            )
     out.print(table)
 
 
@@ -124,7 +139,9 @@ def serve(
     from releases.serve import server
 
     srv = server(ObjectStore(storage or StorageSettings().url, S3Settings()), host, port)
-    console.print(f"serving releases on http://{host}:{srv.server_address[1]}/  (v4: /odata/v1, v3: /ODataFeed/odata)")
+    console.print(
+        f"serving releases on http://{host}:{srv.server_address[1]}/  (v4: /odata/v1, v3: /ODataFeed/odata)"
+    )
     try:
         srv.serve_forever()
     except KeyboardInterrupt:

@@ -184,12 +184,16 @@ class CellKeySettings(BaseSettings):
 
     def secret(self) -> bytes:
         if self.key is not None and self.key_file is not None:
-            raise ConfigurationError("both KETENSTROOM_CELLKEY_KEY and KETENSTROOM_CELLKEY_KEY_FILE are set; set only one")
+            raise ConfigurationError(
+                "both KETENSTROOM_CELLKEY_KEY and KETENSTROOM_CELLKEY_KEY_FILE are set; set only one"
+            )
         if self.key_file is not None:
             try:
                 raw = self.key_file.read_bytes().strip()
             except OSError as exc:
-                raise ConfigurationError(f"cannot read cell-key file {self.key_file}: {exc.strerror}") from exc
+                raise ConfigurationError(
+                    f"cannot read cell-key file {self.key_file}: {exc.strerror}"
+                ) from exc
         elif self.key is not None:
             raw = self.key.get_secret_value().encode()
         else:

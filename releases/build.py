@@ -2,13 +2,14 @@
 
 Layout below the store's root::
 
-    releases/<period>/r<N>/<TABLE>/<TABLE>.parquet    long format: Id, Measure, <dims>, Perioden, Value, ValueAttribute
-    releases/<period>/r<N>/<TABLE>/<TABLE>.csv        ';'-separated, Dutch headers, decimal comma, '.' = geheim
-    releases/<period>/r<N>/<TABLE>/odata/<Set>.json   OData v4 shapes: Properties, Dimensions, MeasureCodes, ...
-    releases/<period>/r<N>/<TABLE>/metadata.json      DCAT-style dataset description (CC BY 4.0, source)
-    releases/<period>/r<N>/catalog.json               DCAT-style catalogue of the release's tables
-    releases/<period>/r<N>/audit.json                 rule parameters, every suppressed cell and why, rounding error
-    releases/<period>/r<N>/manifest.json              create-only, last: sha256 of every file, source manifests
+    releases/<period>/r<N>/
+        <TABLE>/<TABLE>.parquet    long format: Id, Measure, <dims>, Perioden, Value, ValueAttribute
+        <TABLE>/<TABLE>.csv        ';'-separated, Dutch headers, decimal comma, '.' = geheim
+        <TABLE>/odata/<Set>.json   OData v4 shapes: Properties, Dimensions, MeasureCodes, ...
+        <TABLE>/metadata.json      DCAT-style dataset description (CC BY 4.0, source)
+        catalog.json               DCAT-style catalogue of the release's tables
+        audit.json                 rule parameters, every suppressed cell and why, rounding error
+        manifest.json              create-only, last: sha256 of every file, source manifests
 
 Release ``r<N>`` is built from snapshot revision ``r<N>`` of the same period (plus the latest sealed
 revisions of earlier periods, for history; all named by sha256 in the manifest). A release whose
@@ -21,7 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -31,20 +32,38 @@ from pydantic import BaseModel, ConfigDict
 
 from ketenstroom.adapters.objectstore import ObjectExistsError, ObjectStore
 from ketenstroom.adapters.snapshots import Snapshots
-from ketenstroom.contract.snapshots import Manifest, manifest_name, sha256
+from ketenstroom.calendar import period_bounds
+from ketenstroom.contract.snapshots import manifest_name, sha256
 from ketenstroom.errors import StorageError
 from releases import sdc
 from releases.engine import ORDINARY, Cells, Engine, load_chain, load_events
 from releases.spec import TableSpec, load_specs
 
 FORMAT = "ketenstroom.release-manifest/1"
+HISTORY = timedelta(
+    days=3 * 366
+)  # earlier periods read for a case's or person's history (as the chain tables)
 LICENSE = "https://creativecommons.org/licenses/by/4.0/"
 PUBLISHER = "Data Alliantie Strafrechtketen (ketenstroom)"
-ATTRIBUTION = "Bron: Data Alliantie Strafrechtketen, ketenstroom (bewerking van gegevens van de ketenpartners)"
+ATTRIBUTION = (
+    "Bron: Data Alliantie Strafrechtketen, ketenstroom (bewerking van gegevens van de ketenpartners)"
+)
 STATUS_NL: dict[str, str] = {"provisional": "Voorlopig", "revised": "Nader voorlopig", "final": "Definitief"}
 _SUFFIX = {"provisional": "*", "revised": "**", "final": ""}
-_MONTHS = ["januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus", "september",
-           "oktober", "november", "december"]  # fmt: skip
+_MONTHS = [
+    "januari",
+    "februari",
+    "maart",
+    "april",
+    "mei",
+    "juni",
+    "juli",
+    "augustus",
+    "september",
+    "oktober",
+    "november",
+    "december",
+]
 
 
 def release_prefix(period: str, revision: int) -> str:
@@ -93,7 +112,13 @@ class TableOutput:
     """The files of one table in one release, derived from its protected cells."""
 
     def __init__(self, cells: Cells, period: str, status: str, modified: datetime) -> None:
-        self.cells, self.spec, self.period, self.status, self.modified = cells, cells.spec, period, status, modified
+        self.cells, self.spec, self.period, self.status, self.modified = (
+            cells,
+            cells.spec,
+            period,
+            status,
+            modified,
+        )
 
     def long_table(self) -> pa.Table:
         c, spec = self.cells, self.spec
@@ -102,8 +127,12 @@ class TableOutput:
         rank = np.array([measure_index[str(m)] for m in c.measure], dtype=np.int64)
         idx = np.lexsort([c.coords[d].astype(str) for d in reversed(dims)] + [rank])
         decimals = {m.id: m.decimals for m in spec.measures}
-        values = np.array([round(float(v), decimals[str(mm)]) if not np.isnan(v) else np.nan
-                           for v, mm in zip(c.value[idx], c.measure[idx], strict=True)])  # fmt: skip
+        values = np.array(
+            [
+                round(float(v), decimals[str(mm)]) if not np.isnan(v) else np.nan
+                for v, mm in zip(c.value[idx], c.measure[idx], strict=True)
+            ]
+        )
         columns: dict[str, Any] = {
             "Id": pa.array(np.arange(len(idx)), pa.int64()),
             "Measure": pa.array(c.measure[idx].tolist(), pa.string()),
@@ -129,8 +158,15 @@ class TableOutput:
                     title, parent = declared[code].title, declared[code].parent or dim.total_code
                 else:
                     title, parent = titles.get(code, code), dim.total_code
-                rows.append({"Identifier": code, "Index": i + 1, "Title": title, "Description": "",
-                             "DimensionGroupId": parent})  # fmt: skip
+                rows.append(
+                    {
+                        "Identifier": code,
+                        "Index": i + 1,
+                        "Title": title,
+                        "Description": "",
+                        "DimensionGroupId": parent,
+                    }
+                )
             lists[dim.id] = rows
         return lists
 
@@ -144,23 +180,60 @@ class TableOutput:
         out[f"{spec.id}/{spec.id}.parquet"] = buf.getvalue()
         out[f"{spec.id}/{spec.id}.csv"] = self.csv(table, codes)
         status_nl = STATUS_NL[self.status]
-        measures = [{"Identifier": m.id, "Index": i + 1, "Title": m.title, "Description": m.description,
-                     "MeasureGroupId": None, "DataType": "Double" if m.decimals else "Long", "Unit": m.unit,
-                     "Decimals": m.decimals, "PresentationType": "Absolute"}
-                    for i, m in enumerate(spec.measures)]  # fmt: skip
-        dimensions = [{"Identifier": d.id, "Title": d.title, "Description": d.description, "Kind": d.kind,
-                       "MapYear": None, "ReleasePolicy": False, "ContainsGroups": False, "ContainsCodes": True}
-                      for d in spec.dimensions]  # fmt: skip
-        dimensions.append({"Identifier": "Perioden", "Title": "Perioden", "Description": "", "Kind": "TimeDimension",
-                           "MapYear": None, "ReleasePolicy": True, "ContainsGroups": False, "ContainsCodes": True})  # fmt: skip
+        measures = [
+            {
+                "Identifier": m.id,
+                "Index": i + 1,
+                "Title": m.title,
+                "Description": m.description,
+                "MeasureGroupId": None,
+                "DataType": "Double" if m.decimals else "Long",
+                "Unit": m.unit,
+                "Decimals": m.decimals,
+                "PresentationType": "Absolute",
+            }
+            for i, m in enumerate(spec.measures)
+        ]
+        dimensions = [
+            {
+                "Identifier": d.id,
+                "Title": d.title,
+                "Description": d.description,
+                "Kind": d.kind,
+                "MapYear": None,
+                "ReleasePolicy": False,
+                "ContainsGroups": False,
+                "ContainsCodes": True,
+            }
+            for d in spec.dimensions
+        ]
+        dimensions.append(
+            {
+                "Identifier": "Perioden",
+                "Title": "Perioden",
+                "Description": "",
+                "Kind": "TimeDimension",
+                "MapYear": None,
+                "ReleasePolicy": True,
+                "ContainsGroups": False,
+                "ContainsCodes": True,
+            }
+        )
         odata: dict[str, Any] = {
             "Properties": self.properties(table),
             "Dimensions": dimensions,
             "MeasureCodes": measures,
             "MeasureGroups": [],
-            "PeriodenCodes": [{"Identifier": self.period, "Index": 1, "Title": period_title(self.period, self.status),
-                               "Description": "" if self.status == "final" else f"{status_nl.lower()} cijfers",
-                               "DimensionGroupId": None, "Status": status_nl}],  # fmt: skip
+            "PeriodenCodes": [
+                {
+                    "Identifier": self.period,
+                    "Index": 1,
+                    "Title": period_title(self.period, self.status),
+                    "Description": "" if self.status == "final" else f"{status_nl.lower()} cijfers",
+                    "DimensionGroupId": None,
+                    "Status": status_nl,
+                }
+            ],
             "PeriodenGroups": [],
             "Observations": table.to_pylist(),
         }
@@ -175,31 +248,53 @@ class TableOutput:
     def properties(self, table: pa.Table) -> dict[str, Any]:
         spec = self.spec
         return {
-            "Identifier": spec.id, "Title": spec.title, "ShortTitle": spec.short_title,
-            "Description": spec.description, "Summary": spec.short_title, "Language": "nl",
-            "Catalog": "KS", "Frequency": spec.frequency, "Status": "Regulier", "Version": spec.version,
-            "Modified": self.modified.isoformat(), "ObservationsModified": self.modified.isoformat(),
-            "ObservationCount": table.num_rows, "Source": ATTRIBUTION, "License": LICENSE,
-            "StatisticalUnit": spec.statistical_unit, "CountingRule": spec.counting_rule,
+            "Identifier": spec.id,
+            "Title": spec.title,
+            "ShortTitle": spec.short_title,
+            "Description": spec.description,
+            "Summary": spec.short_title,
+            "Language": "nl",
+            "Catalog": "KS",
+            "Frequency": spec.frequency,
+            "Status": "Regulier",
+            "Version": spec.version,
+            "Modified": self.modified.isoformat(),
+            "ObservationsModified": self.modified.isoformat(),
+            "ObservationCount": table.num_rows,
+            "Source": ATTRIBUTION,
+            "License": LICENSE,
+            "StatisticalUnit": spec.statistical_unit,
+            "CountingRule": spec.counting_rule,
             "Perioden": {"Identifier": self.period, "Status": STATUS_NL[self.status]},
-        }  # fmt: skip
+        }
 
     def dcat(self, table: pa.Table) -> dict[str, Any]:
         spec = self.spec
         return {
             "@context": {"dcat": "http://www.w3.org/ns/dcat#", "dct": "http://purl.org/dc/terms/"},
-            "@type": "dcat:Dataset", "dct:identifier": spec.id, "dct:title": spec.title,
-            "dct:description": spec.description, "dct:language": "nl", "dct:license": LICENSE,
-            "dct:publisher": PUBLISHER, "dct:source": ATTRIBUTION, "dct:temporal": self.period,
-            "dct:modified": self.modified.isoformat(), "dct:accrualPeriodicity": spec.frequency,
-            "adms:status": STATUS_NL[self.status], "dct:conformsTo": f"{spec.id} specificatie versie {spec.version}",
+            "@type": "dcat:Dataset",
+            "dct:identifier": spec.id,
+            "dct:title": spec.title,
+            "dct:description": spec.description,
+            "dct:language": "nl",
+            "dct:license": LICENSE,
+            "dct:publisher": PUBLISHER,
+            "dct:source": ATTRIBUTION,
+            "dct:temporal": self.period,
+            "dct:modified": self.modified.isoformat(),
+            "dct:accrualPeriodicity": spec.frequency,
+            "adms:status": STATUS_NL[self.status],
+            "dct:conformsTo": f"{spec.id} specificatie versie {spec.version}",
             "dcat:distribution": [
-                {"dcat:downloadURL": f"{spec.id}.parquet", "dcat:mediaType": "application/vnd.apache.parquet"},
+                {
+                    "dcat:downloadURL": f"{spec.id}.parquet",
+                    "dcat:mediaType": "application/vnd.apache.parquet",
+                },
                 {"dcat:downloadURL": f"{spec.id}.csv", "dcat:mediaType": "text/csv"},
                 {"dcat:accessURL": "odata/", "dcat:mediaType": "application/json"},
             ],
             "ObservationCount": table.num_rows,
-        }  # fmt: skip
+        }
 
     def csv(self, table: pa.Table, codes: dict[str, list[dict[str, Any]]]) -> bytes:
         spec = self.spec
@@ -214,15 +309,24 @@ class TableOutput:
         for i in range(table.num_rows):  # the published cells (hundreds), not data rows
             m, v, attr = cols["Measure"][i], cols["Value"][i], cols["ValueAttribute"][i]
             text = "" if v is None else f"{v:.{decimals[m]}f}".replace(".", ",")
-            writer.writerow([titles[m], *[labels[d.id][cols[d.id][i]] for d in spec.dimensions], ptitle, text,
-                             "" if attr == ORDINARY else "."])  # fmt: skip
+            writer.writerow(
+                [
+                    titles[m],
+                    *[labels[d.id][cols[d.id][i]] for d in spec.dimensions],
+                    ptitle,
+                    text,
+                    "" if attr == ORDINARY else ".",
+                ]
+            )
         return buf.getvalue().encode("utf-8")
 
 
 class Releases:
     """Build, list, show and verify releases in one object store (the snapshots' store)."""
 
-    def __init__(self, store: ObjectStore, secret: bytes | None = None, specs: list[TableSpec] | None = None) -> None:
+    def __init__(
+        self, store: ObjectStore, secret: bytes | None = None, specs: list[TableSpec] | None = None
+    ) -> None:
         self.store, self._secret, self._specs = store, secret, specs
         self.snapshots = Snapshots(store)
 
@@ -261,14 +365,24 @@ class Releases:
     def build(self, period: str, revision: int | None = None) -> ReleaseManifest:
         snap = self.snapshots.manifest(period, revision)
         if snap is None:
-            raise StorageError(f"{period}: no sealed snapshot revision {'' if revision is None else revision}")
+            raise StorageError(
+                f"{period}: no sealed snapshot revision {'' if revision is None else revision}"
+            )
         existing = self.manifest(period, snap.revision)
         if existing is not None:
             return existing  # create-only: a release is never rebuilt
         if self._secret is None:
-            raise StorageError("no cell-key secret: set KETENSTROOM_CELLKEY_KEY_FILE (or KETENSTROOM_CELLKEY_KEY)")
-        history = [m for p in self.snapshots.periods() if p < period
-                   for m in [self.snapshots.manifest(p)] if m is not None]  # fmt: skip
+            raise StorageError(
+                "no cell-key secret: set KETENSTROOM_CELLKEY_KEY_FILE (or KETENSTROOM_CELLKEY_KEY)"
+            )
+        earliest = period_bounds(period)[0] - HISTORY
+        history = [
+            m
+            for p in self.snapshots.periods()
+            if p < period
+            for m in [self.snapshots.manifest(p)]
+            if m is not None and m.period_end > earliest
+        ]
         snap_bytes = self.store.get(manifest_name(period, snap.revision))
         events = load_events(self.store, [*history, snap])
         chain = load_chain(self.store, self.snapshots.tables(snap))
@@ -287,35 +401,69 @@ class Releases:
                 for name, data in output.files().items():
                     written.append(self._put(prefix + name, data))
                 audit_tables[spec.id] = _audit(cells)
-                catalog.append({"dct:identifier": spec.id, "dct:title": spec.title, "dcat:accessURL": f"{spec.id}/"})
+                catalog.append(
+                    {"dct:identifier": spec.id, "dct:title": spec.title, "dcat:accessURL": f"{spec.id}/"}
+                )
         finally:
             engine.close()
         rules = {
-            "rounding": {"method": "unbiased random rounding, draw from the cell key", "base": sdc.BASE,
-                         "cell_key_bits": sdc.KEY_BITS, "record_key": "HMAC-SHA256(cell-key secret, unit pseudonym)"},
+            "rounding": {
+                "method": "unbiased random rounding, draw from the cell key",
+                "base": sdc.BASE,
+                "cell_key_bits": sdc.KEY_BITS,
+                "record_key": "HMAC-SHA256(cell-key secret, unit pseudonym)",
+            },
             "threshold": {spec.id: spec.protection.threshold for spec in self.specs},
-            "group_disclosure": {s.id: [g.model_dump() for g in s.protection.group_disclosure] for s in self.specs},
+            "group_disclosure": {
+                s.id: [g.model_dump() for g in s.protection.group_disclosure] for s in self.specs
+            },
             "secondary_suppression": "every additive relation has 0 or >= 2 suppressed cells",
             "never_published": ["minimum", "maximum", "pseudonyms and other linking keys"],
-        }  # fmt: skip
+        }
         all_errors = [a["rounding"]["mean_error"] * a["rounding"]["cells"] for a in audit_tables.values()]
         n_rounded = sum(a["rounding"]["cells"] for a in audit_tables.values())
-        audit = {"period": period, "revision": snap.revision, "rules": rules, "tables": audit_tables,
-                 "rounding_mean_error": (sum(all_errors) / n_rounded) if n_rounded else 0.0}  # fmt: skip
+        audit = {
+            "period": period,
+            "revision": snap.revision,
+            "rules": rules,
+            "tables": audit_tables,
+            "rounding_mean_error": (sum(all_errors) / n_rounded) if n_rounded else 0.0,
+        }
         written.append(self._put(prefix + "audit.json", _json(audit)))
-        written.append(self._put(prefix + "catalog.json", _json({
-            "@context": {"dcat": "http://www.w3.org/ns/dcat#", "dct": "http://purl.org/dc/terms/"},
-            "@type": "dcat:Catalog", "dct:title": f"Ketenstroom tabellen {period_title(period, snap.status)}",
-            "dct:publisher": PUBLISHER, "dct:license": LICENSE, "dct:source": ATTRIBUTION, "dcat:dataset": catalog,
-        })))  # fmt: skip
+        written.append(
+            self._put(
+                prefix + "catalog.json",
+                _json(
+                    {
+                        "@context": {
+                            "dcat": "http://www.w3.org/ns/dcat#",
+                            "dct": "http://purl.org/dc/terms/",
+                        },
+                        "@type": "dcat:Catalog",
+                        "dct:title": f"Ketenstroom tabellen {period_title(period, snap.status)}",
+                        "dct:publisher": PUBLISHER,
+                        "dct:license": LICENSE,
+                        "dct:source": ATTRIBUTION,
+                        "dcat:dataset": catalog,
+                    }
+                ),
+            )
+        )
         manifest = ReleaseManifest(
-            period=period, revision=snap.revision, status=snap.status, perioden_status=STATUS_NL[snap.status],
-            built_at=datetime.now(UTC), snapshot_manifest=manifest_name(period, snap.revision),
+            period=period,
+            revision=snap.revision,
+            status=snap.status,
+            perioden_status=STATUS_NL[snap.status],
+            built_at=datetime.now(UTC),
+            snapshot_manifest=manifest_name(period, snap.revision),
             snapshot_manifest_sha256=sha256(snap_bytes),
-            history_manifests_sha256={m.period: sha256(self.store.get(manifest_name(m.period, m.revision)))
-                                      for m in history},
-            tables={s.id: s.version for s in self.specs if s.id in audit_tables}, rules=rules, files=written,
-        )  # fmt: skip
+            history_manifests_sha256={
+                m.period: sha256(self.store.get(manifest_name(m.period, m.revision))) for m in history
+            },
+            tables={s.id: s.version for s in self.specs if s.id in audit_tables},
+            rules=rules,
+            files=written,
+        )
         try:
             self.store.put(prefix + "manifest.json", manifest.to_bytes(), create_only=True)
         except ObjectExistsError:
@@ -336,7 +484,10 @@ class Releases:
             elif sha256(self.store.get(entry.path)) != entry.sha256:
                 problems.append(f"{entry.path}: sha256 differs from the manifest")
         snap_key = manifest.snapshot_manifest
-        if not self.store.exists(snap_key) or sha256(self.store.get(snap_key)) != manifest.snapshot_manifest_sha256:
+        if (
+            not self.store.exists(snap_key)
+            or sha256(self.store.get(snap_key)) != manifest.snapshot_manifest_sha256
+        ):
             problems.append(f"{snap_key}: not the snapshot manifest the release was built from")
         return problems
 

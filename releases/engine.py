@@ -10,6 +10,7 @@ The protection rules then run vectorised over the cells; there is no Python loop
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 from collections.abc import Iterable, Sequence
@@ -73,6 +74,54 @@ def load_chain(store: ObjectStore, tables: TablesManifest | None) -> pa.Table | 
     return _read(store, [tables.files["chain"].path], None)[0]
 
 
+def measure_sql(spec: TableSpec, m: Measure, *, with_keys: bool = True) -> tuple[str, list[str]]:
+    """One measure as one DuckDB query: a row per cell with ``units``, ``key_sum`` and ``raw``. Without
+    keys (``with_keys=False``) it is the bare group-by the release benchmark compares against."""
+    dims = [spec.dimension(d) for d in m.dimensions]
+    view = "events" if spec.source == "events" else "chain"
+    if spec.from_sql:
+        view = f"({spec.from_sql})"
+    unnested = ", ".join(f'{"unnest(" + d.expr + ")" if d.multiple else d.expr} AS "{d.id}"' for d in dims)
+    only = " AND ".join(
+        f""""{d}" IN ({", ".join("'" + c + "'" for c in codes)})""" for d, codes in m.only.items()
+    )
+    value = m.value or "NULL"
+    stat = {
+        "count": "count(DISTINCT unit)::DOUBLE",
+        "median": "quantile_cont(val, 0.5)",
+        "p80": "quantile_cont(val, 0.8)",
+        "share_within": f"100.0 * avg(CASE WHEN val <= {m.norm} THEN 1 ELSE 0 END)",
+    }[m.kind]
+    with_total = [f'"{d.id}"' for d in dims if d.total_code is not None]
+    fixed = [f'"{d.id}"' for d in dims if d.total_code is None]
+    sets = []
+    for k in range(len(with_total) + 1):
+        for combo in itertools.combinations(with_total, k):
+            sets.append("(" + ", ".join([*fixed, *combo]) + ")")
+    grouping = ", ".join(f'GROUPING("{d.id}") AS "g_{d.id}"' for d in dims)
+    select_dims = "".join(f'"{d.id}", ' for d in dims)
+    # the SQL is built from the table specifications in the repository (reviewed like code), never from input
+    key = "record_key(unit)" if with_keys else "0::BIGINT"
+    key_sum = f"(sum(DISTINCT rk) % {sdc.KEY_MOD})::BIGINT" if with_keys else "0::BIGINT"
+    dim_columns = "".join(f', "{d.id}"' for d in dims)
+    sql = f"""
+        WITH base0 AS (SELECT *{", " + unnested if unnested else ""} FROM {view}),
+        base AS (
+            SELECT ({m.unit_key})::VARCHAR AS unit, ({value})::DOUBLE AS val{dim_columns}
+            FROM base0 WHERE ({m.where}) {("AND " + only) if only else ""}
+        ),
+        kept AS (SELECT * FROM base WHERE unit IS NOT NULL {"AND val IS NOT NULL" if m.value else ""}),
+        keys AS (SELECT unit, {key} AS rk FROM (SELECT DISTINCT unit FROM kept))
+        SELECT {select_dims}{grouping + ", " if grouping else ""}
+               count(DISTINCT unit) AS units,
+               {key_sum} AS key_sum,
+               {stat} AS raw
+        FROM {"kept JOIN keys USING (unit)" if with_keys else "kept"}
+        GROUP BY {"GROUPING SETS (" + ", ".join(sets) + ")" if dims else "()"}
+    """  # noqa: S608
+    return sql, [d.id for d in dims]
+
+
 @dataclass
 class Cells:
     """One table's cells, long format, with what protection needs alongside."""
@@ -97,7 +146,7 @@ class Engine:
         self.period = period
         self.con = duckdb.connect()
         self.con.execute("SET threads TO 2")
-        block = secret if len(secret) <= 64 else __import__("hashlib").sha256(secret).digest()
+        block = secret if len(secret) <= 64 else hashlib.sha256(secret).digest()  # as HMAC does
         block = block.ljust(64, b"\0")
         self.con.execute("SET VARIABLE ck_ipad = ?", [bytes(b ^ 0x36 for b in block)])
         self.con.execute("SET VARIABLE ck_opad = ?", [bytes(b ^ 0x5C for b in block)])
@@ -121,7 +170,8 @@ class Engine:
         if chain is not None:
             self.con.register("chain_raw", chain)
             self.con.execute(
-                "CREATE TEMP TABLE chain AS SELECT *, $start AS period_start, $end AS period_end FROM chain_raw",
+                "CREATE TEMP TABLE chain AS "
+                "SELECT *, $start AS period_start, $end AS period_end FROM chain_raw",
                 {"start": start, "end": end},
             )
             self.con.unregister("chain_raw")
@@ -131,51 +181,8 @@ class Engine:
 
     # -- one measure -----------------------------------------------------------------------------------
 
-    def measure_sql(self, spec: TableSpec, m: Measure) -> tuple[str, list[str]]:
-        dims = [spec.dimension(d) for d in m.dimensions]
-        view = "events" if spec.source == "events" else "chain"
-        if spec.from_sql:
-            view = f"({spec.from_sql})"
-        unnested = ", ".join(
-            f'{"unnest(" + d.expr + ")" if d.multiple else d.expr} AS "{d.id}"' for d in dims
-        )
-        only = " AND ".join(
-            f""""{d}" IN ({", ".join("'" + c + "'" for c in codes)})""" for d, codes in m.only.items()
-        )
-        value = m.value or "NULL"
-        stat = {
-            "count": "count(DISTINCT unit)::DOUBLE",
-            "median": "quantile_cont(val, 0.5)",
-            "p80": "quantile_cont(val, 0.8)",
-            "share_within": f"100.0 * avg(CASE WHEN val <= {m.norm} THEN 1 ELSE 0 END)",
-        }[m.kind]
-        with_total = [f'"{d.id}"' for d in dims if d.total_code is not None]
-        fixed = [f'"{d.id}"' for d in dims if d.total_code is None]
-        sets = []
-        for k in range(len(with_total) + 1):
-            for combo in itertools.combinations(with_total, k):
-                sets.append("(" + ", ".join([*fixed, *combo]) + ")")
-        grouping = ", ".join(f'GROUPING("{d.id}") AS "g_{d.id}"' for d in dims)
-        select_dims = "".join(f'"{d.id}", ' for d in dims)
-        sql = f"""
-            WITH base0 AS (SELECT *{", " + unnested if unnested else ""} FROM {view}),
-            base AS (
-                SELECT ({m.unit_key})::VARCHAR AS unit, ({value})::DOUBLE AS val{"".join(f', "{d.id}"' for d in dims)}
-                FROM base0 WHERE ({m.where}) {("AND " + only) if only else ""}
-            ),
-            kept AS (SELECT * FROM base WHERE unit IS NOT NULL {"AND val IS NOT NULL" if m.value else ""}),
-            keys AS (SELECT unit, record_key(unit) AS rk FROM (SELECT DISTINCT unit FROM kept))
-            SELECT {select_dims}{grouping + ", " if grouping else ""}
-                   count(DISTINCT unit) AS units,
-                   (sum(DISTINCT rk) % {sdc.KEY_MOD})::BIGINT AS key_sum,
-                   {stat} AS raw
-            FROM kept JOIN keys USING (unit)
-            GROUP BY {"GROUPING SETS (" + ", ".join(sets) + ")" if dims else "()"}
-        """
-        return sql, [d.id for d in dims]
-
     def _measure_cells(self, spec: TableSpec, m: Measure) -> dict[str, np.ndarray]:
-        sql, dim_ids = self.measure_sql(spec, m)
+        sql, dim_ids = measure_sql(spec, m)
         result = self.con.sql(sql).to_arrow_table()
         coords: dict[str, np.ndarray] = {}
         for d in dim_ids:
@@ -212,7 +219,9 @@ class Engine:
             declared = [c.code for c in dim.code_list()]
             if d in m.only:
                 declared = [c for c in declared if c in m.only[d]]
-            seen = sorted(set(coords[d].tolist()) | set(declared) | ({dim.total_code} if dim.total_code else set()))
+            seen = sorted(
+                set(coords[d].tolist()) | set(declared) | ({dim.total_code} if dim.total_code else set())
+            )
             lists.append(seen)
         present = {tuple(coords[d][i] for d in m.dimensions) for i in range(len(units))}
         missing = [combo for combo in itertools.product(*lists) if combo not in present]

@@ -84,31 +84,73 @@ class Catalogue:
         dims = self.odata4(table, "Dimensions")
         measures = self.odata4(table, "MeasureCodes")
         if name == "TableInfos":
-            return [{"ID": 0, "Title": props["Title"], "ShortTitle": props["ShortTitle"], "Identifier": table,
-                     "Summary": props["Summary"], "Modified": props["Modified"], "Frequency": props["Frequency"],
-                     "Period": props["Perioden"]["Identifier"], "ShortDescription": props["Description"],
-                     "Description": props["Description"], "Language": "nl", "Catalog": CATALOG,
-                     "OutputStatus": "Regulier", "Source": props["Source"], "MetaDataModified": props["Modified"],
-                     "ReasonDelivery": "Actualisering", "DefaultPresentation": "", "DefaultSelection": "",
-                     "GraphTypes": ""}]  # fmt: skip
+            return [
+                {
+                    "ID": 0,
+                    "Title": props["Title"],
+                    "ShortTitle": props["ShortTitle"],
+                    "Identifier": table,
+                    "Summary": props["Summary"],
+                    "Modified": props["Modified"],
+                    "Frequency": props["Frequency"],
+                    "Period": props["Perioden"]["Identifier"],
+                    "ShortDescription": props["Description"],
+                    "Description": props["Description"],
+                    "Language": "nl",
+                    "Catalog": CATALOG,
+                    "OutputStatus": "Regulier",
+                    "Source": props["Source"],
+                    "MetaDataModified": props["Modified"],
+                    "ReasonDelivery": "Actualisering",
+                    "DefaultPresentation": "",
+                    "DefaultSelection": "",
+                    "GraphTypes": "",
+                }
+            ]
         if name == "DataProperties":
             rows: list[dict[str, Any]] = []
             for d in dims:
-                rows.append({"ID": len(rows), "Position": len(rows), "ParentID": None, "Type": d["Kind"],
-                             "Key": d["Identifier"], "Title": d["Title"], "Description": d["Description"]})  # fmt: skip
+                rows.append(
+                    {
+                        "ID": len(rows),
+                        "Position": len(rows),
+                        "ParentID": None,
+                        "Type": d["Kind"],
+                        "Key": d["Identifier"],
+                        "Title": d["Title"],
+                        "Description": d["Description"],
+                    }
+                )
             for m in measures:
-                rows.append({"ID": len(rows), "Position": len(rows), "ParentID": None, "Type": "Topic",
-                             "Key": m["Identifier"], "Title": m["Title"], "Description": m["Description"],
-                             "Decimals": m["Decimals"], "Unit": m["Unit"], "Datatype": m["DataType"]})  # fmt: skip
+                rows.append(
+                    {
+                        "ID": len(rows),
+                        "Position": len(rows),
+                        "ParentID": None,
+                        "Type": "Topic",
+                        "Key": m["Identifier"],
+                        "Title": m["Title"],
+                        "Description": m["Description"],
+                        "Decimals": m["Decimals"],
+                        "Unit": m["Unit"],
+                        "Datatype": m["DataType"],
+                    }
+                )
             return rows
         if name == "CategoryGroups":
             return []
         if name in ("UntypedDataSet", "TypedDataSet"):
             return self._wide(table, [d["Identifier"] for d in dims], typed=name == "TypedDataSet")
         if name in {d["Identifier"] for d in dims}:
-            return [{"Key": c["Identifier"], "Title": c["Title"], "Description": c.get("Description", ""),
-                     **({"Status": c["Status"]} if "Status" in c else {})}
-                    for c in self.odata4(table, f"{name}Codes")]  # fmt: skip
+            return [
+                {
+                    "Key": c["Identifier"],
+                    "Title": c["Title"],
+                    "Description": c.get("Description", ""),
+                    **({"Status": c["Status"]} if "Status" in c else {}),
+                }
+                for c in self.odata4(table, f"{name}Codes")
+            ]
         raise StorageError(f"{table}/{name} is not a v3 set")
 
     def _wide(self, table: str, dims: list[str], *, typed: bool) -> list[dict[str, Any]]:
@@ -128,10 +170,10 @@ def make_handler(catalogue: Catalogue) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "ketenstroom-serve"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        def log_message(self, format: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), format % args)
 
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             path = [p for p in urlparse(self.path).path.split("/") if p]
             base = f"http://{self.headers.get('Host', 'localhost')}"
             try:
@@ -144,13 +186,21 @@ def make_handler(catalogue: Catalogue) -> type[BaseHTTPRequestHandler]:
         def _route(self, path: list[str], base: str) -> Any:
             if path[:2] == ["odata", "v1"]:
                 rest = path[2:]
-                if rest == ["Datasets"] or rest == [CATALOG, "Datasets"]:
-                    return {"value": [{"Identifier": t, "Catalog": CATALOG, **_short(catalogue.odata4(t, "Properties"))}
-                                      for t in catalogue.table_ids()]}  # fmt: skip
+                if rest in (["Datasets"], [CATALOG, "Datasets"]):
+                    return {
+                        "value": [
+                            {"Identifier": t, "Catalog": CATALOG, **_short(catalogue.odata4(t, "Properties"))}
+                            for t in catalogue.table_ids()
+                        ]
+                    }
                 if len(rest) == 2 and rest[0] == CATALOG:
-                    return {"@odata.context": f"{base}/odata/v1/{CATALOG}/{rest[1]}/$metadata",
-                            "value": [{"name": n, "kind": "Singleton" if n == "Properties" else "EntitySet", "url": n}
-                                      for n in catalogue.sets(rest[1])]}  # fmt: skip
+                    return {
+                        "@odata.context": f"{base}/odata/v1/{CATALOG}/{rest[1]}/$metadata",
+                        "value": [
+                            {"name": n, "kind": "Singleton" if n == "Properties" else "EntitySet", "url": n}
+                            for n in catalogue.sets(rest[1])
+                        ],
+                    }
                 if len(rest) == 3 and rest[0] == CATALOG:
                     data = catalogue.odata4(rest[1], rest[2])
                     return data if isinstance(data, dict) else {"value": data}
@@ -158,9 +208,18 @@ def make_handler(catalogue: Catalogue) -> type[BaseHTTPRequestHandler]:
                 table = path[2]
                 if len(path) == 3:
                     dims = [d["Identifier"] for d in catalogue.odata4(table, "Dimensions")]
-                    names = ["TableInfos", "UntypedDataSet", "TypedDataSet", "DataProperties", "CategoryGroups", *dims]
-                    return {"odata.metadata": f"{base}/ODataFeed/odata/{table}/$metadata",
-                            "value": [{"name": n, "url": f"{base}/ODataFeed/odata/{table}/{n}"} for n in names]}  # fmt: skip
+                    names = [
+                        "TableInfos",
+                        "UntypedDataSet",
+                        "TypedDataSet",
+                        "DataProperties",
+                        "CategoryGroups",
+                        *dims,
+                    ]
+                    return {
+                        "odata.metadata": f"{base}/ODataFeed/odata/{table}/$metadata",
+                        "value": [{"name": n, "url": f"{base}/ODataFeed/odata/{table}/{n}"} for n in names],
+                    }
                 return {"odata.metadata": "", "value": catalogue.odata3(table, path[3])}
             raise KeyError(f"no such resource: /{'/'.join(path)}")
 
@@ -176,7 +235,15 @@ def make_handler(catalogue: Catalogue) -> type[BaseHTTPRequestHandler]:
 
 
 def _short(props: dict[str, Any]) -> dict[str, Any]:
-    keys = ("Title", "Modified", "ObservationsModified", "ObservationCount", "Frequency", "Status", "Language")
+    keys = (
+        "Title",
+        "Modified",
+        "ObservationsModified",
+        "ObservationCount",
+        "Frequency",
+        "Status",
+        "Language",
+    )
     return {k: props[k] for k in keys if k in props}
 
 

@@ -25,7 +25,9 @@ from ketenstroom.settings import REPO_ROOT
 PUBLICATION_DIR = REPO_ROOT / "publication"
 TERMINOLOGY_DIR = REPO_ROOT / "terminology"
 _ID = re.compile(r"^KS\d{4}NED$")
-_FORBIDDEN = re.compile(r"\b(min|max|arg_min|arg_max|min_by|max_by|first|last|any_value|list|array_agg)\s*\(", re.I)
+_FORBIDDEN = re.compile(
+    r"\b(min|max|arg_min|arg_max|min_by|max_by|first|last|any_value|list|array_agg)\s*\(", re.I
+)
 _PSEUDONYM = re.compile(r"pseudonym|event_id", re.I)
 
 
@@ -64,7 +66,10 @@ class Dimension(_Model):
         if self.vocabulary:
             with (TERMINOLOGY_DIR / "concepts.csv").open(encoding="utf-8") as fh:
                 for row in csv.DictReader(fh):
-                    if row["vocabulary"] == self.vocabulary and len(row["code"]) <= self.vocabulary_max_length:
+                    if (
+                        row["vocabulary"] == self.vocabulary
+                        and len(row["code"]) <= self.vocabulary_max_length
+                    ):
                         parent = row["parent"] or None
                         codes.append(
                             Code(
@@ -145,7 +150,9 @@ class TableSpec(_Model):
         for m in self.measures:
             for text in (m.value or "", m.where):
                 if _FORBIDDEN.search(text):
-                    raise ConfigurationError(f"{self.id}.{m.id}: min, max and row-listing aggregates are not published")
+                    raise ConfigurationError(
+                        f"{self.id}.{m.id}: min, max and row-listing aggregates are not published"
+                    )
             if m.value and _PSEUDONYM.search(m.value):
                 raise ConfigurationError(f"{self.id}.{m.id}: a measure may not publish a pseudonym")
             if m.kind == "share_within" and m.norm is None:

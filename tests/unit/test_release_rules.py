@@ -66,10 +66,23 @@ def _spec(table: str, unit_key: str = "person_pseudonym") -> TableSpec:
             "statistical_unit": "persoon",
             "counting_rule": "r",
             "dimensions": [
-                {"id": "Geslacht", "title": "Geslacht", "expr": "sex", "total_code": "T001038", "total_title": "Totaal"}
+                {
+                    "id": "Geslacht",
+                    "title": "Geslacht",
+                    "expr": "sex",
+                    "total_code": "T001038",
+                    "total_title": "Totaal",
+                }
             ],
-            "measures": [{"id": "Aantal_1", "title": "Aantal", "where": "in_period", "unit_key": unit_key,
-                          "dimensions": ["Geslacht"]}],  # fmt: skip
+            "measures": [
+                {
+                    "id": "Aantal_1",
+                    "title": "Aantal",
+                    "where": "in_period",
+                    "unit_key": unit_key,
+                    "dimensions": ["Geslacht"],
+                }
+            ],
         }
     )
 
@@ -109,13 +122,22 @@ def test_sql_record_keys_equal_the_reference_and_tables_agree() -> None:
 def test_threshold_suppresses_statistics_over_fewer_than_ten_units() -> None:
     assert sdc.below_threshold(np.array([0, 9, 10, 11]), 10).tolist() == [True, True, False, False]
     persons = [f"{i:064x}" for i in range(1, 14)]
-    events = _events(persons, ["M"] * 9 + ["V"] * 4).append_column("days", pa.array(list(range(13)), pa.int32()))
+    events = _events(persons, ["M"] * 9 + ["V"] * 4).append_column(
+        "days", pa.array(list(range(13)), pa.int32())
+    )
     spec = _spec("KS9003NED").model_copy(
         update={
             "measures": [
                 Measure.model_validate(
-                    {"id": "Mediaan_1", "title": "Mediaan", "kind": "median", "value": "days", "where": "in_period",
-                     "unit_key": "person_pseudonym", "dimensions": ["Geslacht"]}  # fmt: skip
+                    {
+                        "id": "Mediaan_1",
+                        "title": "Mediaan",
+                        "kind": "median",
+                        "value": "days",
+                        "where": "in_period",
+                        "unit_key": "person_pseudonym",
+                        "dimensions": ["Geslacht"],
+                    }
                 )
             ]
         }
@@ -159,7 +181,9 @@ def test_a_suppressed_cell_recomputable_from_a_published_total_is_caught_and_fix
 
 def test_spec_refuses_min_max_and_keys() -> None:
     spec = _spec("KS9004NED")
-    bad_dim = spec.model_copy(update={"dimensions": [spec.dimensions[0].model_copy(update={"expr": "person_pseudonym"})]})
+    bad_dim = spec.model_copy(
+        update={"dimensions": [spec.dimensions[0].model_copy(update={"expr": "person_pseudonym"})]}
+    )
     with pytest.raises(Exception, match="key or min/max"):
         bad_dim.check()
     m = spec.measures[0].model_copy(update={"kind": "median", "value": "max(days)"})
