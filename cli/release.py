@@ -40,8 +40,8 @@ def build_after_seal(store: ObjectStore) -> object:
     def hook(_sealed: list[object]) -> None:
         try:
             built = Releases(store, CellKeySettings().secret()).build_all()
-        except KetenstroomError as exc:
-            console.print(f"[yellow]release not built:[/yellow] {exc}")
+        except Exception as exc:  # a release never stops the sink; it can be rebuilt
+            console.print(f"[yellow]release not built ({type(exc).__name__}):[/yellow] {exc}")
             return
         for m in built:
             console.print(

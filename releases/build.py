@@ -90,6 +90,7 @@ class ReleaseManifest(BaseModel):
     snapshot_manifest_sha256: str
     history_manifests_sha256: dict[str, str]
     tables: dict[str, str]  # table id -> spec version
+    specs_sha256: dict[str, str]  # table id -> sha256 of the whole specification (counting rule included)
     rules: dict[str, Any]
     license: str = LICENSE
     files: list[ReleaseFile]
@@ -461,6 +462,9 @@ class Releases:
                 m.period: sha256(self.store.get(manifest_name(m.period, m.revision))) for m in history
             },
             tables={s.id: s.version for s in self.specs if s.id in audit_tables},
+            specs_sha256={
+                s.id: sha256(s.model_dump_json().encode()) for s in self.specs if s.id in audit_tables
+            },
             rules=rules,
             files=written,
         )

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.calendar import period_bounds
 from ketenstroom.contract.snapshots import Manifest, TablesManifest
+from ketenstroom.errors import StorageError
 from releases import sdc
 from releases.spec import Measure, TableSpec
 
@@ -64,7 +65,7 @@ def load_events(store: ObjectStore, manifests: Sequence[Manifest]) -> pa.Table:
         cols = [c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c for c in t.columns]
         plain.append(pa.table(cols, names=t.column_names))
     if not plain:
-        raise ValueError("no sealed rows to read")
+        raise StorageError("no sealed rows to read")
     return pa.concat_tables(plain, promote_options="permissive")
 
 
