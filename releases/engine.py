@@ -102,6 +102,7 @@ def measure_sql(spec: TableSpec, m: Measure, *, with_keys: bool = True) -> tuple
     grouping = ", ".join(f'GROUPING("{d.id}") AS "g_{d.id}"' for d in dims)
     select_dims = "".join(f'"{d.id}", ' for d in dims)
     # the SQL is built from the table specifications in the repository (reviewed like code), never from input
+    with_keys = with_keys and m.kind == "count"  # only counts are rounded; statistics need no draw
     key = "record_key(unit)" if with_keys else "0::BIGINT"
     key_sum = f"(sum(DISTINCT rk) % {sdc.KEY_MOD})::BIGINT" if with_keys else "0::BIGINT"
     dim_columns = "".join(f', "{d.id}"' for d in dims)
