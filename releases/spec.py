@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ketenstroom.errors import ConfigurationError
 from ketenstroom.settings import CatalogueSettings
+
 _ID = re.compile(r"^KS\d{4}NED$")
 _FORBIDDEN = re.compile(
     r"\b(min|max|arg_min|arg_max|min_by|max_by|first|last|any_value|list|array_agg)\s*\(", re.I
