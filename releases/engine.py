@@ -75,13 +75,18 @@ def load_chain(store: ObjectStore, tables: TablesManifest | None) -> pa.Table | 
     return _read(store, [tables.files["chain"].path], None)[0]
 
 
+def source_name(spec: TableSpec) -> str:
+    """The relation a table's measures read: its ``from_sql`` materialised once, or the plain view."""
+    if spec.from_sql:
+        return f"src_{spec.id}"
+    return "events" if spec.source == "events" else "chain"
+
+
 def measure_sql(spec: TableSpec, m: Measure, *, with_keys: bool = True) -> tuple[str, list[str]]:
     """One measure as one DuckDB query: a row per cell with ``units``, ``key_sum`` and ``raw``. Without
     keys (``with_keys=False``) it is the bare group-by the release benchmark compares against."""
     dims = [spec.dimension(d) for d in m.dimensions]
-    view = "events" if spec.source == "events" else "chain"
-    if spec.from_sql:
-        view = f"({spec.from_sql})"
+    view = source_name(spec)
     unnested = ", ".join(f'{"unnest(" + d.expr + ")" if d.multiple else d.expr} AS "{d.id}"' for d in dims)
     only = " AND ".join(
         f""""{d}" IN ({", ".join("'" + c + "'" for c in codes)})""" for d, codes in m.only.items()
@@ -242,6 +247,8 @@ class Engine:
     # -- a whole table ---------------------------------------------------------------------------------
 
     def compute(self, spec: TableSpec) -> Cells:
+        if spec.from_sql:  # once per table, not once per measure
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {source_name(spec)} AS {spec.from_sql}")
         dim_ids = [d.id for d in spec.dimensions]
         measure, units, keys, raw = [], [], [], []
         coords: dict[str, list[np.ndarray]] = {d: [] for d in dim_ids}
