@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.calendar import period_bounds
 from ketenstroom.contract.snapshots import Manifest, TablesManifest
-from ketenstroom.errors import StorageError
+from ketenstroom.errors import DisclosureError, StorageError
 from releases import sdc
 from releases.spec import Measure, TableSpec
 
@@ -141,6 +141,7 @@ class Cells:
     value: np.ndarray  # published value; NaN when suppressed
     attribute: np.ndarray  # ValueAttribute
     reasons: list[dict[str, Any]] = field(default_factory=list)
+    relations: int = 0  # additive relations checked for recomputable suppressed cells
 
     def __len__(self) -> int:
         return len(self.measure)
@@ -313,6 +314,10 @@ def protect(cells: Cells, kinds: np.ndarray, key_sums: np.ndarray) -> None:
 
     relations = relations_of(cells)
     final = sdc.secondary_suppression(suppressed, relations, cells.units.astype(float))
+    left = sdc.recomputable(final, relations)  # the independent check, recorded in the audit
+    if left:
+        raise DisclosureError(f"{spec.id}: suppressed cells {left} could be recomputed from published ones")
+    cells.relations = len(relations)
     reason[final & ~suppressed] = "secondary (a total would reveal a suppressed cell)"
     value[final] = np.nan
     cells.value = value
