@@ -264,8 +264,8 @@ def demo(
         print(
             f'read them: .venv/bin/python -c "import duckdb; print(duckdb.sql(\\"{query} order by all\\"))"'
         )
-    _print_releases(snapshots)
     out.print("stop the stack: make down")
+    _print_releases(snapshots)  # last: where the release is
 
 
 def _print_releases(snapshots: Path) -> None:
