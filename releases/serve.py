@@ -156,6 +156,7 @@ class Catalogue:
         raise StorageError(f"{table}/{name} is not a v3 set")
 
     def _wide(self, table: str, dims: list[str], *, typed: bool) -> list[dict[str, Any]]:
+        decimals = {m["Identifier"]: m["Decimals"] for m in self.odata4(table, "MeasureCodes")}
         rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         for obs in self.odata4(table, "Observations"):
             key = tuple(obs[d] for d in dims)
@@ -164,7 +165,7 @@ class Catalogue:
             if typed:
                 row[obs["Measure"]] = value
             else:
-                row[obs["Measure"]] = "." if value is None else f"{value:g}"
+                row[obs["Measure"]] = "." if value is None else f"{value:.{decimals[obs['Measure']]}f}"
         return list(rows.values())
 
 

@@ -119,3 +119,48 @@ def test_build_without_a_secret_says_how_to_set_one(sealed: Path, tmp_path: Path
 
     with pytest.raises(StorageError, match="KETENSTROOM_CELLKEY_KEY_FILE"):
         Releases(_copy(sealed, tmp_path, "f")).build(PERIOD)
+
+
+def test_serve_gives_v3_and_v4_shapes(sealed: Path, tmp_path: Path) -> None:
+    import threading
+
+    import httpx
+
+    from releases.serve import server
+
+    store = _copy(sealed, tmp_path, "g")
+    Releases(store, SECRET).build(PERIOD)
+    srv = server(store, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        cube = pq.read_table(io.BytesIO(store.get(f"releases/{PERIOD}/r0/KS0006NED/KS0006NED.parquet")))
+        v4 = httpx.get(f"{base}/odata/v1/KS/KS0006NED/Observations").json()["value"]
+        assert len(v4) == cube.num_rows
+        props = httpx.get(f"{base}/odata/v1/KS/KS0006NED/Properties").json()
+        assert props["Identifier"] == "KS0006NED" and props["License"].endswith("/by/4.0/")
+        sets = {s["name"] for s in httpx.get(f"{base}/odata/v1/KS/KS0006NED").json()["value"]}
+        assert {
+            "Properties",
+            "Dimensions",
+            "MeasureCodes",
+            "TrajectCodes",
+            "PeriodenCodes",
+            "Observations",
+        } <= sets
+        wide = httpx.get(f"{base}/ODataFeed/odata/KS0006NED/UntypedDataSet").json()["value"]
+        suppressed = [c for c in cube.to_pylist() if c["ValueAttribute"] == "Confidential"]
+        assert suppressed, "the small test period has cells under the threshold"
+        cell = suppressed[0]
+        row = next(
+            r
+            for r in wide
+            if (r["Traject"], r["Leeftijdsgroep"]) == (cell["Traject"], cell["Leeftijdsgroep"])
+        )
+        assert row[cell["Measure"]] == "."  # v3 untyped: the CBS symbol, never 0
+        assert httpx.post(f"{base}/odata/v1/Datasets").status_code == 501  # read-only
+        assert httpx.get(f"{base}/odata/v1/KS/KS9999NED/Observations").status_code == 404
+    finally:
+        srv.shutdown()
+        srv.server_close()
