@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlparse
@@ -27,6 +28,8 @@ from releases.build import Releases, release_prefix
 
 log = logging.getLogger("ketenstroom.serve")
 CATALOG = "KS"
+_TABLE = re.compile(r"KS\d{4}NED")
+_SET = re.compile(r"[A-Za-z]+")
 
 
 class Catalogue:
@@ -52,6 +55,8 @@ class Catalogue:
 
     def odata4(self, table: str, name: str) -> Any:
         """One v4 set of a table, merged over periods (codes and observations), newest period last."""
+        if not _TABLE.fullmatch(table) or not _SET.fullmatch(name):  # names only, never a path
+            raise StorageError(f"{table}/{name} is not released")
         parts = []
         for prefix in self._prefixes():
             key = f"{prefix}{table}/odata/{name}.json"

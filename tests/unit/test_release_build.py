@@ -161,6 +161,7 @@ def test_serve_gives_v3_and_v4_shapes(sealed: Path, tmp_path: Path) -> None:
         assert row[cell["Measure"]] == "."  # v3 untyped: the CBS symbol, never 0
         assert httpx.post(f"{base}/odata/v1/Datasets").status_code == 501  # read-only
         assert httpx.get(f"{base}/odata/v1/KS/KS9999NED/Observations").status_code == 404
+        assert httpx.get(f"{base}/odata/v1/KS/..%2F..%2Fsnapshots/Properties").status_code == 404
     finally:
         srv.shutdown()
         srv.server_close()
