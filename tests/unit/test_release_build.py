@@ -165,3 +165,16 @@ def test_serve_gives_v3_and_v4_shapes(sealed: Path, tmp_path: Path) -> None:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_period_titles_and_statuses_follow_statline() -> None:
+    from releases.build import STATUS_NL, period_title
+
+    assert [STATUS_NL[s] for s in ("provisional", "revised", "final")] == [
+        "Voorlopig",
+        "Nader voorlopig",
+        "Definitief",
+    ]
+    assert period_title("2026MM03", "provisional") == "2026 maart*"
+    assert period_title("2026KW02", "revised") == "2026 2e kwartaal**"
+    assert period_title("2026JJ00", "final") == "2026"
