@@ -86,7 +86,7 @@ def run_duckdb(store: ObjectStore, root: Path) -> float:
         if spec.from_sql:  # materialised once per table, as the engine does
             con.execute(f"CREATE TEMP TABLE {source_name(spec)} AS {spec.from_sql}")
         for m in spec.measures:
-            sql, _ = measure_sql(spec, m, with_keys=False)
+            sql, _ = measure_sql(spec, m)
             con.sql(sql).to_arrow_table()
     con.close()
     return time.perf_counter() - start

@@ -82,11 +82,9 @@ def source_name(spec: TableSpec) -> str:
     return "events" if spec.source == "events" else "chain"
 
 
-def measure_sql(spec: TableSpec, m: Measure, *, with_keys: bool = True) -> tuple[str, list[str]]:
-    """One measure as one DuckDB query: a row per cell with ``units``, ``key_sum`` and ``raw``. Without
-    keys (``with_keys=False``) it is the bare group-by the release benchmark compares against."""
+def kept_sql(spec: TableSpec, m: Measure) -> str:
+    """The rows a measure counts or summarises: one per (unit, dimension codes), ``unit`` and ``val``."""
     dims = [spec.dimension(d) for d in m.dimensions]
-    view = source_name(spec)
     # a multiple dimension with no code for a row puts the row under 'ONB', so it still counts in totals
     unnested = ", ".join(
         (
@@ -100,9 +98,25 @@ def measure_sql(spec: TableSpec, m: Measure, *, with_keys: bool = True) -> tuple
     only = " AND ".join(
         f""""{d}" IN ({", ".join("'" + c + "'" for c in codes)})""" for d, codes in m.only.items()
     )
-    value = m.value or "NULL"
+    dim_columns = "".join(f', "{d.id}"' for d in dims)
+    # the SQL is built from the table specifications in the repository (reviewed like code), never from input
+    return f"""
+        WITH base0 AS (SELECT *{", " + unnested if unnested else ""} FROM {source_name(spec)}),
+        base AS (
+            SELECT ({m.unit_key})::VARCHAR AS unit, ({m.value or "NULL"})::DOUBLE AS val{dim_columns}
+            FROM base0 WHERE ({m.where}) {("AND " + only) if only else ""}
+        )
+        SELECT * FROM base WHERE unit IS NOT NULL {"AND val IS NOT NULL" if m.value else ""}
+    """  # noqa: S608
+
+
+def aggregate_sql(spec: TableSpec, m: Measure, rows: str, *, keyed: bool) -> str:
+    """A row per cell (every grouping set) with ``units``, ``key_sum`` and ``raw``, from ``rows`` (the
+    kept rows; with ``keyed``, joined to their ``uid``: the unit's record key, unique per unit)."""
+    dims = [spec.dimension(d) for d in m.dimensions]
+    unit = "uid" if keyed else "unit"
     stat = {
-        "count": "count(DISTINCT unit)::DOUBLE",
+        "count": f"count(DISTINCT {unit})::DOUBLE",
         "median": "quantile_cont(val, 0.5)",
         "p80": "quantile_cont(val, 0.8)",
         "share_within": f"100.0 * avg(CASE WHEN val <= {m.norm} THEN 1 ELSE 0 END)",
@@ -115,27 +129,22 @@ def measure_sql(spec: TableSpec, m: Measure, *, with_keys: bool = True) -> tuple
             sets.append("(" + ", ".join([*fixed, *combo]) + ")")
     grouping = ", ".join(f'GROUPING("{d.id}") AS "g_{d.id}"' for d in dims)
     select_dims = "".join(f'"{d.id}", ' for d in dims)
-    # the SQL is built from the table specifications in the repository (reviewed like code), never from input
-    with_keys = with_keys and m.kind == "count"  # only counts are rounded; statistics need no draw
-    key = "record_key(unit)" if with_keys else "0::BIGINT"
-    key_sum = f"(sum(DISTINCT rk) % {sdc.KEY_MOD})::BIGINT" if with_keys else "0::BIGINT"
-    dim_columns = "".join(f', "{d.id}"' for d in dims)
-    sql = f"""
-        WITH base0 AS (SELECT *{", " + unnested if unnested else ""} FROM {view}),
-        base AS (
-            SELECT ({m.unit_key})::VARCHAR AS unit, ({value})::DOUBLE AS val{dim_columns}
-            FROM base0 WHERE ({m.where}) {("AND " + only) if only else ""}
-        ),
-        kept AS (SELECT * FROM base WHERE unit IS NOT NULL {"AND val IS NOT NULL" if m.value else ""}),
-        keys AS (SELECT unit, {key} AS rk FROM (SELECT DISTINCT unit FROM kept))
+    key_sum = f"(sum(DISTINCT uid) % {sdc.KEY_MOD})::BIGINT" if keyed else "0::BIGINT"
+    return f"""
         SELECT {select_dims}{grouping + ", " if grouping else ""}
-               count(DISTINCT unit) AS units,
-               {key_sum} AS key_sum,
-               {stat} AS raw
-        FROM {"kept JOIN keys USING (unit)" if with_keys else "kept"}
+               count(DISTINCT {unit}) AS units, {key_sum} AS key_sum, {stat} AS raw
+        FROM {rows}
         GROUP BY {"GROUPING SETS (" + ", ".join(sets) + ")" if dims else "()"}
     """  # noqa: S608
-    return sql, [d.id for d in dims]
+
+
+def measure_sql(spec: TableSpec, m: Measure) -> tuple[str, list[str]]:
+    """One measure as one bare DuckDB query (no record keys): what the release benchmark compares
+    against, and how statistics (which need no draw) are computed."""
+    return (
+        f"WITH kept AS ({kept_sql(spec, m)}) {aggregate_sql(spec, m, 'kept', keyed=False)}",
+        list(m.dimensions),
+    )
 
 
 @dataclass
@@ -175,9 +184,11 @@ class Engine:
         )
         self.con.execute("CREATE MACRO code_of(cs, voc) AS list_extract(codes_of(cs, voc), 1)")
         self.con.execute(
-            f"""CREATE MACRO record_key(u) AS ('0x' || substr(sha256(getvariable('ck_opad') ||
-                 unhex(sha256(getvariable('ck_ipad') || encode(u)))), 1, {sdc.KEY_BITS // 4}))::BIGINT"""
+            f"""CREATE MACRO record_uid(u) AS ('0x' || substr(sha256(getvariable('ck_opad') ||
+                 unhex(sha256(getvariable('ck_ipad') || encode(u)))), 1, {sdc.UID_BITS // 4}))::BIGINT"""
         )
+        self.con.execute(f"CREATE MACRO record_key(u) AS record_uid(u) % {sdc.KEY_MOD}")
+        self.con.execute("CREATE TEMP TABLE unit_keys (unit VARCHAR, uid BIGINT)")
         self.con.execute(
             "CREATE TEMP TABLE events AS SELECT *, period = $p AS in_period, "
             "event_time < $end AS until_end FROM events_raw",
@@ -198,9 +209,29 @@ class Engine:
 
     # -- one measure -----------------------------------------------------------------------------------
 
+    def _query(self, spec: TableSpec, m: Measure) -> pa.Table:
+        if m.kind != "count":
+            return self.con.sql(measure_sql(spec, m)[0]).to_arrow_table()
+        # counts: the kept rows once, their units' record keys (computed once per unit per build), then
+        # the group-by over integers
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE kept AS {kept_sql(spec, m)}")
+        self.con.execute(
+            "INSERT INTO unit_keys SELECT k.unit, record_uid(k.unit) FROM (SELECT DISTINCT unit FROM kept) k "
+            "WHERE NOT EXISTS (SELECT 1 FROM unit_keys c WHERE c.unit = k.unit)"
+        )
+        rows = "(SELECT kept.*, c.uid FROM kept JOIN unit_keys c USING (unit))"
+        return self.con.sql(aggregate_sql(spec, m, rows, keyed=True)).to_arrow_table()
+
+    def check_unit_keys(self) -> None:
+        """Counting distinct record keys counts distinct units only if no two units share one (60 bits:
+        about one chance in 10**7 for a million units); if they ever do, refuse rather than miscount."""
+        rows = self.con.execute("SELECT count(*), count(DISTINCT uid) FROM unit_keys").fetchall()
+        if rows and rows[0][0] != rows[0][1]:
+            raise DisclosureError("two units share a record key: rebuild with another cell-key secret")
+
     def _measure_cells(self, spec: TableSpec, m: Measure) -> dict[str, np.ndarray]:
-        sql, dim_ids = measure_sql(spec, m)
-        result = self.con.sql(sql).to_arrow_table()
+        dim_ids = list(m.dimensions)
+        result = self._query(spec, m)
         coords: dict[str, np.ndarray] = {}
         for d in dim_ids:
             dim = spec.dimension(d)
@@ -284,6 +315,7 @@ class Engine:
             value=np.zeros(0),
             attribute=np.zeros(0),
         )
+        self.check_unit_keys()
         protect(cells, np.concatenate(kinds), np.concatenate(keys))
         return cells
 

@@ -1,10 +1,11 @@
 """Disclosure control for released tables: pure functions over numpy arrays, one per rule.
 
 * **Cell key** (the ABS/ONS idea): every unit (a person, case, crime, execution) gets a *record key*,
-  ``HMAC-SHA256(cell-key secret, pseudonym)`` cut to 48 bits; a cell's key is the sum of its distinct
-  units' record keys modulo 2**48, read as a draw ``u`` in [0, 1). The same set of units gives the same
-  draw in every table, rerun and revision; one unit more or less gives a fresh, independent draw. The
-  secret comes from settings and is never written.
+  ``HMAC-SHA256(cell-key secret, pseudonym)`` read as a 60-bit number (its first 15 hex digits) modulo
+  2**48; a cell's key is the sum of its distinct units' record keys modulo 2**48, read as a draw ``u``
+  in [0, 1). The same set of units gives the same draw in every table, rerun and revision; one unit
+  more or less gives a fresh, independent draw. The secret comes from settings and is never written.
+  Cells count distinct 60-bit keys; a build refuses if two units ever share one.
 * **Unbiased random rounding to base 5** (CBS "aselect afgerond"): a count ``n`` with remainder ``r``
   goes up to ``n - r + 5`` with probability ``r / 5`` and down to ``n - r`` otherwise, so
   ``E[rounded] = n`` and the error is at most 4. The draw is the cell key's ``u``: up iff ``u < r / 5``.
@@ -26,14 +27,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KEY_BITS = 48
+UID_BITS = 60  # a unit's record key as read from its HMAC: the first 15 hex digits (fits a signed 64-bit int)
+KEY_BITS = 48  # the part that is summed into a cell key: the uid modulo 2**48
 KEY_MOD = 1 << KEY_BITS
 BASE = 5
 
 
 def record_key(secret: bytes, unit: str) -> int:
     """One unit's record key (the reference the SQL version in ``releases.engine`` is tested against)."""
-    return int(hmac.new(secret, unit.encode(), hashlib.sha256).hexdigest()[: KEY_BITS // 4], 16)
+    return record_uid(secret, unit) % KEY_MOD
+
+
+def record_uid(secret: bytes, unit: str) -> int:
+    """The unit's 60-bit id: distinct units get distinct ids (checked per build), so cells count ids."""
+    return int(hmac.new(secret, unit.encode(), hashlib.sha256).hexdigest()[: UID_BITS // 4], 16)
 
 
 def cell_draw(record_key_sums: np.ndarray) -> np.ndarray:

@@ -49,8 +49,10 @@ def test_cell_key_is_the_same_for_the_same_units_and_fresh_for_one_more() -> Non
     c = sdc.cell_draw(np.array([_record_keys(["p1", "p2", "p3", "p4"]) % sdc.KEY_MOD]))[0]
     assert a == b
     assert a != c
-    # the record key is HMAC-SHA256(secret, pseudonym) cut to 48 bits
-    assert sdc.record_key(SECRET, "p1") == int(hmac.new(SECRET, b"p1", hashlib.sha256).hexdigest()[:12], 16)
+    # the record key is HMAC-SHA256(secret, pseudonym), its first 60 bits, modulo 2**48
+    mac = hmac.new(SECRET, b"p1", hashlib.sha256).hexdigest()
+    assert sdc.record_uid(SECRET, "p1") == int(mac[:15], 16)
+    assert sdc.record_key(SECRET, "p1") == int(mac[:15], 16) % 2**48
     # another secret gives another key (the secret is what makes the draw unpredictable)
     assert sdc.record_key(b"x" * 32, "p1") != sdc.record_key(SECRET, "p1")
 
