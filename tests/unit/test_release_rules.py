@@ -259,3 +259,15 @@ def test_a_row_without_a_code_of_a_multiple_dimension_still_counts_in_the_total(
     assert units[("T001161", "NL01")] == 3  # the crime without an offence code is in the total
     assert units[("CRI1", "NL01")] == 2 and units[("CRI11", "GM0363")] == 2
     assert units[("ONB", "NL01")] == 1
+
+
+def test_two_units_sharing_a_record_key_stop_the_build() -> None:
+    from ketenstroom.errors import DisclosureError
+
+    persons = [f"{i:064x}" for i in range(1, 4)]
+    engine = Engine("2026MM05", _events(persons, ["M", "V", "V"]), None, SECRET)
+    engine.compute(_spec("KS9005NED"))  # fills the unit keys; distinct, so no complaint
+    engine.con.execute("INSERT INTO unit_keys SELECT 'another unit', uid FROM unit_keys LIMIT 1")
+    with pytest.raises(DisclosureError, match="share a record key"):
+        engine.check_unit_keys()
+    engine.close()
