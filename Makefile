@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status demo test test-unit lint secrets clean bench-publish bench-process bench-sink bench-extract
+.PHONY: help install up down status demo test test-unit lint secrets clean bench-publish bench-process bench-sink bench-extract bench-release
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,7 +30,7 @@ down: ## Stop the local stack (only what it started)
 status: install ## Show each service, its port, pid and health
 	$(KS) infra status
 
-demo: up ## Run the walking skeleton: generate an OM export, publish, process, sink; print what happened
+demo: up ## Run the pipeline: generate, publish, process, sink, seal, release; print where the release is
 	$(KS) demo
 
 test: install ## Unit and integration tests against the real stack (started by the test fixtures)
@@ -71,3 +71,6 @@ bench-sink: install ## Benchmark the sink against a hand-written sink and pyarro
 
 bench-extract: install ## Benchmark a research extract (100k cases) against a hand-written DuckDB query over the same files
 	$(PY) -m bench.extract_bench
+
+bench-release: install ## Benchmark one period's release from a 1M-event revision against DuckDB's bare group-bys
+	$(PY) -m bench.release_bench

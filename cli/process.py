@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import signal
@@ -213,6 +214,10 @@ def scan(
         for key in store.list():
             if key.endswith(".parquet"):
                 records += pq.read_table(io.BytesIO(store.get(key))).to_pylist()
+            elif key.startswith("releases/") and key.endswith(".json"):  # released tables' OData and metadata
+                records.append({key: json.loads(store.get(key))})
+            elif key.startswith("releases/") and key.endswith(".csv"):
+                records += list(csv.DictReader(io.StringIO(store.get(key).decode("utf-8")), delimiter=";"))
     count, findings = scan_all(records)
     for finding in findings[:50]:
         console.print(f"[red]finding[/red] {finding}")
