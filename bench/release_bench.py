@@ -70,11 +70,11 @@ def _concepts(n: int, slots: list[tuple[str, np.ndarray]]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), struct)
 
 
-def events(total: int, seed: int = 1) -> pa.Table:
+def events(total: int, seed: int = 1, period: str = PERIOD) -> pa.Table:
     """``total`` events of one month: cases flowing police -> OM -> court -> execution, vectorised."""
     rng = np.random.default_rng(seed)
     n = total // EVENTS_PER_CASE
-    start, _end = period_bounds(PERIOD)
+    start, _end = period_bounds(period)
     base = np.datetime64(start.replace(tzinfo=None), "ms")
     report, case, execution = _hex(rng, n), _hex(rng, n), _hex(rng, n)
     people = _hex(rng, max(n * 2 // 3, 1))
@@ -134,7 +134,7 @@ def events(total: int, seed: int = 1) -> pa.Table:
     for partner, step, keys, slots in steps:
         t = t + (rng.random(n) * 2.5 * 86_400_000).astype("timedelta64[ms]")
         cols = {
-            "period": pa.array(np.full(n, PERIOD, dtype=object), pa.string()),
+            "period": pa.array(np.full(n, period, dtype=object), pa.string()),
             "event_id": pa.array([str(uuid.UUID(int=int(x))) for x in rng.integers(0, 2**62, n)]),
             "source_partner": pa.array(np.full(n, partner, dtype=object), pa.string()),
             "source_event_type": pa.array(np.full(n, step, dtype=object), pa.string()),

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from cli import infra, pipeline, process, release, schemas, snapshot
+from cli import infra, pipeline, process, release, schemas, site, snapshot
 
 app = typer.Typer(
     name="ketenstroom",
@@ -19,6 +19,7 @@ app.add_typer(infra.app, name="infra")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(release.app, name="release")
+app.add_typer(site.app, name="site")
 app.command()(release.serve)
 pipeline.register(app)
 process.register(app)
