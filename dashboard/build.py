@@ -152,7 +152,8 @@ def render(releases: ReleaseSet) -> dict[str, bytes]:
         audit=audit,
         sources=[(p, f"{n:,}".replace(",", ".")) for p, n in newest.manifest.sources.items()],
     )
-    files["assets/site.css"] = resources.files("dashboard").joinpath("assets/site.css").read_bytes()
+    for asset in ("site.css", "favicon.svg"):
+        files[f"assets/{asset}"] = resources.files("dashboard").joinpath(f"assets/{asset}").read_bytes()
     listing = {
         "format": SITE_FORMAT,
         "releases": [

@@ -41,8 +41,8 @@ def _nice_max(value: float) -> float:
     step = 10 ** (len(str(int(value))) - 1)
     for factor in (1, 2, 2.5, 5, 10):
         if value <= factor * step:
-            return factor * step
-    return 10.0 * step
+            return float(factor * step)
+    return float(10 * step)
 
 
 def _f(x: float) -> str:
@@ -83,9 +83,8 @@ def _legend(series: Sequence[Series]) -> list[str]:
             if len(lines[-1]) + len(w) > 28 and lines[-1] and len(lines) < 2:
                 lines.append("")
             lines[-1] = f"{lines[-1]} {w}".strip()
-        out.append(
-            f'<rect x="{WIDTH - RIGHT + 6}" y="{y}" width="10" height="10" fill="{PALETTE[k % len(PALETTE)]}" />'
-        )
+        colour = PALETTE[k % len(PALETTE)]
+        out.append(f'<rect x="{WIDTH - RIGHT + 6}" y="{y}" width="10" height="10" fill="{colour}" />')
         for i, text in enumerate(lines):
             out.append(
                 f'<text class="legend" x="{WIDTH - RIGHT + 20}" y="{y + 9 + 12 * i}">{escape(text)}</text>'

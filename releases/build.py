@@ -35,6 +35,7 @@ from ketenstroom.calendar import period_bounds
 from ketenstroom.contract.releases import (
     ATTRIBUTION,
     LICENSE,
+    ORDINARY,
     PUBLISHER,
     STATUS_NL,
     ReleaseFile,
@@ -45,7 +46,7 @@ from ketenstroom.contract.releases import (
 from ketenstroom.contract.snapshots import manifest_name, sha256
 from ketenstroom.errors import StorageError
 from releases import sdc
-from releases.engine import ORDINARY, Cells, Engine, load_chain, load_events
+from releases.engine import Cells, Engine, load_chain, load_events
 from releases.spec import TableSpec, load_specs
 
 HISTORY = timedelta(
