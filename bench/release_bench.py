@@ -28,7 +28,7 @@ from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.calendar import period_bounds
 from ketenstroom.contract.snapshots import staging_name
 from releases.build import Releases
-from releases.engine import measure_sql
+from releases.engine import measure_sql, source_name
 from releases.spec import load_specs
 from sinks.parquet import CONCEPT, SCHEMA, write_table
 from sinks.seal import Sealer, SealPolicy
@@ -220,6 +220,8 @@ def run_duckdb(store: ObjectStore, root: Path) -> float:
         f"'{end_t.isoformat()}'::TIMESTAMPTZ AS period_end FROM read_parquet('{chain}')"
     )
     for spec in load_specs():
+        if spec.from_sql:  # materialised once per table, as the engine does
+            con.execute(f"CREATE TEMP TABLE {source_name(spec)} AS {spec.from_sql}")
         for m in spec.measures:
             sql, _ = measure_sql(spec, m, with_keys=False)
             con.sql(sql).to_arrow_table()

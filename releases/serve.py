@@ -8,7 +8,9 @@
   ``UntypedDataSet``/``TypedDataSet`` (wide: one column per measure).
 
 A table's observations are those of the latest release of every period, so ``Perioden`` runs over
-all released periods. Only GET; nothing is written; bound to loopback unless told otherwise.
+all released periods. Only GET; nothing is written; bound to loopback unless told otherwise. Query
+options (``$filter``, ``$select``, ``$format``) are accepted and ignored: every set is returned whole,
+in one page (a release holds thousands of cells, not the 100,000 at which CBS pages).
 """
 
 from __future__ import annotations

@@ -20,10 +20,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ketenstroom.errors import ConfigurationError
-from ketenstroom.settings import REPO_ROOT
+from ketenstroom.settings import CatalogueSettings
 
-PUBLICATION_DIR = REPO_ROOT / "publication"
-TERMINOLOGY_DIR = REPO_ROOT / "terminology"
 _ID = re.compile(r"^KS\d{4}NED$")
 _FORBIDDEN = re.compile(
     r"\b(min|max|arg_min|arg_max|min_by|max_by|first|last|any_value|list|array_agg)\s*\(", re.I
@@ -64,7 +62,7 @@ class Dimension(_Model):
     def code_list(self) -> list[Code]:
         codes = list(self.codes)
         if self.vocabulary:
-            with (TERMINOLOGY_DIR / "concepts.csv").open(encoding="utf-8") as fh:
+            with (CatalogueSettings().terminology_dir / "concepts.csv").open(encoding="utf-8") as fh:
                 for row in csv.DictReader(fh):
                     if (
                         row["vocabulary"] == self.vocabulary
@@ -84,7 +82,7 @@ class Dimension(_Model):
         if not self.titles_csv:
             return {}
         key, title = self.titles_columns
-        with (TERMINOLOGY_DIR / self.titles_csv).open(encoding="utf-8") as fh:
+        with (CatalogueSettings().terminology_dir / self.titles_csv).open(encoding="utf-8") as fh:
             return {row[key]: row[title] for row in csv.DictReader(fh)}
 
 
@@ -170,7 +168,9 @@ class TableSpec(_Model):
             self.dimension(gd.dimension)
 
 
-def load_specs(directory: Path = PUBLICATION_DIR) -> list[TableSpec]:
+def load_specs(directory: Path | None = None) -> list[TableSpec]:
+    """Every ``KS*.toml`` in the catalogue's ``publication/`` (``KETENSTROOM_CATALOGUE_DIR``), checked."""
+    directory = directory or CatalogueSettings().publication_dir
     specs = []
     for path in sorted(directory.glob("KS*.toml")):
         try:

@@ -22,16 +22,19 @@ from pydantic import SecretStr
 
 from ketenstroom.adapters.kafka import all_partitions, end_offsets, ensure_topics, read_to_end
 from ketenstroom.adapters.registry import Registry
-from ketenstroom.contract import PARTNERS, Topics
+from ketenstroom.catalogue import catalogue_at
+from ketenstroom.contract import Topics
 from ketenstroom.contract.codec import decode
 from ketenstroom.contract.scanner import scan_all
 from ketenstroom.contract.wire import unframe
-from ketenstroom.settings import PathSettings, PseudonymSettings
+from ketenstroom.settings import CatalogueSettings, PseudonymSettings
 from processors.build import build_transformer
 from processors.runner import TransactionalProcessor
 from producers.publish import Publisher
 from synthetic import OM_COLUMNS, GenerationReport, generate_chain, om_decision_rows, write_csv
 from tests.conftest import Services
+
+PARTNERS = catalogue_at(CatalogueSettings().dir).names  # the partners the catalogue declares
 
 KEY = "processor-test-key-0123456789abcdef0123"
 DEADLINE_S = 240
@@ -59,7 +62,7 @@ def _process(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
 
 
 def _deliver(services: Services, names: Topics, exports: GenerationReport) -> int:
-    ensure_topics(services.kafka, names.all(), partitions=3, replication_factor=1)
+    ensure_topics(services.kafka, names.all(PARTNERS), partitions=3, replication_factor=1)
     published = 0
     for partner in PARTNERS:
         with Publisher(partner, kafka=services.kafka, registry=services.registry, topics=names) as publisher:
@@ -174,7 +177,7 @@ def _members_with_partitions(services: Services, group: str) -> int:
 
 def test_two_workers_share_the_partitions(services: Services, exports: GenerationReport) -> None:
     names = Topics(f"t{os.getpid()}two{random.randrange(10**6)}.")
-    ensure_topics(services.kafka, names.all(), partitions=3, replication_factor=1)
+    ensure_topics(services.kafka, names.all(PARTNERS), partitions=3, replication_factor=1)
     env = _env(services, names)
     workers = [_process(env, "--instance-id", str(i), "--app-id", f"{names.prefix}proc") for i in range(2)]
     try:
@@ -246,7 +249,7 @@ def test_run_until_end_stops_at_partition_eof_past_an_aborted_transaction(
     with Registry(services.registry) as registry:
         transformer = build_transformer(
             registry=registry,
-            paths=PathSettings(),
+            paths=CatalogueSettings(),
             pseudonym=PseudonymSettings(key=SecretStr(KEY), key_id="t1"),
             topics=names,
         )
@@ -292,9 +295,10 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
     listing = run("dlq", "list", "--partner", "om")
     assert "unknown-code" in listing and "30" in listing and "ZZZZ" in listing
 
-    fixed = tmp_path / "terminology"
-    shutil.copytree(PathSettings().terminology_dir, fixed)
-    with (fixed / "om-afdoening.csv").open("a", encoding="utf-8") as fh:
+    fixed = tmp_path / "catalogue"  # a deployment's own catalogue: the repository's plus the new code
+    for part in ("schemas", "partners", "terminology"):
+        shutil.copytree(CatalogueSettings().dir / part, fixed / part)
+    with (fixed / "terminology" / "om-afdoening.csv").open("a", encoding="utf-8") as fh:
         fh.write("OM.AFDOENING,ZZZZ,om-beslissing,OVERIG,Overig (nieuwe code),beslissing,2026-01-01,\n")
     replayed = json.loads(run("dlq", "replay", "--partner", "om", "--reason", "unknown-code"))
     assert replayed == {"read": 30, "replayed": 30, "skipped": 0}
@@ -306,7 +310,7 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
             "--partner",
             "om",
             "--until-caught-up",
-            extra={"KETENSTROOM_TERMINOLOGY_DIR": str(fixed)},
+            extra={"KETENSTROOM_CATALOGUE_DIR": str(fixed)},
         )
         .strip()
         .splitlines()[-1]
@@ -318,7 +322,7 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
 
 def test_metrics_and_health_endpoints(services: Services) -> None:
     names = Topics(f"t{os.getpid()}obs{random.randrange(10**6)}.")
-    ensure_topics(services.kafka, names.all(), partitions=1, replication_factor=1)
+    ensure_topics(services.kafka, names.all(PARTNERS), partitions=1, replication_factor=1)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

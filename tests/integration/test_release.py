@@ -30,7 +30,7 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.calendar import period_bounds
-from ketenstroom.contract import PARTNERS, Topics
+from ketenstroom.contract import Topics
 from ketenstroom.contract.scanner import scan_all
 from producers.publish import Publisher
 from synthetic import generate_chain
@@ -93,8 +93,9 @@ def released(services: Services, tmp_path_factory: pytest.TempPathFactory) -> It
     names = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
     base = tmp_path_factory.mktemp("release")
     exports = generate_chain(base / "exports", cases=1200, seed=1212, noise=0.0, days=90)
-    ensure_topics(services.kafka, names.all(), partitions=3, replication_factor=1)
-    for partner in PARTNERS:
+    partners = sorted(exports.partners)  # the partners the generator has profiles for
+    ensure_topics(services.kafka, names.all(partners), partitions=3, replication_factor=1)
+    for partner in partners:
         with Publisher(partner, kafka=services.kafka, registry=services.registry, topics=names) as publisher:
             publisher.publish([Path(exports.partners[partner].path)])
     env = _env(services, names)

@@ -55,6 +55,22 @@ def test_cell_key_is_the_same_for_the_same_units_and_fresh_for_one_more() -> Non
     assert sdc.record_key(b"x" * 32, "p1") != sdc.record_key(SECRET, "p1")
 
 
+def test_cell_key_draws_make_rounding_unbiased() -> None:
+    # 4000 cells of 1..20 distinct units each: rounding with the cell keys' draws (not a PRNG) has a mean
+    # error near 0 (the error of one cell has sd < 2.5, so the mean of 4000 has sd < 0.04; 0.2 is 5 sd)
+    rng = np.random.default_rng(9)
+    sizes = rng.integers(1, 21, 4000)
+    sums = []
+    for cell, size in enumerate(sizes):
+        sums.append(_record_keys([f"c{cell}-u{u}" for u in range(size)]) % sdc.KEY_MOD)
+    draws = sdc.cell_draw(np.array(sums, dtype=np.int64))
+    rounded = sdc.random_round(sizes, draws)
+    assert (rounded % 5 == 0).all() and np.abs(rounded - sizes).max() <= 4
+    assert abs((rounded - sizes).mean()) < 0.2
+    # and the draws look uniform: each fifth of [0, 1) holds about a fifth of the cells
+    assert np.histogram(draws, bins=5, range=(0, 1))[0].min() > 700
+
+
 def _spec(table: str, unit_key: str = "person_pseudonym") -> TableSpec:
     return TableSpec.model_validate(
         {
