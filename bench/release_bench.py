@@ -211,12 +211,12 @@ def run_duckdb(store: ObjectStore, root: Path) -> float:
     )
     con.execute("CREATE MACRO code_of(cs, voc) AS list_extract(codes_of(cs, voc), 1)")
     con.execute(
-        f"CREATE VIEW events AS SELECT *, period = '{PERIOD}' AS in_period, event_time < $end AS until_end "  # noqa: S608
+        f"CREATE VIEW events AS SELECT *, period = '{PERIOD}' AS in_period, event_time < $end AS until_end "
         f"FROM read_parquet({files!r})".replace("$end", f"'{end_t.isoformat()}'::TIMESTAMPTZ")
     )
     chain = root / "snapshots" / PERIOD / f"r{snap.revision}" / "tables" / "chain.parquet"
     con.execute(
-        f"CREATE VIEW chain AS SELECT *, '{start_t.isoformat()}'::TIMESTAMPTZ AS period_start, "  # noqa: S608
+        f"CREATE VIEW chain AS SELECT *, '{start_t.isoformat()}'::TIMESTAMPTZ AS period_start, "
         f"'{end_t.isoformat()}'::TIMESTAMPTZ AS period_end FROM read_parquet('{chain}')"
     )
     for spec in load_specs():

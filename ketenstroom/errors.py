@@ -16,7 +16,9 @@
     │   ├── DecodeError             bytes are not a valid Confluent-framed Avro record
     │   ├── UnknownCodeError        a partner code has no mapping (never guessed)
     │   └── IdentifierError         an identifier is malformed (e.g. a parketnummer)
-    └── StorageError                object storage refused or failed a write/read
+    ├── StorageError                object storage refused or failed a write/read
+    └── ExtractError                a research extract cannot be made as requested (request, catalogue)
+        └── ExtractRefused          the extract would not be safe: offending combinations attached
 
 Third-party errors are translated at the boundary with ``raise ... from exc``.
 """
@@ -121,3 +123,19 @@ class IdentifierError(RecordError):
     """An identifier is malformed."""
 
     reason = "invalid-identifier"
+
+
+class ExtractError(KetenstroomError):
+    """A research extract cannot be made as requested (bad request, unknown column or level, no data)."""
+
+
+class ExtractRefused(ExtractError):
+    """The extract would not meet its disclosure thresholds within the suppression budget.
+
+    ``offending`` lists the quasi-identifier combinations below k (or below l on a sensitive column),
+    one dict per combination with its row count and distinct sensitive values, for the operator only.
+    """
+
+    def __init__(self, message: str, offending: list[dict[str, object]]):
+        super().__init__(message)
+        self.offending = offending

@@ -161,6 +161,49 @@ class PseudonymSettings(BaseSettings):
         return raw
 
 
+def _read_secret(key: SecretStr | None, key_file: Path | None, key_id: str, env: str, what: str) -> bytes:
+    """The secret's bytes from exactly one of ``key`` / ``key_file`` (at least 32 bytes), or a clear error."""
+    if key is not None and key_file is not None:
+        raise ConfigurationError(f"both {env} and {env}_FILE are set; set only one")
+    if key_file is not None:
+        try:
+            raw = key_file.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {what} file {key_file}: {exc.strerror}") from exc
+    elif key is not None:
+        raw = key.get_secret_value().encode()
+    else:
+        raise ConfigurationError(
+            f"no {what}: set {env}_FILE to a file holding a secret of at least 32 bytes (or {env}), "
+            f"and {env}_ID to its id"
+        )
+    if len(raw) < 32:
+        raise ConfigurationError(
+            f"{what} {key_id!r} is {len(raw)} bytes; at least 32 are required "
+            "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+        )
+    return raw
+
+
+class ExtractSettings(BaseSettings):
+    """Research extracts: the secret extract key (study keys are derived from it) and the register.
+
+    The extract key must differ from the pseudonymisation key: it is what makes one study's
+    pseudonyms unlinkable to another's and to the platform's. Never logged.
+    """
+
+    model_config = _config("KETENSTROOM_EXTRACT_")
+
+    key: SecretStr | None = None
+    key_file: Path | None = None
+    key_id: str = "x1"
+    #: Where the append-only extract register lives (default: the snapshot storage URL).
+    register_url: str | None = None
+
+    def secret(self) -> bytes:
+        return _read_secret(self.key, self.key_file, self.key_id, "KETENSTROOM_EXTRACT_KEY", "extract key")
+
+
 class CatalogueSettings(BaseSettings):
     """Where the chain catalogue lives: ``schemas/``, ``partners/``, ``terminology/``, ``publication/``.
 

@@ -271,7 +271,9 @@ class ChainGenerator:
         elif decision == "VBSE":
             ground = _POLICY[self._int(0, len(_POLICY))]
         decided = self._meta("om", "BESLISSING", t_decision, om_system)
-        decided["metadata.registration_time"] = t_registered  # the mapping takes it from inschrijfdatum
+        # OM's export has one date for a decision (beslisdatum: event and registration alike); setting the
+        # case's registration date here put the decision on the day the case was registered
+        decided["metadata.registration_time"] = t_decision
         decided["suspect"] = who
         decided.update(
             {

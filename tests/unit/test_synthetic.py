@@ -318,6 +318,10 @@ def test_times_run_forward_and_registration_follows_the_event(
         if r["type"] == "INSCHRIJVING":
             assert crime[pv] < sent[pv] < r["metadata.event_time"]
             registered[_parket(r["case.parketnummer"])] = r["metadata.event_time"]
+    decided = [r for r in clean_rows["om"] if r["type"] == "BESLISSING"]
+    assert decided
+    for r in decided:  # an OM decision comes at least a day after the case was registered
+        assert (r["metadata.event_time"] - registered[_parket(r["case.parketnummer"])]).days >= 1, r["raw"]
     for r in clean_rows["rechtspraak"]:
         lead = r["metadata.event_time"] - registered[_parket(r["case.parketnummer"])]
         assert 14 <= lead.days <= 1000
