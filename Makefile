@@ -30,7 +30,7 @@ down: ## Stop the local stack (only what it started)
 status: install ## Show each service, its port, pid and health
 	$(KS) infra status
 
-demo: up ## Run the pipeline: generate, publish, process, sink, seal, release; print where the release is
+demo: up ## Run the pipeline: generate, publish, process, sink, seal, release, site; print how to open the dashboard
 	$(KS) demo
 
 # Debian's headless Chromium and its driver for the dashboard's browser tests (Playwright's own browser

@@ -126,7 +126,11 @@ def render(releases: ReleaseSet) -> dict[str, bytes]:
             )
         elif props.get("GraphTypes") == "lead_times":
             lead_times.append(
-                {"heading": props["ShortTitle"], "description": props["Description"], "charts": view.charts()}
+                {
+                    "heading": props["ShortTitle"],
+                    "description": props["Description"],
+                    "charts": view.lead_time_charts(),
+                }
             )
     page("keten.html", "chain.html", latest, title="De keten", funnels=funnels, lead_times=lead_times)
     audit = []

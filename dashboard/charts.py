@@ -151,24 +151,40 @@ def line_chart(
     return _frame(chart_id, title, desc, body)
 
 
+def _wrapped(x: float, y: float, text: str, width: int = 34, anchor: str = "start") -> str:
+    """A label on up to two lines (words kept whole), vertically centred on ``y``."""
+    lines = [""]
+    for word in text.split():
+        if lines[-1] and len(lines[-1]) + len(word) >= width and len(lines) < 2:
+            lines.append("")
+        lines[-1] = f"{lines[-1]} {word}".strip()
+    top = y - 6 * (len(lines) - 1)
+    return "".join(
+        f'<text class="legend" x="{_f(x)}" y="{_f(top + 12 * i)}" text-anchor="{anchor}">'
+        f"{escape(line)}</text>"
+        for i, line in enumerate(lines)
+    )
+
+
 def funnel_chart(chart_id: str, title: str, steps: Sequence[tuple[str, float | None]]) -> str:
     """A cohort through the chain: one bar per step, its share of the first step beside it."""
     first = steps[0][1] if steps and steps[0][1] else None
     bar_h = (HEIGHT - TOP - 16) / max(len(steps), 1)
-    plot_w = WIDTH - 280
+    left, plot_w = 250, WIDTH - 250 - 120
     body = []
     for i, (label, v) in enumerate(steps):
         y = TOP + i * bar_h
-        share = f" ({number(100 * v / first, 0)}%)" if v is not None and first else ""
-        body.append(f'<text class="legend" x="6" y="{_f(y + bar_h / 2 + 4)}">{escape(label[:34])}</text>')
+        body.append(_wrapped(6, y + bar_h / 2 + 4, label))
         if v is None:
-            body.append(f'<text class="tick" x="250" y="{_f(y + bar_h / 2 + 4)}">. (geheim)</text>')
+            body.append(f'<text class="tick" x="{left}" y="{_f(y + bar_h / 2 + 4)}">. (geheim)</text>')
             continue
+        share = f" ({number(100 * v / first, 0)}%)" if first else ""
         w = plot_w * (v / first) if first else 0.0
+        mid = _f(y + bar_h / 2 + 4)
         body.append(
-            f'<rect class="mark" x="250" y="{_f(y + 4)}" width="{_f(max(w, 1.0))}" height="{_f(bar_h - 8)}" '
-            f'fill="{PALETTE[0]}"><title>{escape(label)}: {number(v)}</title></rect>'
-            f'<text class="value" x="{_f(254 + w)}" y="{_f(y + bar_h / 2 + 4)}">{number(v)}{share}</text>'
+            f'<rect class="mark" x="{left}" y="{_f(y + 4)}" width="{_f(max(w, 1.0))}" '
+            f'height="{_f(bar_h - 8)}" fill="{PALETTE[0]}"><title>{escape(label)}: {number(v)}</title></rect>'
+            f'<text class="value" x="{_f(left + 4 + w)}" y="{mid}">{number(v)}{share}</text>'
         )
     desc = f"Trechter over {len(steps)} stappen; de cijfers staan in de tabel eronder."
     return _frame(chart_id, title, desc, body)
@@ -192,10 +208,7 @@ def bar_chart(
     body = [f'<text class="unit" x="{left}" y="{TOP - 8}">{escape(unit)}</text>']
     for i, category in enumerate(categories):
         y0 = TOP + i * group_h
-        body.append(
-            f'<text class="legend" x="{left - 6}" y="{_f(y0 + group_h / 2 + 4)}" '
-            f'text-anchor="end">{escape(category[:32])}</text>'
-        )
+        body.append(_wrapped(left - 6, y0 + group_h / 2 + 4, category, 30, "end"))
         for k, s in enumerate(series):
             v, y = s.values[i], y0 + 3 + k * bar_h
             if v is None:

@@ -247,6 +247,12 @@ class TableViews:
         caption = f"{title}; {m['Unit']}"
         return ChartView(chart_id, title, svg, DataTable(caption, "Perioden", columns, rows))
 
+    def lead_time_charts(self) -> list[ChartView]:
+        """Over periods, the measures drawn against a norm: durations (days) and shares with a target."""
+        t = self.table
+        wanted = [m for m in t.measures if m["Unit"] == "dagen" or m.get("Target") is not None]
+        return [c for m in wanted if (c := self._measure_chart(m)) is not None]
+
     def _breakdown_chart(self, m: dict[str, Any]) -> ChartView | None:
         """The newest period by a second dimension (its total and top-level codes), series as over periods."""
         t, release = self.table, self.releases[-1]
