@@ -65,7 +65,7 @@ class ChartView:
 class Headline:
     table_id: str
     table_title: str
-    figures: list[tuple[str, CellView]]
+    figures: list[tuple[str, CellView, str]]  # label, cell, unit ('' for a count)
 
 
 @dataclass
@@ -309,15 +309,25 @@ class TableViews:
 
 
 def headlines(release: Release) -> list[Headline]:
-    """Per table (a chain step's figures), each measure at the totals of every dimension."""
+    """Per table (a chain step's figures), each measure at the totals of every dimension; along a
+    dimension without a total, at the one code the measure is published for (e.g. a norm's stretch)."""
     out = []
     for t in release.tables.values():
-        totals = {d["Identifier"]: t.total(d) for d in t.dimensions}
-        if any(v is None for v in totals.values()):
-            continue
-        coords = {k: v for k, v in totals.items() if v is not None}
-        figures = [(m["Title"], cell_view(release, t, m, coords)) for m in t.measures[:4]]
-        out.append(Headline(t.id, t.properties["ShortTitle"], figures))
+        figures = []
+        for m in t.measures:
+            coords: dict[str, str] = {}
+            for i, d in enumerate(t.dimensions):
+                total = t.total(d)
+                used = {k[i + 1] for k in t.cells if k[0] == m["Identifier"]}
+                if total is not None:
+                    coords[d["Identifier"]] = total
+                elif len(used) == 1:
+                    coords[d["Identifier"]] = used.pop()
+            if len(coords) == len(t.dimensions):
+                unit = "" if m["Unit"] == "aantal" else m["Unit"]
+                figures.append((m["Title"], cell_view(release, t, m, coords), unit))
+        if figures:
+            out.append(Headline(t.id, t.properties["ShortTitle"], figures[:4]))
     return out
 
 
@@ -339,7 +349,11 @@ def changes(release: Release, previous: Release, limit: int = 8) -> RevisionChan
                 result.examples.append(
                     Change(
                         f"{t.properties['ShortTitle']}: {m['Title']}",
-                        "." if before is None or before.suppressed else number(before.value, m["Decimals"]),
+                        "nieuw"
+                        if before is None
+                        else "."
+                        if before.suppressed
+                        else number(before.value, m["Decimals"]),
                         "." if cell.suppressed else number(cell.value, m["Decimals"]),
                     )
                 )

@@ -88,3 +88,25 @@ def test_the_identifier_scanner_finds_nothing_in_the_site_and_would_find_a_date(
     page.write_text(page.read_text().replace("</main>", "<p>geboren 1990-04-17</p></main>"))
     planted = scan()
     assert planted.returncode == 1 and "full-date" in planted.stdout + planted.stderr
+
+
+def test_numbers_are_written_the_dutch_way_and_a_secret_is_a_dot() -> None:
+    from dashboard.charts import number
+
+    assert [number(1234567), number(12.25, 1), number(0.0, 1), number(None)] == [
+        "1.234.567",
+        "12,2",
+        "0,0",
+        ".",
+    ]
+
+
+def test_a_line_has_a_gap_and_no_point_where_a_value_is_secret() -> None:
+    from dashboard.charts import Norm, Series, line_chart
+
+    svg = line_chart(
+        "c", "t", ["a", "b", "c", "d"], [Series("s", [10.0, None, 30.0, 40.0])], norms=[Norm("norm", 35.0)]
+    )
+    assert svg.count('class="mark"') == 3  # three published values, three points
+    assert svg.count("<polyline") == 1  # a lone point before the gap draws no line; c-d is one
+    assert svg.count('class="norm"') == 1
