@@ -12,7 +12,8 @@ from html import escape
 
 PALETTE = ("#01689b", "#e17000", "#39870c", "#a90061", "#8fcae7", "#673327", "#42145f", "#ffb612")
 WIDTH, HEIGHT = 720, 320
-LEFT, RIGHT, TOP, BOTTOM = 64, 200, 24, 56
+LEFT, RIGHT, TOP, BOTTOM = 64, 200, 24, 72
+TICKS = 5
 
 
 @dataclass(frozen=True)
@@ -59,16 +60,17 @@ def _frame(chart_id: str, title: str, desc: str, body: list[str]) -> str:
     )
 
 
-def _axis(ymax: float, decimals: int, unit: str) -> list[str]:
+def _axis(ymax: float, unit: str) -> list[str]:
     plot_h = HEIGHT - TOP - BOTTOM
+    ticks = [ymax * k / TICKS for k in range(TICKS + 1)]
+    decimals = 0 if all(float(t).is_integer() for t in ticks) else 1
     out = []
-    for k in range(5):
-        v = ymax * k / 4
-        y = TOP + plot_h - plot_h * k / 4
+    for k, v in enumerate(ticks):
+        y = TOP + plot_h - plot_h * k / TICKS
         out.append(
             f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{_f(y)}" y2="{_f(y)}" />'
             f'<text class="tick" x="{LEFT - 6}" y="{_f(y + 4)}" text-anchor="end">'
-            f"{number(v, decimals if ymax < 10 else 0)}</text>"
+            f"{number(v, decimals)}</text>"
         )
     out.append(f'<text class="unit" x="{LEFT - 6}" y="{TOP - 8}" text-anchor="end">{escape(unit)}</text>')
     return out
@@ -115,10 +117,13 @@ def line_chart(
     def y(v: float) -> float:
         return TOP + plot_h - plot_h * v / ymax
 
-    body = _axis(ymax, decimals, unit)
+    body = _axis(ymax, unit)
+    slanted = len(labels) > 4  # many periods: labels at an angle so they do not overlap
     for i, label in enumerate(labels):
+        lx, ly = _f(x(i)), HEIGHT - BOTTOM + 16
+        turn = f' transform="rotate(-35 {lx} {ly})"' if slanted else ""
         body.append(
-            f'<text class="tick" x="{_f(x(i))}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle">'
+            f'<text class="tick" x="{lx}" y="{ly}" text-anchor="{"end" if slanted else "middle"}"{turn}>'
             f"{escape(label)}</text>"
         )
     for n in norms:

@@ -129,6 +129,10 @@ def test_every_page_loads_cleanly_and_every_chart_renders(
         assert not errors, f"{page}: {errors}"
         off = [u for u in _requests(browser) if urlsplit(u).hostname not in ("127.0.0.1", None)]
         assert not off, f"{page} asked for {off}"
+        wide = browser.execute_script(
+            "return document.documentElement.scrollWidth > document.documentElement.clientWidth"
+        )
+        assert not wide, f"{page} scrolls sideways at 1280 px"
         assert browser.find_element(By.CSS_SELECTOR, "footer .release code").text  # names its manifest
         assert "CC BY 4.0" in browser.find_element(By.TAG_NAME, "footer").text
         for svg in browser.find_elements(By.CSS_SELECTOR, "svg.chart"):
@@ -196,9 +200,7 @@ def test_a_suppressed_cell_shows_a_dot_with_its_reason(
     assert secret and all(td.text == "." for td in secret)
     reason = secret[0].find_element(By.TAG_NAME, "abbr").get_attribute("title")
     assert reason and reason.startswith("geheim: minder eenheden dan de drempel")
-    notes = browser.find_element(
-        By.CSS_SELECTOR, "#KS0006NED-MediaanDoorlooptijd_2-Leeftijdsgroep-table + ul.notes"
-    )
+    notes = browser.find_element(By.ID, "KS0006NED-MediaanDoorlooptijd_2-Leeftijdsgroep-notes")
     assert "geheim" in notes.text
     head, rows = _table(table)
     csv_rows = _release_csv(root, "2026MM03", 0, "KS0006NED")
