@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status demo test test-unit lint clean browser site bench-publish bench-process bench-sink bench-release bench-extract
+.PHONY: help install up down status demo test test-unit lint clean browser site bench-publish bench-process bench-sink bench-extract bench-release
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,8 +75,8 @@ bench-process: install $(QUIX_VENV)/.installed ## Benchmark the exactly-once pro
 bench-sink: install ## Benchmark the sink against a hand-written sink and pyarrow writes; peak RSS of one 5M-event period
 	$(PY) -m bench.sink_bench
 
-bench-release: install ## Benchmark one period's release from a 1M-event revision against DuckDB's bare group-bys
-	$(PY) -m bench.release_bench
-
 bench-extract: install ## Benchmark a research extract (100k cases) against a hand-written DuckDB query over the same files
 	$(PY) -m bench.extract_bench
+
+bench-release: install ## Benchmark one period's release from a 1M-event revision against DuckDB's bare group-bys
+	$(PY) -m bench.release_bench

@@ -107,7 +107,8 @@ class TableOutput:
                 elif code in declared:
                     title, parent = declared[code].title, declared[code].parent or dim.total_code
                 else:
-                    title, parent = titles.get(code, code), dim.total_code
+                    title = titles.get(code, "Onbekend" if code == "ONB" else code)
+                    parent = dim.total_code
                 rows.append(
                     {
                         "Identifier": code,

@@ -86,7 +86,16 @@ def measure_sql(spec: TableSpec, m: Measure, *, with_keys: bool = True) -> tuple
     keys (``with_keys=False``) it is the bare group-by the release benchmark compares against."""
     dims = [spec.dimension(d) for d in m.dimensions]
     view = source_name(spec)
-    unnested = ", ".join(f'{"unnest(" + d.expr + ")" if d.multiple else d.expr} AS "{d.id}"' for d in dims)
+    # a multiple dimension with no code for a row puts the row under 'ONB', so it still counts in totals
+    unnested = ", ".join(
+        (
+            f"unnest(CASE WHEN len(coalesce({d.expr}, [])) = 0 THEN ['ONB'] ELSE {d.expr} END)"
+            if d.multiple
+            else d.expr
+        )
+        + f' AS "{d.id}"'
+        for d in dims
+    )
     only = " AND ".join(
         f""""{d}" IN ({", ".join("'" + c + "'" for c in codes)})""" for d, codes in m.only.items()
     )

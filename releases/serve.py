@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlparse
@@ -28,6 +29,8 @@ from releases.build import Releases
 
 log = logging.getLogger("ketenstroom.serve")
 CATALOG = "KS"
+_TABLE = re.compile(r"KS\d{4}NED")
+_SET = re.compile(r"[A-Za-z]+")
 
 
 class Catalogue:
@@ -53,6 +56,8 @@ class Catalogue:
 
     def odata4(self, table: str, name: str) -> Any:
         """One v4 set of a table, merged over periods (codes and observations), newest period last."""
+        if not _TABLE.fullmatch(table) or not _SET.fullmatch(name):  # names only, never a path
+            raise StorageError(f"{table}/{name} is not released")
         parts = []
         for prefix in self._prefixes():
             key = f"{prefix}{table}/odata/{name}.json"
@@ -157,6 +162,7 @@ class Catalogue:
         raise StorageError(f"{table}/{name} is not a v3 set")
 
     def _wide(self, table: str, dims: list[str], *, typed: bool) -> list[dict[str, Any]]:
+        decimals = {m["Identifier"]: m["Decimals"] for m in self.odata4(table, "MeasureCodes")}
         rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         for obs in self.odata4(table, "Observations"):
             key = tuple(obs[d] for d in dims)
@@ -165,7 +171,7 @@ class Catalogue:
             if typed:
                 row[obs["Measure"]] = value
             else:
-                row[obs["Measure"]] = "." if value is None else f"{value:g}"
+                row[obs["Measure"]] = "." if value is None else f"{value:.{decimals[obs['Measure']]}f}"
         return list(rows.values())
 
 

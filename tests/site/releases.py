@@ -10,13 +10,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.release_bench import events
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.contract.snapshots import staging_name
 from releases.build import Releases
-from sinks.parquet import write_table
+from sinks.parquet import SCHEMA, write_table
 from sinks.seal import Sealer, SealPolicy
 from sinks.tables import build_missing_tables
+from synthetic.period import period_events
 
 CELLKEY = b"site-test-cell-key-secret-0123456789abcdef"
 PERIODS = ("2026MM01", "2026MM02", "2026MM03")
@@ -38,9 +38,11 @@ def build_release_store(root: Path) -> ObjectStore:
     """A store under ``root`` with sealed revisions and their releases (see the module docstring)."""
     store = ObjectStore(f"file://{root}")
     for n, period in enumerate(PERIODS):
-        store.put(staging_name(period, 0, 0), write_table(events(EVENTS, seed=n + 1, period=period)))
+        store.put(staging_name(period, 0, 0), write_table(period_events(EVENTS, SCHEMA, period, seed=n + 1)))
         _seal(store, period, final=period == "2026MM01")
-    late = events(EVENTS // 4, seed=99, period="2026MM02")  # late deliveries: revision r1, "nader voorlopig"
+    late = period_events(
+        EVENTS // 4, SCHEMA, "2026MM02", seed=99
+    )  # late deliveries: revision r1, "nader voorlopig"
     store.put(staging_name("2026MM02", 0, 10_000_000), write_table(late))
     _seal(store, "2026MM02", final=False)
     return store

@@ -213,3 +213,47 @@ def test_published_tables_are_declared_and_valid() -> None:
     specs = load_specs()
     assert [s.id for s in specs] == [f"KS000{i}NED" for i in range(1, 8)]
     assert all(s.version for s in specs)
+
+
+def test_a_row_without_a_code_of_a_multiple_dimension_still_counts_in_the_total() -> None:
+    from releases.spec import load_specs
+
+    concept = pa.struct(
+        [
+            (n, pa.string())
+            for n in ("vocabulary", "code", "label", "counting_unit", "source_code_system", "source_code")
+        ]
+    )
+    scm = [
+        {
+            "vocabulary": "scm2010",
+            "code": c,
+            "label": "",
+            "counting_unit": "",
+            "source_code_system": "",
+            "source_code": "",
+        }
+        for c in ("1", "11")
+    ]
+    events = pa.table(
+        {
+            "period": ["2026MM05"] * 3,
+            "event_id": ["e1", "e2", "e3"],
+            "chain_step": ["POLICE_CRIME_REGISTERED"] * 3,
+            "event_time": pa.array([1_778_000_000_000] * 3, pa.timestamp("ms", tz="UTC")),
+            "report_pseudonym": ["r1", "r2", "r3"],
+            "crime_municipality_code": ["GM0363"] * 3,
+            "concepts": pa.array([scm, scm, []], pa.list_(concept)),
+        }
+    )
+    spec = next(s for s in load_specs() if s.id == "KS0001NED")
+    engine = Engine("2026MM05", events, None, SECRET)
+    cells = engine.compute(spec)
+    engine.close()
+    units = {
+        (str(cells.coords["SoortMisdrijf"][i]), str(cells.coords["RegioS"][i])): int(cells.units[i])
+        for i in range(len(cells))
+    }
+    assert units[("T001161", "NL01")] == 3  # the crime without an offence code is in the total
+    assert units[("CRI1", "NL01")] == 2 and units[("CRI11", "GM0363")] == 2
+    assert units[("ONB", "NL01")] == 1
