@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status demo test test-unit lint clean browser site bench-publish bench-process bench-sink bench-extract bench-release
+.PHONY: help install up down status demo test test-unit lint secrets clean browser site bench-publish bench-process bench-sink bench-extract bench-release
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,9 +49,12 @@ test: install browser ## Unit, browser and integration tests against the real st
 test-unit: install ## Unit tests only: no services needed
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: install ## ruff and mypy
+lint: install secrets ## ruff, mypy and the secrets scan
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+secrets: install ## Scan the tracked tree for keys, passwords and tokens (detect-secrets; test fixtures carry `pragma: allowlist secret`)
+	git ls-files -z | xargs -0 $(VENV)/bin/detect-secrets-hook
 
 clean: ## Remove the virtualenvs and local output (not the download cache, not the stack's data)
 	rm -rf $(VENV) $(QUIX_VENV) var .pytest_cache

@@ -217,11 +217,15 @@ def add(
     display_name: str = typer.Option(..., "--display-name", help="e.g. 'Koninklijke Marechaussee'."),
     code: str = typer.Option(..., "--code", help="Symbol of nl.ketenstroom.common.Partner, e.g. HALT."),
     apply: bool = typer.Option(
-        False, "--apply", help="The files exist and check out: create the topics and register the subjects."
+        False,
+        "--apply",
+        help="The files exist and check out: create the topics, grant the partner its Kafka rights "
+        "and register the subjects.",
     ),
 ) -> None:
     """Scaffold a partner's declaration and mapping from its schemas; with --apply, create its topics
     and registry subjects once ``catalogue check`` passes."""
+    from cli.access import grant, print_report
     from cli.pipeline import topics
     from cli.schemas import register_group
 
@@ -243,6 +247,11 @@ def add(
     try:
         catalogue.partner(name)
         topics(partitions=3, replication_factor=-1)
+        report = grant([name])
+        if report.authorizer:
+            print_report(report)
+        else:
+            out.print("the cluster has no authorizer: no rights to grant (secured clusters only)")
         out.print(register_group(name))
     except KetenstroomError as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -248,7 +248,9 @@ def demo(
     site = workdir.parent / "site" if workdir.name == "demo" else workdir / "site"  # var/site by default
     # the sink's hook builds the release of each revision it seals, then rebuilds the site
     step("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink", "--site", str(site)])
-    step("scan", ["scan", "--storage", f"file://{snapshots}"])
+    # every pipeline output: the curated topic and every Parquet file (staged, sealed, tables); exports,
+    # reject files and DLQs are the partners' own raw data and stay out of it
+    step("scan", ["scan", "--topic", "--storage", f"file://{snapshots}"])
     step("snapshot list", ["snapshot", "list", "--storage", f"file://{snapshots}"])
     step("snapshot verify", ["snapshot", "verify", "--storage", f"file://{snapshots}"])
     step("release build", ["release", "build", "--storage", f"file://{snapshots}"])  # any the sink left

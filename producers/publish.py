@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from ketenstroom.adapters.preflight import require_topic
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.catalogue import catalogue_at
 from ketenstroom.contract import Topics, event_id
@@ -126,6 +127,7 @@ class Publisher:
             partner, catalogue.schemas, entry.mapping.path.parent.parent, code=entry.code
         )
         self.topic = (topics or Topics()).raw(partner)
+        self.kafka, self.message_timeout_ms = kafka, message_timeout_ms
         self.registry = Registry(registry)
         self.producer = Producer(
             kafka.librdkafka(
@@ -170,6 +172,14 @@ class Publisher:
         progress: Callable[[int], None] | None = None,
     ) -> Receipt:
         receipt = Receipt(partner=self.partner, files=[str(f) for f in files], topic=self.topic)
+        who = self.kafka.sasl_username or "ANONYMOUS"  # refused before anything is produced or registered
+        require_topic(
+            self.kafka,
+            self.topic,
+            f"partner {who} may not write {self.topic}",
+            timeout=min(15.0, self.message_timeout_ms / 1000),
+            unreachable_ok=True,  # an unreachable cluster: every row reported not delivered, as before
+        )
         for record in self.mapping.records.values():  # register up front: fail before producing anything
             self._header(record, receipt)
         seen: set[bytes] = set()

@@ -215,9 +215,7 @@ def test_a_suppressed_cell_shows_a_dot_with_its_reason(
             ]
             assert (shown == ".") == (row["Status"] == "."), (label, column)
     assert any("." in cells for _, cells in rows) and any(c != "." for _, cells in rows for c in cells)
-    figure = browser.find_element(
-        By.XPATH, "//figure[.//table[@id='KS0006NED-MediaanDoorlooptijd_2-Leeftijdsgroep-table']]"
-    )
+    figure = table.find_element(By.XPATH, "./ancestor::figure")
     SHOTS.mkdir(parents=True, exist_ok=True)
     assert figure.screenshot(str(SHOTS / "chart-KS0006NED-secret.png"))  # the chart and its table, close up
     _shot(browser, "table-KS0006NED.png")

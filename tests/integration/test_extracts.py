@@ -33,7 +33,7 @@ from synthetic import generate_chain
 from tests.conftest import Services
 
 PARTNERS = ("politie", "om", "rechtspraak", "cjib")
-KEY = "extract-test-pseudonym-key-0123456789abcdef"
+KEY = "extract-test-pseudonym-key-0123456789abcdef"  # pragma: allowlist secret
 EXTRACT_KEY = "extract-test-extract-key-fedcba9876543210"
 FAR = datetime(2030, 1, 1, tzinfo=UTC)
 QUASI = ("age", "sex", "region", "om_registration_date")
