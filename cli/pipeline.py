@@ -169,6 +169,10 @@ def sink(
         help="Build the release of each revision sealed (needs the cell-key secret; skipped with a note "
         "if unset).",
     ),
+    site: str = typer.Option(
+        "var/site",
+        help="Rebuild the dashboard here (directory or storage URL) after each release; '' to skip.",
+    ),
 ) -> None:
     """Stage curated.chain-events as period Parquet, seal due periods (manifest last), then commit offsets."""
     from cli.release import build_after_seal
@@ -194,7 +198,7 @@ def sink(
             max_buffered=max_buffered,
             sealer=Sealer(store, policy) if seal else None,
             tables=tables,
-            on_sealed=build_after_seal(store) if release and tables and seal else None,  # type: ignore[arg-type]
+            on_sealed=build_after_seal(store, site or None) if release and tables and seal else None,  # type: ignore[arg-type]
         ).run(stop_at=stop_at)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
@@ -269,7 +273,9 @@ def demo(
             ok=(0, 1),
         )
     step("process", ["process", "--until-caught-up", "--app-id", "ketenstroom-demo"])
-    step("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink"])
+    site = workdir.parent / "site" if workdir.name == "demo" else workdir / "site"  # var/site by default
+    # the sink's hook builds the release of each revision it seals, then rebuilds the site
+    step("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink", "--site", str(site)])
     # every pipeline output: the curated topic and every Parquet file (staged, sealed, tables); exports,
     # reject files and DLQs are the partners' own raw data and stay out of it
     step("scan", ["scan", "--topic", "--storage", f"file://{snapshots}"])
@@ -278,6 +284,8 @@ def demo(
     step("release build", ["release", "build", "--storage", f"file://{snapshots}"])  # any the sink left
     step("release list", ["release", "list", "--storage", f"file://{snapshots}"])
     step("release verify", ["release", "verify", "--storage", f"file://{snapshots}"])
+    step("site build", ["site", "build", "--storage", f"file://{snapshots}", "--out", str(site)])
+    step("scan site", ["scan", "--site", str(site)])
     console.rule("[bold]done")
     out.print(f"exports and receipts: {exports}")
     from ketenstroom.adapters.snapshots import Snapshots
@@ -295,7 +303,9 @@ def demo(
             f'read them: .venv/bin/python -c "import duckdb; print(duckdb.sql(\\"{query} order by all\\"))"'
         )
     out.print("stop the stack: make down")
-    _print_releases(snapshots)  # last: where the release is
+    _print_releases(snapshots)
+    out.print(f"dashboard built from the releases: {site}/index.html")
+    print(f"open it: .venv/bin/ketenstroom site serve --dir {site}   # then http://127.0.0.1:8090/")  # last
 
 
 def _print_releases(snapshots: Path) -> None:

@@ -32,9 +32,11 @@ def _fail(exc: KetenstroomError) -> typer.Exit:
     return typer.Exit(2)
 
 
-def build_after_seal(store: ObjectStore) -> object:
-    """The sink's ``on_sealed`` hook: release every sealed revision that has no release yet. A failure is
-    reported, not raised: the snapshot is sealed either way and ``release build`` can be rerun."""
+def build_after_seal(store: ObjectStore, site: str | None = None) -> object:
+    """The sink's ``on_sealed`` hook: release every sealed revision that has no release yet, then (when
+    ``site`` names a directory or storage URL) rebuild the dashboard there. A failure is reported, not
+    raised: the snapshot is sealed either way and ``release build`` / ``site build`` can be rerun."""
+    from cli.site import rebuild_after_release
     from releases.build import Releases
 
     def hook(_sealed: list[object]) -> None:
@@ -48,6 +50,10 @@ def build_after_seal(store: ObjectStore) -> object:
                 f"released {m.period} r{m.revision} ({m.perioden_status}): "
                 f"{store.root}/releases/{m.period}/r{m.revision}/"
             )
+        if built and site:
+            rebuild = rebuild_after_release(store, site)
+            assert callable(rebuild)
+            rebuild()
 
     return hook
 

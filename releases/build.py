@@ -23,86 +23,35 @@ import csv
 import io
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
 
 from ketenstroom.adapters.objectstore import ObjectExistsError, ObjectStore
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.calendar import period_bounds
+from ketenstroom.contract.releases import (
+    ATTRIBUTION,
+    LICENSE,
+    ORDINARY,
+    PUBLISHER,
+    STATUS_NL,
+    ReleaseFile,
+    ReleaseManifest,
+    period_title,
+    release_prefix,
+)
 from ketenstroom.contract.snapshots import manifest_name, sha256
 from ketenstroom.errors import StorageError
 from releases import sdc
-from releases.engine import ORDINARY, Cells, Engine, load_chain, load_events
+from releases.engine import Cells, Engine, load_chain, load_events
 from releases.spec import TableSpec, load_specs
 
-FORMAT = "ketenstroom.release-manifest/1"
 HISTORY = timedelta(
     days=3 * 366
 )  # earlier periods read for a case's or person's history (as the chain tables)
-LICENSE = "https://creativecommons.org/licenses/by/4.0/"
-PUBLISHER = "Data Alliantie Strafrechtketen (ketenstroom)"
-ATTRIBUTION = (
-    "Bron: Data Alliantie Strafrechtketen, ketenstroom (bewerking van gegevens van de ketenpartners)"
-)
-STATUS_NL: dict[str, str] = {"provisional": "Voorlopig", "revised": "Nader voorlopig", "final": "Definitief"}
-_SUFFIX = {"provisional": "*", "revised": "**", "final": ""}
-_MONTHS = [
-    "januari",
-    "februari",
-    "maart",
-    "april",
-    "mei",
-    "juni",
-    "juli",
-    "augustus",
-    "september",
-    "oktober",
-    "november",
-    "december",
-]
-
-
-def release_prefix(period: str, revision: int) -> str:
-    return f"releases/{period}/r{revision}/"
-
-
-class ReleaseFile(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    path: str
-    sha256: str
-    bytes: int
-
-
-class ReleaseManifest(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    format: str = FORMAT
-    period: str
-    revision: int
-    status: Literal["provisional", "revised", "final"]
-    perioden_status: str
-    built_at: datetime
-    snapshot_manifest: str
-    snapshot_manifest_sha256: str
-    history_manifests_sha256: dict[str, str]
-    tables: dict[str, str]  # table id -> spec version
-    specs_sha256: dict[str, str]  # table id -> sha256 of the whole specification (counting rule included)
-    rules: dict[str, Any]
-    license: str = LICENSE
-    files: list[ReleaseFile]
-
-    def to_bytes(self) -> bytes:
-        return (self.model_dump_json(indent=2) + "\n").encode()
-
-
-def period_title(period: str, status: str) -> str:
-    year, kind, number = period[:4], period[4:6], int(period[6:])
-    base = {"MM": f"{year} {_MONTHS[number - 1]}", "KW": f"{year} {number}e kwartaal", "JJ": year}[kind]
-    return base + _SUFFIX[status]
 
 
 def _json(data: Any) -> bytes:
@@ -193,6 +142,8 @@ class TableOutput:
                 "Unit": m.unit,
                 "Decimals": m.decimals,
                 "PresentationType": "Absolute",
+                "Norm": m.norm,
+                "Target": m.target,
             }
             for i, m in enumerate(spec.measures)
         ]
@@ -258,6 +209,7 @@ class TableOutput:
             "Language": "nl",
             "Catalog": "KS",
             "Frequency": spec.frequency,
+            "GraphTypes": spec.graph,
             "Status": "Regulier",
             "Version": spec.version,
             "Modified": self.modified.isoformat(),
@@ -467,6 +419,7 @@ class Releases:
                 s.id: sha256(s.model_dump_json().encode()) for s in self.specs if s.id in audit_tables
             },
             rules=rules,
+            sources=dict(sorted(snap.rows_per_partner.items())),
             files=written,
         )
         try:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.calendar import period_bounds
+from ketenstroom.contract.releases import ORDINARY, SUPPRESSED
 from ketenstroom.contract.snapshots import Manifest, TablesManifest
 from ketenstroom.errors import DisclosureError, StorageError
 from releases import sdc
@@ -45,8 +46,6 @@ EVENT_COLUMNS = [
     "crime_municipality_code",
     "concepts",
 ]
-SUPPRESSED = "Confidential"  # ValueAttribute of a suppressed cell (rendered "." in the CSV)
-ORDINARY = "None"
 
 
 def _read(store: ObjectStore, paths: Iterable[str], columns: Sequence[str] | None) -> list[pa.Table]:

@@ -23,8 +23,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.contract.releases import release_prefix
 from ketenstroom.errors import StorageError
-from releases.build import Releases, release_prefix
+from releases.build import Releases
 
 log = logging.getLogger("ketenstroom.serve")
 CATALOG = "KS"

@@ -100,6 +100,8 @@ class Measure(_Model):
     #: for statistics: the value per unit (e.g. a lead time in days) and, for shares, the norm
     value: str | None = None
     norm: float | None = None
+    #: the share a norm asks for (Kalsbeek: 80% of cases within the norm); shown against the realised share
+    target: float | None = None
     dimensions: list[str] = Field(default_factory=list)
     #: dimension codes this measure is restricted to (e.g. only stretches with a norm)
     only: dict[str, list[str]] = Field(default_factory=dict)
@@ -128,6 +130,9 @@ class TableSpec(_Model):
     #: optional SELECT over ``events`` or ``chain`` giving the rows the measures read (joins, windows)
     from_sql: str | None = None
     frequency: str = "Permaand"
+    #: how the dashboard draws it (Properties.GraphTypes): lines over periods, a cohort funnel (measures
+    #: in chain order), or lead times per stretch against the measures' norms
+    graph: Literal["lines", "funnel", "lead_times"] = "lines"
     dimensions: list[Dimension]
     measures: list[Measure]
     protection: Protection = Protection()

@@ -65,6 +65,10 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 240) -> str:
     return result.stdout
 
 
+def _site_dir(storage: str) -> str:
+    return storage.removeprefix("file://").rsplit("/", 1)[0] + "/site"
+
+
 def _sink(env: dict[str, str], storage: str, group: str) -> dict[str, Any]:
     out = _cli(
         env,
@@ -78,6 +82,8 @@ def _sink(env: dict[str, str], storage: str, group: str) -> dict[str, Any]:
         "2027-06-01",
         "--final-after-days",
         "3650",
+        "--site",  # the hook rebuilds the dashboard after each release
+        _site_dir(storage),
     )
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -493,6 +499,7 @@ def test_late_event_makes_r1_and_leaves_r0_byte_identical(released: dict[str, An
     after = {k: hashlib.sha256(store.get(k)).hexdigest() for k in store.list(f"releases/{PERIOD}/r0/")}
     assert after == before, "r0 of a release is never rewritten"
     manifest = json.loads(store.get(f"releases/{PERIOD}/r1/manifest.json"))
+    manifest_sha = hashlib.sha256(store.get(f"releases/{PERIOD}/r1/manifest.json")).hexdigest()
     assert manifest["perioden_status"] == "Nader voorlopig"
     assert manifest["snapshot_manifest"] == f"snapshots/{PERIOD}/r1/manifest.json"
     assert (
@@ -509,6 +516,11 @@ def test_late_event_makes_r1_and_leaves_r0_byte_identical(released: dict[str, An
     _check_count(cell, total)
     codes = json.loads(store.get(f"releases/{PERIOD}/r1/KS0001NED/odata/PeriodenCodes.json"))
     assert codes[0]["Status"] == "Nader voorlopig" and codes[0]["Title"].endswith("**")
+    # the sink's hook rebuilt the dashboard from the new release: it lists r1 and shows its status mark
+    site = Path(_site_dir(released["storage"]))
+    listed = json.loads((site / "site.json").read_text())["releases"]
+    assert {"period": PERIOD, "revision": 1, "manifest_sha256": manifest_sha} in listed
+    assert codes[0]["Title"] in (site / "tabellen" / "KS0001NED.html").read_text(encoding="utf-8")
 
 
 def _free_port() -> int:
