@@ -297,13 +297,28 @@ class Publisher:
                 errors["delivery-ended-early"] += lost
         receipt.delivery_errors = dict(errors)
         receipt.finished = datetime.now(UTC).isoformat()
-        self._announce(receipt.event([_digest(f) for f in files]))
+        self._announce(receipt.event([d for f in files if (d := _digest(f)) is not None]))
         return receipt
 
     def _announce(self, event: DeliveryEvent) -> None:
         """Write the delivery's event to ``ops.deliveries`` and wait for it. Its rows are already
         acknowledged (or counted as not delivered) and the receipt file stays the record of truth, so a
         failure here is logged, not raised."""
+        try:  # a missing topic would hold the flush below for the whole message timeout
+            require_topic(
+                self.kafka,
+                self.deliveries_topic,
+                f"{self.kafka.principal} may not write {self.deliveries_topic}",
+                timeout=3,  # unreachable: skip it rather than wait for the message timeout
+            )
+        except DeliveryError as exc:
+            log.error(
+                "delivery %s: no event on %s (%s); `ketenstroom topics` creates it",
+                event.delivery_id,
+                self.deliveries_topic,
+                exc,
+            )
+            return
         failed: list[str] = []
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
@@ -409,13 +424,17 @@ class Publisher:
                 raise DeliveryError(f"producing to {self.topic} failed: {exc}") from exc
 
 
-def _digest(path: Path) -> FileDigest:
+def _digest(path: Path) -> FileDigest | None:
+    """SHA-256 and size of a delivered file; None when it cannot be read (the receipt says why)."""
     sha = hashlib.sha256()
     size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            sha.update(chunk)
-            size += len(chunk)
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                sha.update(chunk)
+                size += len(chunk)
+    except OSError:
+        return None
     return FileDigest(sha256=sha.hexdigest(), bytes=size)
 
 
