@@ -27,13 +27,14 @@ from ketenstroom.settings import (
     KafkaSettings,
     RegistrySettings,
     S3Settings,
+    SinkSettings,
     StorageSettings,
     TopicSettings,
 )
 
 if TYPE_CHECKING:
+    from ketenstroom.settings import SinkSettings
     from sinks.runner import Sink, SinkReport
-    from sinks.settings import SinkSettings
 
 
 def _topics() -> Topics:
@@ -171,12 +172,14 @@ def sink(
     ),
     period: str | None = typer.Option(None, help="month, quarter or year (default from settings: month)."),
     group: str | None = typer.Option(
-        None, help="Consumer group [default: KETENSTROOM_SINK_GROUP_ID, else ketenstroom-sink]."
+        None,
+        help="Consumer group (default: KETENSTROOM_SINK_GROUP_ID, else "
+        f"{SinkSettings.model_fields['group_id'].default}).",
     ),
     instance_id: str | None = typer.Option(
         None,
         help="Stable per running instance, distinct for concurrent ones: a restart takes its partitions "
-        "back at once (static group membership) [default: KETENSTROOM_SINK_INSTANCE_ID, else 0].",
+        "back at once (static group membership) (default: KETENSTROOM_SINK_INSTANCE_ID, else 0).",
     ),
     until_caught_up: bool = typer.Option(False, help="Stop once the topic as of start-up is written."),
     seal: bool = typer.Option(
@@ -186,7 +189,7 @@ def sink(
     final_after_days: float | None = typer.Option(None, help="Days after a period's end it becomes final."),
     as_of: str | None = typer.Option(None, help="Seal as if it were this moment (ISO); default now."),
     max_buffered: int | None = typer.Option(
-        None, help="Rows buffered before a staged file is written [default: KETENSTROOM_SINK_MAX_BUFFERED]."
+        None, help="Rows buffered before a staged file is written (default: KETENSTROOM_SINK_MAX_BUFFERED)."
     ),
     tables: bool = typer.Option(True, help="Derive the chain and person tables of each sealed revision."),
     metrics_port: int | None = typer.Option(
@@ -207,7 +210,6 @@ def sink(
     from cli.snapshot import parse_as_of, policy_settings
     from sinks.runner import Sink
     from sinks.seal import Sealer, SealPolicy
-    from sinks.settings import SinkSettings
 
     kafka = KafkaSettings()
     url = storage or StorageSettings().url

@@ -81,8 +81,8 @@ def collect(
     *, partners: list[str] | None, storage: str | None, now: datetime, group_id: str | None = None
 ) -> dict[str, Any]:
     """Everything ``status`` shows, as plain JSON-able data, with ``needs_action`` (empty: all well)."""
+    from ketenstroom.settings import ProcessorSettings
     from processors.dlq import summarise
-    from processors.settings import ProcessorSettings
 
     catalogue, kafka = load(), KafkaSettings()
     topics = Topics(TopicSettings().prefix)

@@ -21,14 +21,16 @@ from typing import Literal
 
 from ketenstroom.catalogue import Catalogue
 from ketenstroom.contract.topics import Topics
+from ketenstroom.settings import ProcessorSettings, SinkSettings
 
 #: The only super users of the secured cluster; everybody else gets exactly the grants below.
 SUPER_USERS: tuple[str, ...] = ("admin", "broker")
 #: Component principals (a partner may not take one of these names).
 COMPONENTS: tuple[str, ...] = ("processor", "sink", "monitor", "release")
 
-PROCESSOR_APP_ID = "ketenstroom-processor"
-SINK_GROUP = "ketenstroom-sink"
+# the components' own defaults (one home: their settings classes)
+PROCESSOR_APP_ID: str = ProcessorSettings.model_fields["app_id"].default
+SINK_GROUP: str = SinkSettings.model_fields["group_id"].default
 RELEASE_GROUP = "ketenstroom-release"
 
 Resource = Literal["topic", "group", "transactional-id", "cluster"]

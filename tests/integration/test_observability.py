@@ -27,11 +27,11 @@ from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
 from ketenstroom.contract.deliveries import DELIVERIES_RETENTION_DAYS, DeliveryEvent, FileDigest
 from ketenstroom.contract.snapshots import staging_name
+from ketenstroom.settings import SinkSettings
 from producers.publish import Publisher
 from sinks.metrics import SinkMetrics
 from sinks.runner import Sink
 from sinks.seal import Sealer, SealPolicy
-from sinks.settings import SinkSettings
 from synthetic.curated import chain_event, publish_curated
 from tests.conftest import Services
 from tests.integration.test_publish import EXPECTED_REJECTS, _export
