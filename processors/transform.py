@@ -191,6 +191,8 @@ class Transformer:
             ),
             "person_pseudonym": person.pseudonym,
             "person_pseudonym_source": person.source,
+            "skn_pseudonym": person.skn,
+            "bsn_pseudonym": person.bsn,
             "identity_flags": list(person.flags),
             "birth_year": birth.year if birth else None,
             "age_at_event": age_at(birth, event_time.astimezone(AMSTERDAM)) if birth else None,

@@ -37,6 +37,8 @@ SCHEMA = pa.schema(
         ("execution_pseudonym", pa.string()),
         ("person_pseudonym", pa.string()),
         ("person_pseudonym_source", _CATEGORY),
+        ("skn_pseudonym", pa.string()),
+        ("bsn_pseudonym", pa.string()),
         ("identity_flags", pa.list_(pa.string())),
         ("birth_year", pa.int16()),
         ("age_at_event", pa.int16()),

@@ -47,8 +47,18 @@ def chain_event(
     person: str | None = None,
     age: int | None = None,
     concepts: Iterable[dict[str, Any]] = (),
+    skn: str | None = None,
+    bsn: str | None = None,
 ) -> dict[str, Any]:
-    """One ChainEvent record (the fields the processor sets), ready for the curated schema."""
+    """One ChainEvent record (the fields the processor sets), ready for the curated schema.
+
+    ``person`` alone is taken as an SKN pseudonym (the common case); ``skn`` and ``bsn`` give the two
+    identifiers' pseudonyms separately, and the resolved ``person_pseudonym`` follows the processor's
+    rule (SKN before BSN) unless ``person`` is given too."""
+    if person is not None and skn is None and bsn is None:
+        skn = person
+    resolved = person if person is not None else (skn or bsn)
+    source = "SKN" if resolved is not None and resolved == skn else ("BSN" if resolved else "NONE")
     return {
         "event_id": event_id,
         "source_partner": partner,
@@ -60,8 +70,10 @@ def chain_event(
         "case_pseudonym": case,
         "report_pseudonym": report,
         "execution_pseudonym": execution,
-        "person_pseudonym": person,
-        "person_pseudonym_source": "SKN" if person else "NONE",
+        "person_pseudonym": resolved,
+        "person_pseudonym_source": source,
+        "skn_pseudonym": skn,
+        "bsn_pseudonym": bsn,
         "identity_flags": [],
         "birth_year": None if age is None else event_time.year - age,
         "age_at_event": age,
