@@ -1,0 +1,149 @@
+"""One person across the chain: SKN and BSN pseudonyms linked in the chain and person tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from sinks.identity import Identities, components, link_evidence, merge_evidence
+from sinks.microdata import chain_table, person_table
+from tests.unit.test_microdata import ev, table
+
+
+def _utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+
+
+def pev(
+    when: datetime, step: str, *, skn: str | None = None, bsn: str | None = None, **kw: Any
+) -> dict[str, Any]:
+    """A snapshot row with the person's SKN and/or BSN pseudonym, the resolved one as the processor sets it."""
+    row = ev(when, step, person=skn or bsn, **kw)
+    row.update(
+        skn_pseudonym=skn,
+        bsn_pseudonym=bsn,
+        person_pseudonym_source="SKN" if skn else ("BSN" if bsn else "NONE"),
+    )
+    return row
+
+
+def year(rows: list[dict[str, Any]]) -> pa.Table:
+    """The rows as the snapshot of the year 2026 (the sink assigns one period per configuration)."""
+    return table([{**row, "period": "2026JJ00"} for row in rows])
+
+
+def _journey() -> list[dict[str, Any]]:
+    """BSN only at the police in January, SKN + BSN at the OM in March, SKN only at DJI in June."""
+    return [
+        pev(_utc(2026, 1, 10, 9), "POLICE_SUSPECT_REGISTERED", bsn="B1", report="R1", age=17),
+        pev(_utc(2026, 1, 12, 9), "POLICE_REPORT_SENT_TO_OM", bsn="B1", report="R1", age=17),
+        pev(_utc(2026, 3, 3, 9), "OM_REGISTRATION", skn="S1", bsn="B1", case="C1", report="R1", age=17),
+        pev(_utc(2026, 3, 20, 9), "OM_DECISION", skn="S1", bsn="B1", case="C1", report="R1", age=17),
+        pev(_utc(2026, 6, 15, 9), "DETENTION_INFLOW", skn="S1", case="C1", age=17),
+    ]
+
+
+def test_a_person_known_by_bsn_then_skn_is_one_person_with_the_police_lead_times_intact() -> None:
+    events = year(_journey())
+    persons = person_table(events, "2026JJ00").to_pylist()
+    assert [(p["person_pseudonym"], p["events_in_period"], p["person_id_source"]) for p in persons] == [
+        ("S1", 5, "SKN")
+    ]
+    assert persons[0]["reached_police_registration"] and persons[0]["reached_execution_start"]
+    assert persons[0]["identity_conflict"] is False
+    [case] = chain_table(events, "2026JJ00").to_pylist()
+    assert case["person_pseudonym"] == "S1"
+    assert "MULTIPLE_PERSONS" not in case["anomalies"]
+    assert case["police_registration_time"] == _utc(2026, 1, 10, 9)
+    assert case["days_police_registration_to_om_registration"] == 52
+    assert case["days_police_registration_to_execution_start"] == 156
+    assert case["age_at_police_registration"] == 17
+
+
+def test_without_linking_the_same_journey_splits_the_person() -> None:
+    """What the tables did before: two pseudonyms, and the case flagged as having several persons."""
+    rows = _journey()
+    for row in rows:
+        row["skn_pseudonym"] = row["bsn_pseudonym"] = None  # only the processor's either-or pseudonym
+    events = year(rows)
+    assert sorted(p["person_pseudonym"] for p in person_table(events, "2026JJ00").to_pylist()) == ["B1", "S1"]
+    assert "MULTIPLE_PERSONS" in chain_table(events, "2026JJ00").to_pylist()[0]["anomalies"]
+
+
+def test_a_link_learned_later_changes_the_next_table_not_the_month_before() -> None:
+    events = table(_journey())
+    january = person_table(events, "2026MM01").to_pylist()  # by default only evidence up to January's end
+    assert [(p["person_pseudonym"], p["person_id_source"]) for p in january] == [("B1", "BSN")]
+    later = Identities.from_events(events)  # what a table built after March knows
+    relinked = person_table(events, "2026MM01", later).to_pylist()
+    assert [(p["person_pseudonym"], p["person_id_source"]) for p in relinked] == [("S1", "SKN")]
+    before = Identities.from_events(events.slice(0, 2))
+    assert later.relinked(before).to_pylist() == ["S1"]
+    assert later.relinked(later).to_pylist() == []
+
+
+def _conflict() -> list[dict[str, Any]]:
+    """B2 is S2's BSN (three records); one OM record pairs it with S3 (a typing error); S3 has B3 too."""
+    return [
+        pev(_utc(2026, 2, 1, 9), "POLICE_SUSPECT_REGISTERED", skn="S2", bsn="B2", report="R2"),
+        pev(_utc(2026, 2, 9, 9), "OM_REGISTRATION", skn="S2", bsn="B2", case="C2", report="R2"),
+        pev(_utc(2026, 2, 20, 9), "OM_DECISION", skn="S2", bsn="B2", case="C2", report="R2"),
+        pev(_utc(2026, 2, 2, 9), "OM_REGISTRATION", skn="S3", bsn="B2", case="C3", report="R3"),
+        pev(_utc(2026, 2, 25, 9), "OM_DECISION", skn="S3", bsn="B3", case="C3", report="R3"),
+        pev(_utc(2026, 3, 5, 9), "POLICE_SUSPECT_REGISTERED", bsn="B2", report="R4"),
+        pev(_utc(2026, 3, 6, 9), "POLICE_SUSPECT_REGISTERED", bsn="B3", report="R5"),
+    ]
+
+
+def test_a_component_joining_two_skns_is_flagged_not_merged_and_resolves_by_the_rule() -> None:
+    events = year(_conflict())
+    identities = Identities.from_events(events)
+    assert (identities.links, identities.conflicts) == (3, 1)
+    assert dict(zip(identities.bsn.to_pylist(), identities.person.to_pylist(), strict=True)) == {
+        "B2": "S2",  # seen with S2 in three records, with S3 in one: S2's
+        "B3": "S3",
+    }
+    persons = {p["person_pseudonym"]: p for p in person_table(events, "2026JJ00").to_pylist()}
+    assert sorted(persons) == ["S2", "S3"], "two SKNs stay two persons"
+    assert all(p["identity_conflict"] for p in persons.values())
+    assert persons["S2"]["events_in_period"] == 4  # three with S2 and the BSN-only police record of B2
+    assert persons["S3"]["events_in_period"] == 3
+
+
+def test_a_tie_goes_to_the_skn_seen_first_whatever_the_input_order() -> None:
+    rows = [
+        pev(_utc(2026, 2, 5, 9), "OM_REGISTRATION", skn="S9", bsn="B9", case="C9"),
+        pev(_utc(2026, 2, 1, 9), "OM_REGISTRATION", skn="S8", bsn="B9", case="C8"),
+    ]
+    for ordered in (rows, rows[::-1]):
+        identities = Identities.from_events(table(ordered))
+        assert identities.person.to_pylist() == ["S8"] and identities.conflicts == 1
+
+
+def test_evidence_holds_pairs_of_pseudonyms_only_and_merges_by_summing() -> None:
+    events = table(_journey())
+    evidence = link_evidence(events)
+    assert evidence.column_names == ["skn", "bsn", "records", "first_time"]
+    assert evidence.to_pylist() == [
+        {"skn": "S1", "bsn": "B1", "records": 2, "first_time": _utc(2026, 3, 3, 9)}
+    ]
+    merged = merge_evidence([evidence, evidence])
+    assert merged["records"].to_pylist() == [4]
+
+
+def test_components_follow_chains_of_links() -> None:
+    # 0-5, 5-1, 1-6, 6-2 is one component; 3-7 another; 4 alone
+    left, right = np.array([0, 1, 1, 2, 3]), np.array([5, 5, 6, 6, 7])
+    assert components(8, left, right).tolist() == [0, 0, 0, 3, 4, 0, 0, 3]
+
+
+def test_rows_from_before_both_pseudonyms_resolve_from_the_processor_pseudonym() -> None:
+    rows = [ev(_utc(2026, 1, 5), "OM_REGISTRATION", case="C1", person="P1")]
+    for row in rows:
+        row["person_pseudonym_source"] = "SKN"
+    events = table(rows).drop_columns(["skn_pseudonym", "bsn_pseudonym"])
+    assert person_table(events.cast(events.schema), "2026MM01")["person_pseudonym"].to_pylist() == ["P1"]
+    assert pa.types.is_string(Identities.from_events(events).bsn.type)
