@@ -42,7 +42,7 @@ from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
 from producers.steps import zigzag
 from sinks.parquet import SCHEMA
 from sinks.runner import Sink
-from sinks.snapshot import Sealer, SealPolicy
+from sinks.seal import Sealer, SealPolicy
 from sinks.tables import build_missing_tables
 from synthetic.curated import CHAIN_EVENT, chain_event, chain_events, publish_curated
 

@@ -121,7 +121,7 @@ def sink(
     """Stage curated.chain-events as period Parquet, seal due periods (manifest last), then commit offsets."""
     from cli.snapshot import parse_as_of, policy_settings
     from sinks.runner import Sink
-    from sinks.snapshot import Sealer, SealPolicy
+    from sinks.seal import Sealer, SealPolicy
 
     kafka = KafkaSettings()
     url = storage or StorageSettings().url
@@ -218,7 +218,7 @@ def demo(
     step("snapshot verify", ["snapshot", "verify", "--storage", f"file://{snapshots}"])
     console.rule("[bold]done")
     out.print(f"exports and receipts: {exports}")
-    from sinks.snapshot import Snapshots
+    from ketenstroom.adapters.snapshots import Snapshots
 
     sealed = Snapshots(ObjectStore(f"file://{snapshots}"))
     latest = [m for m in (sealed.manifest(p) for p in sealed.periods()) if m is not None]

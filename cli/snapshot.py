@@ -55,7 +55,7 @@ def policy_settings(grace_days: float | None, final_after_days: float | None) ->
 @app.command("list")
 def list_(storage: str | None = STORAGE, as_json: bool = typer.Option(False, "--json")) -> None:
     """Every period: its revisions and statuses, rows in the latest, and rows staged but not yet sealed."""
-    from sinks.snapshot import Snapshots
+    from ketenstroom.adapters.snapshots import Snapshots
 
     try:
         snapshots = Snapshots(_store(storage))
@@ -100,7 +100,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest itself."),
 ) -> None:
     """One revision: status, counts per partner and event type, offsets, versions, files, how to read it."""
-    from sinks.snapshot import Snapshots
+    from ketenstroom.adapters.snapshots import Snapshots
 
     try:
         store = _store(storage)
@@ -151,7 +151,7 @@ def verify(
     storage: str | None = STORAGE,
 ) -> None:
     """Re-read every file of every sealed revision; check sha256 and row counts against the manifest."""
-    from sinks.snapshot import Snapshots
+    from ketenstroom.adapters.snapshots import Snapshots
 
     failed = checked = 0
     try:
@@ -187,7 +187,7 @@ def seal(
     final_after_days: float | None = typer.Option(None, help="Days after a period's end it becomes final."),
 ) -> None:
     """Seal every period that is due, without consuming (the sink does this itself when it catches up)."""
-    from sinks.snapshot import Sealer, SealPolicy
+    from sinks.seal import Sealer, SealPolicy
 
     try:
         policy = SealPolicy.from_settings(policy_settings(grace_days, final_after_days), parse_as_of(as_of))

@@ -12,15 +12,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from ketenstroom.calendar import AMSTERDAM, local_date
 from ketenstroom.contract.codec import decode, encode
 from ketenstroom.contract.wire import frame, unframe
 from ketenstroom.errors import RecordError
 from processors.pseudonym import Pseudonymiser, age_at, pc4
 from processors.terminology import Terminology
-
-AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 
 
 @dataclass(frozen=True)
@@ -158,7 +156,7 @@ class Transformer:
             )
         meta = raw["metadata"]
         event_time: datetime = meta["event_time"]
-        local_day = event_time.astimezone(AMSTERDAM).date()
+        local_day = local_date(event_time)
         concepts: list[dict[str, str]] = []
         for name in (*step.required, *step.optional):
             coded = raw.get(name)

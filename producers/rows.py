@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -26,10 +25,10 @@ from pydantic import (
     create_model,
 )
 
+from ketenstroom.calendar import AMSTERDAM
 from ketenstroom.contract.identifiers import normalise_bsn, normalise_parketnummer, normalise_pv_number
 from ketenstroom.errors import ConfigurationError, IdentifierError, InputRowError
 
-AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 CODED = "nl.ketenstroom.common.CodedValue"
 _SEX = {"M": "M", "MAN": "M", "V": "V", "VROUW": "V", "F": "V", "O": "O", "ONBEKEND": "O", "X": "O"}
 _BOOL = {

@@ -54,10 +54,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ketenstroom.calendar import TIMEZONE, period_bounds
 from sinks.identity import Identities
-from sinks.periods import period_bounds
 
-LOCAL_TZ = "Europe/Amsterdam"
 _TS = pa.timestamp("ms", tz="UTC")
 
 #: The chain steps in chain order; ``<step>_time`` is the column holding the step's time.
@@ -197,7 +196,7 @@ def _first_per_key(table: pa.Table, key: str) -> pa.Table:
 
 def _local_days(times: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     """Days since 1970-01-01 of the Europe/Amsterdam calendar date of each UTC instant."""
-    local = pc.local_timestamp(times.cast(pa.timestamp("ms", tz=LOCAL_TZ)))
+    local = pc.local_timestamp(times.cast(pa.timestamp("ms", tz=TIMEZONE)))
     return local.cast(pa.date32()).cast(pa.int32())
 
 

@@ -4,7 +4,7 @@ Commit order, enforced in ``Sink.flush`` (ARCHITECTURE.md, "Order of commit"):
 
 1. write every buffered file to object storage under ``staging/`` (durable when ``put`` returns);
 2. when the sink has caught up (or is stopping), seal every period that is due: manifest last,
-   create-only (``sinks/snapshot.py`` has the steps); then derive the chain and person tables of each
+   create-only (``sinks/seal.py`` has the steps); then derive the chain and person tables of each
    sealed revision that has none (``sinks/tables.py``);
 3. only then commit the Kafka offsets just past the last record written.
 
@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import pyarrow as pa
@@ -32,15 +32,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
+from ketenstroom.calendar import HourCalendar, PeriodKind
 from ketenstroom.contract import Topics
 from ketenstroom.contract.codec import decode, without_logical_types
+from ketenstroom.contract.snapshots import Manifest, TablesManifest, staging_name
 from ketenstroom.contract.wire import unframe
 from ketenstroom.crashpoints import crash_point
 from ketenstroom.errors import DeliveryError, RecordError
 from ketenstroom.settings import KafkaSettings, RegistrySettings
 from sinks.parquet import to_table, write_table
-from sinks.periods import AMSTERDAM, PeriodKind, period_code
-from sinks.snapshot import Manifest, Sealer, TablesManifest, staging_name
+from sinks.seal import Sealer
 from sinks.tables import build_missing_tables
 
 log = logging.getLogger("ketenstroom.sink")
@@ -118,7 +119,7 @@ class Sink:
         self._last_flush = time.monotonic()
         self._buffered = 0
         self._plain: dict[int, Any] = {}  # schema id -> writer schema without logical types
-        self._hour: dict[int, tuple[str, date]] = {}  # UTC hour -> period and local date (see _local)
+        self._calendar = HourCalendar(self.period)  # period and local date per UTC hour
         self.report = SinkReport()
 
     def run(
@@ -228,14 +229,8 @@ class Sink:
         self._rows.clear()
 
     def _local(self, event_ms: int) -> tuple[str, date]:
-        """Period and Amsterdam date of an instant. Europe/Amsterdam is a whole number of hours from
-        UTC, so every local midnight starts a UTC hour: both are the same for a whole UTC hour."""
-        hour = event_ms // 3_600_000
-        found = self._hour.get(hour)
-        if found is None:
-            moment = datetime.fromtimestamp(hour * 3600, tz=UTC)
-            found = self._hour[hour] = (period_code(moment, self.period), moment.astimezone(AMSTERDAM).date())
-        return found
+        """Period and Amsterdam date of an instant (cached per UTC hour)."""
+        return self._calendar(event_ms)
 
     def flush(self, *, seal: bool = False) -> None:
         self._convert()

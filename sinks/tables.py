@@ -28,19 +28,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ketenstroom.adapters.objectstore import ObjectExistsError, ObjectStore
-from ketenstroom.crashpoints import crash_point
-from sinks.microdata import CHAIN_SCHEMA, PERSON_SCHEMA, chain_table, person_table
-from sinks.periods import period_bounds
-from sinks.snapshot import (
+from ketenstroom.adapters.snapshots import Snapshots
+from ketenstroom.calendar import period_bounds
+from ketenstroom.contract.snapshots import (
     FileEntry,
     Manifest,
-    Snapshots,
     TablesManifest,
     manifest_name,
     revision_prefix,
     sha256,
     tables_manifest_name,
 )
+from ketenstroom.crashpoints import crash_point
+from sinks.microdata import CHAIN_SCHEMA, PERSON_SCHEMA, chain_table, person_table
 
 log = logging.getLogger("ketenstroom.tables")
 

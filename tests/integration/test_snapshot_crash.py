@@ -18,9 +18,10 @@ import pytest
 from ketenstroom.adapters.kafka import end_offsets, ensure_topics
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
+from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.contract import Topics
 from sinks.runner import Sink
-from sinks.snapshot import Sealer, SealPolicy, Snapshots
+from sinks.seal import Sealer, SealPolicy
 from synthetic.curated import chain_events, publish_curated
 from tests.conftest import Services
 

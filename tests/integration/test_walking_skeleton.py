@@ -19,11 +19,12 @@ import pytest
 
 from ketenstroom.adapters.kafka import end_offsets, ensure_topics
 from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.contract import Topics
 from ketenstroom.contract.identifiers import normalise_parketnummer
 from producers.publish import Publisher
 from sinks.runner import Sink
-from sinks.snapshot import Sealer, SealPolicy, Snapshots
+from sinks.seal import Sealer, SealPolicy
 from synthetic import OM_COLUMNS, om_decision_rows, write_csv
 from tests.conftest import Services
 

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ketenstroom.calendar import period_code
 from sinks.microdata import CHAIN_SCHEMA, PERSON_SCHEMA, chain_table, lead_time_norm, person_table
 from sinks.parquet import SCHEMA
-from sinks.periods import period_code
 
 _ids = count(1)
 

@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ketenstroom.calendar import period_bounds, period_code
 from ketenstroom.errors import ConfigurationError
-from sinks.periods import period_bounds, period_code
 
 
 @pytest.mark.parametrize(

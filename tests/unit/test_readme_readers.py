@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.calendar import AMSTERDAM, period_code
+from ketenstroom.contract.snapshots import staging_name
 from ketenstroom.settings import REPO_ROOT
 from sinks.parquet import to_parquet
-from sinks.periods import AMSTERDAM, period_code
-from sinks.snapshot import Sealer, SealPolicy, staging_name
+from sinks.seal import Sealer, SealPolicy
 from sinks.tables import build_missing_tables
 from synthetic.curated import chain_events
 

@@ -14,19 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.adapters.snapshots import Snapshots
+from ketenstroom.contract.snapshots import Manifest, latest_name, manifest_name, staging_name
 from ketenstroom.errors import StorageError
+from sinks.dedup import first_occurrences, id_array, keep_first
 from sinks.parquet import to_parquet
-from sinks.snapshot import (
-    Manifest,
-    Sealer,
-    SealPolicy,
-    Snapshots,
-    _first_occurrences,
-    _id_array,
-    latest_name,
-    manifest_name,
-    staging_name,
-)
+from sinks.seal import Sealer, SealPolicy
 
 PERIOD = "2026MM03"  # March 2026 ends 2026-03-31 22:00 UTC (Amsterdam, summer time from the 29th)
 END = datetime(2026, 3, 31, 22, 0, tzinfo=UTC)
@@ -251,14 +244,14 @@ def test_event_ids_are_deduplicated_vectorised_and_exactly() -> None:
 
     ids = [str(uuid.uuid4()) for _ in range(1000)]
     column = pa.array(ids + ids[:10] + [ids[500]])
-    keep = _first_occurrences(_id_array(column))
+    keep = first_occurrences(id_array(column))
     assert keep[:1000].all() and not keep[1000:].any()
-    upper = _id_array(pa.array([ids[0].upper()]))
-    assert (upper == _id_array(pa.array([ids[0]]))).all()
+    upper = id_array(pa.array([ids[0].upper()]))
+    assert (upper == id_array(pa.array([ids[0]]))).all()
     with pytest.raises(StorageError, match="UUID"):
-        _id_array(pa.array(["not-a-uuid"]))
+        id_array(pa.array(["not-a-uuid"]))
     with pytest.raises(StorageError, match="UUID"):
-        _id_array(pa.array(["g" * 8 + ids[0][8:]]))
+        id_array(pa.array(["g" * 8 + ids[0][8:]]))
 
 
 def test_of_repeated_staged_copies_the_lowest_partition_and_offset_is_kept_whatever_the_files(
@@ -283,13 +276,11 @@ def test_of_repeated_staged_copies_the_lowest_partition_and_offset_is_kept_whate
 def test_keep_first_equals_the_full_sort_even_when_the_first_64_bits_collide() -> None:
     import numpy as np
 
-    from sinks.snapshot import _keep_first
-
     rng = np.random.default_rng(5)
     ids = rng.integers(0, 2**63, size=(5000, 2), dtype=np.int64).astype(np.uint64)
     ids[:300, 0] = 42  # same first half, different second half: not duplicates
     ids[4000:4200] = ids[100:300]  # true repeats
     rank = rng.integers(0, 3, size=5000).astype(np.int8)
     positions = rng.permutation(5000).astype(np.int64)
-    assert (_keep_first(ids, rank, positions) == _first_occurrences(ids, rank, positions)).all()
-    assert _keep_first(ids, rank, positions).sum() == 4800
+    assert (keep_first(ids, rank, positions) == first_occurrences(ids, rank, positions)).all()
+    assert keep_first(ids, rank, positions).sum() == 4800

@@ -12,10 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.adapters.snapshots import Snapshots
+from ketenstroom.calendar import AMSTERDAM, period_code
+from ketenstroom.contract.snapshots import staging_name
 from sinks.microdata import chain_table, person_table
 from sinks.parquet import to_parquet, to_table
-from sinks.periods import AMSTERDAM, period_code
-from sinks.snapshot import Sealer, SealPolicy, Snapshots, staging_name
+from sinks.seal import Sealer, SealPolicy
 from sinks.tables import buckets_of, microdata_tables
 from synthetic.curated import chain_event, chain_events
 

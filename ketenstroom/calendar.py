@@ -1,18 +1,22 @@
-"""One measurement period for every partner, by event time in Europe/Amsterdam, coded as CBS does.
+"""The chain's calendar, in one place: local dates and measurement periods in Europe/Amsterdam.
 
-``2026MM07`` (month), ``2026KW03`` (quarter), ``2026JJ00`` (year). Pure functions.
+One measurement period for every partner, by event time, coded as CBS does: ``2026MM07`` (month),
+``2026KW03`` (quarter), ``2026JJ00`` (year). Event times are UTC instants; every rule that needs a
+calendar date (period, ``event_date``, age at the event, lead times in days, a terminology table's
+validity) takes the Europe/Amsterdam date from here. Pure functions.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from ketenstroom.errors import ConfigurationError
 
-AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+TIMEZONE = "Europe/Amsterdam"
+AMSTERDAM = ZoneInfo(TIMEZONE)
 PeriodKind = Literal["month", "quarter", "year"]
 _CODE = re.compile(r"^(\d{4})(MM|KW|JJ)(\d{2})$")
 
@@ -47,3 +51,31 @@ def period_bounds(code: str) -> tuple[datetime, datetime]:
     start = datetime(year, start_month, 1, tzinfo=AMSTERDAM)
     end = datetime(end_year, end_month, 1, tzinfo=AMSTERDAM)
     return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def local_date(moment: datetime) -> date:
+    """The Amsterdam calendar date of an aware instant."""
+    if moment.tzinfo is None:
+        raise ValueError("local_date needs an aware datetime (event times are UTC instants)")
+    return moment.astimezone(AMSTERDAM).date()
+
+
+class HourCalendar:
+    """Period and local date of epoch milliseconds, cached per UTC hour.
+
+    Europe/Amsterdam is a whole number of hours from UTC, so every local midnight starts a UTC hour:
+    period and date are the same for a whole UTC hour, and a stream of events needs one zone
+    conversion per hour instead of one per event.
+    """
+
+    def __init__(self, kind: PeriodKind = "month") -> None:
+        self.kind = kind
+        self._hours: dict[int, tuple[str, date]] = {}
+
+    def __call__(self, epoch_ms: int) -> tuple[str, date]:
+        hour = epoch_ms // 3_600_000
+        found = self._hours.get(hour)
+        if found is None:
+            moment = datetime.fromtimestamp(hour * 3600, tz=UTC)
+            found = self._hours[hour] = (period_code(moment, self.kind), local_date(moment))
+        return found

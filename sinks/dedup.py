@@ -1,0 +1,84 @@
+"""Event-id deduplication for sealing, vectorised: each event id kept once per revision.
+
+Event ids (canonical UUID strings, as the ChainEvent contract has them) become 16-byte integers, and
+the row kept of each id is the first by a caller's order (sealed rows before staged ones, then the
+lowest Kafka position), so any chunking of the staged files keeps the same rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ketenstroom.errors import StorageError
+
+_HEX = np.full(256, 255, dtype=np.uint8)
+_HEX[np.frombuffer(b"0123456789", dtype=np.uint8)] = np.arange(10, dtype=np.uint8)
+_HEX[np.frombuffer(b"abcdef", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+_HEX[np.frombuffer(b"ABCDEF", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+_UUID_HEX_POSITIONS = [i for i in range(36) if i not in (8, 13, 18, 23)]
+
+
+def id_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Event ids (canonical UUID strings, as the ChainEvent contract has them) as an (n, 2) uint64 array.
+
+    Vectorised: 16 bytes a row instead of a Python object, so a period of millions of events is
+    deduplicated in a few hundred MB.
+    """
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.empty((0, 2), dtype=np.uint64)
+    arr = arr.cast(pa.string())
+    if arr.null_count:
+        raise StorageError("a snapshot row has no event_id")
+    lo, hi = (v.as_py() for v in pc.min_max(pc.binary_length(arr)).values())
+    if lo != 36 or hi != 36:
+        raise StorageError("a snapshot row's event_id is not a canonical UUID string")
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
+    text = np.frombuffer(arr.buffers()[2], dtype=np.uint8, count=36 * len(arr), offset=int(offsets[0]))
+    nibbles = _HEX[text.reshape(len(arr), 36)[:, _UUID_HEX_POSITIONS]]
+    if (nibbles == 255).any():
+        raise StorageError("a snapshot row's event_id is not a canonical UUID string")
+    packed = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+    return np.ascontiguousarray(packed).view(">u8").astype(np.uint64)
+
+
+def keep_first(ids: np.ndarray, *order: np.ndarray) -> np.ndarray:
+    """``first_occurrences`` in little memory: sort only the ids' first 64 bits (8 bytes a row) to find
+    the rows that may repeat an id, and resolve just those exactly. Millions of distinct ids cost a
+    few tens of bytes a row instead of a full multi-key sort."""
+    n = len(ids)
+    keep = np.ones(n, dtype=bool)
+    if n < 2:
+        return keep
+    high = ids[:, 0]
+    ordered = np.argsort(high, kind="stable")
+    sorted_high = high[ordered]
+    same = sorted_high[1:] == sorted_high[:-1]
+    del sorted_high
+    if not same.any():
+        return keep
+    maybe = np.zeros(n, dtype=bool)
+    maybe[1:] |= same
+    maybe[:-1] |= same
+    rows = ordered[maybe]
+    del ordered, maybe
+    keep[rows] = first_occurrences(ids[rows], *(key[rows] for key in order))
+    return keep
+
+
+def first_occurrences(ids: np.ndarray, *order: np.ndarray) -> np.ndarray:
+    """Mask over the rows of an (n, 2) id array: True for the one row kept of each id, the first by
+    ``order`` (keys, most significant first; row position breaks ties)."""
+    n = len(ids)
+    keep = np.zeros(n, dtype=bool)
+    if n == 0:
+        return keep
+    minor_first = [np.arange(n), *reversed(order), ids[:, 1], ids[:, 0]]
+    sorted_rows = np.lexsort(minor_first)
+    ordered = ids[sorted_rows]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    keep[sorted_rows[starts]] = True
+    return keep
