@@ -26,8 +26,7 @@ follow their BSN. In a component with one SKN every BSN is linked to that SKN di
 bipartite), so the rule needs no special case.
 
 Which evidence counts is the caller's business (``sinks/tables.py``: the rows of the sealed revisions a
-table is built from). ``Identities.relinked`` compares two resolutions: the persons whose BSNs resolve
-otherwise than before, i.e. the persons merged (or re-attributed) by links learned since.
+table is built from, ``sinks/links.py``).
 """
 
 from __future__ import annotations
@@ -219,11 +218,3 @@ class Identities:
 
     def is_conflicted(self, persons: pa.Array | pa.ChunkedArray) -> pa.Array:
         return pc.fill_null(pc.is_in(_string(persons), value_set=self.conflicted), False)
-
-    def relinked(self, before: Identities) -> pa.Array:
-        """Persons (ids now) with a BSN that resolves otherwise than under ``before``: merged by links
-        learned since (a BSN-only person joined to an SKN), or a BSN re-attributed within a conflict."""
-        at = pc.index_in(self.bsn, value_set=before.bsn)
-        then = pc.coalesce(pc.take(before.person, at), self.bsn)
-        changed = pc.not_equal(then, self.person)
-        return pc.unique(self.person.filter(changed)).sort()

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import io
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.adapters.snapshots import Snapshots
+from ketenstroom.calendar import AMSTERDAM, period_code
+from ketenstroom.contract.snapshots import staging_name
 from sinks.identity import Identities, components, link_evidence, merge_evidence
 from sinks.microdata import chain_table, person_table
+from sinks.parquet import to_parquet
+from sinks.seal import Sealer, SealPolicy
+from sinks.tables import build_missing_tables
+from synthetic.curated import chain_event
 from tests.unit.test_microdata import ev, table
 
 
@@ -80,9 +92,10 @@ def test_a_link_learned_later_changes_the_next_table_not_the_month_before() -> N
     later = Identities.from_events(events)  # what a table built after March knows
     relinked = person_table(events, "2026MM01", later).to_pylist()
     assert [(p["person_pseudonym"], p["person_id_source"]) for p in relinked] == [("S1", "SKN")]
-    before = Identities.from_events(events.slice(0, 2))
-    assert later.relinked(before).to_pylist() == ["S1"]
-    assert later.relinked(later).to_pylist() == []
+    earlier = Identities.from_events(events.slice(0, 2))  # what a table built in February knew
+    police = events.slice(0, 2)
+    assert earlier.person_column(police).to_pylist() == ["B1", "B1"]
+    assert later.person_column(police).to_pylist() == ["S1", "S1"]
 
 
 def _conflict() -> list[dict[str, Any]]:
@@ -147,3 +160,105 @@ def test_rows_from_before_both_pseudonyms_resolve_from_the_processor_pseudonym()
     events = table(rows).drop_columns(["skn_pseudonym", "bsn_pseudonym"])
     assert person_table(events.cast(events.schema), "2026MM01")["person_pseudonym"].to_pylist() == ["P1"]
     assert pa.types.is_string(Identities.from_events(events).bsn.type)
+
+
+# -- revisions: links are part of each sealed revision's inputs ---------------------------------------
+
+
+def _stage(store: ObjectStore, rows: list[dict[str, Any]], offset: int) -> None:
+    for n, row in enumerate(rows):
+        moment = row["event_time"]
+        row.update(
+            period=period_code(moment),
+            event_date=moment.astimezone(AMSTERDAM).date(),
+            kafka_partition=0,
+            kafka_offset=offset + n,
+        )
+    for period in sorted({r["period"] for r in rows}):
+        mine = [r for r in rows if r["period"] == period]
+        store.put(staging_name(period, 0, mine[0]["kafka_offset"]), to_parquet(mine))
+
+
+def _seal(store: ObjectStore, when: datetime) -> None:
+    Sealer(store, SealPolicy(final_after=timedelta(days=3650), clock=lambda: when)).seal_due()
+    build_missing_tables(store)
+
+
+def _persons(store: ObjectStore, period: str, revision: int) -> tuple[list[tuple[str, str]], Any]:
+    manifest = Snapshots(store).manifest(period, revision)
+    assert manifest is not None
+    tables = Snapshots(store).tables(manifest)
+    assert tables is not None and tables.identity is not None
+    rows = pq.read_table(io.BytesIO(store.get(tables.files["person"].path))).to_pylist()
+    return [(r["person_pseudonym"], r["person_id_source"]) for r in rows], tables.identity
+
+
+def test_a_link_sealed_in_may_relinks_march_in_its_next_revision_never_in_the_sealed_one(
+    tmp_path: Path,
+) -> None:
+    store = ObjectStore(f"file://{tmp_path}")
+    skn, bsn, other = (f"{c * 64}" for c in "abc")
+    police = dict(partner="politie", report="d" * 64)
+    _stage(
+        store,
+        [
+            chain_event(
+                event_id=str(uuid.uuid4()),
+                event_time=_utc(2026, 3, 5, 9),
+                chain_step="POLICE_SUSPECT_REGISTERED",
+                bsn=bsn,
+                **police,
+            ),
+        ],
+        0,
+    )
+    _seal(store, _utc(2026, 4, 20))
+    march_r0, counts_r0 = _persons(store, "2026MM03", 0)
+    assert march_r0 == [(bsn, "BSN")]
+    assert (counts_r0.links, counts_r0.persons_merged_by_new_links) == (0, 0)
+
+    _stage(
+        store,
+        [
+            chain_event(
+                event_id=str(uuid.uuid4()),
+                event_time=_utc(2026, 5, 4, 9),
+                chain_step="OM_REGISTRATION",
+                partner="om",
+                case="e" * 64,
+                report="d" * 64,
+                skn=skn,
+                bsn=bsn,
+            ),
+            # a late police event for March (another person): March gets a revision r1
+            chain_event(
+                event_id=str(uuid.uuid4()),
+                event_time=_utc(2026, 3, 30, 9),
+                chain_step="POLICE_SUSPECT_REGISTERED",
+                skn=other,
+                partner="politie",
+                report="f" * 64,
+            ),
+        ],
+        1,
+    )
+    _seal(store, _utc(2026, 6, 20))
+    march_r1, counts_r1 = _persons(store, "2026MM03", 1)
+    assert sorted(march_r1) == sorted([(skn, "SKN"), (other, "SKN")]), (
+        "the May link joins March's BSN to the SKN"
+    )
+    assert counts_r1.persons_merged_by_new_links == 1 and counts_r1.links == 1
+    assert counts_r1.link_inputs == {"2026MM03": 1, "2026MM05": 0}
+    assert _persons(store, "2026MM03", 0)[0] == march_r0, "the sealed revision's table is untouched"
+    may, counts_may = _persons(store, "2026MM05", 0)
+    # r0 counts against the processor's own pseudonyms: the case's March police event was B's
+    assert may == [(skn, "SKN")] and counts_may.persons_merged_by_new_links == 1
+    may_manifest = Snapshots(store).manifest("2026MM05", 0)
+    assert may_manifest is not None
+    may_tables = Snapshots(store).tables(may_manifest)
+    assert may_tables is not None
+    [case] = pq.read_table(io.BytesIO(store.get(may_tables.files["chain"].path))).to_pylist()
+    assert (case["person_pseudonym"], case["police_registration_time"]) == (skn, _utc(2026, 3, 5, 9))
+    assert case["anomalies"] == []
+    raw = "".join(p.read_text(errors="ignore") for p in tmp_path.rglob("manifest.json"))
+    assert skn not in raw and bsn not in raw
