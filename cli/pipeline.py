@@ -57,16 +57,27 @@ def generate(
     cases: int = typer.Option(1000, help="Cases to follow through the chain."),
     seed: int = typer.Option(7, help="Seed: the same seed gives byte-identical exports."),
     noise: float = typer.Option(0.0, help="Share of rows with a realistic mistake (0..1)."),
+    identity_noise: float = typer.Option(
+        1.0,
+        help="Identity noise (police records without SKN, BSN-only partners, conflicting pairs): "
+        "1 the realistic mix, 0 none, 2 twice as much.",
+    ),
 ) -> None:
     """Write seeded, chain-consistent exports for every partner, in each partner's own columns and codes."""
-    from synthetic import generate_chain
+    from synthetic import IdentityNoise, generate_chain
 
-    report = generate_chain(out_dir, cases=cases, seed=seed, noise=noise)
+    identity = IdentityNoise().scaled(identity_noise)
+    report = generate_chain(out_dir, cases=cases, seed=seed, noise=noise, identity=identity)
     for partner, pr in report.partners.items():
         console.print(
             f"{partner:13} {pr.rows_written:>8} rows -> {pr.path}  (expected accepted "
             f"{pr.expected_accepted}, rejected {pr.expected_rejected})"
         )
+    truth = report.identity
+    console.print(
+        f"persons: {truth['persons']} ({truth['unlinkable']} without linking evidence, "
+        f"{truth['conflicts']} conflicting SKN-BSN pairs)"
+    )
     console.print(f"report: {out_dir / 'generation.json'}")
 
 

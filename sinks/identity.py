@@ -40,7 +40,12 @@ import pyarrow.compute as pc
 
 _TS = pa.timestamp("ms", tz="UTC")
 EVIDENCE_SCHEMA = pa.schema(
-    [("skn", pa.string()), ("bsn", pa.string()), ("records", pa.int64()), ("first_time", _TS)]
+    [
+        ("skn_pseudonym", pa.string()),
+        ("bsn_pseudonym", pa.string()),
+        ("records", pa.int64()),
+        ("first_time", _TS),
+    ]
 )
 
 
@@ -73,8 +78,8 @@ def link_evidence(events: pa.Table) -> pa.Table:
     both = pc.and_(pc.is_valid(skn), pc.is_valid(bsn))
     pairs = pa.table(
         {
-            "skn": skn.filter(both),
-            "bsn": bsn.filter(both),
+            "skn_pseudonym": skn.filter(both),
+            "bsn_pseudonym": bsn.filter(both),
             "event_time": _as_ts(events["event_time"]).filter(both),
         }
     )
@@ -97,16 +102,17 @@ def _as_ts(column: pa.ChunkedArray | pa.Array) -> pa.Array:
 def _aggregate(pairs: pa.Table, *, count: str, first: str, mode: str) -> pa.Table:
     if pairs.num_rows == 0:
         return EVIDENCE_SCHEMA.empty_table()
-    grouped = pairs.group_by(["skn", "bsn"], use_threads=False).aggregate([(count, mode), (first, "min")])
+    keys = ["skn_pseudonym", "bsn_pseudonym"]
+    grouped = pairs.group_by(keys, use_threads=False).aggregate([(count, mode), (first, "min")])
     out = pa.table(
         {
-            "skn": grouped["skn"],
-            "bsn": grouped["bsn"],
+            "skn_pseudonym": grouped["skn_pseudonym"],
+            "bsn_pseudonym": grouped["bsn_pseudonym"],
             "records": grouped[f"{count}_{mode}"].cast(pa.int64()),
             "first_time": grouped[f"{first}_min"],
         }
     )
-    return out.sort_by([("skn", "ascending"), ("bsn", "ascending")]).cast(EVIDENCE_SCHEMA)
+    return out.sort_by([(k, "ascending") for k in keys]).cast(EVIDENCE_SCHEMA)
 
 
 def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -147,10 +153,10 @@ class Identities:
             empty = pa.array([], pa.string())
             return cls(empty, empty, empty, 0, 0)
         evidence = evidence.cast(EVIDENCE_SCHEMA)
-        skns = pc.unique(evidence["skn"].combine_chunks()).sort()
-        bsns = pc.unique(evidence["bsn"].combine_chunks()).sort()
-        s = pc.index_in(evidence["skn"], value_set=skns).to_numpy().astype(np.int64)
-        b = pc.index_in(evidence["bsn"], value_set=bsns).to_numpy().astype(np.int64) + len(skns)
+        skn, bsn = evidence["skn_pseudonym"].combine_chunks(), evidence["bsn_pseudonym"].combine_chunks()
+        skns, bsns = pc.unique(skn).sort(), pc.unique(bsn).sort()
+        s = pc.index_in(skn, value_set=skns).to_numpy().astype(np.int64)
+        b = pc.index_in(bsn, value_set=bsns).to_numpy().astype(np.int64) + len(skns)
         label = components(len(skns) + len(bsns), s, b)
         skn_label = label[: len(skns)]
         per_component = np.bincount(skn_label, minlength=len(label))
@@ -162,7 +168,7 @@ class Identities:
                 "b": pa.array(b),
                 "records": evidence["records"],
                 "first_time": evidence["first_time"],
-                "skn": evidence["skn"],
+                "skn": skn,
             }
         ).sort_by(
             [

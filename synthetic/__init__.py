@@ -35,6 +35,7 @@ from synthetic.exports import (
     load_layout,
     style_for,
 )
+from synthetic.identity import IdentityNoise
 from synthetic.persons import POSTCODE_AREAS, Person, person, spoil_bsn, valid_bsn
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "REJECT_REASONS",
     "STYLES",
     "GenerationReport",
+    "IdentityNoise",
     "PartnerReport",
     "Person",
     "generate_chain",
@@ -93,11 +95,14 @@ def generate_chain(
     formats: dict[str, str] | None = None,
     partners: Iterable[str] = PARTNERS,
     mapping_dir: Path = PARTNER_DIR,
+    identity: IdentityNoise | None = None,
 ) -> GenerationReport:
     """Write one export per partner into ``out_dir`` for ``cases`` crimes; returns (and writes) the report.
 
     ``formats`` overrides a partner's file format, e.g. ``{"cjib": "csv", "om": "jsonl"}``. ``noise`` is
-    the share of rows that get one realistic mistake each.
+    the share of rows that get one realistic mistake each. ``identity`` is the identity noise (police
+    records before identification, BSN-only partners, conflicting pairs; ``synthetic.identity``), by
+    default ``IdentityNoise()``; the report's ``identity`` holds the true number of persons.
     """
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise must be a share between 0 and 1, got {noise}")
@@ -108,7 +113,13 @@ def generate_chain(
         raise ValueError(f"unknown partners in formats: {unknown}")
     for partner in partners:
         style_for(partner, formats.get(partner))  # refuse an unknown format before opening any file
-    chain = ChainGenerator(seed=seed, cases=cases, start=start, days=days)
+    chain = ChainGenerator(
+        seed=seed,
+        cases=cases,
+        start=start,
+        days=days,
+        identity=IdentityNoise() if identity is None else identity,
+    )
     exports: dict[str, PartnerExport] = {}
     try:
         for partner in partners:
@@ -131,6 +142,7 @@ def generate_chain(
         population=chain.population,
         partners=reports,
         chain={k: dict(sorted(v.items())) for k, v in chain.stats.items()},
+        identity=chain.identity.truth.report(),
     )
     (out_dir / "generation.json").write_text(report.to_json() + "\n", encoding="utf-8")
     return report

@@ -24,6 +24,7 @@ from itertools import count
 from typing import Any
 
 from synthetic import codes as C
+from synthetic.identity import IdentityNoise, IdentityNoiser
 from synthetic.persons import Person, mix64, person, pick_index, population_size
 
 DAY = 1440
@@ -104,7 +105,15 @@ class Sanction:
 class ChainGenerator:
     """Deterministic for a seed: case ``n`` depends only on the seed and the cases before it."""
 
-    def __init__(self, *, seed: int, cases: int, start: date, days: int) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        cases: int,
+        start: date,
+        days: int,
+        identity: IdentityNoise | None = None,
+    ) -> None:
         self.rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
         self._random = self.rng.random
         self.seed = seed
@@ -112,6 +121,12 @@ class ChainGenerator:
         self.start_day = start.toordinal()
         self.days = max(1, days)
         self.population = population_size(cases)
+        self.identity = IdentityNoiser(
+            identity or IdentityNoise.none(),
+            seed=seed,
+            population=self.population,
+            bsn_of=lambda index: person(seed, index, start).bsn,
+        )
         self._ids: dict[tuple[str, str], tuple[str, Iterator[int]]] = {}
         self._seq: dict[tuple[str, ...], int] = {}
         self._cjib = 0
@@ -173,7 +188,14 @@ class ChainGenerator:
         return float(euros - euros % 10)
 
     # -- one case ------------------------------------------------------------------------------------
-    def case(self) -> list[Event]:  # noqa: PLR0911, PLR0912, PLR0915 - the chain reads best as one story
+    def case(self) -> list[Event]:
+        """The next case's events, with identity noise (``synthetic.identity``) applied."""
+        self._suspect: int | None = None
+        out = self._story()
+        self.identity.apply(out, self._suspect)
+        return out
+
+    def _story(self) -> list[Event]:  # noqa: PLR0911, PLR0912, PLR0915 - the chain reads best as one story
         r = self.rng
         out: list[Event] = []
         stats = self.stats
@@ -184,6 +206,7 @@ class ChainGenerator:
         _label, article, light, ambtshalve, halt_group, _w = C.INCIDENTS[incident]
         solved = r.random() < 0.7
         p: Person | None = person(self.seed, pick_index(r, self.population), self.start) if solved else None
+        self._suspect = p.index if p is not None else None
         home = p is not None and r.random() < 0.7
         gm = p.municipality if p is not None and home else _GEMEENTEN[self._int(0, len(_GEMEENTEN))]
         _name, unit, parket, court, hof = C.MUNICIPALITIES[gm]

@@ -385,6 +385,7 @@ class GenerationReport:
     population: int
     partners: dict[str, PartnerReport] = field(default_factory=dict)
     chain: dict[str, dict[str, int]] = field(default_factory=dict)
+    identity: dict[str, Any] = field(default_factory=dict)  # true persons (synthetic.identity)
     reject_reasons: dict[str, str] = field(default_factory=lambda: dict(REJECT_REASONS))
 
     @property

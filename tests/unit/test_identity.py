@@ -139,9 +139,9 @@ def test_a_tie_goes_to_the_skn_seen_first_whatever_the_input_order() -> None:
 def test_evidence_holds_pairs_of_pseudonyms_only_and_merges_by_summing() -> None:
     events = table(_journey())
     evidence = link_evidence(events)
-    assert evidence.column_names == ["skn", "bsn", "records", "first_time"]
+    assert evidence.column_names == ["skn_pseudonym", "bsn_pseudonym", "records", "first_time"]
     assert evidence.to_pylist() == [
-        {"skn": "S1", "bsn": "B1", "records": 2, "first_time": _utc(2026, 3, 3, 9)}
+        {"skn_pseudonym": "S1", "bsn_pseudonym": "B1", "records": 2, "first_time": _utc(2026, 3, 3, 9)}
     ]
     merged = merge_evidence([evidence, evidence])
     assert merged["records"].to_pylist() == [4]
