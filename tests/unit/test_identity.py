@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -197,7 +198,7 @@ def test_a_link_sealed_in_may_relinks_march_in_its_next_revision_never_in_the_se
     tmp_path: Path,
 ) -> None:
     store = ObjectStore(f"file://{tmp_path}")
-    skn, bsn, other = (f"{c * 64}" for c in "abc")
+    skn, bsn, other, late_skn, late_bsn = (f"{c * 64}" for c in "abc12")
     police = dict(partner="politie", report="d" * 64)
     _stage(
         store,
@@ -239,12 +240,21 @@ def test_a_link_sealed_in_may_relinks_march_in_its_next_revision_never_in_the_se
                 partner="politie",
                 report="f" * 64,
             ),
+            # and a suspect known by BSN only, whose SKN comes to light in July (below)
+            chain_event(
+                event_id=str(uuid.uuid4()),
+                event_time=_utc(2026, 3, 31, 9),
+                chain_step="POLICE_SUSPECT_REGISTERED",
+                bsn=late_bsn,
+                partner="politie",
+                report="0" * 64,
+            ),
         ],
         1,
     )
     _seal(store, _utc(2026, 6, 20))
     march_r1, counts_r1 = _persons(store, "2026MM03", 1)
-    assert sorted(march_r1) == sorted([(skn, "SKN"), (other, "SKN")]), (
+    assert sorted(march_r1) == sorted([(skn, "SKN"), (other, "SKN"), (late_bsn, "BSN")]), (
         "the May link joins March's BSN to the SKN"
     )
     assert counts_r1.persons_merged_by_new_links == 1 and counts_r1.links == 1
@@ -260,5 +270,29 @@ def test_a_link_sealed_in_may_relinks_march_in_its_next_revision_never_in_the_se
     [case] = pq.read_table(io.BytesIO(store.get(may_tables.files["chain"].path))).to_pylist()
     assert (case["person_pseudonym"], case["police_registration_time"]) == (skn, _utc(2026, 3, 5, 9))
     assert case["anomalies"] == []
-    raw = "".join(p.read_text(errors="ignore") for p in tmp_path.rglob("manifest.json"))
-    assert skn not in raw and bsn not in raw
+
+    # July links the late BSN: July's tables know it; March r1's, rebuilt now, still do not
+    _stage(
+        store,
+        [
+            chain_event(
+                event_id=str(uuid.uuid4()),
+                event_time=_utc(2026, 7, 2, 9),
+                chain_step="OM_REGISTRATION",
+                partner="om",
+                case="3" * 64,
+                report="0" * 64,
+                skn=late_skn,
+                bsn=late_bsn,
+            )
+        ],
+        3,
+    )
+    _seal(store, _utc(2026, 8, 20))
+    assert _persons(store, "2026MM07", 0)[0] == [(late_skn, "SKN")]
+    tables_dir = tmp_path / "snapshots" / "2026MM03" / "r1" / "tables"
+    before = (tables_dir / "person.parquet").read_bytes()
+    shutil.rmtree(tables_dir)
+    assert build_missing_tables(store), "March r1's tables are rebuilt"
+    assert (tables_dir / "person.parquet").read_bytes() == before, "rebuilt from the same inputs"
+    assert (late_bsn, "BSN") in _persons(store, "2026MM03", 1)[0]

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -24,7 +26,7 @@ from processors.transform import Transformer, load_municipalities
 from producers.config import load_mapping
 from producers.publish import build_reference
 from producers.reader import read_rows
-from sinks.identity import Identities, link_evidence
+from sinks.identity import Identities, components, link_evidence
 from sinks.parquet import to_table
 from synthetic import IdentityNoise, generate_chain
 
@@ -94,6 +96,16 @@ def test_resolved_persons_are_the_true_persons_and_conflicts_are_flagged_not_mer
     assert len(persons) == truth["persons"] + truth["unlinkable"]
     assert identities.conflicts == truth["conflicts"]
     assert pc.sum(identities.is_conflicted(persons)).as_py() == 2 * truth["conflicts"]
+    # a blind merge (one person per connected component) would count one person fewer per conflict
+    nodes = pc.unique(
+        pa.concat_arrays([table[c].combine_chunks() for c in ("skn_pseudonym", "bsn_pseudonym")])
+    )
+    nodes = nodes.filter(pc.is_valid(nodes))
+    evidence = link_evidence(table)
+    left = pc.index_in(evidence["skn_pseudonym"], value_set=nodes).to_numpy()
+    right = pc.index_in(evidence["bsn_pseudonym"], value_set=nodes).to_numpy()
+    blind = len(np.unique(components(len(nodes), left, right)))
+    assert blind == len(persons) - truth["conflicts"]
     unlinked = pc.unique(table["person_pseudonym"].filter(pc.is_valid(table["person_pseudonym"])))
     assert len(unlinked) > len(persons) + 50
 
