@@ -39,13 +39,16 @@ from bench.common import endpoints, fresh_topics, load_average
 from ketenstroom.adapters.kafka import all_partitions as partitions_of
 from ketenstroom.adapters.kafka import ensure_topics, read_to_end
 from ketenstroom.adapters.registry import Registry
-from ketenstroom.contract import PARTNERS, Topics
-from ketenstroom.settings import KafkaSettings, PathSettings, PseudonymSettings, RegistrySettings
+from ketenstroom.catalogue import catalogue_at
+from ketenstroom.contract import Topics
+from ketenstroom.settings import CatalogueSettings, KafkaSettings, PseudonymSettings, RegistrySettings
 from processors.build import build_transformer
 from processors.runner import TransactionalProcessor
 from processors.transform import RawRecord, Transformer
 from producers.publish import Publisher
 from synthetic import generate_chain
+
+PARTNERS = catalogue_at(CatalogueSettings().dir).names  # the partners the catalogue declares
 
 QUIX_PYTHON = Path(".venv-quix/bin/python")
 PARTITIONS = 3
@@ -91,7 +94,9 @@ def run_ours(
     kafka: KafkaSettings, registry: Registry, pseudonym: PseudonymSettings, source: Topics
 ) -> tuple[float, int]:
     out = outputs(kafka, source, "ours")
-    transformer = build_transformer(registry=registry, paths=PathSettings(), pseudonym=pseudonym, topics=out)
+    transformer = build_transformer(
+        registry=registry, paths=CatalogueSettings(), pseudonym=pseudonym, topics=out
+    )
     proc = TransactionalProcessor(
         kafka=kafka,
         topics=out,
@@ -256,7 +261,7 @@ def main() -> None:
             records = encoded_records(kafka, source)
             transformer = build_transformer(
                 registry=registry,
-                paths=PathSettings(),
+                paths=CatalogueSettings(),
                 pseudonym=pseudonym,
                 topics=outputs(kafka, source, "c"),
             )

@@ -22,7 +22,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from bench.common import endpoints, fresh_topics, load_average
 from ketenstroom.adapters.kafka import ensure_topics
 from ketenstroom.contract import load_schemas
-from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
+from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings
 from producers.config import load_mapping
 from producers.publish import Publisher
 from producers.reader import read_rows
@@ -40,7 +40,7 @@ PRODUCER_CONF = {
 
 def prepared_records(export: Path) -> list[tuple[bytes, dict[str, object]]]:
     """The export's rows as finished Avro records, built outside the timed section (baseline input)."""
-    mapping = load_mapping("om", load_schemas(PathSettings().schema_dir))
+    mapping = load_mapping("om", load_schemas(CatalogueSettings().schema_dir))
     out = []
     for line, row in read_rows(export):
         if not isinstance(row, dict):
@@ -135,7 +135,7 @@ def main() -> None:
         export = Path(tmp) / "om.csv"
         write_csv(export, om_decision_rows(args.rows, seed=3), OM_COLUMNS)
         records = prepared_records(export)
-        schema = load_schemas(PathSettings().schema_dir)["nl.ketenstroom.om.CaseDecision"]
+        schema = load_schemas(CatalogueSettings().schema_dir)["nl.ketenstroom.om.CaseDecision"]
         from ketenstroom.contract.codec import encode
 
         messages = [(key, b"\0" * 5 + encode(schema.parsed, rec)) for key, rec in records]

@@ -22,10 +22,13 @@ from quixstreams.context import message_context
 from quixstreams.models.serializers import SerializationContext, Serializer
 
 from ketenstroom.adapters.registry import Registry
-from ketenstroom.contract import PARTNERS, Topics
-from ketenstroom.settings import PathSettings, PseudonymSettings, RegistrySettings
+from ketenstroom.catalogue import catalogue_at
+from ketenstroom.contract import Topics
+from ketenstroom.settings import CatalogueSettings, PseudonymSettings, RegistrySettings
 from processors.build import build_transformer
 from processors.transform import Curated, DeadLetter, RawRecord
+
+PARTNERS = catalogue_at(CatalogueSettings().dir).names  # the partners the catalogue declares
 
 
 class OutcomeSerializer(Serializer):
@@ -54,7 +57,7 @@ def main() -> None:
     source, out = Topics(args.input_prefix), Topics(args.output_prefix)
     registry = Registry(RegistrySettings(url=args.registry))
     transformer = build_transformer(
-        registry=registry, paths=PathSettings(), pseudonym=PseudonymSettings(), topics=out
+        registry=registry, paths=CatalogueSettings(), pseudonym=PseudonymSettings(), topics=out
     )
     app = Application(
         broker_address=args.bootstrap,

@@ -38,7 +38,7 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics, load_schemas
 from ketenstroom.contract.codec import encode_framed
-from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
+from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings
 from producers.steps import zigzag
 from sinks.parquet import SCHEMA
 from sinks.runner import Sink
@@ -218,7 +218,7 @@ class _Patcher:
 def publish_one_period(kafka: KafkaSettings, registry: RegistrySettings, topics: Topics, count: int) -> None:
     """``count`` distinct events, all in March 2026: cases of four steps (police, OM registration and
     decision, judgment) with report, case and person pseudonyms, so the chain tables have work to do."""
-    schema = load_schemas(PathSettings().schema_dir)[CHAIN_EVENT]
+    schema = load_schemas(CatalogueSettings().schema_dir)[CHAIN_EVENT]
     with Registry(registry) as reg:
         schema_id = reg.register(schema.subject(topics.curated), schema)
     parsed = parse_schema(schema.parsed)
@@ -274,7 +274,7 @@ def memory_run(
     command = [
         sys.executable,
         "-m",
-        "ketenstroom",
+        "cli",
         "sink",
         "--until-caught-up",
         "--storage",

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from cli import infra, pipeline, process, schemas, snapshot
+from cli import catalogue, infra, pipeline, process, schemas, snapshot
 
 app = typer.Typer(
     name="ketenstroom",
@@ -18,6 +18,8 @@ app = typer.Typer(
 app.add_typer(infra.app, name="infra")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(snapshot.app, name="snapshot")
+app.add_typer(catalogue.app, name="catalogue")
+app.add_typer(catalogue.partners_app, name="partners")
 pipeline.register(app)
 process.register(app)
 

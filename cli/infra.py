@@ -14,7 +14,7 @@ from ketenstroom.errors import InfraError
 app = typer.Typer(
     help="Fetch and run Kafka (KRaft), Apicurio Registry and s3proxy on loopback.", no_args_is_help=True
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # errors whole on one line, for logs and grep
 NODES = typer.Option(1, "--nodes", help="Kafka nodes: 1, or 3 (replication factor 3, min ISR 2).")
 
 

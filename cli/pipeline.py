@@ -13,9 +13,10 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
+from cli.catalogue import load
 from ketenstroom.adapters.kafka import end_offsets, ensure_topics
 from ketenstroom.adapters.objectstore import ObjectStore
-from ketenstroom.contract import PARTNERS, Topics
+from ketenstroom.contract import Topics
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
     KafkaSettings,
@@ -30,8 +31,8 @@ def _topics() -> Topics:
     return Topics(TopicSettings().prefix)
 
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)  # errors whole on one line, for logs and grep
+out = Console(soft_wrap=True)
 
 
 def _fail(exc: KetenstroomError, code: int = 2) -> typer.Exit:
@@ -40,16 +41,34 @@ def _fail(exc: KetenstroomError, code: int = 2) -> typer.Exit:
 
 
 def topics(
-    partitions: int = typer.Option(3, help="Partitions per topic."),
+    partitions: int = typer.Option(
+        3, help="Partitions of curated.chain-events (raw and DLQ: the catalogue's)."
+    ),
     replication_factor: int = typer.Option(-1, help="-1: the broker's default."),
 ) -> None:
-    """Create raw.<partner>, dlq.<partner> and curated.chain-events if they do not exist."""
-    names = _topics().all()
+    """Create raw.<partner>, dlq.<partner> (as each partner's catalogue entry declares) and
+    curated.chain-events if they do not exist."""
+    catalogue, names, kafka = load(), _topics(), KafkaSettings()
     try:
-        ensure_topics(KafkaSettings(), names, partitions=partitions, replication_factor=replication_factor)
+        for partner in catalogue.partners.values():
+            retention = {"retention.ms": str(int(partner.topics.retention_days * 86_400_000))}
+            ensure_topics(
+                kafka,
+                [names.raw(partner.name)],
+                partitions=partner.topics.partitions,
+                replication_factor=replication_factor,
+                config=retention,
+            )
+            ensure_topics(
+                kafka,
+                [names.dlq(partner.name)],
+                partitions=partner.topics.partitions,
+                replication_factor=replication_factor,
+            )
+        ensure_topics(kafka, [names.curated], partitions=partitions, replication_factor=replication_factor)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
-    console.print(f"{len(names)} topics present")
+    console.print(f"{len(names.all(catalogue.names))} topics present")
 
 
 def generate(
@@ -209,7 +228,7 @@ def demo(
     from synthetic import GenerationReport
 
     generated = GenerationReport.from_json((exports / "generation.json").read_text(encoding="utf-8"))
-    for partner in PARTNERS:  # exit 1 = some rows rejected, which a noisy export is meant to show
+    for partner in generated.partners:  # exit 1 = some rows rejected, which a noisy export is meant to show
         step(
             f"publish {partner}",
             [

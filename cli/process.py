@@ -13,23 +13,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.catalogue import partners_or_all
 from ketenstroom.adapters.kafka import end_offsets
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
-from ketenstroom.contract import PARTNERS, Topics
+from ketenstroom.contract import Topics
 from ketenstroom.contract.scanner import scan_all
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
+    CatalogueSettings,
     KafkaSettings,
-    PathSettings,
     PseudonymSettings,
     RegistrySettings,
     S3Settings,
     TopicSettings,
 )
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)  # errors whole on one line, for logs and grep
+out = Console(soft_wrap=True)
 dlq_app = typer.Typer(
     help="Dead letters: what the processor could not process, by reason; replay after a fix.",
     no_args_is_help=True,
@@ -52,7 +53,10 @@ def _fail(exc: KetenstroomError) -> typer.Exit:
 
 def process(
     partner: list[str] = typer.Option(
-        list(PARTNERS), "--partner", "-p", help="Partners to consume (repeatable)."
+        [],
+        "--partner",
+        "-p",
+        help="Partners to consume (repeatable; default: every partner in the catalogue).",
     ),
     runner: Runner = typer.Option(
         Runner.transactional,
@@ -71,6 +75,7 @@ def process(
     from processors.metrics import ProcessorMetrics
 
     kafka, topics = KafkaSettings(), _topics()
+    partner = partners_or_all(partner)
     try:
         stop_at = (
             end_offsets(kafka, [topics.raw(p) for p in partner], group_id=app_id) if until_caught_up else None
@@ -82,7 +87,7 @@ def process(
                 partners=partner,
                 kafka=kafka,
                 registry_settings=RegistrySettings(),
-                paths=PathSettings(),
+                paths=CatalogueSettings(),
                 pseudonym=PseudonymSettings(),
                 topics=topics,
                 stop_at=stop_at,
@@ -131,7 +136,7 @@ def _run_transactional(
     metrics = metrics_cls()
     with Registry(RegistrySettings()) as registry:
         transformer = build_transformer(
-            registry=registry, paths=PathSettings(), pseudonym=PseudonymSettings(), topics=topics
+            registry=registry, paths=CatalogueSettings(), pseudonym=PseudonymSettings(), topics=topics
         )
         proc = TransactionalProcessor(
             kafka=kafka,

@@ -11,12 +11,12 @@ from ketenstroom.contract import Topics, load_schemas
 from ketenstroom.contract.compat import check_history
 from ketenstroom.contract.schemas import EventSchema
 from ketenstroom.errors import KetenstroomError
-from ketenstroom.settings import REPO_ROOT, PathSettings, RegistrySettings, TopicSettings
+from ketenstroom.settings import REPO_ROOT, CatalogueSettings, RegistrySettings, TopicSettings
 
 app = typer.Typer(
     help="Register the contract in the registry, or check that it evolves compatibly.", no_args_is_help=True
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # errors whole on one line, for logs and grep
 LEVEL = "BACKWARD_TRANSITIVE"
 
 
@@ -24,17 +24,25 @@ def topic_for(schema: EventSchema, topics: Topics) -> str:
     return topics.curated if schema.group == "curated" else topics.raw(schema.group)
 
 
-@app.command()
-def register() -> None:
-    """Register every schema (TopicRecordNameStrategy) and set BACKWARD_TRANSITIVE on each subject."""
+def register_group(group: str | None = None) -> Table:
+    """Register the schemas of one partner (or all), each subject BACKWARD_TRANSITIVE; a table of ids."""
     topics = Topics(TopicSettings().prefix)
     registry = Registry(RegistrySettings())
     table = Table("subject", "id")
+    for schema in load_schemas(CatalogueSettings().schema_dir):
+        if group is not None and schema.group != group:
+            continue
+        subject = schema.subject(topic_for(schema, topics))
+        registry.set_compatibility(LEVEL, subject)
+        table.add_row(subject, str(registry.register(subject, schema)))
+    return table
+
+
+@app.command()
+def register() -> None:
+    """Register every schema (TopicRecordNameStrategy) and set BACKWARD_TRANSITIVE on each subject."""
     try:
-        for schema in load_schemas(PathSettings().schema_dir):
-            subject = schema.subject(topic_for(schema, topics))
-            registry.set_compatibility(LEVEL, subject)
-            table.add_row(subject, str(registry.register(subject, schema)))
+        table = register_group()
     except KetenstroomError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -49,7 +57,7 @@ def check(
     samples: int = typer.Option(64, help="Random records written with each old version."),
 ) -> None:
     """Every schema must read data written with every earlier committed version of itself."""
-    schemas = load_schemas(PathSettings().schema_dir)
+    schemas = load_schemas(CatalogueSettings().schema_dir)
     problems = [str(p) for p in check_history(schemas, REPO_ROOT, samples=samples)]
     if registry_too:
         topics = Topics(TopicSettings().prefix)

@@ -15,8 +15,8 @@ from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import S3Settings, SnapshotSettings, StorageSettings
 
 app = typer.Typer(help="Sealed period snapshots: list, show, verify, seal, tables.", no_args_is_help=True)
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)  # errors whole on one line, for logs and grep
+out = Console(soft_wrap=True)
 
 STORAGE = typer.Option(None, "--storage", help="file://DIR or s3://BUCKET/PREFIX (default from settings).")
 

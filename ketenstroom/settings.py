@@ -161,10 +161,25 @@ class PseudonymSettings(BaseSettings):
         return raw
 
 
-class PathSettings(BaseSettings):
-    """Where the contract's data files live (schemas, terminology tables)."""
+class CatalogueSettings(BaseSettings):
+    """Where the chain catalogue lives: ``schemas/``, ``partners/``, ``terminology/``, ``publication/``.
 
-    model_config = _config("KETENSTROOM_")
+    ``KETENSTROOM_CATALOGUE_DIR`` (default: this repository) lets a deployment keep its catalogue in a
+    repository of its own; every component reads partners, schemas and code lists from there.
+    """
 
-    schema_dir: Path = REPO_ROOT / "schemas"
-    terminology_dir: Path = REPO_ROOT / "terminology"
+    model_config = _config("KETENSTROOM_CATALOGUE_")
+
+    dir: Path = REPO_ROOT
+
+    @property
+    def schema_dir(self) -> Path:
+        return self.dir / "schemas"
+
+    @property
+    def terminology_dir(self) -> Path:
+        return self.dir / "terminology"
+
+    @property
+    def partner_dir(self) -> Path:
+        return self.dir / "partners"

@@ -16,7 +16,7 @@ from typing import Any
 import faust
 
 from ketenstroom.contract import Topics
-from ketenstroom.settings import KafkaSettings, PathSettings, PseudonymSettings, RegistrySettings
+from ketenstroom.settings import CatalogueSettings, KafkaSettings, PseudonymSettings, RegistrySettings
 from processors.build import build_transformer
 from processors.progress import Reconciliation
 from processors.transform import RawRecord, Transformer
@@ -87,7 +87,7 @@ def run_worker(
     partners: list[str],
     kafka: KafkaSettings,
     registry_settings: RegistrySettings,
-    paths: PathSettings,
+    paths: CatalogueSettings,
     pseudonym: PseudonymSettings,
     topics: Topics,
     stop_at: dict[tuple[str, int], int] | None = None,

@@ -14,46 +14,79 @@ from pathlib import Path
 from typing import Any
 
 from ketenstroom.calendar import AMSTERDAM, local_date
+from ketenstroom.catalogue import Catalogue, RecordType
+from ketenstroom.catalogue.terminology import Terminology
 from ketenstroom.contract.codec import decode, encode
 from ketenstroom.contract.wire import frame, unframe
 from ketenstroom.errors import RecordError
 from processors.pseudonym import Pseudonymiser, age_at, pc4
-from processors.terminology import Terminology
+
+Path_ = tuple[str, ...]
+
+
+def _at(raw: dict[str, Any], path: Path_ | None) -> Any:
+    """The value at a dotted path of a decoded record (None when absent or the path is None)."""
+    if path is None:
+        return None
+    node: Any = raw
+    for name in path:
+        if node is None:
+            return None
+        node = node.get(name)
+    return node
+
+
+def _split(path: str | None) -> Path_ | None:
+    return None if path is None else tuple(path.split("."))
 
 
 @dataclass(frozen=True)
-class Step:
-    """The uniform chain step of a raw record type, and its coded fields mapped through terminology.
+class Plan:
+    """A record type's declaration from the catalogue, with its paths split once (hot path)."""
 
-    ``required`` coded fields must map (else the event is dead-lettered); ``optional`` ones map when
-    present. Organisational codes (court, 3RO organisation, Halt referrer) are not mapped.
-    """
+    step: str
+    coded: tuple[str, ...]  # required first, then optional
+    case: Path_ | None
+    report: Path_ | None
+    execution: Path_ | None
+    skn: Path_ | None
+    bsn: Path_ | None
+    birth_date: Path_ | None
+    sex: Path_ | None
+    postcode: Path_ | None
+    sanction_days: Path_ | None
+    sanction_hours: Path_ | None
+    amount_eur: Path_ | None
+    crime_municipality: Path_ | None
 
-    name: str
-    required: tuple[str, ...]
-    optional: tuple[str, ...] = ()
+    @classmethod
+    def of(cls, record: RecordType) -> Plan:
+        who = record.identity
+        return cls(
+            step=record.step,
+            coded=record.coded,
+            case=_split(record.case),
+            report=_split(record.report),
+            execution=_split(record.execution),
+            skn=_split(who.skn),
+            bsn=_split(who.bsn),
+            birth_date=_split(who.birth_date),
+            sex=_split(who.sex),
+            postcode=_split(who.postcode),
+            sanction_days=_split(record.sanction_days),
+            sanction_hours=_split(record.sanction_hours),
+            amount_eur=_split(record.amount_eur),
+            crime_municipality=_split(record.crime_municipality),
+        )
 
 
-STEPS: dict[str, Step] = {
-    "nl.ketenstroom.politie.CrimeRegistered": Step("POLICE_CRIME_REGISTERED", ("incident",)),
-    "nl.ketenstroom.politie.SuspectRegistered": Step("POLICE_SUSPECT_REGISTERED", ()),
-    "nl.ketenstroom.politie.ReportSentToOm": Step("POLICE_REPORT_SENT_TO_OM", ()),
-    "nl.ketenstroom.om.CaseRegistered": Step("OM_REGISTRATION", ("offence",)),
-    "nl.ketenstroom.om.CaseDecision": Step("OM_DECISION", ("decision",), ("sepot_ground", "offence")),
-    "nl.ketenstroom.rechtspraak.Judgment": Step("COURT_JUDGMENT", ("outcome",), ("principal_sanction",)),
-    "nl.ketenstroom.rechtspraak.AppealJudgment": Step(
-        "APPEAL_JUDGMENT", ("outcome",), ("principal_sanction",)
-    ),
-    "nl.ketenstroom.cjib.CollectionStarted": Step("EXECUTION_COLLECTION_STARTED", ("sanction",)),
-    "nl.ketenstroom.cjib.PaymentReceived": Step("EXECUTION_PAYMENT_RECEIVED", ()),
-    "nl.ketenstroom.cjib.SubstituteDetentionOrdered": Step("EXECUTION_SUBSTITUTE_DETENTION", ()),
-    "nl.ketenstroom.dji.DetentionInflow": Step("DETENTION_INFLOW", ("title", "institution")),
-    "nl.ketenstroom.dji.DetentionOutflow": Step("DETENTION_OUTFLOW", ("reason",)),
-    "nl.ketenstroom.reclassering.SupervisionStarted": Step("SUPERVISION_STARTED", ("kind",)),
-    "nl.ketenstroom.reclassering.SupervisionEnded": Step("SUPERVISION_ENDED", ("kind", "outcome")),
-    "nl.ketenstroom.halt.Referral": Step("HALT_REFERRAL", ("offence_group",)),
-    "nl.ketenstroom.halt.Completed": Step("HALT_COMPLETED", ("outcome",)),
-}
+def plans(catalogue: Catalogue) -> dict[str, Plan]:
+    """Record type full name -> its plan, for every record type the catalogue declares."""
+    return {
+        fullname: Plan.of(record)
+        for partner in catalogue.partners.values()
+        for fullname, record in partner.records.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -106,6 +139,7 @@ class Transformer:
     pseudonymiser: Pseudonymiser
     terminology: Terminology
     municipalities: dict[str, str]
+    plans: dict[str, Plan]  # record type -> what its fields mean (from the catalogue)
     writer_schema: Callable[[int], Any]  # schema id -> parsed writer schema (registry, cached)
     curated_schema_id: int
     curated_schema: Any
@@ -149,27 +183,29 @@ class Transformer:
 
     def to_chain_event(self, raw: dict[str, Any], writer: Any) -> dict[str, Any]:
         record_type = writer["name"] if isinstance(writer, dict) else str(writer)
-        step = STEPS.get(record_type)
-        if step is None:
+        plan = self.plans.get(record_type)
+        if plan is None:
             raise RecordError(
-                f"record type {record_type} has no chain step mapping", reason="unknown-record-type"
+                f"record type {record_type} is not declared in the chain catalogue (partners/*/partner.toml)",
+                reason="unknown-record-type",
             )
         meta = raw["metadata"]
         event_time: datetime = meta["event_time"]
         local_day = local_date(event_time)
         concepts: list[dict[str, str]] = []
-        for name in (*step.required, *step.optional):
+        for name in plan.coded:
             coded = raw.get(name)
             if coded is None:
                 continue  # optional and absent (required coded fields are non-null in the schema)
             concepts += self.terminology.lookup(
                 coded["code_system"], coded["code"], coded["code_system_version"], local_day
             )
-        suspect = raw.get("suspect") or {}
-        person = self.pseudonymiser.person(suspect.get("skn"), suspect.get("bsn"))
-        case = raw.get("case") or {}
-        birth = suspect.get("birth_date")
-        area = pc4(suspect.get("postcode"))
+        person = self.pseudonymiser.person(_at(raw, plan.skn), _at(raw, plan.bsn))
+        parketnummer = _at(raw, plan.case)
+        pv_number = _at(raw, plan.report)
+        cjib_number = _at(raw, plan.execution)
+        birth = _at(raw, plan.birth_date)
+        area = pc4(_at(raw, plan.postcode))
         return {
             "event_id": meta["event_id"],
             "source_partner": str(meta["partner"]).lower(),
@@ -177,16 +213,10 @@ class Transformer:
             "source_system": meta["source_system"],
             "event_time": event_time,
             "registration_time": meta["registration_time"],
-            "chain_step": step.name,
-            "case_pseudonym": self.pseudonymiser.case(case["parketnummer"])
-            if case.get("parketnummer")
-            else None,
-            "report_pseudonym": self.pseudonymiser.report(case["pv_number"])
-            if case.get("pv_number")
-            else None,
-            "execution_pseudonym": (
-                self.pseudonymiser.execution(case["cjib_number"]) if case.get("cjib_number") else None
-            ),
+            "chain_step": plan.step,
+            "case_pseudonym": self.pseudonymiser.case(parketnummer) if parketnummer else None,
+            "report_pseudonym": self.pseudonymiser.report(pv_number) if pv_number else None,
+            "execution_pseudonym": self.pseudonymiser.execution(cjib_number) if cjib_number else None,
             "person_pseudonym": person.pseudonym,
             "person_pseudonym_source": person.source,
             "skn_pseudonym": person.skn,
@@ -194,12 +224,12 @@ class Transformer:
             "identity_flags": list(person.flags),
             "birth_year": birth.year if birth else None,
             "age_at_event": age_at(birth, event_time.astimezone(AMSTERDAM)) if birth else None,
-            "sex": suspect.get("sex"),
+            "sex": _at(raw, plan.sex),
             "municipality_code": self.municipalities.get(area) if area else None,
-            "crime_municipality_code": raw.get("crime_municipality"),
-            "sanction_days": raw.get("sanction_days", raw.get("days")),
-            "sanction_hours": raw.get("sanction_hours", raw.get("hours")),
-            "amount_eur": raw.get("sanction_amount_eur", raw.get("amount_eur")),
+            "crime_municipality_code": _at(raw, plan.crime_municipality),
+            "sanction_days": _at(raw, plan.sanction_days),
+            "sanction_hours": _at(raw, plan.sanction_hours),
+            "amount_eur": _at(raw, plan.amount_eur),
             "concepts": concepts,
             "mapping_version": self.terminology.version,
             "pseudonym_key_id": self.pseudonymiser.key_id,

@@ -1,4 +1,4 @@
-"""Per-partner column mapping, loaded from ``partners/<partner>/mapping.toml``.
+"""Per-partner column mapping, from the chain catalogue (``partners/<partner>/mapping.toml``).
 
 Configuration, not code: which column fills which contract field, which column tells the record type
 when one export mixes several, constants (e.g. the source system), and each coded field's code system
@@ -7,18 +7,17 @@ and version. A mapping is checked against the schema when it is loaded, so a typ
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from ketenstroom.catalogue import load_mapping_file
 from ketenstroom.contract.schemas import EventSchema, SchemaSet
 from ketenstroom.errors import ConfigurationError, InputRowError
+from ketenstroom.settings import CatalogueSettings
 from producers.rows import CODED, CodeSystem, Leaf, build_model, check_mapping, leaves
-
-PARTNER_DIR = Path(__file__).resolve().parent.parent / "partners"
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,11 @@ class PartnerMapping:
     partner: str
     type_column: str | None
     records: dict[str, RecordMapping]  # type value (or "*" when the export holds one type) -> mapping
+    code: str = ""  # the metadata.partner symbol (the catalogue's ``code``)
+
+    def __post_init__(self) -> None:
+        if not self.code:
+            object.__setattr__(self, "code", self.partner.upper())
 
     def for_row(self, row: dict[str, str], line: int) -> RecordMapping:
         if self.type_column is None:
@@ -92,24 +96,24 @@ def _record(partner: str, name: str, data: dict[str, Any], schemas: SchemaSet) -
     )
 
 
-def load_mapping(partner: str, schemas: SchemaSet, directory: Path = PARTNER_DIR) -> PartnerMapping:
+def load_mapping(
+    partner: str, schemas: SchemaSet, directory: Path | None = None, code: str = ""
+) -> PartnerMapping:
+    """The partner's column mapping from the catalogue (``partners/<partner>/mapping.toml``), checked
+    against its schemas and turned into row models."""
+    directory = directory or CatalogueSettings().partner_dir
     path = directory / partner / "mapping.toml"
     if not path.is_file():
         known = ", ".join(sorted(p.parent.name for p in directory.glob("*/mapping.toml")))
         raise ConfigurationError(f"no column mapping for partner {partner!r} ({path}); known: {known}")
+    mapping = load_mapping_file(path, partner)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        type_column = data.get("type_column")
         records = {
-            str(value): _record(partner, str(value), spec, schemas) for value, spec in data["records"].items()
+            value: _record(partner, value, dict(spec.spec), schemas)
+            for value, spec in mapping.records.items()
         }
-    except (KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise ConfigurationError(f"{path}: invalid partner mapping: {exc!r}") from exc
     except ConfigurationError as exc:
         raise ConfigurationError(f"{path}: {exc}") from exc
-    if (type_column is None) != (list(records) == ["*"]):
-        raise ConfigurationError(
-            f"{path}: use type_column with one [records.<value>] per record type, "
-            'or no type_column and a single [records."*"]'
-        )
-    return PartnerMapping(partner=partner, type_column=type_column, records=records)
+    return PartnerMapping(partner=partner, type_column=mapping.type_column, records=records, code=code)

@@ -181,7 +181,7 @@ class RowPlan:
     late leaves' bytes. ``_gather`` picks them in schema order.
     """
 
-    def __init__(self, partner: str, record: RecordMapping, header: bytes) -> None:
+    def __init__(self, partner: str, record: RecordMapping, header: bytes, code: str = "") -> None:
         leaves = _leaves(record.schema.schema, {})
         by_path = {leaf.path: leaf for leaf in leaves}
         key = by_path.get(record.key)
@@ -210,7 +210,7 @@ class RowPlan:
             if leaf.path in record.columns or leaf.path in late:
                 continue
             if leaf.path == "metadata.partner":
-                symbol = partner.upper()
+                symbol = code or partner.upper()  # the catalogue's metadata.partner symbol
                 if leaf.kind != "enum" or symbol not in leaf.schema["symbols"]:
                     raise Unsupported(f"{leaf.path}: {symbol} is not a symbol of {leaf.schema}")
                 fixed[leaf.path] = leaf.branch + zigzag(leaf.schema["symbols"].index(symbol))
@@ -237,9 +237,9 @@ class RowPlan:
         self._gather = itemgetter(*(place[path] for path in ("", *self.paths)))  # in C, not a loop
 
     @classmethod
-    def compile(cls, partner: str, record: RecordMapping, header: bytes) -> RowPlan | None:
+    def compile(cls, partner: str, record: RecordMapping, header: bytes, code: str = "") -> RowPlan | None:
         try:
-            return cls(partner, record, header)
+            return cls(partner, record, header, code)
         except (Unsupported, ValueError):  # ValueError: a constant the steps do not accept
             return None
 

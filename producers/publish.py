@@ -24,11 +24,12 @@ from typing import Any, TextIO
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from ketenstroom.adapters.registry import Registry
-from ketenstroom.contract import Topics, event_id, load_schemas
+from ketenstroom.catalogue import catalogue_at
+from ketenstroom.contract import Topics, event_id
 from ketenstroom.contract.codec import encode
 from ketenstroom.contract.wire import header
 from ketenstroom.errors import DeliveryError, InputRowError
-from ketenstroom.settings import KafkaSettings, PathSettings, RegistrySettings
+from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings
 from producers.config import PartnerMapping, RecordMapping, load_mapping
 from producers.fastpath import RowPlan
 from producers.reader import Export, open_export
@@ -113,13 +114,16 @@ class Publisher:
         *,
         kafka: KafkaSettings,
         registry: RegistrySettings,
-        paths: PathSettings | None = None,
+        paths: CatalogueSettings | None = None,
         topics: Topics | None = None,
         message_timeout_ms: int = 30_000,
     ) -> None:
         self.partner = partner
+        paths = paths or CatalogueSettings()
+        catalogue = catalogue_at(paths.dir)
+        entry = catalogue.partner(partner)  # an unknown partner is refused here, naming the known ones
         self.mapping: PartnerMapping = load_mapping(
-            partner, load_schemas((paths or PathSettings()).schema_dir)
+            partner, catalogue.schemas, entry.mapping.path.parent.parent, code=entry.code
         )
         self.topic = (topics or Topics()).raw(partner)
         self.registry = Registry(registry)
@@ -155,7 +159,7 @@ class Publisher:
             schema_id = self.registry.register(subject, record.schema)  # DeliveryError if unreachable
             receipt.schema_ids[subject] = schema_id
             found = self._headers[name] = header(schema_id)
-            self._plans[name] = RowPlan.compile(self.partner, record, found)
+            self._plans[name] = RowPlan.compile(self.partner, record, found, self.mapping.code)
         return found
 
     def publish(
@@ -302,7 +306,7 @@ def build_reference(
     flat.update(
         {
             "metadata.event_id": eid,
-            "metadata.partner": mapping.partner.upper(),
+            "metadata.partner": mapping.code,
             "metadata.delivery_time": delivery_time,
             "metadata.record_version": version,
         }

@@ -49,12 +49,15 @@ Rows are sorted by pseudonym, so the same input gives the same table and byte-id
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ketenstroom.calendar import TIMEZONE, period_bounds
+from ketenstroom.catalogue import catalogue_at
+from ketenstroom.settings import CatalogueSettings
 from sinks.identity import Identities
 
 _TS = pa.timestamp("ms", tz="UTC")
@@ -67,17 +70,6 @@ STEPS: tuple[str, ...] = (
     "judgment",
     "execution_start",
 )
-_CHAIN_STEPS: dict[str, tuple[str, ...]] = {
-    "police_registration": (
-        "POLICE_CRIME_REGISTERED",
-        "POLICE_SUSPECT_REGISTERED",
-        "POLICE_REPORT_SENT_TO_OM",
-    ),
-    "om_registration": ("OM_REGISTRATION",),
-    "om_decision": ("OM_DECISION",),
-    "judgment": ("COURT_JUDGMENT",),
-    "execution_start": ("EXECUTION_COLLECTION_STARTED", "DETENTION_INFLOW", "SUPERVISION_STARTED"),
-}
 _PRE_TRIAL = ("detentie-titel", "VOORLOPIGE_HECHTENIS")
 #: (from, to) pairs with a lead-time column ``days_<from>_to_<to>``: consecutive steps, then from police.
 LEAD_TIMES: tuple[tuple[str, str], ...] = (
@@ -113,6 +105,7 @@ CHAIN_SCHEMA = pa.schema(
         ("offence_label", pa.string()),
         ("offence_source", pa.string()),
         ("anomalies", pa.list_(pa.string())),
+        ("chain_steps", pa.list_(pa.string())),
     ]
 )
 PERSON_SCHEMA = pa.schema(
@@ -137,9 +130,20 @@ def _as_string(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
 
 
-def _prepare(events: pa.Table, period: str, identities: Identities | None) -> pa.Table:
+def default_stages() -> Mapping[str, tuple[str, ...]]:
+    """Chain-table stage -> the chain steps that count for it, as the catalogue declares them."""
+    return catalogue_at(CatalogueSettings().dir).stages()
+
+
+def _prepare(
+    events: pa.Table,
+    period: str,
+    stages: Mapping[str, tuple[str, ...]] | None = None,
+    identities: Identities | None = None,
+) -> pa.Table:
     """Events up to the end of ``period``, slimmed for joins: ``_row``, ``step`` and ``in_period`` added;
     ``person`` is the resolved person id (``sinks.identity``)."""
+    stages = default_stages() if stages is None else stages
     _start, end = period_bounds(period)
     ev = events.filter(pc.less(events["event_time"], pa.scalar(end, _TS))).combine_chunks()
     if identities is None:
@@ -149,7 +153,7 @@ def _prepare(events: pa.Table, period: str, identities: Identities | None) -> pa
     rows = pa.array(range(n), pa.int64())
     chain_step = _as_string(ev["chain_step"])
     step = pa.nulls(n, pa.string())
-    for name, chain_steps in _CHAIN_STEPS.items():
+    for name, chain_steps in stages.items():
         step = pc.if_else(pc.is_in(chain_step, value_set=pa.array(chain_steps)), name, step)
     concepts = ev["concepts"].combine_chunks() if n else pa.array([], ev.schema.field("concepts").type)
     flat = pc.list_flatten(concepts)
@@ -175,6 +179,7 @@ def _prepare(events: pa.Table, period: str, identities: Identities | None) -> pa
             "t": ev["event_time"],
             "event_id": ev["event_id"],
             "step": step,
+            "chain_step": chain_step,
             "in_period": pc.fill_null(pc.equal(_as_string(ev["period"]), period), False),
             "_concepts": concepts,
         }
@@ -220,7 +225,7 @@ def _furthest(times: dict[str, pa.ChunkedArray | pa.Array], n: int) -> pa.Chunke
 
 def _case_events(ev: pa.Table) -> pa.Table:
     """Events with the case each belongs to: direct, police through the report, CJIB through execution."""
-    cols = ["_row", "case", "person", "age", "t", "event_id", "step", "in_period"]
+    cols = ["_row", "case", "person", "age", "t", "event_id", "step", "chain_step", "in_period"]
     om = ev.filter(
         pc.and_(
             pc.is_in(ev["step"], value_set=pa.array(["om_registration", "om_decision"])),
@@ -317,13 +322,20 @@ def _offence(ev: pa.Table, linked: pa.Table) -> pa.Table:
     )
 
 
-def chain_table(events: pa.Table, period: str, identities: Identities | None = None) -> pa.Table:
+def chain_table(
+    events: pa.Table,
+    period: str,
+    stages: Mapping[str, tuple[str, ...]] | None = None,
+    *,
+    identities: Identities | None = None,
+) -> pa.Table:
     """One row per case pseudonym with an event in ``period``: step times, lead times, person, offence.
 
     Columns and types are ``CHAIN_SCHEMA``; see the module docstring for how steps are linked.
-    ``identities`` resolves persons across SKN and BSN; by default from the events' own link evidence.
+    ``stages`` says which chain steps count for which stage (default: the catalogue's). ``identities``
+    resolves persons across SKN and BSN (``sinks.identity``); by default from the events' own links.
     """
-    ev = _prepare(events, period, identities)
+    ev = _prepare(events, period, stages, identities)
     linked = _case_events(ev)
     cases = _distinct(linked.filter(linked["in_period"]), ["case"])
     linked = linked.filter(pc.is_in(linked["case"], value_set=cases["case"].combine_chunks()))
@@ -353,6 +365,12 @@ def chain_table(events: pa.Table, period: str, identities: Identities | None = N
     table = _left(table, first_age.rename_columns(["case", "age_at_first_step"]), "case")
     table = _left(table, _offence(ev, linked), "case")
     table = table.sort_by("case").combine_chunks()
+    # every chain step the case's linked events took, whatever partner declared it: a new partner's
+    # events show up here without a new column (lists cannot be joined: aligned by the case order)
+    pairs = _distinct(linked, ["case", "chain_step"]).sort_by("chain_step")
+    steps = pairs.group_by("case", use_threads=False).aggregate([("chain_step", "list")]).sort_by("case")
+    if not steps["case"].equals(table["case"]):
+        raise AssertionError("chain steps and cases are not aligned")  # a bug, never bad input
 
     n = table.num_rows
     times = {step: table[f"{step}_time"] for step in STEPS}
@@ -373,6 +391,7 @@ def chain_table(events: pa.Table, period: str, identities: Identities | None = N
         "offence_label": table["offence_label"],
         "offence_source": table["offence_source"],
         "anomalies": _anomalies(times, pc.greater(table["person_count_distinct"], 1), n),
+        "chain_steps": steps["chain_step_list"],
     }
     return pa.table(columns).cast(CHAIN_SCHEMA)
 
@@ -380,7 +399,13 @@ def chain_table(events: pa.Table, period: str, identities: Identities | None = N
 # -- person table --------------------------------------------------------------------------------------
 
 
-def person_table(events: pa.Table, period: str, identities: Identities | None = None) -> pa.Table:
+def person_table(
+    events: pa.Table,
+    period: str,
+    stages: Mapping[str, tuple[str, ...]] | None = None,
+    *,
+    identities: Identities | None = None,
+) -> pa.Table:
     """One row per resolved person with an event in ``period``; columns and types are ``PERSON_SCHEMA``.
 
     ``person_pseudonym`` is the resolved person id (``sinks.identity``: the SKN pseudonym, or the BSN
@@ -396,7 +421,7 @@ def person_table(events: pa.Table, period: str, identities: Identities | None = 
     if identities is None:
         _start, end = period_bounds(period)
         identities = Identities.from_events(events.filter(pc.less(events["event_time"], pa.scalar(end, _TS))))
-    ev = _prepare(events, period, identities).drop_columns(["_concepts"])
+    ev = _prepare(events, period, stages, identities).drop_columns(["_concepts"])
     ev = ev.filter(pc.is_valid(ev["person"]))
     active = ev.filter(ev["in_period"])
     table = active.group_by("person", use_threads=False).aggregate(

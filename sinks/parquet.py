@@ -9,53 +9,68 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ketenstroom.contract.chain_event import chain_event_avsc
+
 _CATEGORY = pa.dictionary(pa.int32(), pa.string())
 _TS = pa.timestamp("ms", tz="UTC")
-CONCEPT = pa.struct(
-    [
-        ("vocabulary", pa.string()),
-        ("code", pa.string()),
-        ("label", pa.string()),
-        ("counting_unit", pa.string()),
-        ("source_code_system", pa.string()),
-        ("source_code", pa.string()),
-    ]
+#: ChainEvent strings with few distinct values: dictionary-encoded in Parquet (and for readers).
+CATEGORIES = frozenset(
+    {
+        "source_partner",
+        "source_event_type",
+        "source_system",
+        "chain_step",
+        "person_pseudonym_source",
+        "sex",
+        "municipality_code",
+        "crime_municipality_code",
+        "mapping_version",
+        "pseudonym_key_id",
+    }
 )
-SCHEMA = pa.schema(
-    [
-        ("period", _CATEGORY),
-        ("event_id", pa.string()),
-        ("source_partner", _CATEGORY),
-        ("source_event_type", _CATEGORY),
-        ("source_system", _CATEGORY),
-        ("event_time", _TS),
-        ("event_date", pa.date32()),  # the local (Europe/Amsterdam) calendar date of event_time
-        ("registration_time", _TS),
-        ("chain_step", _CATEGORY),
-        ("case_pseudonym", pa.string()),
-        ("report_pseudonym", pa.string()),
-        ("execution_pseudonym", pa.string()),
-        ("person_pseudonym", pa.string()),
-        ("person_pseudonym_source", _CATEGORY),
-        ("skn_pseudonym", pa.string()),
-        ("bsn_pseudonym", pa.string()),
-        ("identity_flags", pa.list_(pa.string())),
-        ("birth_year", pa.int16()),
-        ("age_at_event", pa.int16()),
-        ("sex", _CATEGORY),
-        ("municipality_code", _CATEGORY),
-        ("crime_municipality_code", _CATEGORY),
-        ("sanction_days", pa.int32()),
-        ("sanction_hours", pa.int32()),
-        ("amount_eur", pa.float64()),
-        ("concepts", pa.list_(CONCEPT)),
-        ("mapping_version", _CATEGORY),
-        ("pseudonym_key_id", _CATEGORY),
-        ("processed_time", _TS),
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-    ]
-)
+#: Integers that fit a narrower type than Avro's int.
+NARROW = {"birth_year": pa.int16(), "age_at_event": pa.int16()}
+_PRIMITIVE = {
+    "string": pa.string(),
+    "int": pa.int32(),
+    "long": pa.int64(),
+    "double": pa.float64(),
+    "float": pa.float32(),
+    "boolean": pa.bool_(),
+}
+
+
+def arrow_type(avro: Any) -> pa.DataType:
+    """The Arrow type of an Avro type (nullable unions become nullable fields); unknown ones refused."""
+    if isinstance(avro, list):
+        (inner,) = [t for t in avro if t != "null"]
+        return arrow_type(inner)
+    kind = avro if isinstance(avro, str) else avro.get("logicalType") or avro["type"]
+    found: pa.DataType | None = {**_PRIMITIVE, "timestamp-millis": _TS, "uuid": pa.string()}.get(kind)
+    if found is None and kind == "array":
+        found = pa.list_(arrow_type(avro["items"]))
+    elif found is None and kind == "record":
+        found = pa.struct([(f["name"], arrow_type(f["type"])) for f in avro["fields"]])
+    if found is None:
+        raise TypeError(f"no snapshot column type for Avro type {avro!r}; extend sinks/parquet.py")
+    return found
+
+
+def snapshot_schema(avsc: dict[str, Any]) -> pa.Schema:
+    """The snapshot's columns: every ChainEvent field, plus what the sink adds (period, local date,
+    Kafka position)."""
+    fields: list[tuple[str, pa.DataType]] = [("period", _CATEGORY)]
+    for field in avsc["fields"]:
+        name = field["name"]
+        typ = _CATEGORY if name in CATEGORIES else NARROW.get(name) or arrow_type(field["type"])
+        fields.append((name, typ))
+        if name == "event_time":
+            fields.append(("event_date", pa.date32()))  # the local (Europe/Amsterdam) calendar date
+    return pa.schema([*fields, ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64())])
+
+
+SCHEMA = snapshot_schema(chain_event_avsc())
+CONCEPT = SCHEMA.field("concepts").type.value_type
 
 
 SCHEMA_IDS_KEY = "ketenstroom.schema_ids"  # Parquet key-value metadata: registry ids of the writer schemas

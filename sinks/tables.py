@@ -307,10 +307,10 @@ def microdata_tables(
             yield table
 
     def chain(table: pa.Table, period: str) -> pa.Table:
-        return chain_table(table, period, resolved)
+        return chain_table(table, period, identities=resolved)
 
     def person(table: pa.Table, period: str) -> pa.Table:
-        return person_table(table, period, resolved)
+        return person_table(table, period, identities=resolved)
 
     def relinked() -> pa.Array:
         return pc.unique(pa.chunked_array(moved, pa.string()).combine_chunks())

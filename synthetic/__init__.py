@@ -21,12 +21,11 @@ from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from ketenstroom.contract.topics import PARTNERS
+from ketenstroom.catalogue import Catalogue
 from synthetic.chain import ChainGenerator
 from synthetic.codes import OM_DECISIONS as _OM_DECISIONS
 from synthetic.exports import (
     NOISE_KINDS,
-    PARTNER_DIR,
     REJECT_REASONS,
     STYLES,
     GenerationReport,
@@ -37,6 +36,9 @@ from synthetic.exports import (
 )
 from synthetic.identity import IdentityNoise
 from synthetic.persons import POSTCODE_AREAS, Person, person, spoil_bsn, valid_bsn
+
+#: The partners the generator has realism profiles for (``STYLES``), in chain order.
+PROFILED: tuple[str, ...] = ("politie", "om", "rechtspraak", "cjib", "dji", "reclassering", "halt")
 
 __all__ = [
     "NOISE_KINDS",
@@ -76,9 +78,9 @@ WETSARTIKELEN = (
 )
 
 
-def partner_columns(partner: str, directory: Path = PARTNER_DIR) -> tuple[str, ...]:
-    """The export's columns: the type column, then every column the partner's mapping TOML uses."""
-    return load_layout(partner, directory).columns
+def partner_columns(partner: str, catalogue: Catalogue | None = None) -> tuple[str, ...]:
+    """The export's columns: the type column, then every column the partner's mapping uses."""
+    return load_layout(partner, catalogue).columns
 
 
 OM_COLUMNS: tuple[str, ...] = partner_columns("om")
@@ -93,8 +95,8 @@ def generate_chain(
     start: date = date(2026, 1, 1),
     days: int = 365,
     formats: dict[str, str] | None = None,
-    partners: Iterable[str] = PARTNERS,
-    mapping_dir: Path = PARTNER_DIR,
+    partners: Iterable[str] = PROFILED,
+    catalogue: Catalogue | None = None,
     identity: IdentityNoise | None = None,
 ) -> GenerationReport:
     """Write one export per partner into ``out_dir`` for ``cases`` crimes; returns (and writes) the report.
@@ -108,7 +110,7 @@ def generate_chain(
         raise ValueError(f"noise must be a share between 0 and 1, got {noise}")
     out_dir.mkdir(parents=True, exist_ok=True)
     formats = formats or {}
-    unknown = sorted(set(formats) - set(PARTNERS))
+    unknown = sorted(set(formats) - set(PROFILED))
     if unknown:
         raise ValueError(f"unknown partners in formats: {unknown}")
     for partner in partners:
@@ -124,7 +126,7 @@ def generate_chain(
     try:
         for partner in partners:
             exports[partner] = PartnerExport(
-                partner, out_dir, seed=seed, noise=noise, fmt=formats.get(partner), mapping_dir=mapping_dir
+                partner, out_dir, seed=seed, noise=noise, fmt=formats.get(partner), catalogue=catalogue
             )
         emit = {p: e.emit for p, e in exports.items()}
         for _ in range(cases):

@@ -17,11 +17,11 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer
 
 from ketenstroom.contract import Topics, load_schemas
+from ketenstroom.contract.chain_event import CHAIN_EVENT
 from ketenstroom.contract.codec import encode_framed
 from ketenstroom.errors import DeliveryError
-from ketenstroom.settings import KafkaSettings, PathSettings
+from ketenstroom.settings import CatalogueSettings, KafkaSettings
 
-CHAIN_EVENT = "nl.ketenstroom.curated.ChainEvent"
 _NS = uuid.UUID("6f1c2b0e-3d4a-5b6c-8d7e-9f0a1b2c3d4e")
 _BSN_MASK = (1 << 256) - 1 - (0xB5 << 248)  # a BSN pseudonym unlike any SKN pseudonym, per person
 
@@ -134,7 +134,7 @@ def publish_curated(
     kafka: KafkaSettings, registry: Any, topics: Topics, events: Iterable[dict[str, Any]]
 ) -> int:
     """Produce ChainEvents to the curated topic, keyed as the processor keys them; returns the count."""
-    schema = load_schemas(PathSettings().schema_dir)[CHAIN_EVENT]
+    schema = load_schemas(CatalogueSettings().schema_dir)[CHAIN_EVENT]
     schema_id = registry.register(schema.subject(topics.curated), schema)
     producer = Producer(kafka.librdkafka(enable_idempotence=True, acks="all", linger_ms=20))
     failures: list[str] = []

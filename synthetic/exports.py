@@ -1,10 +1,11 @@
 """Partner exports as partners really make them, with deterministic noise and an exact expectation.
 
-Columns come from ``partners/<partner>/mapping.toml`` (loaded with ``tomllib``): the type column plus
-the union of every record type's columns, in the order the TOML names them. Each partner has its own
-habits (``STYLES``): encoding, separator, quoting, date style, booleans, how it writes sex, BSN,
-parketnummer and postcode. Noise is drawn from a per-partner random stream, so the clean chain is the
-same with and without noise, and every noisy row is counted with the outcome the producer must give.
+Columns come from the chain catalogue (the partner's ``mapping.toml``, read by
+``ketenstroom.catalogue``): the type column plus the union of every record type's columns, in the
+order the mapping names them. Each partner has its own habits (``STYLES``): encoding, separator,
+quoting, date style, booleans, how it writes sex, BSN, parketnummer and postcode. Noise is drawn from
+a per-partner random stream, so the clean chain is the same with and without noise, and every noisy
+row is counted with the outcome the producer must give.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import random
-import tomllib
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -20,11 +20,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
+from ketenstroom.catalogue import Catalogue, catalogue_at
+from ketenstroom.settings import CatalogueSettings
 from synthetic.chain import DAY
 from synthetic.codes import UNKNOWN_CODE
 from synthetic.persons import spoil_bsn, valid_bsn
-
-PARTNER_DIR = Path(__file__).resolve().parent.parent / "partners"  # the chain catalogue
 
 #: Noise kinds, and whether the producer accepts the row (True) or must reject it (False).
 NOISE_KINDS: dict[str, bool] = {
@@ -138,34 +138,30 @@ class PartnerLayout:
     records: dict[str, RecordLayout]
 
 
-def load_layout(partner: str, directory: Path = PARTNER_DIR) -> PartnerLayout:
-    """Columns and per-record slots from the partner's mapping TOML (the one source of column names)."""
-    data = tomllib.loads((directory / partner / "mapping.toml").read_text(encoding="utf-8"))
-    type_column = str(data["type_column"])
-    columns: list[str] = [type_column]
-    for spec in data["records"].values():
-        for column in spec.get("columns", {}).values():
-            if column not in columns:
-                columns.append(str(column))
+def load_layout(partner: str, catalogue: Catalogue | None = None) -> PartnerLayout:
+    """Columns and per-record slots from the partner's column mapping in the catalogue."""
+    mapping = (catalogue or catalogue_at(CatalogueSettings().dir)).partner(partner).mapping
+    if mapping.type_column is None:
+        raise ValueError(f"{mapping.path}: the generator writes exports with a type column")
+    columns = mapping.columns
     index = {c: i for i, c in enumerate(columns)}
-    event_columns = {spec["columns"]["metadata.event_time"] for spec in data["records"].values()}
+    event_columns = {spec.columns["metadata.event_time"] for spec in mapping.records.values()}
     records: dict[str, RecordLayout] = {}
-    for rtype, spec in data["records"].items():
-        cols: dict[str, str] = spec.get("columns", {})
+    for rtype, spec in mapping.records.items():
+        cols = spec.columns
         paths = {path: index[col] for path, col in cols.items()}
-        reg_col = cols["metadata.registration_time"]
         records[rtype] = RecordLayout(
             rtype=rtype,
             slots=tuple((index[col], path) for path, col in cols.items()),
             paths=paths,
             event=paths["metadata.event_time"],
             registration=paths["metadata.registration_time"],
-            key=paths[spec.get("key", "case.parketnummer")],
+            key=paths[spec.key],
             version=paths["metadata.record_version"],
-            coded=tuple(p for p in spec.get("codes", {}) if p in paths),
-            late_ok=reg_col not in event_columns,
+            coded=tuple(p for p in spec.codes if p in paths),
+            late_ok=cols["metadata.registration_time"] not in event_columns,
         )
-    return PartnerLayout(partner=partner, type_column=type_column, columns=tuple(columns), records=records)
+    return PartnerLayout(partner=partner, type_column=mapping.type_column, columns=columns, records=records)
 
 
 # -- values -> the partner's text ---------------------------------------------------------------------
@@ -420,10 +416,10 @@ class PartnerExport:
         seed: int,
         noise: float,
         fmt: str | None = None,
-        mapping_dir: Path = PARTNER_DIR,
+        catalogue: Catalogue | None = None,
     ) -> None:
         self.partner = partner
-        self.layout = load_layout(partner, mapping_dir)
+        self.layout = load_layout(partner, catalogue)
         self.style = style = style_for(partner, fmt)
         self.noise = noise
         self.rng = random.Random(f"{seed}:{partner}:noise")  # noqa: S311 - synthetic data

@@ -5,19 +5,16 @@ Pure: no network. Components share schema code only through this package.
 
 from ketenstroom.contract.ids import event_id
 from ketenstroom.contract.schemas import SchemaSet, load_schemas
-from ketenstroom.contract.topics import CURATED_TOPIC, PARTNERS, Topics, dlq_topic, raw_topic
+from ketenstroom.contract.topics import CURATED_TOPIC, Topics
 from ketenstroom.contract.wire import MAGIC_BYTE, frame, unframe
 
 __all__ = [
     "CURATED_TOPIC",
     "MAGIC_BYTE",
-    "PARTNERS",
     "SchemaSet",
     "Topics",
-    "dlq_topic",
     "event_id",
     "frame",
     "load_schemas",
-    "raw_topic",
     "unframe",
 ]

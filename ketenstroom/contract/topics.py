@@ -1,4 +1,4 @@
-"""Topic names and the partners that own raw topics (see ARCHITECTURE.md, "Topics and keys").
+"""Topic names (see ARCHITECTURE.md, "Topics and keys"); which partners exist is the catalogue's word.
 
 A ``Topics`` namespace prefixes every name (``KETENSTROOM_TOPIC_PREFIX``), so environments and
 tests can share one cluster without sharing topics: ``acc.raw.om``, ``t3f9.curated.chain-events``.
@@ -6,17 +6,21 @@ tests can share one cluster without sharing topics: ``acc.raw.om``, ``t3f9.curat
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ketenstroom.errors import ConfigurationError
 
-PARTNERS: tuple[str, ...] = ("politie", "om", "rechtspraak", "cjib", "dji", "reclassering", "halt")
 CURATED_TOPIC = "curated.chain-events"
+_PARTNER = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
 
 
 def _check(partner: str) -> str:
-    if partner not in PARTNERS:
-        raise ConfigurationError(f"unknown partner {partner!r}; known partners: {', '.join(PARTNERS)}")
+    if not _PARTNER.match(partner):
+        raise ConfigurationError(
+            f"{partner!r} is not a partner name (lower case a-z, 0-9 and -, as in partners/<partner>/)"
+        )
     return partner
 
 
@@ -40,13 +44,6 @@ class Topics:
         """The partner of a raw or DLQ topic name."""
         return topic.removeprefix(self.prefix).split(".", 1)[1]
 
-    def all(self, partners: tuple[str, ...] | list[str] = PARTNERS) -> list[str]:
+    def all(self, partners: Iterable[str]) -> list[str]:
+        partners = list(partners)
         return [self.raw(p) for p in partners] + [self.dlq(p) for p in partners] + [self.curated]
-
-
-def raw_topic(partner: str) -> str:
-    return Topics().raw(partner)
-
-
-def dlq_topic(partner: str) -> str:
-    return Topics().dlq(partner)

@@ -25,7 +25,7 @@ from ketenstroom.adapters.registry import Registry
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.contract import Topics
 from ketenstroom.contract.identifiers import complete_bsn
-from ketenstroom.settings import PathSettings, PseudonymSettings
+from ketenstroom.settings import CatalogueSettings, PseudonymSettings
 from processors.build import build_transformer
 from processors.pseudonym import Pseudonymiser
 from processors.runner import TransactionalProcessor
@@ -163,7 +163,7 @@ def test_one_person_across_police_om_and_dji_and_a_conflict_flagged(
     with Registry(services.registry) as registry:
         transformer = build_transformer(
             registry=registry,
-            paths=PathSettings(),
+            paths=CatalogueSettings(),
             pseudonym=PseudonymSettings(key=SecretStr(KEY), key_id="t1"),
             topics=names,
         )

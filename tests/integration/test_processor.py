@@ -22,16 +22,19 @@ from pydantic import SecretStr
 
 from ketenstroom.adapters.kafka import all_partitions, end_offsets, ensure_topics, read_to_end
 from ketenstroom.adapters.registry import Registry
-from ketenstroom.contract import PARTNERS, Topics
+from ketenstroom.catalogue import catalogue_at
+from ketenstroom.contract import Topics
 from ketenstroom.contract.codec import decode
 from ketenstroom.contract.scanner import scan_all
 from ketenstroom.contract.wire import unframe
-from ketenstroom.settings import PathSettings, PseudonymSettings
+from ketenstroom.settings import CatalogueSettings, PseudonymSettings
 from processors.build import build_transformer
 from processors.runner import TransactionalProcessor
 from producers.publish import Publisher
 from synthetic import OM_COLUMNS, GenerationReport, generate_chain, om_decision_rows, write_csv
 from tests.conftest import Services
+
+PARTNERS = catalogue_at(CatalogueSettings().dir).names  # the partners the catalogue declares
 
 KEY = "processor-test-key-0123456789abcdef0123"
 DEADLINE_S = 240
@@ -246,7 +249,7 @@ def test_run_until_end_stops_at_partition_eof_past_an_aborted_transaction(
     with Registry(services.registry) as registry:
         transformer = build_transformer(
             registry=registry,
-            paths=PathSettings(),
+            paths=CatalogueSettings(),
             pseudonym=PseudonymSettings(key=SecretStr(KEY), key_id="t1"),
             topics=names,
         )
@@ -292,9 +295,10 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
     listing = run("dlq", "list", "--partner", "om")
     assert "unknown-code" in listing and "30" in listing and "ZZZZ" in listing
 
-    fixed = tmp_path / "terminology"
-    shutil.copytree(PathSettings().terminology_dir, fixed)
-    with (fixed / "om-afdoening.csv").open("a", encoding="utf-8") as fh:
+    fixed = tmp_path / "catalogue"  # a deployment's own catalogue: the repository's plus the new code
+    for part in ("schemas", "partners", "terminology"):
+        shutil.copytree(CatalogueSettings().dir / part, fixed / part)
+    with (fixed / "terminology" / "om-afdoening.csv").open("a", encoding="utf-8") as fh:
         fh.write("OM.AFDOENING,ZZZZ,om-beslissing,OVERIG,Overig (nieuwe code),beslissing,2026-01-01,\n")
     replayed = json.loads(run("dlq", "replay", "--partner", "om", "--reason", "unknown-code"))
     assert replayed == {"read": 30, "replayed": 30, "skipped": 0}
@@ -306,7 +310,7 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
             "--partner",
             "om",
             "--until-caught-up",
-            extra={"KETENSTROOM_TERMINOLOGY_DIR": str(fixed)},
+            extra={"KETENSTROOM_CATALOGUE_DIR": str(fixed)},
         )
         .strip()
         .splitlines()[-1]

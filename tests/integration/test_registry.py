@@ -18,10 +18,10 @@ from ketenstroom.contract.codec import decode, encode
 from ketenstroom.contract.schemas import EventSchema
 from ketenstroom.contract.wire import unframe
 from ketenstroom.errors import ConfigurationError
-from ketenstroom.settings import PathSettings
+from ketenstroom.settings import CatalogueSettings
 from tests.conftest import Services
 
-SCHEMAS = load_schemas(PathSettings().schema_dir)
+SCHEMAS = load_schemas(CatalogueSettings().schema_dir)
 
 
 def _topic(schema: EventSchema, names: Topics) -> str:

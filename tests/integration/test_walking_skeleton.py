@@ -45,7 +45,7 @@ def _run_processor(services: Services, names: Topics, app_id: str) -> dict[str, 
         [
             sys.executable,
             "-m",
-            "ketenstroom",
+            "cli",
             "process",
             "--partner",
             "om",

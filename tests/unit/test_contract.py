@@ -9,9 +9,9 @@ import pytest
 from ketenstroom.contract import event_id, frame, load_schemas, unframe
 from ketenstroom.contract.codec import decode, encode
 from ketenstroom.errors import ConfigurationError, DecodeError
-from ketenstroom.settings import PathSettings
+from ketenstroom.settings import CatalogueSettings
 
-SCHEMAS = load_schemas(PathSettings().schema_dir)
+SCHEMAS = load_schemas(CatalogueSettings().schema_dir)
 
 
 def test_event_id_is_deterministic_and_version_sensitive() -> None:
@@ -99,10 +99,10 @@ def test_a_schema_without_logical_types_reads_the_same_bytes_as_plain_values() -
 
     from ketenstroom.contract import load_schemas
     from ketenstroom.contract.codec import decode, encode, without_logical_types
-    from ketenstroom.settings import PathSettings
+    from ketenstroom.settings import CatalogueSettings
     from synthetic.curated import CHAIN_EVENT, chain_event
 
-    schema = load_schemas(PathSettings().schema_dir)[CHAIN_EVENT].parsed
+    schema = load_schemas(CatalogueSettings().schema_dir)[CHAIN_EVENT].parsed
     moment = datetime(2026, 3, 29, 0, 59, 59, 123000, tzinfo=UTC)
     event_id = uuid.uuid4()
     payload = encode(schema, chain_event(event_id=str(event_id), event_time=moment, case="c" * 64))

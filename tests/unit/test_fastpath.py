@@ -15,12 +15,13 @@ import fastavro
 import pytest
 from fastavro.write import LOGICAL_WRITERS
 
-from ketenstroom.contract import PARTNERS, load_schemas
+from ketenstroom.catalogue import catalogue_at
+from ketenstroom.contract import load_schemas
 from ketenstroom.contract.codec import encode
 from ketenstroom.contract.ids import EVENT_NAMESPACE, event_id, event_id_bytes, format_uuid
 from ketenstroom.contract.wire import header
 from ketenstroom.errors import InputRowError
-from ketenstroom.settings import PathSettings
+from ketenstroom.settings import CatalogueSettings
 from producers.config import PartnerMapping, load_mapping
 from producers.fastpath import RowPlan
 from producers.publish import build_reference
@@ -30,7 +31,9 @@ from producers.steps import moments, string_bytes, zigzag
 from synthetic import generate_chain
 from tests.unit.test_producer_rows import GOOD
 
-SCHEMAS = load_schemas(PathSettings().schema_dir)
+PARTNERS = catalogue_at(CatalogueSettings().dir).names  # the partners the catalogue declares
+
+SCHEMAS = load_schemas(CatalogueSettings().schema_dir)
 MAPPINGS = {p: load_mapping(p, SCHEMAS) for p in PARTNERS}
 HEADER = header(7)
 NOW = datetime(2026, 11, 28, 12, 0, 0, 987654, tzinfo=UTC)

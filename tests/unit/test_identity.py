@@ -91,7 +91,7 @@ def test_a_link_learned_later_changes_the_next_table_not_the_month_before() -> N
     january = person_table(events, "2026MM01").to_pylist()  # by default only evidence up to January's end
     assert [(p["person_pseudonym"], p["person_id_source"]) for p in january] == [("B1", "BSN")]
     later = Identities.from_events(events)  # what a table built after March knows
-    relinked = person_table(events, "2026MM01", later).to_pylist()
+    relinked = person_table(events, "2026MM01", identities=later).to_pylist()
     assert [(p["person_pseudonym"], p["person_id_source"]) for p in relinked] == [("S1", "SKN")]
     earlier = Identities.from_events(events.slice(0, 2))  # what a table built in February knew
     police = events.slice(0, 2)

@@ -15,14 +15,15 @@ import pyarrow.compute as pc
 import pytest
 
 from ketenstroom.calendar import period_code
-from ketenstroom.contract import PARTNERS, load_schemas
+from ketenstroom.catalogue import catalogue_at
+from ketenstroom.catalogue.terminology import load_terminology
+from ketenstroom.contract import load_schemas
 from ketenstroom.contract.codec import decode, encode, without_logical_types
 from ketenstroom.contract.scanner import scan_all
 from ketenstroom.errors import InputRowError
-from ketenstroom.settings import PathSettings
+from ketenstroom.settings import CatalogueSettings
 from processors.pseudonym import Pseudonymiser
-from processors.terminology import load_terminology
-from processors.transform import Transformer, load_municipalities
+from processors.transform import Transformer, load_municipalities, plans
 from producers.config import load_mapping
 from producers.publish import build_reference
 from producers.reader import read_rows
@@ -30,7 +31,8 @@ from sinks.identity import Identities, components, link_evidence
 from sinks.parquet import to_table
 from synthetic import IdentityNoise, generate_chain
 
-PATHS = PathSettings()
+PATHS = CatalogueSettings()
+PARTNERS = catalogue_at(PATHS.dir).names
 SCHEMAS = load_schemas(PATHS.schema_dir)
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 CHAIN_EVENT = SCHEMAS["nl.ketenstroom.curated.ChainEvent"].parsed
@@ -44,6 +46,7 @@ def _transformer() -> Transformer:
         pseudonymiser=Pseudonymiser(b"g" * 32, "k1"),
         terminology=load_terminology(PATHS.terminology_dir),
         municipalities=load_municipalities(PATHS.terminology_dir / "pc4-gemeente.csv"),
+        plans=plans(catalogue_at(PATHS.dir)),
         writer_schema=lambda _id: None,
         curated_schema_id=1,
         curated_schema=chain.parsed,

@@ -296,3 +296,35 @@ def test_lead_time_norm_on_a_hand_built_table() -> None:
     assert (none.cases, none.share_met, none.norm_met) == (0, None, None)
     with pytest.raises(ValueError, match="chain step"):
         lead_time_norm(chain, "police", "om_decision", 90, 0.8)
+
+
+def test_chain_steps_name_every_step_of_the_linked_case_events(may: dict[str, dict[str, Any]]) -> None:
+    # C2's police step is linked through the report, the CJIB collection through the execution
+    # pseudonym; pre-trial detention is no execution start but is still a step the case took.
+    assert may["C2"]["chain_steps"] == [
+        "DETENTION_INFLOW",
+        "EXECUTION_COLLECTION_STARTED",
+        "EXECUTION_PAYMENT_RECEIVED",
+        "OM_DECISION",
+        "OM_REGISTRATION",
+        "POLICE_SUSPECT_REGISTERED",
+        "SUPERVISION_STARTED",
+    ]
+    assert may["C4"]["chain_steps"] == ["OM_REGISTRATION"]
+    assert "COURT_JUDGMENT" not in may["C1"]["chain_steps"]  # June's judgment is after May's end
+
+
+def test_a_step_counts_for_the_stage_the_catalogue_gives_it() -> None:
+    rows = [
+        ev(_utc(2026, 5, 2, 10, 0), "RVDK_ADVICE_ISSUED", case="C9", person="P9", age=16),
+        ev(_utc(2026, 5, 12, 10, 0), "OM_DECISION", case="C9", person="P9", age=16),
+    ]
+    plain = {r["case_pseudonym"]: r for r in chain_table(table(rows), "2026MM05").to_pylist()}["C9"]
+    assert plain["om_registration_time"] is None and plain["chain_steps"] == [
+        "OM_DECISION",
+        "RVDK_ADVICE_ISSUED",
+    ]
+    stages = {"om_registration": ("RVDK_ADVICE_ISSUED",), "om_decision": ("OM_DECISION",)}
+    declared = chain_table(table(rows), "2026MM05", stages).to_pylist()[0]
+    assert declared["om_registration_time"] == _utc(2026, 5, 2, 10, 0)
+    assert declared["days_om_registration_to_om_decision"] == 10

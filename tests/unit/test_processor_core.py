@@ -5,15 +5,16 @@ from pathlib import Path
 
 import pytest
 
+from ketenstroom.catalogue import catalogue_at
+from ketenstroom.catalogue.terminology import load_terminology
 from ketenstroom.contract import frame, load_schemas
 from ketenstroom.contract.codec import decode, encode
 from ketenstroom.errors import DecodeError, TerminologyError, UnknownCodeError
-from ketenstroom.settings import PathSettings
+from ketenstroom.settings import CatalogueSettings
 from processors.pseudonym import BSN_FAILED_11_CHECK, Pseudonymiser, age_at
-from processors.terminology import load_terminology
-from processors.transform import RawRecord, Transformer, load_municipalities
+from processors.transform import RawRecord, Transformer, load_municipalities, plans
 
-PATHS = PathSettings()
+PATHS = CatalogueSettings()
 SCHEMAS = load_schemas(PATHS.schema_dir)
 KEY = b"k" * 32
 
@@ -115,6 +116,7 @@ def _transformer() -> Transformer:
         pseudonymiser=Pseudonymiser(KEY, "k1"),
         terminology=load_terminology(PATHS.terminology_dir),
         municipalities=load_municipalities(PATHS.terminology_dir / "pc4-gemeente.csv"),
+        plans=plans(catalogue_at(PATHS.dir)),
         writer_schema=lambda schema_id: _known_schema(schema_id, decision.parsed),
         curated_schema_id=2,
         curated_schema=chain.parsed,

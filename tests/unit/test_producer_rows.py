@@ -7,14 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from ketenstroom.contract import PARTNERS, load_schemas
+from ketenstroom.catalogue import catalogue_at
+from ketenstroom.contract import load_schemas
 from ketenstroom.errors import ConfigurationError, InputRowError
-from ketenstroom.settings import PathSettings
+from ketenstroom.settings import CatalogueSettings
 from producers.config import load_mapping
 from producers.reader import read_rows
 from producers.rows import nest, parse_moment, validate
 
-SCHEMAS = load_schemas(PathSettings().schema_dir)
+PARTNERS = catalogue_at(CatalogueSettings().dir).names  # the partners the catalogue declares
+
+SCHEMAS = load_schemas(CatalogueSettings().schema_dir)
 MAPPING = load_mapping("om", SCHEMAS)
 GOOD = {
     "soort": "BESLISSING",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ketenstroom.contract import load_schemas
 from ketenstroom.contract.compat import check_history, schemas_at
-from ketenstroom.settings import REPO_ROOT, PathSettings
+from ketenstroom.settings import REPO_ROOT, CatalogueSettings
 
 SHARED = {
     "type": "record",
@@ -90,5 +90,5 @@ def test_schemas_at_reads_the_tree_of_a_commit(tmp_path: Path) -> None:
 
 
 def test_the_project_schemas_resolve_against_their_whole_history() -> None:
-    problems = check_history(load_schemas(PathSettings().schema_dir), REPO_ROOT)
+    problems = check_history(load_schemas(CatalogueSettings().schema_dir), REPO_ROOT)
     assert problems == [], [str(p) for p in problems]

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from ketenstroom.contract import PARTNERS, load_schemas
+from ketenstroom.catalogue import catalogue_at
+from ketenstroom.contract import load_schemas
 from ketenstroom.contract.identifiers import bsn_passes_11_check, normalise_parketnummer, normalise_pv_number
 from ketenstroom.errors import InputRowError
-from ketenstroom.settings import PathSettings
+from ketenstroom.settings import CatalogueSettings
 from producers.config import load_mapping
 from producers.reader import read_rows
 from producers.rows import validate
@@ -29,9 +30,10 @@ from synthetic import (
     write_csv,
 )
 from synthetic.codes import JUDGMENT_OUTCOMES, OM_DECISIONS
-from synthetic.exports import PARTNER_DIR
 
-SCHEMAS = load_schemas(PathSettings().schema_dir)
+PARTNERS = catalogue_at(CatalogueSettings().dir).names  # the partners the catalogue declares
+
+SCHEMAS = load_schemas(CatalogueSettings().schema_dir)
 MAPPINGS = {p: load_mapping(p, SCHEMAS) for p in PARTNERS}
 
 
@@ -106,7 +108,9 @@ def test_one_export_per_partner_with_exactly_the_mapping_columns(
     expected_files = {f"{p}.csv" for p in PARTNERS if p != "cjib"} | {"cjib.jsonl", "generation.json"}
     assert {f.name for f in out.iterdir()} == expected_files
     for partner in PARTNERS:
-        toml = tomllib.loads((PARTNER_DIR / partner / "mapping.toml").read_text(encoding="utf-8"))
+        toml = tomllib.loads(
+            (CatalogueSettings().partner_dir / partner / "mapping.toml").read_text(encoding="utf-8")
+        )
         used = {toml["type_column"]} | {c for r in toml["records"].values() for c in r["columns"].values()}
         columns = partner_columns(partner)
         assert set(columns) == used and len(columns) == len(used)

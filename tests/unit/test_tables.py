@@ -87,8 +87,8 @@ def test_bucketed_tables_equal_the_tables_computed_at_once(tmp_path: Path, bucke
         )
         assert manifest.rows < read < len(rows)  # this period plus only its cases' history
         whole = {
-            "chain": chain_table(events, period, identities),
-            "person": person_table(events, period, identities),
+            "chain": chain_table(events, period, identities=identities),
+            "person": person_table(events, period, identities=identities),
         }
         for name, key in (("chain", "case_pseudonym"), ("person", "person_pseudonym")):
             bucketed = pq.read_table(io.BytesIO(tables[name])).sort_by(key)

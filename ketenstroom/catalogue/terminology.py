@@ -74,6 +74,11 @@ class Terminology:
     def __len__(self) -> int:
         return sum(len(v) for v in self._index.values())
 
+    @property
+    def code_systems(self) -> frozenset[str]:
+        """Every partner code system the tables map from."""
+        return frozenset(system for system, _ in self._index)
+
 
 def _date(value: str, where: str, column: str) -> date:
     try:
