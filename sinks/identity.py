@@ -202,9 +202,14 @@ class Identities:
         """``person_column`` and what the id is derived from: SKN, BSN (a person known only by BSN), or
         the processor's ``person_pseudonym_source`` for rows without either pseudonym."""
         skn, bsn = identifiers(events)
-        at = pc.index_in(bsn, value_set=self.bsn)
-        linked = pc.take(self.person, at)
         n = events.num_rows
+        # only records without an SKN are looked up (most records carry one): hash the rest as nulls
+        bsn_only = pc.and_(pc.is_null(skn), pc.is_valid(bsn))
+        if len(self.bsn) and pc.any(bsn_only).as_py():
+            at = pc.index_in(pc.if_else(bsn_only, bsn, pa.scalar(None, pa.string())), value_set=self.bsn)
+            linked = pc.take(self.person, at)
+        else:
+            linked = pa.nulls(n, pa.string())
         names = events.column_names
         fallback = (
             _string(events["person_pseudonym"]) if "person_pseudonym" in names else pa.nulls(n, pa.string())
