@@ -8,8 +8,14 @@ Memory stays bounded whatever the period's size: the events are hash-partitioned
 files in ``ceil(rows / bucket_rows)`` buckets, so that every event of a case lands in the case's bucket
 (police events follow their report's case, CJIB events their execution's case, a report linked to two
 cases goes to both), and each bucket's tables are computed on their own and appended to the output.
-The person table is partitioned the same way by person pseudonym. Rows are sorted by pseudonym within a
+The person table is partitioned the same way by the *resolved* person (``sinks.identity``: a
+BSN-only record goes to the bucket of the SKN it is linked to). Rows are sorted by pseudonym within a
 bucket and buckets come in a fixed order, so the same events always give byte-identical tables.
+
+Persons are linked across SKN and BSN with the evidence of the revisions ``sinks.links`` names (this
+revision and every other period's newest revision sealed no later than it), resolved once per
+revision; the tables manifest counts links, conflicts and persons merged by links new since the
+previous revision.
 """
 
 from __future__ import annotations
