@@ -231,6 +231,26 @@ def test_one_person_across_police_om_and_dji_and_a_conflict_flagged(
     assert (counts.links, counts.conflicts, counts.persons, counts.persons_in_conflict) == (3, 1, 3, 2)
     assert counts.persons_merged_by_new_links == 1  # X, against the processor's own pseudonyms
     assert counts.link_inputs == {"2026JJ00": 0}
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "snapshot",
+            "show",
+            "2026JJ00",
+            "--storage",
+            f"file://{tmp_path / 'store'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "persons: 3 (1 merged by new links, 2 flagged in 1 SKN conflicts; 3 SKN-BSN links" in " ".join(
+        shown.stdout.split()
+    )
 
     # nothing identifying anywhere in the store: `ketenstroom scan` over every Parquet file (rows and
     # tables), and no raw SKN or BSN in any byte stored (manifests and their link counts included)
