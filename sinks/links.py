@@ -56,7 +56,8 @@ def _file_evidence(store: ObjectStore, path: str) -> pa.Table:
     if "bsn_pseudonym" in names:
         # most rows of some partners carry no BSN: skip reading the rest when no row has one
         meta = parquet.metadata
-        column = parquet.schema_arrow.get_field_index("bsn_pseudonym")
+        leaves = [meta.schema.column(i).path for i in range(meta.num_columns)]
+        column = leaves.index("bsn_pseudonym")  # a leaf index (nested columns have several leaves)
         groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
         stats = [(g.column(column).statistics, g.num_rows) for g in groups]
         if all(s is not None and s.has_null_count and s.null_count == rows for s, rows in stats):
