@@ -227,5 +227,19 @@ class Identities:
         )
         return pc.coalesce(skn, linked, bsn, fallback), source
 
+    def resolved(self, events: pa.Table) -> pa.Table:
+        """``events`` with ``person_pseudonym`` and ``person_pseudonym_source`` replaced by the resolved
+        person and what its id derives from, and the SKN and BSN pseudonyms dropped: smaller, and
+        resolving it again gives the same persons (a resolved id is an SKN, or a BSN never linked)."""
+        person, source = self.person_columns(events)
+        kept = events.drop_columns(
+            [
+                c
+                for c in ("skn_pseudonym", "bsn_pseudonym", "person_pseudonym", "person_pseudonym_source")
+                if c in events.column_names
+            ]
+        )
+        return kept.append_column("person_pseudonym", person).append_column("person_pseudonym_source", source)
+
     def is_conflicted(self, persons: pa.Array | pa.ChunkedArray) -> pa.Array:
         return pc.fill_null(pc.is_in(_string(persons), value_set=self.conflicted), False)

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.snapshots import Snapshots
-from ketenstroom.contract.snapshots import DATA, Manifest
+from ketenstroom.contract.snapshots import DATA, FileEntry, Manifest
 from sinks.identity import EVIDENCE_SCHEMA, identifiers, link_evidence, merge_evidence
 
 #: What the evidence is read from (older rows have only the processor's person pseudonym and source).
@@ -50,7 +50,16 @@ def _origin(path: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-def _file_evidence(store: ObjectStore, path: str) -> pa.Table:
+def _file_evidence(store: ObjectStore, entry: FileEntry, cache: dict[str, pa.Table]) -> pa.Table:
+    """One data file's evidence; a sealed file never changes and its sha256 names its content, so it is
+    read once per ``cache`` (a sealing run) however many revisions list it."""
+    found = cache.get(entry.sha256)
+    if found is None:
+        found = cache[entry.sha256] = _read_evidence(store, entry.path)
+    return found
+
+
+def _read_evidence(store: ObjectStore, path: str) -> pa.Table:
     parquet = pq.ParquetFile(io.BytesIO(store.get(path)))
     names = set(parquet.schema_arrow.names)
     if "bsn_pseudonym" in names:
@@ -62,12 +71,19 @@ def _file_evidence(store: ObjectStore, path: str) -> pa.Table:
         stats = [(g.column(column).statistics, g.num_rows) for g in groups]
         if all(s is not None and s.has_null_count and s.null_count == rows for s, rows in stats):
             return EVIDENCE_SCHEMA.empty_table()
-    table = parquet.read(columns=[c for c in LINK_COLUMNS if c in names])
+        table = parquet.read(columns=["skn_pseudonym", "bsn_pseudonym", "event_time"])
+    else:  # rows written before both pseudonyms were carried
+        table = parquet.read(columns=[c for c in LINK_COLUMNS if c in names])
     return link_evidence(table)
 
 
-def link_inputs(store: ObjectStore, manifest: Manifest) -> LinkInputs:
-    """The evidence for ``manifest``'s tables, and the evidence its previous revision's tables had."""
+def link_inputs(
+    store: ObjectStore, manifest: Manifest, cache: dict[str, pa.Table] | None = None
+) -> LinkInputs:
+    """The evidence for ``manifest``'s tables, and the evidence its previous revision's tables had.
+
+    ``cache`` (file sha256 -> evidence) carries what was read over several revisions' tables."""
+    cache = {} if cache is None else cache
     snapshots = Snapshots(store)
     previous = snapshots.manifest(manifest.period, manifest.revision - 1) if manifest.revision else None
     now: list[pa.Table] = []
@@ -85,7 +101,7 @@ def link_inputs(store: ObjectStore, manifest: Manifest) -> LinkInputs:
             continue
         revisions[period] = chosen.revision
         for entry in chosen.files:
-            evidence = _file_evidence(store, entry.path)
+            evidence = _file_evidence(store, entry, cache)
             now.append(evidence)
             origin = _origin(entry.path)
             if previous is None:

@@ -295,22 +295,27 @@ def microdata_tables(
     _start, end = period_bounds(period)
     moved: list[pa.Array] = []
 
-    def events() -> Iterator[pa.Table]:
+    def raw() -> Iterator[pa.Table]:
         yield from _read(store, current, COLUMNS)
         yield from history
 
     if identities is None:
-        identities = Identities.resolve(merge_evidence(link_evidence(t) for t in events()))
+        identities = Identities.resolve(merge_evidence(link_evidence(t) for t in raw()))
     resolved = identities
     old = before or Identities.resolve(EVIDENCE_SCHEMA.empty_table())
 
+    def events() -> Iterator[pa.Table]:
+        """The events with their persons resolved (and the SKN and BSN columns dropped: smaller buckets)."""
+        for table in raw():
+            yield resolved.resolved(table)
+
     def observed() -> Iterator[pa.Table]:
         """``events()``, noting on the way whose events the new links moved to another person."""
-        for table in events():
+        for table in raw():
             early = table.filter(pc.less(table["event_time"], pa.scalar(end, pa.timestamp("ms", tz="UTC"))))
             now, then = resolved.person_column(early), old.person_column(early)
             moved.append(pc.unique(now.filter(pc.fill_null(pc.not_equal(now, then), False))))
-            yield table
+            yield resolved.resolved(table)
 
     def chain(table: pa.Table, period: str) -> pa.Table:
         return chain_table(table, period, identities=resolved)
@@ -349,14 +354,24 @@ def microdata_tables(
     return Microdata(tables, rows, relinked())
 
 
-def build_tables(store: ObjectStore, manifest: Manifest, *, now: datetime | None = None) -> TablesManifest:
-    """Write a sealed revision's chain and person tables, then their manifest (create-only, last)."""
+def build_tables(
+    store: ObjectStore,
+    manifest: Manifest,
+    *,
+    now: datetime | None = None,
+    evidence: dict[str, pa.Table] | None = None,
+) -> TablesManifest:
+    """Write a sealed revision's chain and person tables, then their manifest (create-only, last).
+
+    ``evidence`` caches the person-link evidence read per data file (``sinks.links``) across calls."""
     existing = Snapshots(store).tables(manifest)
     if existing is not None:
         return existing
-    links = link_inputs(store, manifest)
+    links = link_inputs(store, manifest, evidence)
     identities = Identities.resolve(links.evidence)
     before = Identities.resolve(links.before) if manifest.revision else None
+    link_revisions = links.revisions
+    del links  # the evidence is in ``identities`` now; keep the tables' working memory free of it
     tables, events_read, relinked = microdata_tables(
         store, manifest.period, manifest.files, identities=identities, before=before
     )
@@ -384,7 +399,7 @@ def build_tables(store: ObjectStore, manifest: Manifest, *, now: datetime | None
                 pc.is_in(persons["person_pseudonym"], value_set=relinked)
             ).as_py()
             or 0,
-            link_inputs=links.revisions,
+            link_inputs=link_revisions,
         ),
     )
     crash_point("tables.before-manifest")
@@ -404,8 +419,9 @@ def build_missing_tables(store: ObjectStore, periods: Iterable[str] | None = Non
     """Tables for every sealed revision that has none yet (after a crash, or a sink run with --no-tables)."""
     snapshots = Snapshots(store)
     built = []
+    evidence: dict[str, pa.Table] = {}  # each data file's link evidence, read once for all revisions
     for period in sorted(periods) if periods is not None else snapshots.periods():
         for manifest in snapshots.manifests(period):
             if snapshots.tables(manifest) is None:
-                built.append(build_tables(store, manifest))
+                built.append(build_tables(store, manifest, evidence=evidence))
     return built
