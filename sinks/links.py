@@ -15,15 +15,15 @@ next revision, or a later period -- never a table already written. Evidence from
 used on purpose: an OM registration in May proves that the BSN-only police record of March belongs
 to the suspect with that SKN, so March's next revision links them.
 
-"New links" are counted against the inputs of revision N-1 of P: the rows of P that revision held
-(origin revision below N, see ``ketenstroom.contract.snapshots.DATA``) and the other periods' rows
-in revisions sealed no later than N-1. For r0 there was no earlier table: every link counts as new.
+"New links" are counted against the inputs of revision N-1 of P, chosen the same way (its own rows
+and the other periods' revisions sealed no later than it). For r0 there was no earlier table: links
+count against the processor's own SKN-else-BSN pseudonyms.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.snapshots import Snapshots
-from ketenstroom.contract.snapshots import DATA, FileEntry, Manifest
-from sinks.identity import EVIDENCE_SCHEMA, identifiers, link_evidence, merge_evidence
+from ketenstroom.contract.snapshots import FileEntry, Manifest
+from sinks.identity import EVIDENCE_SCHEMA, Identities, identifiers, link_evidence, merge_evidence
 
 #: What the evidence is read from (older rows have only the processor's person pseudonym and source).
 LINK_COLUMNS = ("skn_pseudonym", "bsn_pseudonym", "person_pseudonym", "person_pseudonym_source", "event_time")
@@ -40,22 +40,25 @@ LINK_COLUMNS = ("skn_pseudonym", "bsn_pseudonym", "person_pseudonym", "person_ps
 
 @dataclass(frozen=True)
 class LinkInputs:
-    evidence: pa.Table  # every link the revision's tables use
-    before: pa.Table  # the links the previous revision's tables used (empty for r0)
+    identities: Identities  # persons resolved over every link the revision's tables use
+    before: Identities | None  # the links the previous revision's tables used (None for r0)
     revisions: dict[str, int]  # period -> the revision whose rows were read
 
 
-def _origin(path: str) -> int:
-    found = DATA.search(path)
-    return int(found.group(1)) if found else 0
+@dataclass
+class LinkCache:
+    """What one sealing run (or ``snapshot tables``) reads once for all the revisions it builds tables
+    for: each data file's evidence by sha256 (a sealed file never changes), and the persons resolved
+    over each set of input revisions (the revisions sealed in one run share their inputs)."""
+
+    files: dict[str, pa.Table] = field(default_factory=dict)
+    persons: dict[tuple[tuple[str, int], ...], Identities] = field(default_factory=dict)
 
 
-def _file_evidence(store: ObjectStore, entry: FileEntry, cache: dict[str, pa.Table]) -> pa.Table:
-    """One data file's evidence; a sealed file never changes and its sha256 names its content, so it is
-    read once per ``cache`` (a sealing run) however many revisions list it."""
-    found = cache.get(entry.sha256)
+def _file_evidence(store: ObjectStore, entry: FileEntry, cache: LinkCache) -> pa.Table:
+    found = cache.files.get(entry.sha256)
     if found is None:
-        found = cache[entry.sha256] = _read_evidence(store, entry.path)
+        found = cache.files[entry.sha256] = _read_evidence(store, entry.path)
     return found
 
 
@@ -77,42 +80,35 @@ def _read_evidence(store: ObjectStore, path: str) -> pa.Table:
     return link_evidence(table)
 
 
-def link_inputs(
-    store: ObjectStore, manifest: Manifest, cache: dict[str, pa.Table] | None = None
-) -> LinkInputs:
-    """The evidence for ``manifest``'s tables, and the evidence its previous revision's tables had.
+def _inputs(snapshots: Snapshots, period: str, revision: Manifest, cutoff: datetime) -> list[Manifest]:
+    """``revision`` of ``period``, and of every other period the newest revision sealed by ``cutoff``."""
+    chosen = [revision]
+    for other in snapshots.periods():
+        if other != period:
+            sealed = [m for m in snapshots.manifests(other) if m.sealed_at <= cutoff]
+            chosen += sealed[-1:]
+    return sorted(chosen, key=lambda m: m.period)
 
-    ``cache`` (file sha256 -> evidence) carries what was read over several revisions' tables."""
-    cache = {} if cache is None else cache
+
+def _resolve(store: ObjectStore, manifests: list[Manifest], cache: LinkCache) -> Identities:
+    key = tuple((m.period, m.revision) for m in manifests)
+    found = cache.persons.get(key)
+    if found is None:
+        evidence = merge_evidence(_file_evidence(store, e, cache) for m in manifests for e in m.files)
+        found = cache.persons[key] = Identities.resolve(evidence)
+    return found
+
+
+def link_inputs(store: ObjectStore, manifest: Manifest, cache: LinkCache | None = None) -> LinkInputs:
+    """Persons for ``manifest``'s tables, and as its previous revision's tables resolved them."""
+    cache = LinkCache() if cache is None else cache
     snapshots = Snapshots(store)
+    inputs = _inputs(snapshots, manifest.period, manifest, manifest.sealed_at)
+    before = None
     previous = snapshots.manifest(manifest.period, manifest.revision - 1) if manifest.revision else None
-    now: list[pa.Table] = []
-    before: list[pa.Table] = []
-    revisions: dict[str, int] = {}
-    for period in snapshots.periods():
-        if period == manifest.period:
-            chosen: Manifest | None = manifest
-            sealed_at: dict[int, datetime] = {}
-        else:
-            sealed = [m for m in snapshots.manifests(period) if m.sealed_at <= manifest.sealed_at]
-            chosen = sealed[-1] if sealed else None
-            sealed_at = {m.revision: m.sealed_at for m in sealed}
-        if chosen is None:
-            continue
-        revisions[period] = chosen.revision
-        for entry in chosen.files:
-            evidence = _file_evidence(store, entry, cache)
-            now.append(evidence)
-            origin = _origin(entry.path)
-            if previous is None:
-                continue
-            if period == manifest.period:
-                known = origin < manifest.revision
-            else:
-                known = sealed_at[origin] <= previous.sealed_at if origin in sealed_at else False
-            if known:
-                before.append(evidence)
-    return LinkInputs(merge_evidence(now), merge_evidence(before), revisions)
+    if previous is not None:
+        before = _resolve(store, _inputs(snapshots, manifest.period, previous, previous.sealed_at), cache)
+    return LinkInputs(_resolve(store, inputs, cache), before, {m.period: m.revision for m in inputs})
 
 
 def with_identifiers(table: pa.Table) -> pa.Table:

@@ -49,7 +49,7 @@ from ketenstroom.contract.snapshots import (
 )
 from ketenstroom.crashpoints import crash_point
 from sinks.identity import EVIDENCE_SCHEMA, Identities, link_evidence, merge_evidence
-from sinks.links import link_inputs, with_identifiers
+from sinks.links import LinkCache, link_inputs, with_identifiers
 from sinks.microdata import CHAIN_SCHEMA, PERSON_SCHEMA, chain_table, person_table
 
 log = logging.getLogger("ketenstroom.tables")
@@ -359,19 +359,16 @@ def build_tables(
     manifest: Manifest,
     *,
     now: datetime | None = None,
-    evidence: dict[str, pa.Table] | None = None,
+    links: LinkCache | None = None,
 ) -> TablesManifest:
     """Write a sealed revision's chain and person tables, then their manifest (create-only, last).
 
-    ``evidence`` caches the person-link evidence read per data file (``sinks.links``) across calls."""
+    ``links`` keeps the person links read and resolved (``sinks.links``) for the next revisions."""
     existing = Snapshots(store).tables(manifest)
     if existing is not None:
         return existing
-    links = link_inputs(store, manifest, evidence)
-    identities = Identities.resolve(links.evidence)
-    before = Identities.resolve(links.before) if manifest.revision else None
-    link_revisions = links.revisions
-    del links  # the evidence is in ``identities`` now; keep the tables' working memory free of it
+    inputs = link_inputs(store, manifest, links)
+    identities, before = inputs.identities, inputs.before
     tables, events_read, relinked = microdata_tables(
         store, manifest.period, manifest.files, identities=identities, before=before
     )
@@ -399,7 +396,7 @@ def build_tables(
                 pc.is_in(persons["person_pseudonym"], value_set=relinked)
             ).as_py()
             or 0,
-            link_inputs=link_revisions,
+            link_inputs=inputs.revisions,
         ),
     )
     crash_point("tables.before-manifest")
@@ -419,9 +416,9 @@ def build_missing_tables(store: ObjectStore, periods: Iterable[str] | None = Non
     """Tables for every sealed revision that has none yet (after a crash, or a sink run with --no-tables)."""
     snapshots = Snapshots(store)
     built = []
-    evidence: dict[str, pa.Table] = {}  # each data file's link evidence, read once for all revisions
+    links = LinkCache()  # person links read and resolved once for all the revisions built here
     for period in sorted(periods) if periods is not None else snapshots.periods():
         for manifest in snapshots.manifests(period):
             if snapshots.tables(manifest) is None:
-                built.append(build_tables(store, manifest, evidence=evidence))
+                built.append(build_tables(store, manifest, links=links))
     return built
