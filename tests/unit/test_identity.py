@@ -296,3 +296,21 @@ def test_a_link_sealed_in_may_relinks_march_in_its_next_revision_never_in_the_se
     assert build_missing_tables(store), "March r1's tables are rebuilt"
     assert (tables_dir / "person.parquet").read_bytes() == before, "rebuilt from the same inputs"
     assert (late_bsn, "BSN") in _persons(store, "2026MM03", 1)[0]
+
+
+def test_components_agree_with_a_plain_union_find_on_random_graphs() -> None:
+    rng = np.random.default_rng(11)
+    for n, m in ((50, 10), (2000, 1500), (2000, 4000)):
+        left, right = rng.integers(0, n, m), rng.integers(0, n, m)
+        parent = list(range(n))
+
+        def find(x: int, parent: list[int] = parent) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for a, b in zip(left.tolist(), right.tolist(), strict=True):
+            ra, rb = find(a), find(b)
+            parent[max(ra, rb)] = min(ra, rb)  # the root is the component's smallest node
+        assert components(n, left, right).tolist() == [find(i) for i in range(n)]
