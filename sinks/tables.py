@@ -62,13 +62,13 @@ COLUMNS = [
     "case_pseudonym",
     "report_pseudonym",
     "execution_pseudonym",
-    "person_pseudonym",
+    "person_pseudonym",  # the processor's: the SKN pseudonym, else the BSN's (``person_pseudonym_source``)
     "person_pseudonym_source",
-    "skn_pseudonym",
-    "bsn_pseudonym",
     "age_at_event",
     "concepts",
 ]
+#: Read besides when the tables find their own person links (no link inputs given).
+IDENTIFIER_COLUMNS = ["skn_pseudonym", "bsn_pseudonym"]
 BUCKET_ROWS = 100_000  # events per bucket: the tables take a few KB an event while they are computed
 HISTORY = timedelta(days=3 * 366)  # how far back a case's earlier events are looked up
 
@@ -148,7 +148,9 @@ def _keys(tables: Iterable[pa.Table], column: str) -> pa.Array:
     return pc.unique(values.filter(pc.is_valid(values)))
 
 
-def _history(store: ObjectStore, current: list[str], earlier: list[str]) -> list[pa.Table]:
+def _history(
+    store: ObjectStore, current: list[str], earlier: list[str], columns: list[str] = COLUMNS
+) -> list[pa.Table]:
     """Earlier periods' rows of this period's cases: events with one of its case, report or execution
     pseudonyms, and police events of reports that earlier OM events linked to its cases."""
     if not earlier:
@@ -164,7 +166,7 @@ def _history(store: ObjectStore, current: list[str], earlier: list[str]) -> list
     )
     del keys, linked
     found = []
-    for table in _read(store, earlier, COLUMNS):
+    for table in _read(store, earlier, columns):
         wanted = pc.or_(
             pc.or_(
                 pc.is_in(table["case_pseudonym"], value_set=cases),
@@ -290,13 +292,16 @@ def microdata_tables(
     event up to the period's end that ``before`` (the previous revision's links; by default none: the
     processor's SKN-else-BSN pseudonym) resolved to another person."""
     current = [e.path for e in files]
-    history = _history(store, current, _history_paths(store, period, lookback))
+    # with link inputs given, the processor's pseudonym and its source say all the tables need (it is
+    # the SKN's when there is one, else the BSN's): the 64-character SKN and BSN columns stay unread
+    columns = COLUMNS if identities is not None else COLUMNS + IDENTIFIER_COLUMNS
+    history = _history(store, current, _history_paths(store, period, lookback), columns)
     rows = sum(e.rows for e in files) + sum(t.num_rows for t in history)
     _start, end = period_bounds(period)
     moved: list[pa.Array] = []
 
     def raw() -> Iterator[pa.Table]:
-        yield from _read(store, current, COLUMNS)
+        yield from _read(store, current, columns)
         yield from history
 
     if identities is None:
@@ -369,6 +374,7 @@ def build_tables(
         return existing
     inputs = link_inputs(store, manifest, links)
     identities, before = inputs.identities, inputs.before
+    pa.default_memory_pool().release_unused()  # reading the evidence is done: give its buffers back
     tables, events_read, relinked = microdata_tables(
         store, manifest.period, manifest.files, identities=identities, before=before
     )
