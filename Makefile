@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status demo test test-unit lint clean bench-publish bench-process bench-sink
+.PHONY: help install up down status demo test test-unit lint secrets clean bench-publish bench-process bench-sink bench-extract
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,9 +40,12 @@ test: install ## Unit and integration tests against the real stack (started by t
 test-unit: install ## Unit tests only: no services needed
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: install ## ruff and mypy
+lint: install secrets ## ruff, mypy and the secrets scan
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+secrets: install ## Scan the tracked tree for keys, passwords and tokens (detect-secrets; test fixtures carry `pragma: allowlist secret`)
+	git ls-files -z | xargs -0 $(VENV)/bin/detect-secrets-hook
 
 clean: ## Remove the virtualenvs and local output (not the download cache, not the stack's data)
 	rm -rf $(VENV) $(QUIX_VENV) var .pytest_cache
@@ -65,3 +68,6 @@ bench-process: install $(QUIX_VENV)/.installed ## Benchmark the exactly-once pro
 
 bench-sink: install ## Benchmark the sink against a hand-written sink and pyarrow writes; peak RSS of one 5M-event period
 	$(PY) -m bench.sink_bench
+
+bench-extract: install ## Benchmark a research extract (100k cases) against a hand-written DuckDB query over the same files
+	$(PY) -m bench.extract_bench

@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -76,6 +77,11 @@ def generate(
     cases: int = typer.Option(1000, help="Cases to follow through the chain."),
     seed: int = typer.Option(7, help="Seed: the same seed gives byte-identical exports."),
     noise: float = typer.Option(0.0, help="Share of rows with a realistic mistake (0..1)."),
+    as_of: datetime | None = typer.Option(
+        None,
+        formats=["%Y-%m-%d"],
+        help="The export's day (default today): nothing happens or is registered on or after it.",
+    ),
     identity_noise: float = typer.Option(
         1.0,
         help="Identity noise (police records without SKN, BSN-only partners, conflicting pairs): "
@@ -85,8 +91,14 @@ def generate(
     """Write seeded, chain-consistent exports for every partner, in each partner's own columns and codes."""
     from synthetic import IdentityNoise, generate_chain
 
-    identity = IdentityNoise().scaled(identity_noise)
-    report = generate_chain(out_dir, cases=cases, seed=seed, noise=noise, identity=identity)
+    report = generate_chain(
+        out_dir,
+        cases=cases,
+        seed=seed,
+        noise=noise,
+        as_of=None if as_of is None else as_of.date(),
+        identity=IdentityNoise().scaled(identity_noise),
+    )
     for partner, pr in report.partners.items():
         console.print(
             f"{partner:13} {pr.rows_written:>8} rows -> {pr.path}  (expected accepted "
@@ -97,20 +109,31 @@ def generate(
         f"persons: {truth['persons']} ({truth['unlinkable']} without linking evidence, "
         f"{truth['conflicts']} conflicting SKN-BSN pairs)"
     )
-    console.print(f"report: {out_dir / 'generation.json'}")
+    console.print(
+        f"as of {report.as_of}: nothing dated on or after it; report: {out_dir / 'generation.json'}"
+    )
 
 
 def publish(
     files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Export files (CSV or JSONL)."),
     partner: str = typer.Option(..., "--partner", "-p", help="Delivering partner, e.g. om."),
     receipt: Path | None = typer.Option(
-        None, help="Where to write the JSON receipt (default FILE.receipt.json)."
+        None, help="Where to write the JSON receipt (default FILE.<time>-<delivery>.receipt.json)."
     ),
-    rejects: Path | None = typer.Option(None, help="Reject file (default FILE.rejects.jsonl)."),
+    rejects: Path | None = typer.Option(
+        None, help="Reject file, owner-only (default FILE.<time>-<delivery>.rejects.jsonl)."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Print the traceback of an unexpected failure."),
 ) -> None:
-    """Validate, encode and produce an export. Exit 0: all accepted; 1: some rejected; 3: not delivered."""
-    from producers.publish import EXIT_NOT_DELIVERED, Publisher
+    """Validate, encode and produce an export. Exit 0: all accepted; 1: some rejected; 3: not delivered.
 
+    Every run writes a receipt, also when the delivery fails (then exit 3 and one line saying why).
+    """
+    import traceback
+
+    from producers.publish import Publisher, Receipt
+
+    error: BaseException | None = None
     try:
         with (
             Publisher(
@@ -122,11 +145,20 @@ def publish(
             result = publisher.publish(
                 files, reject_path=rejects, progress=lambda n: bar.update(task, completed=n)
             )
-    except KetenstroomError as exc:
-        console.print(f"[red]not delivered:[/red] {exc}")
-        raise typer.Exit(EXIT_NOT_DELIVERED) from exc
-    receipt_path = receipt or Path(f"{files[0]}.receipt.json")
+            error = publisher.error
+    except Exception as exc:  # before or after the delivery: still a receipt and one line, not a traceback
+        from producers.publish import one_line
+
+        error = exc
+        result = Receipt(partner=partner, files=[str(f) for f in files], failure=one_line(exc))
+    receipt_path = receipt or result.default_path("receipt.json")
     receipt_path.write_text(result.to_json(), encoding="utf-8")
+    if result.failure:
+        console.print(f"[red]not delivered:[/red] {result.failure}")
+        if error is not None and debug:
+            console.print("".join(traceback.format_exception(error)), markup=False, highlight=False)
+        elif error is not None and not isinstance(error, KetenstroomError):
+            console.print("[dim](run with --debug for the traceback)[/dim]")
     out.print(result.summary())
     out.print(f"  receipt        {receipt_path}")
     raise typer.Exit(result.exit_code)
@@ -243,7 +275,9 @@ def demo(
         )
     step("process", ["process", "--until-caught-up", "--app-id", "ketenstroom-demo"])
     step("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink"])
-    step("scan", ["scan", "--storage", f"file://{snapshots}"])
+    # every pipeline output: the curated topic and every Parquet file (staged, sealed, tables); exports,
+    # reject files and DLQs are the partners' own raw data and stay out of it
+    step("scan", ["scan", "--topic", "--storage", f"file://{snapshots}"])
     step("snapshot list", ["snapshot", "list", "--storage", f"file://{snapshots}"])
     step("snapshot verify", ["snapshot", "verify", "--storage", f"file://{snapshots}"])
     console.rule("[bold]done")

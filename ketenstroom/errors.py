@@ -11,12 +11,15 @@
     │   ├── PortInUseError          something else listens on a port we need
     │   └── ServiceStartError       a service died or did not become healthy in time
     ├── DeliveryError               a producer could not get records acknowledged
+    ├── ExportRefused               a whole export cannot be delivered (its header fits no record type)
     ├── RecordError                 one record cannot be processed; carries where it came from
     │   ├── InputRowError           a partner export row failed validation (row, field, value, reason)
     │   ├── DecodeError             bytes are not a valid Confluent-framed Avro record
     │   ├── UnknownCodeError        a partner code has no mapping (never guessed)
     │   └── IdentifierError         an identifier is malformed (e.g. a parketnummer)
-    └── StorageError                object storage refused or failed a write/read
+    ├── StorageError                object storage refused or failed a write/read
+    └── ExtractError                a research extract cannot be made as requested (request, catalogue)
+        └── ExtractRefused          the extract would not be safe: offending combinations attached
 
 Third-party errors are translated at the boundary with ``raise ... from exc``.
 """
@@ -60,6 +63,10 @@ class ServiceStartError(InfraError):
 
 class DeliveryError(KetenstroomError):
     """Records could not be delivered (broker or registry unreachable, not acknowledged)."""
+
+
+class ExportRefused(KetenstroomError):
+    """A partner export is refused as a whole, before any of its rows is produced (e.g. its header)."""
 
 
 class StorageError(KetenstroomError):
@@ -117,3 +124,19 @@ class IdentifierError(RecordError):
     """An identifier is malformed."""
 
     reason = "invalid-identifier"
+
+
+class ExtractError(KetenstroomError):
+    """A research extract cannot be made as requested (bad request, unknown column or level, no data)."""
+
+
+class ExtractRefused(ExtractError):
+    """The extract would not meet its disclosure thresholds within the suppression budget.
+
+    ``offending`` lists the quasi-identifier combinations below k (or below l on a sensitive column),
+    one dict per combination with its row count and distinct sensitive values, for the operator only.
+    """
+
+    def __init__(self, message: str, offending: list[dict[str, object]]):
+        super().__init__(message)
+        self.offending = offending

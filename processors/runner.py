@@ -160,7 +160,13 @@ class TransactionalProcessor:
         until every assigned partition has reported end-of-partition (committed records only, so
         transaction markers on the input cannot keep it waiting)."""
         self._ensure_changelogs()
-        self.producer.init_transactions(30)
+        try:
+            self.producer.init_transactions(30)
+        except KafkaException as exc:
+            raise DeliveryError(
+                f"{self.kafka.principal} may not use transactional id {self.app_id}-* "
+                f"({exc.args[0].str() if exc.args else exc}); grant it with `ketenstroom access apply`"
+            ) from exc
         self.consumer.subscribe(self.raw_topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         self.healthy = True
         try:

@@ -62,7 +62,7 @@ def _process(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
 
 
 def _deliver(services: Services, names: Topics, exports: GenerationReport) -> int:
-    ensure_topics(services.kafka, names.all(), partitions=3, replication_factor=1)
+    ensure_topics(services.kafka, names.all(PARTNERS), partitions=3, replication_factor=1)
     published = 0
     for partner in PARTNERS:
         with Publisher(partner, kafka=services.kafka, registry=services.registry, topics=names) as publisher:
@@ -177,7 +177,7 @@ def _members_with_partitions(services: Services, group: str) -> int:
 
 def test_two_workers_share_the_partitions(services: Services, exports: GenerationReport) -> None:
     names = Topics(f"t{os.getpid()}two{random.randrange(10**6)}.")
-    ensure_topics(services.kafka, names.all(), partitions=3, replication_factor=1)
+    ensure_topics(services.kafka, names.all(PARTNERS), partitions=3, replication_factor=1)
     env = _env(services, names)
     workers = [_process(env, "--instance-id", str(i), "--app-id", f"{names.prefix}proc") for i in range(2)]
     try:
@@ -322,7 +322,7 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
 
 def test_metrics_and_health_endpoints(services: Services) -> None:
     names = Topics(f"t{os.getpid()}obs{random.randrange(10**6)}.")
-    ensure_topics(services.kafka, names.all(), partitions=1, replication_factor=1)
+    ensure_topics(services.kafka, names.all(PARTNERS), partitions=1, replication_factor=1)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
