@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,10 @@ from synthetic import IdentityNoise, generate_chain
 PATHS = CatalogueSettings()
 PARTNERS = catalogue_at(PATHS.dir).names
 SCHEMAS = load_schemas(PATHS.schema_dir)
-NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
+NOW = datetime(2029, 1, 2, 12, tzinfo=UTC)  # the delivery: after every generated event
 CHAIN_EVENT = SCHEMAS["nl.ketenstroom.curated.ChainEvent"].parsed
 PLAIN = without_logical_types(CHAIN_EVENT)
+AS_OF = date(2029, 1, 1)  # every case followed to its end, whatever day the test runs
 NOISE = IdentityNoise(police_without_skn=0.2, bsn_only_persons=0.1, conflicts=0.01)
 
 
@@ -77,7 +78,7 @@ def _curated(out: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict[str, Any]], Path]:
     out = tmp_path_factory.mktemp("identity")
-    report = generate_chain(out, cases=1500, seed=23, identity=NOISE)
+    report = generate_chain(out, cases=1500, seed=23, identity=NOISE, as_of=AS_OF)
     return report.identity, _curated(out), out
 
 
@@ -141,8 +142,8 @@ def test_no_raw_identifier_in_curated_events_or_link_state(
 
 
 def test_identity_noise_changes_identifiers_only(tmp_path: Path) -> None:
-    plain = generate_chain(tmp_path / "plain", cases=400, seed=4, identity=IdentityNoise.none())
-    noisy = generate_chain(tmp_path / "noisy", cases=400, seed=4, identity=NOISE)
+    plain = generate_chain(tmp_path / "plain", cases=400, seed=4, identity=IdentityNoise.none(), as_of=AS_OF)
+    noisy = generate_chain(tmp_path / "noisy", cases=400, seed=4, identity=NOISE, as_of=AS_OF)
     assert plain.chain == noisy.chain
     assert {p: r.rows_written for p, r in plain.partners.items()} == {
         p: r.rows_written for p, r in noisy.partners.items()
