@@ -179,8 +179,18 @@ def sink(
     as_of: str | None = typer.Option(None, help="Seal as if it were this moment (ISO); default now."),
     max_buffered: int = typer.Option(50_000, help="Rows buffered before a staged file is written."),
     tables: bool = typer.Option(True, help="Derive the chain and person tables of each sealed revision."),
+    release: bool = typer.Option(
+        True,
+        help="Build the release of each revision sealed (needs the cell-key secret; skipped with a note "
+        "if unset).",
+    ),
+    site: str = typer.Option(
+        "var/site",
+        help="Rebuild the dashboard here (directory or storage URL) after each release; '' to skip.",
+    ),
 ) -> None:
     """Stage curated.chain-events as period Parquet, seal due periods (manifest last), then commit offsets."""
+    from cli.release import build_after_seal
     from cli.snapshot import parse_as_of, policy_settings
     from sinks.runner import Sink
     from sinks.seal import Sealer, SealPolicy
@@ -203,6 +213,7 @@ def sink(
             max_buffered=max_buffered,
             sealer=Sealer(store, policy) if seal else None,
             tables=tables,
+            on_sealed=build_after_seal(store, site or None) if release and tables and seal else None,  # type: ignore[arg-type]
         ).run(stop_at=stop_at)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
@@ -232,9 +243,11 @@ def demo(
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     key_file = workdir / "pseudonym.key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_hex(32))
-        key_file.chmod(0o600)
+    cellkey_file = workdir / "cellkey.key"  # a secret of its own: it fixes how released counts are rounded
+    for secret_file in (key_file, cellkey_file):
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_hex(32))
+            secret_file.chmod(0o600)
     seed = secrets.randbelow(10**6)  # a new delivery each run: new record ids, new events
     exports = workdir / f"exports-{seed}"
     snapshots = workdir / "snapshots"
@@ -242,6 +255,7 @@ def demo(
         **os.environ,
         "KETENSTROOM_PSEUDONYM_KEY_FILE": str(key_file),
         "KETENSTROOM_PSEUDONYM_KEY_ID": "demo-k1",
+        "KETENSTROOM_CELLKEY_KEY_FILE": str(cellkey_file),
         "KETENSTROOM_STORAGE_URL": f"file://{snapshots}",
     }
 
@@ -274,12 +288,19 @@ def demo(
             ok=(0, 1),
         )
     step("process", ["process", "--until-caught-up", "--app-id", "ketenstroom-demo"])
-    step("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink"])
+    site = workdir.parent / "site" if workdir.name == "demo" else workdir / "site"  # var/site by default
+    # the sink's hook builds the release of each revision it seals, then rebuilds the site
+    step("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink", "--site", str(site)])
     # every pipeline output: the curated topic and every Parquet file (staged, sealed, tables); exports,
     # reject files and DLQs are the partners' own raw data and stay out of it
     step("scan", ["scan", "--topic", "--storage", f"file://{snapshots}"])
     step("snapshot list", ["snapshot", "list", "--storage", f"file://{snapshots}"])
     step("snapshot verify", ["snapshot", "verify", "--storage", f"file://{snapshots}"])
+    step("release build", ["release", "build", "--storage", f"file://{snapshots}"])  # any the sink left
+    step("release list", ["release", "list", "--storage", f"file://{snapshots}"])
+    step("release verify", ["release", "verify", "--storage", f"file://{snapshots}"])
+    step("site build", ["site", "build", "--storage", f"file://{snapshots}", "--out", str(site)])
+    step("scan site", ["scan", "--site", str(site)])
     console.rule("[bold]done")
     out.print(f"exports and receipts: {exports}")
     from ketenstroom.adapters.snapshots import Snapshots
@@ -297,6 +318,24 @@ def demo(
             f'read them: .venv/bin/python -c "import duckdb; print(duckdb.sql(\\"{query} order by all\\"))"'
         )
     out.print("stop the stack: make down")
+    _print_releases(snapshots)
+    out.print(f"dashboard built from the releases: {site}/index.html")
+    print(f"open it: .venv/bin/ketenstroom site serve --dir {site}   # then http://127.0.0.1:8090/")  # last
+
+
+def _print_releases(snapshots: Path) -> None:
+    from releases.build import Releases
+
+    released = Releases(ObjectStore(f"file://{snapshots}"))
+    newest = [m for m in (released.manifest(p) for p in released.periods()) if m is not None]
+    if newest:
+        last = newest[-1]
+        out.print(
+            f"releases ({len(newest)} periods, {len(last.tables)} tables each): "
+            f"{snapshots}/releases/<period>/r<N>/"
+        )
+        out.print(f"serve them: .venv/bin/ketenstroom serve --storage file://{snapshots}  (OData v3 and v4)")
+        print(f"release written: {snapshots}/releases/{last.period}/r{last.revision}/")
 
 
 def register(app: typer.Typer) -> None:

@@ -73,6 +73,10 @@ class StorageError(KetenstroomError):
     """Object storage failed a read or write."""
 
 
+class DisclosureError(KetenstroomError):
+    """A table would be released with a cell that the disclosure rules forbid; nothing is written."""
+
+
 @dataclass(frozen=True)
 class RecordOrigin:
     """Where a record came from, so a dead letter can be traced and replayed."""

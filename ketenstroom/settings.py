@@ -277,3 +277,39 @@ class CatalogueSettings(BaseSettings):
     @property
     def publication_dir(self) -> Path:
         return self.dir / "publication"
+
+
+class CellKeySettings(BaseSettings):
+    """The cell-key secret that fixes the random rounding of released tables (``releases``).
+
+    Exactly one of ``key`` and ``key_file``; never logged, never written into a release. Keep it apart
+    from the pseudonymisation key: anyone holding it can predict how a published count was rounded.
+    """
+
+    model_config = _config("KETENSTROOM_CELLKEY_")
+
+    key: SecretStr | None = None
+    key_file: Path | None = None
+
+    def secret(self) -> bytes:
+        if self.key is not None and self.key_file is not None:
+            raise ConfigurationError(
+                "both KETENSTROOM_CELLKEY_KEY and KETENSTROOM_CELLKEY_KEY_FILE are set; set only one"
+            )
+        if self.key_file is not None:
+            try:
+                raw = self.key_file.read_bytes().strip()
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot read cell-key file {self.key_file}: {exc.strerror}"
+                ) from exc
+        elif self.key is not None:
+            raw = self.key.get_secret_value().encode()
+        else:
+            raise ConfigurationError(
+                "no cell-key secret: set KETENSTROOM_CELLKEY_KEY_FILE to a file holding a secret of at least "
+                "32 bytes (or KETENSTROOM_CELLKEY_KEY)"
+            )
+        if len(raw) < 32:
+            raise ConfigurationError(f"the cell-key secret is {len(raw)} bytes; at least 32 are required")
+        return raw
