@@ -421,10 +421,13 @@ def build_tables(
 def build_missing_tables(store: ObjectStore, periods: Iterable[str] | None = None) -> list[TablesManifest]:
     """Tables for every sealed revision that has none yet (after a crash, or a sink run with --no-tables)."""
     snapshots = Snapshots(store)
-    built = []
-    links = LinkCache()  # person links read and resolved once for all the revisions built here
-    for period in sorted(periods) if periods is not None else snapshots.periods():
-        for manifest in snapshots.manifests(period):
-            if snapshots.tables(manifest) is None:
-                built.append(build_tables(store, manifest, links=links))
-    return built
+    todo = [
+        manifest
+        for period in (sorted(periods) if periods is not None else snapshots.periods())
+        for manifest in snapshots.manifests(period)
+        if snapshots.tables(manifest) is None
+    ]
+    # person links read and resolved once for all the revisions built here; for one revision, nothing
+    # to share: its evidence is let go as soon as it is resolved (a large period's tables need the room)
+    links = LinkCache() if len(todo) > 1 else None
+    return [build_tables(store, manifest, links=links) for manifest in todo]
