@@ -8,18 +8,25 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status demo test test-unit lint secrets clean browser site bench-publish bench-process bench-sink bench-extract bench-release
+.PHONY: help install lock up down status demo test test-unit lint secrets clean browser site bench-publish bench-process bench-sink bench-extract bench-release
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: pyproject.toml
+# The whole dependency tree is pinned in requirements.lock (pip-compile from pyproject.toml's ranges):
+# installs are the same everywhere; ketenstroom itself goes on top, editable, without resolving again.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv and install ketenstroom with its dev dependencies
+install: $(VENV)/.installed ## Create .venv and install the locked dependencies and ketenstroom (editable)
+
+lock: install ## Refresh requirements.lock from pyproject.toml (LOCK_ARGS=--upgrade to take newer versions)
+	$(VENV)/bin/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
+		--output-file requirements.lock $(LOCK_ARGS) pyproject.toml
 
 up: install ## Fetch (first time) and start Kafka, Apicurio Registry and s3proxy on loopback
 	$(KS) infra up
@@ -49,8 +56,9 @@ test: install browser ## Unit, browser and integration tests against the real st
 test-unit: install ## Unit tests only: no services needed
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: install secrets ## ruff, mypy and the secrets scan
+lint: install secrets ## ruff (rules and format), mypy --strict and the secrets scan; CI runs it before the tests
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 secrets: install ## Scan the tracked tree for keys, passwords and tokens (detect-secrets; test fixtures carry `pragma: allowlist secret`)

@@ -41,7 +41,13 @@ from ketenstroom.adapters.kafka import ensure_topics, read_to_end
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.catalogue import catalogue_at
 from ketenstroom.contract import Topics
-from ketenstroom.settings import CatalogueSettings, KafkaSettings, PseudonymSettings, RegistrySettings
+from ketenstroom.settings import (
+    CatalogueSettings,
+    KafkaSettings,
+    ProcessorSettings,
+    PseudonymSettings,
+    RegistrySettings,
+)
 from processors.build import build_transformer
 from processors.runner import TransactionalProcessor
 from processors.transform import RawRecord, Transformer
@@ -102,7 +108,7 @@ def run_ours(
         topics=out,
         partners=list(PARTNERS),
         transformer=transformer,
-        app_id=f"{out.prefix}ours",
+        settings=ProcessorSettings(app_id=f"{out.prefix}ours"),
     )
     start = time.perf_counter()
     stats = proc.run(until_end=True)

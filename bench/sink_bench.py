@@ -38,7 +38,7 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics, load_schemas
 from ketenstroom.contract.codec import encode_framed
-from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings
+from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings, SinkSettings
 from producers.steps import zigzag
 from sinks.parquet import SCHEMA
 from sinks.runner import Sink
@@ -64,7 +64,7 @@ def run_ours(
         kafka=kafka,
         registry=registry,
         store=store,
-        group_id=f"{topics.prefix}ours-{uuid.uuid4().hex[:6]}",
+        settings=SinkSettings(group_id=f"{topics.prefix}ours-{uuid.uuid4().hex[:6]}"),
         topics=topics,
         sealer=Sealer(store, _policy()),
         tables=False,

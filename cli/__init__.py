@@ -31,4 +31,8 @@ process.register(app)
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # our own progress lines (group joined and assigned after how long, state restored) for operators;
+    # libraries, librdkafka's client log (ketenstroom.kafka.client) included, stay at WARNING
+    logging.getLogger("ketenstroom").setLevel(logging.INFO)
+    logging.getLogger("ketenstroom.kafka.client").setLevel(logging.WARNING)
     app()

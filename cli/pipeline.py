@@ -23,6 +23,7 @@ from ketenstroom.settings import (
     KafkaSettings,
     RegistrySettings,
     S3Settings,
+    SinkSettings,
     StorageSettings,
     TopicSettings,
 )
@@ -169,7 +170,16 @@ def sink(
         None, help="file://DIR or s3://BUCKET/PREFIX (default from settings)."
     ),
     period: str | None = typer.Option(None, help="month, quarter or year (default from settings: month)."),
-    group: str = typer.Option("ketenstroom-sink", help="Consumer group."),
+    group: str | None = typer.Option(
+        None,
+        help="Consumer group (default: KETENSTROOM_SINK_GROUP_ID, else "
+        f"{SinkSettings.model_fields['group_id'].default}).",
+    ),
+    instance_id: str | None = typer.Option(
+        None,
+        help="Stable per running instance, distinct for concurrent ones: a restart takes its partitions "
+        "back at once (static group membership) (default: KETENSTROOM_SINK_INSTANCE_ID, else 0).",
+    ),
     until_caught_up: bool = typer.Option(False, help="Stop once the topic as of start-up is written."),
     seal: bool = typer.Option(
         True, help="Seal due periods when caught up; run one sealing instance per store."
@@ -177,7 +187,9 @@ def sink(
     grace_days: float | None = typer.Option(None, help="Delivery grace after a period's end (days)."),
     final_after_days: float | None = typer.Option(None, help="Days after a period's end it becomes final."),
     as_of: str | None = typer.Option(None, help="Seal as if it were this moment (ISO); default now."),
-    max_buffered: int = typer.Option(50_000, help="Rows buffered before a staged file is written."),
+    max_buffered: int | None = typer.Option(
+        None, help="Rows buffered before a staged file is written (default: KETENSTROOM_SINK_MAX_BUFFERED)."
+    ),
     tables: bool = typer.Option(True, help="Derive the chain and person tables of each sealed revision."),
     release: bool = typer.Option(
         True,
@@ -198,19 +210,24 @@ def sink(
     kafka = KafkaSettings()
     url = storage or StorageSettings().url
     try:
-        settings = policy_settings(grace_days, final_after_days)
+        settings = policy_settings(grace_days, final_after_days, period)
         store = ObjectStore(url, S3Settings())
         topics = _topics()
-        stop_at = end_offsets(kafka, [topics.curated], group_id=group) if until_caught_up else None
+        given = {"group_id": group, "instance_id": instance_id, "max_buffered": max_buffered}
+        # the constructor (not model_validate) so the environment still applies to what is not given;
+        # mypy cannot match **dict[str, object] against the fields' own types
+        sink_settings = SinkSettings(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+        stop_at = (
+            end_offsets(kafka, [topics.curated], group_id=sink_settings.group_id) if until_caught_up else None
+        )
         policy = SealPolicy.from_settings(settings, parse_as_of(as_of))
         report = Sink(
             kafka=kafka,
             registry=RegistrySettings(),
             store=store,
-            group_id=group,
-            period=period or settings.period,  # type: ignore[arg-type]
+            settings=sink_settings,
+            period=settings.period,
             topics=topics,
-            max_buffered=max_buffered,
             sealer=Sealer(store, policy) if seal else None,
             tables=tables,
             on_sealed=build_after_seal(store, site or None) if release and tables and seal else None,  # type: ignore[arg-type]

@@ -7,7 +7,6 @@ import io
 import json
 import signal
 import threading
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
     CatalogueSettings,
     KafkaSettings,
+    ProcessorSettings,
     PseudonymSettings,
     RegistrySettings,
     S3Settings,
@@ -37,11 +37,6 @@ dlq_app = typer.Typer(
     help="Dead letters: what the processor could not process, by reason; replay after a fix.",
     no_args_is_help=True,
 )
-
-
-class Runner(str, Enum):
-    transactional = "transactional"
-    faust = "faust"
 
 
 def _topics() -> Topics:
@@ -60,82 +55,56 @@ def process(
         "-p",
         help="Partners to consume (repeatable; default: every partner in the catalogue).",
     ),
-    runner: Runner = typer.Option(
-        Runner.transactional,
-        help="transactional: exactly-once (Kafka transactions); "
-        "faust: faust-streaming worker, at-least-once.",
+    app_id: str | None = typer.Option(
+        None,
+        help="Consumer group and state namespace (default: KETENSTROOM_PROCESSOR_APP_ID, else "
+        f"{ProcessorSettings.model_fields['app_id'].default}).",
     ),
-    app_id: str = typer.Option("ketenstroom-processor", help="Consumer group and state namespace."),
-    instance_id: str = typer.Option(
-        "0", help="Stable per running instance: a restart fences its predecessor."
+    instance_id: str | None = typer.Option(
+        None,
+        help="Stable per running instance: a restart fences its predecessor and takes its partitions "
+        "back at once (static group membership) (default: KETENSTROOM_PROCESSOR_INSTANCE_ID, else 0).",
     ),
     until_caught_up: bool = typer.Option(False, help="Stop once the input as of start-up is processed."),
-    metrics_port: int = typer.Option(0, help="Serve /metrics and /health here (0: off)."),
+    metrics_port: int | None = typer.Option(None, help="Serve /metrics and /health here (0: off)."),
 ) -> None:
-    """Pseudonymise and normalise raw.<partner> into curated.chain-events; the rest to dlq.<partner>."""
-    from processors.build import build_transformer
-    from processors.metrics import ProcessorMetrics
+    """Pseudonymise and normalise raw.<partner> into curated.chain-events, exactly once; the rest to
+    dlq.<partner>."""
 
+    overrides = {"app_id": app_id, "instance_id": instance_id, "metrics_port": metrics_port}
     kafka, topics = KafkaSettings(), _topics()
     partner = partners_or_all(partner)
     try:
+        # the constructor (not model_validate) so the environment still applies to what is not given;
+        # mypy cannot match **dict[str, object] against the fields' own types
+        settings = ProcessorSettings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         stop_at = (
-            end_offsets(kafka, [topics.raw(p) for p in partner], group_id=app_id) if until_caught_up else None
+            end_offsets(kafka, [topics.raw(p) for p in partner], group_id=settings.app_id)
+            if until_caught_up
+            else None
         )
-        if runner is Runner.faust:
-            from processors.app import run_worker
-
-            progress = run_worker(
-                partners=partner,
-                kafka=kafka,
-                registry_settings=RegistrySettings(),
-                paths=CatalogueSettings(),
-                pseudonym=PseudonymSettings(),
-                topics=topics,
-                stop_at=stop_at,
-                app_id=app_id,
-            )
-            result: dict[str, Any] = {
-                "records_in": progress.records_in,
-                "curated": progress.curated,
-                "dead_lettered": progress.dead,
-                "reconciles": progress.reconciles(),
-            }
-        else:
-            result = _run_transactional(
-                kafka,
-                topics,
-                partner,
-                app_id,
-                instance_id,
-                stop_at,
-                metrics_port,
-                build_transformer,
-                ProcessorMetrics,
-            )
+        result = _run(kafka, topics, partner, settings, stop_at)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
     print(json.dumps(result, sort_keys=True))
 
 
-def _run_transactional(
+def _run(
     kafka: KafkaSettings,
     topics: Topics,
     partners: list[str],
-    app_id: str,
-    instance_id: str,
+    settings: Any,
     stop_at: dict[tuple[str, int], int] | None,
-    metrics_port: int,
-    build_transformer: Any,
-    metrics_cls: Any,
 ) -> dict[str, Any]:
     from ketenstroom.adapters.observability import ObservabilityServer
+    from processors.build import build_transformer
+    from processors.metrics import ProcessorMetrics
     from processors.runner import TransactionalProcessor
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    metrics = metrics_cls()
+    metrics = ProcessorMetrics()
     with Registry(RegistrySettings()) as registry:
         transformer = build_transformer(
             registry=registry, paths=CatalogueSettings(), pseudonym=PseudonymSettings(), topics=topics
@@ -145,14 +114,15 @@ def _run_transactional(
             topics=topics,
             partners=partners,
             transformer=transformer,
-            app_id=app_id,
-            instance_id=instance_id,
+            settings=settings,
             metrics=metrics,
         )
         server = None
-        if metrics_port:
+        if settings.metrics_port:
             server = ObservabilityServer(
-                metrics.registry, lambda: (proc.healthy, {"app_id": app_id}), port=metrics_port
+                metrics.registry,
+                lambda: (proc.healthy, {"app_id": settings.app_id}),
+                port=settings.metrics_port,
             ).start()
         try:
             stats = proc.run(should_stop=stop.is_set, stop_at=stop_at)
@@ -168,20 +138,51 @@ def _run_transactional(
     }
 
 
+DLQ_COLUMNS = (
+    ("partner", "partner"),
+    ("reason", "reason"),
+    ("stage", "stage"),
+    ("state", "state"),
+    ("events", "events"),
+    ("letters", "letters"),
+    ("first_seen", "first seen"),
+    ("last_seen", "last seen"),
+    ("example_error", "example error"),
+)
+
+
 @dlq_app.command("list")
-def dlq_list(partner: str = typer.Option(..., "--partner", "-p")) -> None:
-    """Dead letters of one partner by reason and stage (never their contents: they hold personal data)."""
+def dlq_list(
+    partner: str = typer.Option(..., "--partner", "-p"),
+    everything: bool = typer.Option(
+        False, "--all", help="Also events resolved by a replay (curated, or curated before)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="The same rows as JSON, for scripts."),
+) -> None:
+    """Dead-lettered events of one partner by reason, stage and state: open ones (dead, or replayed and
+    not yet processed) unless --all. Never their contents: they hold personal data."""
+    from dataclasses import asdict
+
     from processors.dlq import summarise
 
     try:
-        summary = summarise(KafkaSettings(), _topics(), partner)
+        summary = summarise(KafkaSettings(), _topics(), partner, everything=everything)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
-    table = Table(f"{_topics().dlq(partner)}: {summary.total} dead letters")
-    for column in ("reason", "count", "example error"):
-        table.add_column(column, overflow="fold")
-    for reason, count in summary.by_reason.most_common():
-        table.add_row(reason, str(count), summary.errors.get(reason, ""))
+    if as_json:
+        print(json.dumps(summary.to_json(), sort_keys=False))
+        return
+    shown = "events" if everything else "open events"
+    table = Table(
+        title=f"{summary.topic}: {summary.open} open of {len(summary.events)} events "
+        f"({summary.letters} dead letters); {shown}",
+        title_justify="left",
+    )
+    for _field, header in DLQ_COLUMNS:
+        table.add_column(header, overflow="fold")
+    for row in summary.rows:
+        values = asdict(row)
+        table.add_row(*(str(values[name]) for name, _header in DLQ_COLUMNS))
     out.print(table)
 
 

@@ -43,12 +43,13 @@ def parse_as_of(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def policy_settings(grace_days: float | None, final_after_days: float | None) -> SnapshotSettings:
-    overrides = {
-        k: v
-        for k, v in {"grace_days": grace_days, "final_after_days": final_after_days}.items()
-        if v is not None
-    }
+def policy_settings(
+    grace_days: float | None, final_after_days: float | None, period: str | None = None
+) -> SnapshotSettings:
+    given = {"grace_days": grace_days, "final_after_days": final_after_days, "period": period}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    # the constructor so the environment applies to what is not given; mypy cannot match
+    # **dict[str, object] against the fields' own types
     return SnapshotSettings(**overrides)  # type: ignore[arg-type]
 
 

@@ -6,6 +6,7 @@ or in default arguments. Secrets are ``SecretStr`` so they never appear in a rep
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,31 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ketenstroom.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ClientLog:
+    """librdkafka's own log lines, through Python logging (logger ``ketenstroom.kafka.client``).
+
+    confluent-kafka calls ``log(level, "%s [%s] %s", facility, client, text)`` with librdkafka's syslog
+    level already turned into a Python one. Without it they go raw to stderr (``%4|…|GETPID|…``).
+    What librdkafka recovers from by itself (a retry while a transaction coordinator is still loading,
+    purged background events at close) and its notices are DEBUG: not a problem unless it lasts, and
+    then the caller's own timeout says so. Other warnings and errors keep their level.
+    """
+
+    RECOVERS = frozenset({"GETPID", "BGQUEUE"})
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        facility, text = (str(args[0]), str(args[-1])) if args else ("", "")
+        if level < logging.WARNING or facility in self.RECOVERS or text.endswith("retrying"):
+            level = logging.DEBUG
+        self.logger.log(level, msg, *args)
+
+
+CLIENT_LOG = ClientLog(logging.getLogger("ketenstroom.kafka.client"))
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -43,6 +69,7 @@ class KafkaSettings(BaseSettings):
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
+            "logger": CLIENT_LOG,
         }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism
@@ -313,3 +340,35 @@ class CellKeySettings(BaseSettings):
         if len(raw) < 32:
             raise ConfigurationError(f"the cell-key secret is {len(raw)} bytes; at least 32 are required")
         return raw
+
+
+class ProcessorSettings(BaseSettings):
+    """How ``ketenstroom process`` runs; the command line's options override these."""
+
+    model_config = _config("KETENSTROOM_PROCESSOR_")
+
+    #: consumer group, transactional id prefix and dedup changelog namespace
+    app_id: str = "ketenstroom-processor"
+    #: stable per running instance: the transactional id ``<app_id>-<instance_id>`` fences its
+    #: predecessor, and the static group member ``<app_id>.<instance_id>`` takes its partitions back
+    instance_id: str = "0"
+    batch_size: int = Field(default=2000, ge=1)
+    #: the broker aborts a transaction left open this long (a crashed instance's, say)
+    transaction_timeout_ms: int = Field(default=30_000, ge=1000)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+
+class SinkSettings(BaseSettings):
+    """How ``ketenstroom sink`` consumes and stages; the command line's options override these."""
+
+    model_config = _config("KETENSTROOM_SINK_")
+
+    group_id: str = "ketenstroom-sink"
+    #: stable per running instance: the static group member ``<group_id>.<instance_id>`` takes its
+    #: partitions back at once after a restart; give each concurrent instance its own
+    instance_id: str = "0"
+    batch_size: int = Field(default=5000, ge=1)
+    #: rows buffered before a staged file is written (bounds memory)
+    max_buffered: int = Field(default=50_000, ge=1)
+    #: at most this long between staged files while records keep coming
+    flush_interval_s: float = Field(default=30.0, gt=0)

@@ -1,5 +1,5 @@
 """In-flight processing: decode raw partner events, pseudonymise, normalise terminology, route.
 
 The transform core (``pseudonym``, ``terminology``, ``transform``) is pure and runner-independent;
-``app`` is the thin faust-streaming runner. Never imports producers or sinks.
+``runner`` is the thin exactly-once Kafka loop. Never imports producers or sinks.
 """

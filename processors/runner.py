@@ -2,7 +2,8 @@
 
 One transaction per batch holds, atomically:
 
-1. every outcome record (``curated.chain-events`` or ``dlq.<partner>``),
+1. every outcome record (``curated.chain-events`` or ``dlq.<partner>``), and for a dead letter, or a
+   replayed one's outcome, its event's state in ``dlq.<partner>.status`` (``processors.dlq``),
 2. the batch's new event ids in the dedup changelog (one compacted topic per raw topic, same partition;
    one record per input partition per batch, keyed by the batch's first offset there, its value the
    ids one per line), and
@@ -11,7 +12,9 @@ One transaction per batch holds, atomically:
 So after a crash at any moment either all three happened or none did; a restarted worker rebuilds
 its dedup set for the partitions it is given from the changelog (read_committed) and carries on.
 A ``read_committed`` reader of the outputs sees every input exactly once. The transactional id is
-``<app id>-<instance id>``: restarting an instance fences its predecessor and aborts what it left open.
+``<app id>-<instance id>``: restarting an instance fences its predecessor and aborts what it left open;
+the same instance id makes it a static group member (``ConsumeLoop``), so it gets its partitions back
+at once. Consuming (batches, partition EOF, assignment, stop) is the adapter's ``ConsumeLoop``.
 """
 
 from __future__ import annotations
@@ -22,20 +25,20 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from ketenstroom.adapters.kafka import ensure_topics, high_watermarks, read_to_end
+from ketenstroom.adapters.kafka import (
+    ConsumeLoop,
+    ensure_topics,
+    headers_of,
+    high_watermarks,
+    read_to_end,
+    where,
+)
 from ketenstroom.contract import Topics
 from ketenstroom.errors import DeliveryError
-from ketenstroom.settings import KafkaSettings
+from ketenstroom.settings import KafkaSettings, ProcessorSettings
+from processors.dlq import LetterStatus, letter_key, replay_key
 from processors.metrics import ProcessorMetrics
 from processors.progress import Reconciliation
 from processors.transform import Curated, DeadLetter, RawRecord, Transformer
@@ -48,6 +51,10 @@ LAG_EVERY_S = 5.0
 
 
 CHANGELOG_IDS_PER_RECORD = 10_000  # ~370 kB of event ids, well under the broker's 1 MB message limit
+
+
+def _bytes(value: str | bytes | None) -> bytes:
+    return value.encode() if isinstance(value, str) else value or b""
 
 
 def changelog_topic(app_id: str, raw_topic: str) -> str:
@@ -70,51 +77,50 @@ class TransactionalProcessor:
         topics: Topics,
         partners: list[str],
         transformer: Transformer,
-        app_id: str = "ketenstroom-processor",
-        instance_id: str = "0",
-        batch_size: int = 2000,
+        settings: ProcessorSettings | None = None,
         metrics: ProcessorMetrics | None = None,
     ) -> None:
-        self.kafka, self.topics, self.partners = kafka, topics, partners
-        self.transformer, self.app_id, self.batch_size = transformer, app_id, batch_size
+        settings = settings or ProcessorSettings()
+        self.kafka, self.topics, self.partners, self.settings = kafka, topics, partners, settings
+        self.transformer, self.app_id = transformer, settings.app_id
         self.metrics = metrics or ProcessorMetrics()
         self.raw_topics = [topics.raw(p) for p in partners]
-        self.consumer = Consumer(
-            kafka.librdkafka(
-                group_id=app_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                isolation_level="read_committed",
-                enable_partition_eof=True,  # for run(until_end=True); other runs skip the events
-            )
+        self.loop = ConsumeLoop(
+            kafka,
+            group_id=settings.app_id,
+            topics=self.raw_topics,
+            instance_id=settings.instance_id,
+            batch_size=settings.batch_size,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
         )
         self.producer = Producer(
             kafka.librdkafka(
-                transactional_id=f"{app_id}-{instance_id}",
+                transactional_id=f"{settings.app_id}-{settings.instance_id}",
                 enable_idempotence=True,
                 acks="all",
                 linger_ms=5,
-                transaction_timeout_ms=30_000,
+                transaction_timeout_ms=settings.transaction_timeout_ms,
                 compression_type="lz4",
             )
         )
         self._seen: dict[tuple[str, int], set[str]] = {}
-        self._at_end: set[tuple[str, int]] = set()
-        self._partners_by_topic: dict[str, str] = {}  # assigned partitions whose last event was EOF
+        self._partners_by_topic: dict[str, str] = {}
         self.stats = Reconciliation()
         self.healthy = False
         self._lag_at = 0.0
 
     # -- set-up -------------------------------------------------------------------------------------
-    def _ensure_changelogs(self) -> None:
-        metadata = self.consumer.list_topics(timeout=10)
-        for raw in self.raw_topics:
+    def _ensure_state_topics(self) -> None:
+        """Dedup changelogs (one per raw topic, same partitions) and dead-letter status topics."""
+        metadata = self.loop.consumer.list_topics(timeout=10)
+        for partner, raw in zip(self.partners, self.raw_topics, strict=True):
             meta = metadata.topics.get(raw)
             if meta is None or meta.error is not None:
                 raise DeliveryError(f"input topic {raw} does not exist; create it with `ketenstroom topics`")
             ensure_topics(
                 self.kafka,
-                [changelog_topic(self.app_id, raw)],
+                [changelog_topic(self.app_id, raw), self.topics.dlq_status(partner)],
                 partitions=len(meta.partitions),
                 config={"cleanup.policy": "compact"},
             )
@@ -132,21 +138,26 @@ class TransactionalProcessor:
         ends = high_watermarks(self.kafka, logs)
         logs = [tp for tp in logs if ends.get((tp.topic, tp.partition), 1) > 0]
         if logs:
+            started = time.monotonic()
             for msg in read_to_end(
                 self.kafka, logs, group_id=f"{self.app_id}.restore", deadline_s=RESTORE_DEADLINE_S
             ):
-                restored[(msg.topic().removeprefix(prefix), msg.partition())].update(_ids_of(msg))
+                topic, partition, _offset = where(msg)
+                restored[(topic.removeprefix(prefix), partition)].update(_ids_of(msg))
+            log.info(
+                "restored %d event ids of %d partitions in %.1f s",
+                sum(map(len, restored.values())),
+                len(logs),
+                time.monotonic() - started,
+            )
         self._seen.update(restored)
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
         self._restore(partitions)
-        self._at_end.difference_update((tp.topic, tp.partition) for tp in partitions)
-        log.info("assigned %s", [(tp.topic, tp.partition) for tp in partitions])
 
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._seen.pop((tp.topic, tp.partition), None)
-            self._at_end.discard((tp.topic, tp.partition))
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(
@@ -159,76 +170,63 @@ class TransactionalProcessor:
         """Process until ``should_stop``, until every partition reached ``stop_at``, or ``until_end``:
         until every assigned partition has reported end-of-partition (committed records only, so
         transaction markers on the input cannot keep it waiting)."""
-        self._ensure_changelogs()
+
+        def stop() -> bool:
+            return (
+                should_stop()
+                or (stop_at is not None and self.stats.done(stop_at))
+                or (until_end and self.loop.caught_up())
+            )
+
         try:
-            self.producer.init_transactions(30)
-        except KafkaException as exc:
-            raise DeliveryError(
-                f"{self.kafka.principal} may not use transactional id {self.app_id}-* "
-                f"({exc.args[0].str() if exc.args else exc}); grant it with `ketenstroom access apply`"
-            ) from exc
-        self.consumer.subscribe(self.raw_topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
-        self.healthy = True
-        try:
-            while not should_stop():
-                if stop_at is not None and self.stats.done(stop_at):
-                    break
-                batch = self.consumer.consume(self.batch_size, timeout=0.5)
+            self._ensure_state_topics()
+            try:
+                self.producer.init_transactions(30)
+            except KafkaException as exc:
+                raise DeliveryError(
+                    f"{self.kafka.principal} may not use transactional id {self.app_id}-* "
+                    f"({exc.args[0].str() if exc.args else exc}); grant it with `ketenstroom access apply`"
+                ) from exc
+            self.healthy = True
+            for batch in self.loop.batches(stop=stop):
                 if batch:
-                    self._process(batch)
-                if until_end and self._caught_up():
-                    break
+                    self._transact(batch)
                 if time.monotonic() - self._lag_at > LAG_EVERY_S:
                     self._update_lag()
         except KafkaException as exc:
-            self.healthy = False
             raise DeliveryError(f"processor failed: {exc}") from exc
         finally:
             self.healthy = False
-            self.consumer.close()
+            self.loop.close()
             self.producer.flush(10)
         return self.stats
 
-    def _caught_up(self) -> bool:
-        assigned = self.consumer.assignment()
-        return bool(assigned) and all((tp.topic, tp.partition) in self._at_end for tp in assigned)
-
-    def _process(self, batch: list[Message]) -> None:
-        records: list[RawRecord] = []
-        last_event_is_eof: dict[tuple[str, int], bool] = {}
+    def _records(self, batch: list[Message]) -> list[RawRecord]:
+        records = []
         for msg in batch:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    raise KafkaException(err)
-                last_event_is_eof[(msg.topic(), msg.partition())] = True
-                continue
-            last_event_is_eof[(msg.topic(), msg.partition())] = False
+            topic, partition, offset = where(msg)
             _kind, timestamp = msg.timestamp()
-            record = RawRecord(
-                msg.topic(),
-                msg.partition(),
-                msg.offset(),
-                msg.key(),
-                msg.value(),
-                tuple((k, v or b"") for k, v in (msg.headers() or ())),
-                timestamp,
+            headers = headers_of(msg)
+            records.append(
+                RawRecord(
+                    topic,
+                    partition,
+                    offset,
+                    msg.key(),
+                    msg.value(),
+                    tuple((k, _bytes(v)) for k, v in headers) if headers else (),
+                    timestamp,
+                )
             )
-            records.append(record)
-        if records and not self._transact(records):
-            return  # aborted and rewound: these partitions are not at their end
-        for tp, at_end in last_event_is_eof.items():
-            if at_end:
-                self._at_end.add(tp)
-            else:
-                self._at_end.discard(tp)
+        return records
 
-    def _transact(self, records: list[RawRecord]) -> bool:
-        """Transform ``records`` and commit their outcomes in one transaction; False if it was aborted.
+    def _transact(self, batch: list[Message]) -> bool:
+        """Transform ``batch`` and commit its outcomes in one transaction; False if it was aborted.
 
         Each outcome is produced as soon as it is transformed (produce only queues), so librdkafka
         sends while Python transforms the rest and the commit waits for the tail only.
         """
+        records = self._records(batch)
         sent: list[Curated] = []
         dead: list[DeadLetter] = []
         duplicates: list[RawRecord] = []
@@ -245,17 +243,14 @@ class TransactionalProcessor:
                 outcome = transform(record)
                 if isinstance(outcome, DeadLetter):
                     dead.append(outcome)
-                    produce(
-                        self.topics.dlq(self._partner_of(record.topic)),
-                        key=record.key,
-                        value=record.value,
-                        headers=outcome.headers(),
-                    )
+                    self._dead_letter(record, outcome)
                     continue
                 eid = outcome.event_id
                 seen = self._seen.setdefault((record.topic, record.partition), set())
                 if eid in seen:
                     duplicates.append(record)
+                    if record.headers and (replayed := replay_key(record.headers)):
+                        self._status(self._partner_of(record.topic), replayed, LetterStatus("duplicate"))
                     continue
                 seen.add(eid)
                 sent.append(outcome)
@@ -264,6 +259,8 @@ class TransactionalProcessor:
                     eid
                 )
                 produce(curated_topic, key=outcome.key, value=outcome.value)
+                if record.headers and (replayed := replay_key(record.headers)):
+                    self._status(self._partner_of(record.topic), replayed, LetterStatus("curated"))
             for (topic, partition), (first, ids) in new_by_partition.items():
                 for chunk in range(0, len(ids), CHANGELOG_IDS_PER_RECORD):
                     produce(
@@ -273,14 +270,14 @@ class TransactionalProcessor:
                         partition=partition,
                     )
             offsets = self._next_offsets(records)
-            self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata())
+            self.producer.send_offsets_to_transaction(offsets, self.loop.consumer.consumer_group_metadata())
             self.producer.commit_transaction()
         except KafkaException as exc:
             self._forget(new_ids)
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.txn_requires_abort():
                 self.producer.abort_transaction()
-                self._rewind(records)
+                self.loop.rewind(self._first_offsets(records))
                 return False
             raise
         except BaseException:
@@ -293,6 +290,24 @@ class TransactionalProcessor:
         self._count(records, sent, dead, duplicates)
         return True
 
+    def _dead_letter(self, record: RawRecord, letter: DeadLetter) -> None:
+        """The letter to ``dlq.<partner>``, and its event's status ``dead`` (see ``processors.dlq``)."""
+        partner = self._partner_of(record.topic)
+        self.producer.produce(
+            self.topics.dlq(partner), key=record.key, value=record.value, headers=letter.headers()
+        )
+        replayed = replay_key(record.headers) if record.headers else None
+        self._status(
+            partner,
+            replayed or letter_key(letter.event_id, record.value),
+            LetterStatus("dead", letter.reason, letter.stage, replayed=replayed is not None),
+        )
+
+    def _status(self, partner: str, key: str, status: LetterStatus) -> None:
+        """A dead letter's new state, keyed by its event, in the same transaction as the outcome: a dead
+        letter (``dead``), or what became of a replayed one (``curated``, ``duplicate``, ``dead``)."""
+        self.producer.produce(self.topics.dlq_status(partner), key=key.encode(), value=status.encode())
+
     def _forget(self, new_ids: list[tuple[RawRecord, str]]) -> None:
         """The transaction did not happen: forget the event ids it would have added."""
         for source, eid in new_ids:
@@ -300,11 +315,11 @@ class TransactionalProcessor:
 
     def _update_lag(self) -> None:
         self._lag_at = time.monotonic()
-        for tp in self.consumer.assignment():
+        for tp in self.loop.assignment():
             # cached: the high watermark of the last fetch response. Asking the broker (cached=False)
             # is one blocking round trip per partition, ~0.25 s each under load: with 21 partitions
             # that stalled the loop for seconds every LAG_EVERY_S.
-            _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            _low, high = self.loop.consumer.get_watermark_offsets(tp, cached=True)
             if high < 0:
                 continue  # nothing fetched from this partition yet
             lag = max(0, high - self.stats.position.get((tp.topic, tp.partition), 0))
@@ -316,13 +331,13 @@ class TransactionalProcessor:
             last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
         return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
-    def _rewind(self, records: list[RawRecord]) -> None:
-        """After an aborted transaction, consume the batch again from its first offsets."""
+    @staticmethod
+    def _first_offsets(records: list[RawRecord]) -> list[TopicPartition]:
+        """Where to consume the batch again after an aborted transaction."""
         first: dict[tuple[str, int], int] = {}
         for r in records:
             first[(r.topic, r.partition)] = min(first.get((r.topic, r.partition), r.offset), r.offset)
-        for (topic, partition), offset in first.items():
-            self.consumer.seek(TopicPartition(topic, partition, offset))
+        return [TopicPartition(t, p, o) for (t, p), o in first.items()]
 
     def _count(
         self,

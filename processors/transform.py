@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ketenstroom.calendar import AMSTERDAM, local_date
 from ketenstroom.catalogue import Catalogue, RecordType
@@ -115,9 +115,11 @@ class DeadLetter:
     reason: str
     stage: str
     error: str
+    event_id: str | None = None  # when the record could be decoded: the event's id, for its status
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, str | bytes | None]]:
         """Headers naming the reason and where the record came from; the error text holds no values."""
+        event = [("ketenstroom.event-id", self.event_id.encode())] if self.event_id else []
         return [
             ("ketenstroom.reason", self.reason.encode()),
             ("ketenstroom.stage", self.stage.encode()),
@@ -125,6 +127,7 @@ class DeadLetter:
             ("ketenstroom.source.partition", str(self.source.partition).encode()),
             ("ketenstroom.source.offset", str(self.source.offset).encode()),
             ("ketenstroom.error", self.error.encode()),
+            *event,
             *self.source.headers,
         ]
 
@@ -158,7 +161,7 @@ class Transformer:
 
     def transform(self, record: RawRecord) -> Curated | DeadLetter:
         """One raw record to its curated event, or to a dead letter naming the reason and stage."""
-        stage = "decode"
+        stage, raw = "decode", cast(Any, None)
         try:
             schema_id, payload = unframe(record.value)
             writer = self.writer_schema(schema_id)
@@ -179,7 +182,8 @@ class Transformer:
                 event_time=event["event_time"].timestamp(),
             )
         except RecordError as exc:
-            return DeadLetter(record, exc.reason, stage, str(exc))
+            event_id = (raw.get("metadata") or {}).get("event_id") if isinstance(raw, dict) else None
+            return DeadLetter(record, exc.reason, stage, str(exc), str(event_id) if event_id else None)
 
     def to_chain_event(self, raw: dict[str, Any], writer: Any) -> dict[str, Any]:
         record_type = writer["name"] if isinstance(writer, dict) else str(writer)

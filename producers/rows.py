@@ -224,7 +224,7 @@ def _annotation(leaf: Leaf) -> Any:
         after.append(AfterValidator(SEMANTIC[leaf.last]))
     typ = py | None if leaf.optional else py
     # pydantic runs "before" validators last-to-first: blank -> None must come last to run first
-    return Annotated[typ, *validators, BeforeValidator(_blank_to_none), *after]  # type: ignore[valid-type]
+    return Annotated[typ, *validators, BeforeValidator(_blank_to_none), *after]
 
 
 def _in(value: str | None, symbols: list[str]) -> str | None:
@@ -255,7 +255,7 @@ def build_model(record: str, fields: list[Leaf], required: frozenset[str] = froz
             extra["min_length"] = 1
         default = leaf.default if leaf.optional else ...
         definitions[leaf.name] = (_annotation(leaf), Field(default, **extra))
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    model: type[BaseModel] = create_model(
         record.rsplit(".", 1)[-1] + "Row",
         __config__=ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True),
         **definitions,

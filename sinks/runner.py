@@ -28,8 +28,9 @@ from datetime import date
 from typing import Any
 
 import pyarrow as pa
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
+from ketenstroom.adapters.kafka import ConsumeLoop
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.calendar import HourCalendar, PeriodKind
@@ -39,7 +40,7 @@ from ketenstroom.contract.snapshots import Manifest, TablesManifest, staging_nam
 from ketenstroom.contract.wire import unframe
 from ketenstroom.crashpoints import crash_point
 from ketenstroom.errors import DeliveryError, RecordError
-from ketenstroom.settings import KafkaSettings, RegistrySettings
+from ketenstroom.settings import KafkaSettings, RegistrySettings, SinkSettings
 from sinks.parquet import to_table, write_table
 from sinks.seal import Sealer
 from sinks.tables import build_missing_tables
@@ -77,32 +78,30 @@ class Sink:
         kafka: KafkaSettings,
         registry: RegistrySettings,
         store: ObjectStore,
-        group_id: str = "ketenstroom-sink",
+        settings: SinkSettings | None = None,
         period: PeriodKind = "month",
         topics: Topics | None = None,
-        max_buffered: int = 50_000,
-        flush_interval_s: float = 30.0,
         sealer: Sealer | None = None,
         tables: bool = True,
         on_sealed: Callable[[list[Manifest]], None] | None = None,
     ) -> None:
-        self.consumer = Consumer(
-            kafka.librdkafka(
-                group_id=group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                isolation_level="read_committed",
-                enable_partition_eof=True,
-                # librdkafka prefetches up to 64 MiB a partition by default; a quarter keeps it busy
-                queued_max_messages_kbytes=16_384,
-            )
+        settings = settings or SinkSettings()
+        self.settings = settings
+        self.topic = (topics or Topics()).curated
+        self.loop = ConsumeLoop(
+            kafka,
+            group_id=settings.group_id,
+            topics=[self.topic],
+            instance_id=settings.instance_id,
+            batch_size=settings.batch_size,
+            # librdkafka prefetches up to 64 MiB a partition by default; a quarter keeps it busy
+            queued_max_messages_kbytes=16_384,
         )
         self.registry = Registry(registry)
         self.store = store
         self.period = period
-        self.topic = (topics or Topics()).curated
-        self.max_buffered = max_buffered
-        self.flush_interval_s = flush_interval_s
+        self.max_buffered = settings.max_buffered
+        self.flush_interval_s = settings.flush_interval_s
         self.sealer = sealer
         self.tables = tables
         #: called after each seal that produced revisions (and their tables), before offsets are committed;
@@ -115,8 +114,6 @@ class Sink:
         self._buffers: dict[str, list[pa.Table]] = defaultdict(list)
         self._schema_ids: dict[str, set[int]] = defaultdict(set)
         self._next: dict[int, int] = {}  # partition -> offset to commit
-        self._position: dict[int, int] = {}  # partition -> end offset reached (partition EOF), for stop_at
-        self._at_end: dict[int, bool] = {}  # partition -> at its end now (nothing read since EOF)
         self._staged_since_seal = False
         self._tables_checked = False
         self._last_seal = time.monotonic()
@@ -132,30 +129,20 @@ class Sink:
         stop_at: dict[tuple[str, int], int] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> SinkReport:
-        self.consumer.subscribe([self.topic])
+        def stop() -> bool:
+            return should_stop() or (stop_at is not None and self._caught_up(stop_at))
+
+        add = self._add
         try:
-            while not should_stop():
-                if stop_at is not None and self._caught_up(stop_at):
-                    break
-                messages = self.consumer.consume(num_messages=5000, timeout=0.5)
-                for msg in messages:
-                    err = msg.error()
-                    if err is not None and err.code() != KafkaError._PARTITION_EOF:
-                        raise DeliveryError(f"consuming {self.topic} failed: {err}")
-                    partition, offset = msg.partition() or 0, msg.offset() or 0
-                    if err is not None:
-                        # at the end (past any transaction markers and aborted records)
-                        self._position[partition] = max(self._position.get(partition, 0), offset)
-                        self._at_end[partition] = True
-                        continue
-                    self._at_end[partition] = False
-                    self._add(partition, offset, msg.value())
+            for batch in self.loop.batches(stop=stop):
+                for msg in batch:
+                    add(msg.partition() or 0, msg.offset() or 0, msg.value())
                 self._convert()
                 if self._buffered >= self.max_buffered or (
                     self._buffered and time.monotonic() - self._last_flush >= self.flush_interval_s
                 ):
                     self.flush()
-                elif self._caught_up_now() and (
+                elif self.loop.caught_up() and (
                     self._buffered
                     or self._staged_since_seal
                     or time.monotonic() - self._last_seal >= self.SEAL_CHECK_S  # a period may have come due
@@ -165,7 +152,7 @@ class Sink:
         except KafkaException as exc:
             raise DeliveryError(f"sink on {self.topic} failed: {exc}") from exc
         finally:
-            self.consumer.close()
+            self.loop.close()
             self.registry.close()
         return self.report
 
@@ -174,17 +161,13 @@ class Sink:
         group see to theirs)."""
         if not any(end > 0 for (t, _p), end in stop_at.items() if t == self.topic):
             return True  # nothing to read (or no such topic): do not wait for an assignment
-        assigned = {tp.partition for tp in self.consumer.assignment()}
+        assigned = {tp.partition for tp in self.loop.assignment()}
+        reached = self.loop.eof_offset
         return bool(assigned) and all(
-            self._position.get(p, 0) >= end
+            reached.get((t, p), 0) >= end
             for (t, p), end in stop_at.items()
             if t == self.topic and end > 0 and p in assigned
         )
-
-    def _caught_up_now(self) -> bool:
-        """Every assigned partition is at its end: a moment to seal what is due."""
-        assigned = [tp.partition for tp in self.consumer.assignment()]
-        return bool(assigned) and all(self._at_end.get(p, False) for p in assigned)
 
     def _add(self, partition: int, offset: int, value: bytes | None) -> None:
         self.report.records += 1
@@ -272,4 +255,4 @@ class Sink:
         crash_point("sink.before-commit")
         if self._next:
             offsets = [TopicPartition(self.topic, p, o) for p, o in sorted(self._next.items())]
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.loop.consumer.commit(offsets=offsets, asynchronous=False)

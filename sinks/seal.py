@@ -200,6 +200,7 @@ class Sealer:
             dropped += int(len(keep) - keep.sum())
             key = r.entry.path
             if keep.all():
+                # listed under staging/ by this very pattern, so it matches
                 partition, offset = (int(g) for g in STAGED.search(key).groups())  # type: ignore[union-attr]
                 target = data_name(period, revision, revision, partition, offset)
                 self.store.rename(key, target)

@@ -290,7 +290,7 @@ def compile_row(layout: PartnerLayout, rtype: str, style: Style) -> Callable[[di
         f"    return [{', '.join(cells)}]\n"
     )
     exec(compile(code, f"<row {layout.partner}/{rtype}>", "exec"), namespace)  # noqa: S102 - our own code
-    return namespace["build"]  # type: ignore[no-any-return]
+    return namespace["build"]  # type: ignore[no-any-return]  # exec fills a dict[str, Any]
 
 
 # -- writers ------------------------------------------------------------------------------------------
@@ -483,7 +483,7 @@ class PartnerExport:
             return
         self._spoil(rtype, rl, values)
 
-    def _spoil(self, rtype: str, rl: RecordLayout, values: dict[str, Any]) -> None:  # noqa: PLR0912
+    def _spoil(self, rtype: str, rl: RecordLayout, values: dict[str, Any]) -> None:  # noqa: PLR0912 - one branch per kind of spoiling
         """Write the row with one mistake of a kind this record type can have."""
         kinds = ["duplicate", "redelivery", "malformed", "impossible_date", "missing_field"]
         who: dict[str, Any] = values.get("suspect") or {}

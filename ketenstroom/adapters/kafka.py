@@ -1,15 +1,217 @@
-"""Kafka adapter: topic creation and watermarks, with errors translated to ours."""
+"""Kafka adapter: the one consume loop, topic creation and watermarks, with errors translated to ours."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+
+# NewTopic and OffsetSpec are exported at run time, but confluent-kafka 2.16's admin/__init__ has no
+# __all__ naming them, so mypy (no implicit re-export under --strict) does not see them
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
 
 from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import KafkaSettings
+
+log = logging.getLogger("ketenstroom.kafka")
+
+WAIT_REPORT_S = 5.0  # after this long without partitions, say what the loop is waiting for (and again)
+SESSION_TIMEOUT_MS = 45_000  # librdkafka's default (KafkaSettings.extra may set another): for the message
+
+
+def where(msg: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a record the loop yielded (never None for a record; only the
+    type hints of confluent-kafka >= 2.16 allow None, for error events)."""
+    return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
+
+
+def static_member(group_id: str, instance_id: str, topics: Iterable[str]) -> str:
+    """``group.instance.id`` of an instance: ``<group>.<instance>.<digest of its topics>``.
+
+    The subscription is part of the identity because a static member that rejoins with other topics
+    (``process -p om`` after ``process``) is handed its old assignment back by the coordinator, without
+    a rebalance, and would wait on partitions it no longer reads. With the digest it joins as a new
+    member instead; the same instance restarted with the same topics gets its partitions back at once.
+    """
+    digest = hashlib.sha256(",".join(sorted(topics)).encode()).hexdigest()[:8]
+    return f"{group_id}.{instance_id}.{digest}"
+
+
+def headers_of(msg: Message) -> list[tuple[str, str | bytes | None]]:
+    """A record's headers as (name, value) pairs (consumers return a list; the hints also allow a dict)."""
+    found = msg.headers()
+    if not found:
+        return []
+    return list(found.items()) if isinstance(found, dict) else found
+
+
+class ConsumeLoop:
+    """The one consume loop: batches, partition EOF, assignment, graceful stop. Used by the processor,
+    the sink, the DLQ tools and the command line's readers.
+
+    ``topics``: subscribe in consumer group ``group_id`` (the group assigns partitions; with
+    ``instance_id``, as a static member, ``static_member``, so a restarted instance gets its partitions
+    back at once instead of after the old member's session timeout).
+    ``partitions``: read exactly these (``assign``), from their offsets or the group's committed ones.
+
+    Always ``read_committed`` with partition-EOF events, offsets committed by the caller only:
+    ``at_end`` holds the assigned partitions whose latest event is EOF (nothing read since), and
+    ``eof_offset`` the offset each partition's latest EOF reported. Both are kept up to date before a
+    batch is yielded; ``rewind`` takes a partition out of ``at_end`` again. Every batch is yielded,
+    empty ones too, so callers can do timed work between them.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group_id: str,
+        topics: Sequence[str] = (),
+        partitions: Sequence[TopicPartition] = (),
+        instance_id: str | None = None,
+        batch_size: int = 1000,
+        poll_timeout_s: float = 0.5,
+        on_assign: Callable[[list[TopicPartition]], None] | None = None,
+        on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+        **config: Any,
+    ) -> None:
+        if bool(topics) == bool(partitions):
+            raise ValueError("give either topics (subscribe) or partitions (assign), not both or neither")
+        conf = settings.librdkafka(
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            enable_partition_eof=True,
+            **config,
+        )
+        self.session_timeout_ms = int(conf.get("session.timeout.ms", SESSION_TIMEOUT_MS))
+        self.member = static_member(group_id, instance_id, topics) if instance_id is not None else None
+        if self.member is not None:
+            conf["group.instance.id"] = self.member
+        self.consumer = Consumer(conf)
+        self.group_id, self.topics, self.partitions = group_id, list(topics), list(partitions)
+        self.batch_size, self.poll_timeout_s = batch_size, poll_timeout_s
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self.at_end: set[tuple[str, int]] = set()
+        self.eof_offset: dict[tuple[str, int], int] = {}
+        self.assigned_after_s: float | None = None
+
+    def __enter__(self) -> ConsumeLoop:
+        return self
+
+    def __exit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Leave (a static member does not leave: its restart takes its partitions back at once)."""
+        self.consumer.close()
+
+    def assignment(self) -> list[TopicPartition]:
+        return self.consumer.assignment()
+
+    def caught_up(self) -> bool:
+        """Every assigned partition is at its end (committed records only: transaction markers and
+        aborted records never keep it waiting)."""
+        assigned = self.consumer.assignment()
+        return bool(assigned) and all((tp.topic, tp.partition) in self.at_end for tp in assigned)
+
+    def rewind(self, offsets: Iterable[TopicPartition]) -> None:
+        """Read again from these offsets (after an aborted transaction): not at the end any more."""
+        for tp in offsets:
+            self.at_end.discard((tp.topic, tp.partition))
+            self.consumer.seek(tp)
+
+    def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.assigned_after_s is None:
+            self.assigned_after_s = time.monotonic() - self._started
+            log.info(
+                "group %s assigned %d partitions to %s after %.1f s",
+                self.group_id,
+                len(partitions),
+                self.member or "this member",
+                self.assigned_after_s,
+            )
+        for tp in partitions:
+            self.at_end.discard((tp.topic, tp.partition))
+        if self._on_assign is not None:
+            self._on_assign(partitions)
+
+    def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.at_end.discard((tp.topic, tp.partition))
+        if self._on_revoke is not None:
+            self._on_revoke(partitions)
+
+    def _report_waiting(self, waited: float) -> None:
+        static = (
+            f"as static member {self.member}: a restart of the same instance gets its partitions back at "
+            "once; a new member waits for a rebalance"
+            if self.member is not None
+            else "as a dynamic member: after a crash the group waits for the old member's session"
+        )
+        log.warning(
+            "waiting %.0f s so far for group %s to assign partitions of %s, %s "
+            "(session.timeout.ms=%d: a member that vanished is dropped after at most %.0f s)",
+            waited,
+            self.group_id,
+            ", ".join(self.topics),
+            static,
+            self.session_timeout_ms,
+            self.session_timeout_ms / 1000,
+        )
+
+    def batches(self, *, stop: Callable[[], bool] = lambda: False) -> Iterator[list[Message]]:
+        """Consume until ``stop()`` (checked before each batch): the records of each batch, in order.
+
+        Raises DeliveryError on a consumer error; EOF events update ``at_end`` and ``eof_offset``.
+        """
+        self._started = time.monotonic()
+        if self.topics:
+            log.info(
+                "joining group %s%s for %s",
+                self.group_id,
+                f" as static member {self.member}" if self.member else "",
+                ", ".join(self.topics),
+            )
+            self.consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
+        else:
+            self.consumer.assign(self.partitions)
+            self.assigned_after_s = 0.0
+        report_at = self._started + WAIT_REPORT_S
+        consume, at_end, eof_offset = self.consumer.consume, self.at_end, self.eof_offset
+        while not stop():
+            events = consume(self.batch_size, timeout=self.poll_timeout_s)
+            records: list[Message] = []
+            eofs: list[tuple[int, tuple[str, int], int]] = []  # (records before it, partition, offset)
+            for msg in events:
+                err = msg.error()
+                if err is None:
+                    records.append(msg)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    topic, partition, offset = where(msg)
+                    eofs.append((len(records), (topic, partition), offset))
+                else:
+                    raise DeliveryError(f"consuming {msg.topic()} [{msg.partition()}] failed: {err}")
+            if records and at_end:  # (nothing to undo while every partition is still catching up)
+                at_end.difference_update({(m.topic(), m.partition()) for m in records})
+            if eofs:
+                last = {(m.topic(), m.partition()): i for i, m in enumerate(records)}
+                for count, tp, offset in eofs:
+                    eof_offset[tp] = max(eof_offset.get(tp, 0), offset)
+                    if count > last.get(tp, -1):
+                        at_end.add(tp)
+            if self.assigned_after_s is None and time.monotonic() >= report_at:
+                self._report_waiting(time.monotonic() - self._started)
+                report_at = time.monotonic() + 2 * WAIT_REPORT_S
+            yield records
 
 
 def ensure_topics(
@@ -83,7 +285,9 @@ def high_watermarks(
     A partition whose offset cannot be listed (no leader yet, just created) is left out of the answer:
     callers treat it as unknown rather than wait for it.
     """
-    wanted = {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in partitions}
+    # confluent-kafka 2.16 leaves OffsetSpec.latest unannotated
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    wanted = {TopicPartition(tp.topic, tp.partition): latest for tp in partitions}
     if not wanted:
         return {}
     admin = AdminClient(settings.librdkafka())
@@ -97,40 +301,28 @@ def high_watermarks(
 
 
 def read_to_end(
-    settings: KafkaSettings, partitions: list[TopicPartition], *, group_id: str, deadline_s: float = 120.0
+    settings: KafkaSettings,
+    partitions: list[TopicPartition],
+    *,
+    group_id: str,
+    deadline_s: float = 120.0,
+    batch_size: int = 10_000,
 ) -> Iterator[Message]:
     """Committed records of ``partitions`` from the given offsets up to the end as of reading.
 
     Uses partition-EOF events rather than comparing offsets: a read_committed consumer never returns
     transaction markers or aborted records, so its last offset can stay short of the high watermark.
     """
-    consumer = Consumer(
-        settings.librdkafka(
-            group_id=group_id,
-            enable_auto_commit=False,
-            enable_partition_eof=True,
-            isolation_level="read_committed",
-        )
-    )
     pending = {(tp.topic, tp.partition) for tp in partitions}
     deadline = time.monotonic() + deadline_s
-    try:
-        consumer.assign(partitions)
-        while pending:
+    with ConsumeLoop(
+        settings, group_id=group_id, partitions=partitions, batch_size=batch_size, poll_timeout_s=0.1
+    ) as loop:
+        for batch in loop.batches(stop=lambda: pending <= loop.eof_offset.keys()):
+            yield from batch
             if time.monotonic() > deadline:
-                raise DeliveryError(
-                    f"reading {sorted(pending)} did not reach the end within {deadline_s:.0f} s"
-                )
-            for msg in consumer.consume(10_000, timeout=0.1):  # returns early only when 10 000 came
-                err = msg.error()
-                if err is None:
-                    yield msg
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard((msg.topic(), msg.partition()))
-                else:
-                    raise DeliveryError(f"reading {msg.topic()} failed: {err}")
-    finally:
-        consumer.close()
+                left = sorted(pending - loop.eof_offset.keys())
+                raise DeliveryError(f"reading {left} did not reach the end within {deadline_s:.0f} s")
 
 
 def all_partitions(

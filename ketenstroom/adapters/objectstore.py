@@ -46,6 +46,7 @@ class ObjectStore:
             self._store = S3Store(
                 parsed.netloc,
                 prefix=parsed.path.strip("/") or None,
+                # obstore types config as a TypedDict of known keys; ours is built as a plain dict
                 config=config,  # type: ignore[arg-type]
                 client_options={"allow_http": allow_http},
                 virtual_hosted_style_request=False,

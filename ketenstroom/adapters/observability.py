@@ -37,6 +37,7 @@ class ObservabilityServer:
                     "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
                 )
                 return [body]
+            # prometheus_client's WSGI app is typed as returning Any
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
 
         self._server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)

@@ -93,6 +93,10 @@ class Registry:
                     reason="unknown-schema-id",
                 ) from exc
             raise self._fail(f"fetching schema id {schema_id}", exc) from exc
+        if found.schema_str is None:
+            raise DecodeError(
+                f"schema id {schema_id} at {self.url} has no schema text", reason="unknown-schema-id"
+            )
         parsed = fastavro.parse_schema(json.loads(found.schema_str), _force=True)
         self._writers[schema_id] = parsed
         return parsed

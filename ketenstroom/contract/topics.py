@@ -36,6 +36,11 @@ class Topics:
         """``dlq.<partner>``: what the processor could not process, with reason and original bytes."""
         return f"{self.prefix}dlq.{_check(partner)}"
 
+    def dlq_status(self, partner: str) -> str:
+        """``dlq.<partner>.status``: compacted, per dead-lettered event its latest state (written by the
+        processor in the transaction that dead-letters or resolves it, and by ``dlq replay``)."""
+        return f"{self.dlq(partner)}.status"
+
     @property
     def curated(self) -> str:
         return f"{self.prefix}{CURATED_TOPIC}"

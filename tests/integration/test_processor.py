@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -12,7 +13,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +30,7 @@ from ketenstroom.contract import Topics
 from ketenstroom.contract.codec import decode
 from ketenstroom.contract.scanner import scan_all
 from ketenstroom.contract.wire import unframe
-from ketenstroom.settings import CatalogueSettings, PseudonymSettings
+from ketenstroom.settings import CatalogueSettings, ProcessorSettings, PseudonymSettings
 from processors.build import build_transformer
 from processors.runner import TransactionalProcessor
 from producers.publish import Publisher
@@ -156,10 +159,10 @@ def stats_duplicates(stats: dict[str, dict[str, int]]) -> int:
     return sum(stats["duplicates"].values())
 
 
-def _dlq_count(services: Services, names: Topics) -> int:
+def _dlq_count(services: Services, names: Topics, partners: Sequence[str] = PARTNERS) -> int:
     return sum(
         1
-        for p in PARTNERS
+        for p in partners
         for _ in read_to_end(
             services.kafka, all_partitions(services.kafka, names.dlq(p)), group_id=f"{names.prefix}dlq.check"
         )
@@ -201,6 +204,51 @@ def test_two_workers_share_the_partitions(services: Services, exports: Generatio
     assert len({e["event_id"] for e in curated}) == len(curated)
     count, findings = scan_all(curated)
     assert count == len(curated) and not findings, [str(f) for f in findings[:5]]
+
+
+def test_a_killed_processor_restarted_resumes_within_15_s(services: Services, tmp_path: Path) -> None:
+    """Static group membership: the restarted instance takes its partitions back at once instead of
+    waiting for the killed member's session to expire (45 s), and says how long it waited."""
+    names = Topics(f"t{os.getpid()}restart{random.randrange(10**6)}.")
+    ensure_topics(services.kafka, names.all(["om"]), partitions=3, replication_factor=1)
+    exports = []
+    for seed in (11, 12):
+        exports.append(tmp_path / f"om-{seed}.csv")
+        write_csv(exports[-1], list(om_decision_rows(200, seed=seed)), OM_COLUMNS)
+
+    def deliver(export: Path) -> int:
+        with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+            return publisher.publish([export]).published
+
+    published = deliver(exports[0])
+    env = _env(services, names)
+    args = ("--partner", "om", "--app-id", f"{names.prefix}proc", "--instance-id", "a")
+    worker = _process(env, *args)  # as a service: runs until stopped
+    deadline = time.monotonic() + DEADLINE_S
+    while sum(end_offsets(services.kafka, [names.curated]).values()) == 0:
+        assert worker.poll() is None, worker.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the processor produced nothing"
+    worker.send_signal(signal.SIGKILL)  # holding its partitions, no goodbye to the group
+    worker.communicate(timeout=60)
+    published += deliver(exports[1])
+
+    started = time.monotonic()
+    again = subprocess.run(
+        [sys.executable, "-m", "cli", "process", *args, "--until-caught-up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+    took = time.monotonic() - started
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert took < 15, f"the restarted processor took {took:.1f} s:\n{again.stderr[-2000:]}"
+    assert re.search(r"assigned 3 partitions to \S+ after \d+\.\d s", again.stderr), again.stderr[-2000:]
+    assert json.loads(again.stdout.strip().splitlines()[-1])["reconciles"]
+    assert not re.search(r"^%\d\|", again.stderr, re.MULTILINE), "raw librdkafka lines on stderr"
+    curated = _read_committed(services, names.curated)
+    dead = _dlq_count(services, names, ["om"])
+    assert len({e["event_id"] for e in curated}) == len(curated) and len(curated) + dead == published
 
 
 def test_key_rotation_gives_new_pseudonyms_and_leaves_old_output(services: Services, tmp_path: Path) -> None:
@@ -258,14 +306,33 @@ def test_run_until_end_stops_at_partition_eof_past_an_aborted_transaction(
             topics=names,
             partners=["om"],
             transformer=transformer,
-            app_id=f"{names.prefix}proc",
+            settings=ProcessorSettings(app_id=f"{names.prefix}proc"),
         ).run(until_end=True, should_stop=lambda: time.monotonic() > deadline)
     assert time.monotonic() < deadline, "run(until_end=True) did not stop at the end"
     assert stats.records_in == {"om": published} and stats.reconciles()
     assert len(_read_committed(services, names.curated)) == stats.curated["om"]
 
 
-def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in re.split(r"[┃│|]", line)[1:-1]]
+
+
+def _dlq_listing(run: Callable[..., str], *args: str, table_too: bool = False) -> dict[str, Any]:
+    """``dlq list`` as JSON; ``table_too``: check the table shows the same columns and values."""
+    listing: dict[str, Any] = json.loads(run("dlq", "list", "--partner", "om", "--json", *args))
+    if not table_too:
+        return listing
+    table = run("dlq", "list", "--partner", "om", *args, extra={"COLUMNS": "400"}).splitlines()
+    headers = next(_cells(line) for line in table if line.startswith(("┃", "|")))
+    rows = [_cells(line) for line in table if line.startswith("│")]
+    for row in listing["rows"]:
+        assert headers == [name.replace("_", " ") for name in row], (headers, row)
+    assert rows == [[str(value) for value in row.values()] for row in listing["rows"]], (rows, listing)
+    assert f"{listing['open']} open of {listing['events']} events" in table[0]
+    return listing
+
+
+def test_dead_letters_are_listed_per_event_and_replayed_after_the_table_is_fixed(
     services: Services, tmp_path: Path
 ) -> None:
     names = Topics(f"t{os.getpid()}dlq{random.randrange(10**6)}.")
@@ -275,8 +342,12 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
     for row in rows[::10]:
         row["beslissing"] = "ZZZZ"  # a code OM started using before the table knew it
     write_csv(export, rows, OM_COLUMNS)
-    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
-        assert publisher.publish([export]).published == 300
+
+    def deliver() -> None:
+        with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+            assert publisher.publish([export]).published == 300
+
+    deliver()
     env = _env(services, names)
 
     def run(*args: str, extra: dict[str, str] | None = None) -> str:
@@ -290,10 +361,29 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout
 
-    first = json.loads(run("process", "--partner", "om", "--until-caught-up").strip().splitlines()[-1])
+    def process(extra: dict[str, str] | None = None) -> dict[str, Any]:
+        out = run("process", "--partner", "om", "--until-caught-up", extra=extra)
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+    first = process()
     assert first["dead_lettered"] == {"om": {"unknown-code": 30}} and first["curated"]["om"] == 270
-    listing = run("dlq", "list", "--partner", "om")
-    assert "unknown-code" in listing and "30" in listing and "ZZZZ" in listing
+    listing = _dlq_listing(run, table_too=True)
+    assert (listing["open"], listing["events"], listing["letters"]) == (30, 30, 30)
+    (row,) = listing["rows"]
+    assert (row["partner"], row["reason"], row["stage"], row["state"]) == (
+        "om",
+        "unknown-code",
+        "transform",
+        "dead",
+    )
+    assert (row["events"], row["letters"]) == (30, 30) and "ZZZZ" in row["example_error"]
+    assert row["first_seen"] <= row["last_seen"] and row["first_seen"].startswith("20")
+
+    deliver()  # the partner re-delivers the same export: the same 30 events dead-lettered again
+    assert process()["dead_lettered"] == {"om": {"unknown-code": 30}}
+    listing = _dlq_listing(run)
+    assert (listing["open"], listing["events"], listing["letters"]) == (30, 30, 60)
+    assert [(r["events"], r["letters"]) for r in listing["rows"]] == [(30, 60)]
 
     fixed = tmp_path / "catalogue"  # a deployment's own catalogue: the repository's plus the new code
     for part in ("schemas", "partners", "terminology"):
@@ -301,23 +391,26 @@ def test_dead_letters_are_listed_and_replayed_after_the_table_is_fixed(
     with (fixed / "terminology" / "om-afdoening.csv").open("a", encoding="utf-8") as fh:
         fh.write("OM.AFDOENING,ZZZZ,om-beslissing,OVERIG,Overig (nieuwe code),beslissing,2026-01-01,\n")
     replayed = json.loads(run("dlq", "replay", "--partner", "om", "--reason", "unknown-code"))
-    assert replayed == {"read": 30, "replayed": 30, "skipped": 0}
+    assert replayed == {"read": 60, "replayed": 30, "skipped": 0, "repeats": 30}
+    listing = _dlq_listing(run)  # replayed, not yet processed: still open
+    assert listing["open"] == 30 and [r["state"] for r in listing["rows"]] == ["replayed"]
+    second = process(extra={"KETENSTROOM_CATALOGUE_DIR": str(fixed)})
+    assert second["curated"] == {"om": 30} and second.get("duplicates", {}).get("om", 0) == 0
+    listing = _dlq_listing(run)  # replay then process: nothing open
+    assert (listing["open"], listing["events"], listing["rows"]) == (0, 30, [])
+    history = _dlq_listing(run, "--all", table_too=True)
+    assert [(r["state"], r["events"], r["letters"]) for r in history["rows"]] == [("curated", 30, 60)]
+
     again = json.loads(run("dlq", "replay", "--partner", "om").strip())
-    assert again["replayed"] == 30  # another group: replaying twice is harmless, see below
-    second = json.loads(
-        run(
-            "process",
-            "--partner",
-            "om",
-            "--until-caught-up",
-            extra={"KETENSTROOM_CATALOGUE_DIR": str(fixed)},
-        )
-        .strip()
-        .splitlines()[-1]
-    )
-    assert second["curated"] == {"om": 30} and second["duplicates"] == {"om": 30}
+    assert again["replayed"] == 30  # another group: replaying twice is harmless
+    third = process(extra={"KETENSTROOM_CATALOGUE_DIR": str(fixed)})
+    assert third["curated"] == {} and third["duplicates"] == {"om": 30}
     curated = _read_committed(services, names.curated)
     assert len(curated) == len({e["event_id"] for e in curated}) == 300
+    history = _dlq_listing(run, "--all")
+    assert history["open"] == 0 and [(r["state"], r["events"]) for r in history["rows"]] == [
+        ("duplicate", 30)
+    ]
 
 
 def test_metrics_and_health_endpoints(services: Services) -> None:

@@ -20,6 +20,7 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.contract import Topics
+from ketenstroom.settings import SinkSettings
 from sinks.runner import Sink
 from sinks.seal import Sealer, SealPolicy
 from synthetic.curated import chain_events, publish_curated
@@ -89,9 +90,8 @@ def test_sink_killed_at_any_moment_seals_exactly_the_rows_of_a_clean_run(
         kafka=services.kafka,
         registry=services.registry,
         store=clean,
-        group_id=f"{names.prefix}clean",
+        settings=SinkSettings(group_id=f"{names.prefix}clean", max_buffered=BUFFER),
         topics=names,
-        max_buffered=BUFFER,
         sealer=Sealer(clean, policy),
     ).run(stop_at=end_offsets(services.kafka, [names.curated]))
     reference = _rows(clean)

@@ -23,6 +23,7 @@ from ketenstroom.adapters.registry import Registry
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.contract import Topics
 from ketenstroom.contract.snapshots import Manifest
+from ketenstroom.settings import SinkSettings
 from sinks.runner import Sink
 from sinks.seal import Sealer, SealPolicy
 from synthetic.curated import chain_event, publish_curated
@@ -59,9 +60,9 @@ def _sink(services: Services, names: Topics, group: str, store: ObjectStore) -> 
         kafka=services.kafka,
         registry=services.registry,
         store=store,
-        group_id=group,
+        # several staged files per period, so sealing moves and merges many
+        settings=SinkSettings(group_id=group, max_buffered=3),
         topics=names,
-        max_buffered=3,  # several staged files per period, so sealing moves and merges many
         sealer=Sealer(
             store, SealPolicy(grace=timedelta(days=14), final_after=timedelta(days=3650), clock=lambda: AS_OF)
         ),

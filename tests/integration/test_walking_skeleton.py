@@ -1,4 +1,4 @@
-"""The walking skeleton end to end on the real stack: OM export -> raw.om -> faust -> curated -> Parquet."""
+"""The walking skeleton end to end on the real stack: OM export -> raw.om -> processor -> curated -> Parquet."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.contract import Topics
 from ketenstroom.contract.identifiers import normalise_parketnummer
+from ketenstroom.settings import SinkSettings
 from producers.publish import Publisher
 from sinks.runner import Sink
 from sinks.seal import Sealer, SealPolicy
@@ -77,7 +78,7 @@ def _sink(services: Services, names: Topics, group_id: str, store: ObjectStore) 
         kafka=services.kafka,
         registry=services.registry,
         store=store,
-        group_id=group_id,
+        settings=SinkSettings(group_id=group_id),
         topics=names,
         sealer=_sealer(store),
     )
@@ -198,6 +199,10 @@ def test_sink_writes_to_s3proxy(
     assert all(str(r["period"]).startswith("2026MM") for r in rows)
     # a second sink in the same group has nothing left to do: offsets were committed after the write
     again = Sink(
-        kafka=services.kafka, registry=services.registry, store=store, group_id=group_id, topics=names
+        kafka=services.kafka,
+        registry=services.registry,
+        store=store,
+        settings=SinkSettings(group_id=group_id),
+        topics=names,
     ).run(stop_at=end_offsets(services.kafka, [names.curated], group_id=group_id))
     assert again.records == 0

@@ -152,7 +152,7 @@ def test_s3_credentials_generated_once_private_and_env_wins(cfg: StackConfig) ->
     assert s3_credentials(cfg) == first
     path = cfg.shared_run_dir / "s3proxy" / "credentials.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    given = StackConfig(cache_dir=cfg.cache_dir, s3_access_key="a", s3_secret_key="s")  # noqa: S106
+    given = StackConfig(cache_dir=cfg.cache_dir, s3_access_key="a", s3_secret_key="s")  # noqa: S106 - made-up credentials
     assert s3_credentials(given) == ("a", "s")
     assert "'s'" not in repr(given)
 

@@ -18,7 +18,7 @@ def test_an_undecodable_record_is_kept_with_its_reason_not_dropped(tmp_path: Pat
     try:
         sink._add(2, 41, b"\x07not avro")
     finally:
-        sink.consumer.close()
+        sink.loop.close()
         sink.registry.close()
     kept = json.loads(store.get(reject_name(2, 41)))
     assert (kept["partition"], kept["offset"], kept["reason"]) == (2, 41, "undecodable")

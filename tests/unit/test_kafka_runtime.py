@@ -1,0 +1,77 @@
+"""The runtime's Kafka pieces that need no broker: client log levels, static member ids, letter status."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from ketenstroom.adapters.kafka import ConsumeLoop, static_member
+from ketenstroom.settings import ClientLog, KafkaSettings, ProcessorSettings, SinkSettings
+from processors.dlq import REPLAY_KEY_HEADER, LetterStatus, letter_key, replay_key
+
+
+def test_every_client_logs_through_python_logging() -> None:
+    conf = KafkaSettings().librdkafka(group_id="g")
+    assert isinstance(conf["logger"], ClientLog)
+
+
+@pytest.mark.parametrize(
+    ("level", "facility", "text", "expected"),
+    [
+        (
+            logging.WARNING,
+            "GETPID",
+            "Failed to acquire idempotence PID: Coordinator load in progress: retrying",
+            logging.DEBUG,
+        ),
+        (logging.INFO, "BGQUEUE", "Purging 1 unserved events from background queue", logging.DEBUG),
+        (logging.WARNING, "SESSTMOUT", "Consumer group session timed out", logging.WARNING),
+        (logging.ERROR, "FAIL", "Connect to ipv4#127.0.0.1:1 failed: Connection refused", logging.ERROR),
+    ],
+)
+def test_librdkafka_lines_get_a_sensible_level(
+    level: int, facility: str, text: str, expected: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = ClientLog(logging.getLogger("ketenstroom.kafka.client"))
+    with caplog.at_level(logging.DEBUG, logger="ketenstroom.kafka.client"):
+        log.log(level, "%s [%s] %s", facility, "rdkafka#producer-1", text)
+    (record,) = caplog.records
+    assert record.levelno == expected and text in record.getMessage()
+
+
+def test_a_static_member_is_its_instance_and_its_subscription() -> None:
+    one = static_member("ketenstroom-processor", "0", ["raw.om", "raw.cjib"])
+    assert one == static_member("ketenstroom-processor", "0", ["raw.cjib", "raw.om"])  # order-free
+    assert one.startswith("ketenstroom-processor.0.")
+    assert one != static_member("ketenstroom-processor", "1", ["raw.om", "raw.cjib"])
+    assert one != static_member("ketenstroom-processor", "0", ["raw.om"])  # other topics: a new member
+
+
+def test_the_loop_joins_as_a_static_member_only_with_an_instance_id() -> None:
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    with ConsumeLoop(kafka, group_id="g", topics=["t"], instance_id="a") as static:
+        assert static.member == static_member("g", "a", ["t"])
+    with ConsumeLoop(kafka, group_id="g", topics=["t"]) as dynamic:
+        assert dynamic.member is None
+    with pytest.raises(ValueError, match="either topics"):
+        ConsumeLoop(kafka, group_id="g")
+
+
+def test_component_defaults_live_in_their_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ProcessorSettings().app_id == "ketenstroom-processor"
+    assert SinkSettings().group_id == "ketenstroom-sink"
+    monkeypatch.setenv("KETENSTROOM_SINK_INSTANCE_ID", "b")
+    assert SinkSettings().instance_id == "b"
+    with pytest.raises(ValueError, match="extra"):
+        ProcessorSettings(group="x")  # type: ignore[call-arg]  # an unknown key is rejected, on purpose
+
+
+def test_a_dead_letter_is_keyed_by_its_event_or_its_bytes() -> None:
+    assert letter_key("om-123-1", b"whatever") == "om-123-1"
+    assert letter_key(None, b"\x00junk") == letter_key(None, b"\x00junk") != letter_key(None, b"\x00other")
+    assert letter_key(None, b"\x00junk").startswith("sha256:")
+    assert replay_key([("x", b"1"), (REPLAY_KEY_HEADER, b"om-123-1")]) == "om-123-1"
+    assert replay_key([("x", b"1")]) is None
+    status = LetterStatus("dead", "unknown-code", "transform", replayed=True)
+    assert LetterStatus.decode(status.encode()) == status
