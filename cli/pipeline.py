@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.progress import Progress
 
 from cli.catalogue import load
-from ketenstroom.adapters.kafka import end_offsets, ensure_topics
+from ketenstroom.adapters.kafka import end_offsets, ensure_topics, topic_configs
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.contract import Topics
+from ketenstroom.contract.retention import TopicSpec, drift
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
     KafkaSettings,
@@ -40,35 +41,58 @@ def _fail(exc: KetenstroomError, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def topic_plan(partitions: int) -> list[TopicSpec]:
+    """Every topic the pipeline needs, with its kind's declared configuration (contract/retention.py)."""
+    from processors.runner import changelog_topic
+    from processors.settings import ProcessorSettings
+
+    catalogue, names, topic_settings = load(), _topics(), TopicSettings()
+    policy, app_id = topic_settings.retention(), ProcessorSettings().app_id
+    plan: list[TopicSpec] = []
+    for partner in catalogue.partners.values():
+        n, raw = partner.topics.partitions, names.raw(partner.name)
+        plan += [
+            TopicSpec(raw, "raw", n, policy.raw(partner.topics.retention_days)),
+            TopicSpec(names.dlq(partner.name), "dlq", n, policy.dlq()),
+            TopicSpec(names.dlq_status(partner.name), "state", n, policy.state()),
+            TopicSpec(changelog_topic(app_id, raw), "state", n, policy.state()),
+        ]
+    plan.append(TopicSpec(names.curated, "curated", partitions, policy.curated()))
+    return plan
+
+
 def topics(
     partitions: int = typer.Option(
         3, help="Partitions of curated.chain-events (raw and DLQ: the catalogue's)."
     ),
     replication_factor: int = typer.Option(-1, help="-1: the broker's default."),
+    check: bool = typer.Option(
+        False, "--check", help="Create nothing: report drift from the declaration; exit 1 if any."
+    ),
 ) -> None:
-    """Create raw.<partner>, dlq.<partner> (as each partner's catalogue entry declares) and
-    curated.chain-events if they do not exist."""
-    catalogue, names, kafka = load(), _topics(), KafkaSettings()
+    """Create every topic with its declared retention (raw: the catalogue's; DLQ: until resolved;
+    curated: long enough to rebuild an unsealed period; state: compacted), or --check a live cluster."""
+    kafka, plan = KafkaSettings(), topic_plan(partitions)
     try:
-        for partner in catalogue.partners.values():
-            retention = {"retention.ms": str(int(partner.topics.retention_days * 86_400_000))}
+        if check:
+            found = drift(plan, topic_configs(kafka, [t.name for t in plan]))
+            for d in found:
+                out.print(f"drift  {d}")
+            out.print(f"{len(plan) - len({d.topic for d in found})} of {len(plan)} topics as declared")
+            if found:
+                raise typer.Exit(1)
+            return
+        for spec in plan:
             ensure_topics(
                 kafka,
-                [names.raw(partner.name)],
-                partitions=partner.topics.partitions,
+                [spec.name],
+                partitions=spec.partitions,
                 replication_factor=replication_factor,
-                config=retention,
+                config=dict(spec.config),
             )
-            ensure_topics(
-                kafka,
-                [names.dlq(partner.name)],
-                partitions=partner.topics.partitions,
-                replication_factor=replication_factor,
-            )
-        ensure_topics(kafka, [names.curated], partitions=partitions, replication_factor=replication_factor)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
-    console.print(f"{len(names.all(catalogue.names))} topics present")
+    console.print(f"{len(plan)} topics present")
 
 
 def generate(
