@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from cli.catalogue import load
+from cli.signals import stop_on_signals
 from ketenstroom.adapters.kafka import end_offsets, ensure_topics, topic_configs
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.contract import Topics
@@ -190,6 +191,7 @@ def sink(
             end_offsets(kafka, [topics.curated], group_id=sink_settings.group_id) if until_caught_up else None
         )
         policy = SealPolicy.from_settings(settings, parse_as_of(as_of))
+        stop = stop_on_signals()  # SIGTERM/Ctrl-C: flush, seal what is due, commit, exit 0
         report = Sink(
             kafka=kafka,
             registry=RegistrySettings(),
@@ -199,7 +201,7 @@ def sink(
             topics=topics,
             sealer=Sealer(store, policy) if seal else None,
             tables=tables,
-        ).run(stop_at=stop_at)
+        ).run(stop_at=stop_at, should_stop=stop.is_set)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
     print(
