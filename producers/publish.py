@@ -325,7 +325,8 @@ class _RejectFile:
     def write(self, source: Path, exc: InputRowError, row: dict[str, str] | None) -> None:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("w", encoding="utf-8")
+            # a lone surrogate (undecodable input) is written as its JSON escape: valid UTF-8 and JSON
+            self._fh = self.path.open("w", encoding="utf-8", errors="backslashreplace")
         self._fh.write(
             json.dumps(
                 {

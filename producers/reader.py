@@ -12,6 +12,7 @@ import codecs
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +22,38 @@ from ketenstroom.errors import InputRowError
 _SNIFF_BYTES = 64 * 1024
 
 
-def detect_encoding(sample: bytes) -> str:
-    """``utf-8-sig`` for a BOM, ``utf-8`` if the sample decodes, else Windows-1252."""
+def detect_encoding(sample: bytes, *, whole: bool = False) -> str:
+    """``utf-8-sig`` for a BOM, ``utf-8`` if the sample decodes, else Windows-1252.
+
+    ``whole``: the sample is the whole file, so a cut character at its end is not excused.
+    """
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     try:
         # A multi-byte character may be cut at the end of the sample; ignore only that tail.
         sample.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(sample) - 3:
+        if whole or exc.start < len(sample) - 3:
             return "cp1252"
     return "utf-8"
+
+
+# Bytes the detected encoding cannot decode are read as lone surrogates (``surrogateescape``), never a
+# crash half-way through a file; a row holding one (or a JSON ``\ud800`` escape) is rejected by itself.
+_UNDECODABLE = re.compile("[\ud800-\udfff]")
+
+
+def _undecodable(line: int, row: dict[str, str]) -> InputRowError | None:
+    if not _UNDECODABLE.search("".join(row.values())):
+        return None
+    field = next(k for k, v in row.items() if _UNDECODABLE.search(v))
+    return InputRowError(
+        row=line,
+        field=field,
+        value=row[field].encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace"),
+        reason="bad-encoding",
+        message="holds bytes that are not text in the file's encoding",
+    )
 
 
 def detect_delimiter(header_line: str) -> str:
@@ -60,10 +82,10 @@ def open_export(path: Path) -> Export:
     """Detect the encoding and format; for CSV also the separator and the header."""
     with path.open("rb") as raw:
         sample = raw.read(_SNIFF_BYTES)
-    encoding = detect_encoding(sample)
+    encoding = detect_encoding(sample, whole=len(sample) < _SNIFF_BYTES)
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
         return Export(path, encoding, None)
-    with path.open("r", encoding=encoding, newline="") as fh:
+    with path.open("r", encoding=encoding, errors="surrogateescape", newline="") as fh:
         first = fh.readline()
     delimiter = detect_delimiter(first)
     header = next(csv.reader(io.StringIO(first), delimiter=delimiter), [])
@@ -77,7 +99,7 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str] | InputRowError]
 def _read_csv(
     path: Path, encoding: str, delimiter: str, header: list[str]
 ) -> Iterator[tuple[int, dict[str, str] | InputRowError]]:
-    with path.open("r", encoding=encoding, newline="") as fh:
+    with path.open("r", encoding=encoding, errors="surrogateescape", newline="") as fh:
         fh.readline()  # the header, read by open_export
         reader = csv.reader(fh, delimiter=delimiter)
         width = len(header)
@@ -113,17 +135,18 @@ def _read_csv(
                     ),
                 )
                 continue
-            yield start, dict(zip(header, values, strict=True))
+            row = dict(zip(header, values, strict=True))
+            yield start, _undecodable(start, row) or row
 
 
 def _read_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str] | InputRowError]]:
-    with path.open("r", encoding=encoding) as fh:
+    with path.open("r", encoding=encoding, errors="surrogateescape") as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError as exc:
+            except (ValueError, RecursionError) as exc:  # also a 5,000-digit number, [[[[… too deep
                 yield (
                     line_no,
                     InputRowError(
@@ -131,7 +154,7 @@ def _read_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str]
                         field="*",
                         value=line.strip()[:80],
                         reason="malformed-line",
-                        message=f"not valid JSON: {exc.msg}",
+                        message=f"not valid JSON: {getattr(exc, 'msg', exc)}",
                     ),
                 )
                 continue
@@ -147,4 +170,5 @@ def _read_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str]
                     ),
                 )
                 continue
-            yield line_no, {str(k): "" if v is None else str(v) for k, v in obj.items()}
+            row = {str(k): "" if v is None else str(v) for k, v in obj.items()}
+            yield line_no, _undecodable(line_no, row) or row

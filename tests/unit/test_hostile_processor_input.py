@@ -9,12 +9,16 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ketenstroom.contract import frame
 from processors.transform import Curated, DeadLetter, RawRecord
 from tests.unit.test_processor_core import SCHEMAS, _raw, _transformer
+
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")  # huge reprs
+
 
 DECISION, CHAIN = 1, 3  # schema ids the fake registry knows; any other is unknown
 TRANSFORMER = _transformer()
