@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install lock up down status demo test test-unit lint clean bench-publish bench-process bench-sink bench-extract
+.PHONY: help install lock up down status demo test test-unit lint secrets clean browser site bench-publish bench-process bench-sink bench-extract bench-release
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,20 +37,32 @@ down: ## Stop the local stack (only what it started)
 status: install ## Show each service, its port, pid and health
 	$(KS) infra status
 
-demo: up ## Run the walking skeleton: generate an OM export, publish, process, sink; print what happened
+demo: up ## Run the pipeline: generate, publish, process, sink, seal, release, site; print how to open the dashboard
 	$(KS) demo
 
-test: install ## Unit and integration tests against the real stack (started by the test fixtures)
+# Debian's headless Chromium and its driver for the dashboard's browser tests (Playwright's own browser
+# download cannot work offline); installed only when missing, as root through apt.
+browser: ## Install Debian's chromium and chromium-driver when missing (browser tests)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then echo "chromium: $$(chromium --version)"; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null && chromium --version; fi
+
+site: install ## Build the dashboard from the releases into var/site and print how to open it
+	$(KS) site build --out var/site
+
+test: install browser ## Unit, browser and integration tests against the real stack (started by the test fixtures)
 	$(KS) infra fetch
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install ## Unit tests only: no services needed
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: install ## ruff (rules and format) and mypy --strict; CI runs it before the tests
+lint: install secrets ## ruff (rules and format), mypy --strict and the secrets scan; CI runs it before the tests
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+secrets: install ## Scan the tracked tree for keys, passwords and tokens (detect-secrets; test fixtures carry `pragma: allowlist secret`)
+	git ls-files -z | xargs -0 $(VENV)/bin/detect-secrets-hook
 
 clean: ## Remove the virtualenvs and local output (not the download cache, not the stack's data)
 	rm -rf $(VENV) $(QUIX_VENV) var .pytest_cache
@@ -76,3 +88,6 @@ bench-sink: install ## Benchmark the sink against a hand-written sink and pyarro
 
 bench-extract: install ## Benchmark a research extract (100k cases) against a hand-written DuckDB query over the same files
 	$(PY) -m bench.extract_bench
+
+bench-release: install ## Benchmark one period's release from a 1M-event revision against DuckDB's bare group-bys
+	$(PY) -m bench.release_bench

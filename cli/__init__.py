@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from cli import catalogue, extract, infra, pipeline, process, schemas, snapshot
+from cli import access, catalogue, extract, infra, pipeline, process, release, schemas, site, snapshot
 
 app = typer.Typer(
     name="ketenstroom",
@@ -20,7 +20,11 @@ app.add_typer(schemas.app, name="schemas")
 app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(catalogue.app, name="catalogue")
 app.add_typer(catalogue.partners_app, name="partners")
+app.add_typer(access.app, name="access")
 app.add_typer(extract.app, name="extract")
+app.add_typer(release.app, name="release")
+app.add_typer(site.app, name="site")
+app.command()(release.serve)
 pipeline.register(app)
 process.register(app)
 

@@ -9,6 +9,7 @@ the topics and registers the subjects. CONTRIBUTING.md, "Joining the chain", wal
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -192,10 +193,28 @@ def scaffold(name: str, display_name: str, code: str, root: Path) -> list[Path]:
         if coded:
             mapping += ["", f"[records.{short.upper()}.codes]"]
             mapping += [f'{c} = {{ system = "TODO", version = "TODO" }}' for c in coded]
+        mapping += _plausibility(short.upper(), paths)
     written = [directory / PARTNER_FILE, directory / "mapping.toml"]
     written[0].write_text("\n".join(decl) + "\n", encoding="utf-8")
     written[1].write_text("\n".join(mapping) + "\n", encoding="utf-8")
     return written
+
+
+def _plausibility(record: str, paths: Collection[str]) -> list[str]:
+    """A record type's plausibility rules to start from (``producers/plausibility.py``): adjust them."""
+    if "metadata.event_time" not in paths:
+        return []
+    out = [
+        "",
+        f"[records.{record}.plausibility]",
+        "max_clock_skew_minutes = 60",
+        "event_not_before = 2000-01-01",
+    ]
+    if "metadata.registration_time" in paths:
+        out.append("registration_not_before_event = true")
+    if "suspect.birth_date" in paths:
+        out += ["birth_before_event = true", "age_at_event = [12, 100]"]
+    return out
 
 
 def _coded(schema: dict[str, Any], path: str) -> bool:
@@ -217,11 +236,15 @@ def add(
     display_name: str = typer.Option(..., "--display-name", help="e.g. 'Koninklijke Marechaussee'."),
     code: str = typer.Option(..., "--code", help="Symbol of nl.ketenstroom.common.Partner, e.g. HALT."),
     apply: bool = typer.Option(
-        False, "--apply", help="The files exist and check out: create the topics and register the subjects."
+        False,
+        "--apply",
+        help="The files exist and check out: create the topics, grant the partner its Kafka rights "
+        "and register the subjects.",
     ),
 ) -> None:
     """Scaffold a partner's declaration and mapping from its schemas; with --apply, create its topics
     and registry subjects once ``catalogue check`` passes."""
+    from cli.access import grant, print_report
     from cli.pipeline import topics
     from cli.schemas import register_group
 
@@ -243,6 +266,11 @@ def add(
     try:
         catalogue.partner(name)
         topics(partitions=3, replication_factor=-1)
+        report = grant([name])
+        if report.authorizer:
+            print_report(report)
+        else:
+            out.print("the cluster has no authorizer: no rights to grant (secured clusters only)")
         out.print(register_group(name))
     except KetenstroomError as exc:
         console.print(f"[red]error:[/red] {exc}")

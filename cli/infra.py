@@ -3,28 +3,39 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from devstack import Stack, StackConfig
-from ketenstroom.errors import InfraError
+from ketenstroom.errors import InfraError, KetenstroomError
+from ketenstroom.settings import KafkaSettings
 
 app = typer.Typer(
     help="Fetch and run Kafka (KRaft), Apicurio Registry and s3proxy on loopback.", no_args_is_help=True
 )
 console = Console(stderr=True, soft_wrap=True)  # errors whole on one line, for logs and grep
 NODES = typer.Option(1, "--nodes", help="Kafka nodes: 1, or 3 (replication factor 3, min ISR 2).")
+SECURE = typer.Option(
+    False,
+    "--secure",
+    help="The secured stack: TLS + SASL/SCRAM Kafka with ACLs from the catalogue, a registry that "
+    "requires credentials, signed S3; every port + 40000, beside the plain stack.",
+)
 
 
-def _stack(nodes: int) -> Stack:
+def _stack(nodes: int, secure: bool = False) -> Stack:
     if nodes not in (1, 3):
         raise typer.BadParameter("--nodes must be 1 or 3")
-    return Stack(StackConfig.from_env(nodes=nodes))
+    try:
+        return Stack(StackConfig.from_env(nodes=nodes, secure=secure))
+    except InfraError as exc:
+        raise _fail(exc) from exc
 
 
-def _fail(exc: InfraError) -> typer.Exit:
+def _fail(exc: KetenstroomError) -> typer.Exit:
     console.print(f"[red]error:[/red] {exc}")
     return typer.Exit(2)
 
@@ -50,38 +61,91 @@ def show_status(stack: Stack) -> bool:
 
 
 @app.command()
-def up(nodes: int = NODES) -> None:
+def up(nodes: int = NODES, secure: bool = SECURE) -> None:
     """Fetch what is missing, start what is not running, wait until healthy. A no-op when all run."""
-    stack = _stack(nodes)
+    stack = _stack(nodes, secure)
     try:
         stack.up(progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
-    except InfraError as exc:
+        if secure:
+            provision(stack)
+    except (InfraError, KetenstroomError) as exc:
         raise _fail(exc) from exc
     show_status(stack)
 
 
+def ensure_scram_users(kafka: KafkaSettings, stack: Stack) -> list[str]:
+    """SCRAM credentials for principals that joined after the storage was formatted (a new partner)."""
+    from concurrent.futures import Future
+
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin._scram import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    from devstack.services import ensure_secure_keys
+
+    pki = ensure_secure_keys(stack.config)  # a password for every catalogue partner, new ones too
+    admin = AdminClient(kafka.librdkafka())
+    described = admin.describe_user_scram_credentials()  # no names: one future for every user
+    existing = set(described.result() if isinstance(described, Future) else described)
+    missing = {u: p for u, p in pki.passwords().items() if u not in existing}
+    if missing:
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+        alterations = [UserScramCredentialUpsertion(u, info, p.encode()) for u, p in missing.items()]
+        for future in admin.alter_user_scram_credentials(alterations).values():  # type: ignore[arg-type]
+            future.result()
+    return sorted(missing)
+
+
+def provision(stack: Stack) -> None:
+    """As admin on the secured stack: create the catalogue's topics, apply the ACLs derived from it."""
+    from cli.access import grants
+    from ketenstroom.adapters.acls import apply
+    from ketenstroom.adapters.kafka import ensure_topics
+    from ketenstroom.catalogue import catalogue_at
+    from ketenstroom.contract import Topics
+    from ketenstroom.settings import CatalogueSettings
+
+    env = stack.client_env("admin")
+    kafka = KafkaSettings.model_validate(
+        {k.removeprefix("KETENSTROOM_KAFKA_").lower(): v for k, v in env.items() if "_KAFKA_" in k}
+    )
+    added = ensure_scram_users(kafka, stack)
+    if added:
+        console.print(f"[dim]SCRAM users added for: {', '.join(added)}[/dim]")
+    topics = Topics()
+    for partner in catalogue_at(CatalogueSettings().dir).partners.values():
+        names = [topics.raw(partner.name), topics.dlq(partner.name)]
+        ensure_topics(kafka, names, partitions=partner.topics.partitions)
+    ensure_topics(kafka, [topics.curated], partitions=3)
+    report = apply(kafka, grants())
+    console.print(f"[dim]ACLs: {len(report.created)} created, {len(report.present)} already present[/dim]")
+
+
 @app.command()
-def down(nodes: int = NODES) -> None:
+def down(nodes: int = NODES, secure: bool = SECURE) -> None:
     """Stop only the processes this stack started."""
     try:
-        stopped = _stack(nodes).down()
+        stopped = _stack(nodes, secure).down()
     except InfraError as exc:
         raise _fail(exc) from exc
     console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
 @app.command()
-def status(nodes: int = NODES) -> None:
+def status(nodes: int = NODES, secure: bool = SECURE) -> None:
     """Each service with its ports, pid, health and log file. Exit 1 if any is down."""
-    if not show_status(_stack(nodes)):
+    if not show_status(_stack(nodes, secure)):
         raise typer.Exit(1)
 
 
 @app.command()
-def fetch(nodes: int = NODES) -> None:
+def fetch(nodes: int = NODES, secure: bool = SECURE) -> None:
     """Download the services into the cache only."""
     try:
-        timings = _stack(nodes).fetch(progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+        timings = _stack(nodes, secure).fetch(progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     except InfraError as exc:
         raise _fail(exc) from exc
     for name, seconds in timings.items():
@@ -89,14 +153,52 @@ def fetch(nodes: int = NODES) -> None:
 
 
 @app.command()
-def wipe(nodes: int = NODES) -> None:
+def wipe(nodes: int = NODES, secure: bool = SECURE) -> None:
     """Stop the stack and delete its data (topics, schemas, objects); downloads are kept."""
-    _stack(nodes).wipe()
+    _stack(nodes, secure).wipe()
     console.print("stack stopped and its data removed")
 
 
+@app.command(
+    "kafka-tool",
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+    },
+)
+def kafka_tool(
+    name: str = typer.Argument(..., help="kafka-console-consumer, kafka-consumer-groups, kafka-topics, ..."),
+    args: list[str] | None = typer.Argument(None, help="Passed to the tool as they are."),
+    nodes: int = NODES,
+) -> None:
+    """Run one of Kafka's command-line tools against this stack; its exit code is ours.
+
+    Adds --bootstrap-server for this stack unless ARGS name one. Options for the tool come after NAME,
+    e.g. `ketenstroom infra kafka-tool kafka-consumer-groups --describe --all-groups`.
+    """
+    try:
+        argv = _stack(nodes).kafka_tool(
+            name, list(args or []), progress=lambda m: console.print(f"[dim]{m}[/dim]")
+        )
+    except InfraError as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(subprocess.run(argv, check=False).returncode)  # our own java and classpath
+
+
 @app.command()
-def env(nodes: int = NODES) -> None:
+def env(
+    nodes: int = NODES,
+    secure: bool = SECURE,
+    principal: str = typer.Option(
+        "admin", "--as", help="Secured stack: the principal whose CA and password files to point at."
+    ),
+) -> None:
     """Print `export` lines that point ketenstroom at this stack (includes the local S3 secret)."""
-    for key, value in _stack(nodes).endpoints().as_env().items():
+    stack = _stack(nodes, secure)
+    try:
+        variables = stack.client_env(principal)
+    except InfraError as exc:
+        raise _fail(exc) from exc
+    for key, value in variables.items():
         print(f"export {key}={shlex.quote(value)}")

@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -101,30 +102,48 @@ def generate(
     cases: int = typer.Option(1000, help="Cases to follow through the chain."),
     seed: int = typer.Option(7, help="Seed: the same seed gives byte-identical exports."),
     noise: float = typer.Option(0.0, help="Share of rows with a realistic mistake (0..1)."),
+    as_of: datetime | None = typer.Option(
+        None,
+        formats=["%Y-%m-%d"],
+        help="The export's day (default today): nothing happens or is registered on or after it.",
+    ),
 ) -> None:
     """Write seeded, chain-consistent exports for every partner, in each partner's own columns and codes."""
     from synthetic import generate_chain
 
-    report = generate_chain(out_dir, cases=cases, seed=seed, noise=noise)
+    report = generate_chain(
+        out_dir, cases=cases, seed=seed, noise=noise, as_of=None if as_of is None else as_of.date()
+    )
     for partner, pr in report.partners.items():
         console.print(
             f"{partner:13} {pr.rows_written:>8} rows -> {pr.path}  (expected accepted "
             f"{pr.expected_accepted}, rejected {pr.expected_rejected})"
         )
-    console.print(f"report: {out_dir / 'generation.json'}")
+    console.print(
+        f"as of {report.as_of}: nothing dated on or after it; report: {out_dir / 'generation.json'}"
+    )
 
 
 def publish(
     files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Export files (CSV or JSONL)."),
     partner: str = typer.Option(..., "--partner", "-p", help="Delivering partner, e.g. om."),
     receipt: Path | None = typer.Option(
-        None, help="Where to write the JSON receipt (default FILE.receipt.json)."
+        None, help="Where to write the JSON receipt (default FILE.<time>-<delivery>.receipt.json)."
     ),
-    rejects: Path | None = typer.Option(None, help="Reject file (default FILE.rejects.jsonl)."),
+    rejects: Path | None = typer.Option(
+        None, help="Reject file, owner-only (default FILE.<time>-<delivery>.rejects.jsonl)."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Print the traceback of an unexpected failure."),
 ) -> None:
-    """Validate, encode and produce an export. Exit 0: all accepted; 1: some rejected; 3: not delivered."""
-    from producers.publish import EXIT_NOT_DELIVERED, Publisher
+    """Validate, encode and produce an export. Exit 0: all accepted; 1: some rejected; 3: not delivered.
 
+    Every run writes a receipt, also when the delivery fails (then exit 3 and one line saying why).
+    """
+    import traceback
+
+    from producers.publish import Publisher, Receipt
+
+    error: BaseException | None = None
     try:
         with (
             Publisher(
@@ -136,11 +155,20 @@ def publish(
             result = publisher.publish(
                 files, reject_path=rejects, progress=lambda n: bar.update(task, completed=n)
             )
-    except KetenstroomError as exc:
-        console.print(f"[red]not delivered:[/red] {exc}")
-        raise typer.Exit(EXIT_NOT_DELIVERED) from exc
-    receipt_path = receipt or Path(f"{files[0]}.receipt.json")
+            error = publisher.error
+    except Exception as exc:  # before or after the delivery: still a receipt and one line, not a traceback
+        from producers.publish import one_line
+
+        error = exc
+        result = Receipt(partner=partner, files=[str(f) for f in files], failure=one_line(exc))
+    receipt_path = receipt or result.default_path("receipt.json")
     receipt_path.write_text(result.to_json(), encoding="utf-8")
+    if result.failure:
+        console.print(f"[red]not delivered:[/red] {result.failure}")
+        if error is not None and debug:
+            console.print("".join(traceback.format_exception(error)), markup=False, highlight=False)
+        elif error is not None and not isinstance(error, KetenstroomError):
+            console.print("[dim](run with --debug for the traceback)[/dim]")
     out.print(result.summary())
     out.print(f"  receipt        {receipt_path}")
     raise typer.Exit(result.exit_code)
@@ -170,8 +198,18 @@ def sink(
         None, help="Rows buffered before a staged file is written [default: KETENSTROOM_SINK_MAX_BUFFERED]."
     ),
     tables: bool = typer.Option(True, help="Derive the chain and person tables of each sealed revision."),
+    release: bool = typer.Option(
+        True,
+        help="Build the release of each revision sealed (needs the cell-key secret; skipped with a note "
+        "if unset).",
+    ),
+    site: str = typer.Option(
+        "var/site",
+        help="Rebuild the dashboard here (directory or storage URL) after each release; '' to skip.",
+    ),
 ) -> None:
     """Stage curated.chain-events as period Parquet, seal due periods (manifest last), then commit offsets."""
+    from cli.release import build_after_seal
     from cli.snapshot import parse_as_of, policy_settings
     from sinks.runner import Sink
     from sinks.seal import Sealer, SealPolicy
@@ -201,6 +239,7 @@ def sink(
             topics=topics,
             sealer=Sealer(store, policy) if seal else None,
             tables=tables,
+            on_sealed=build_after_seal(store, site or None) if release and tables and seal else None,  # type: ignore[arg-type]
         ).run(stop_at=stop_at, should_stop=stop.is_set)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
@@ -230,9 +269,11 @@ def demo(
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     key_file = workdir / "pseudonym.key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_hex(32))
-        key_file.chmod(0o600)
+    cellkey_file = workdir / "cellkey.key"  # a secret of its own: it fixes how released counts are rounded
+    for secret_file in (key_file, cellkey_file):
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_hex(32))
+            secret_file.chmod(0o600)
     seed = secrets.randbelow(10**6)  # a new delivery each run: new record ids, new events
     exports = workdir / f"exports-{seed}"
     snapshots = workdir / "snapshots"
@@ -240,6 +281,7 @@ def demo(
         **os.environ,
         "KETENSTROOM_PSEUDONYM_KEY_FILE": str(key_file),
         "KETENSTROOM_PSEUDONYM_KEY_ID": "demo-k1",
+        "KETENSTROOM_CELLKEY_KEY_FILE": str(cellkey_file),
         "KETENSTROOM_STORAGE_URL": f"file://{snapshots}",
     }
 
@@ -272,10 +314,19 @@ def demo(
             ok=(0, 1),
         )
     step("process", ["process", "--until-caught-up", "--app-id", "ketenstroom-demo"])
-    step("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink"])
-    step("scan", ["scan", "--storage", f"file://{snapshots}"])
+    site = workdir.parent / "site" if workdir.name == "demo" else workdir / "site"  # var/site by default
+    # the sink's hook builds the release of each revision it seals, then rebuilds the site
+    step("sink", ["sink", "--until-caught-up", "--group", "ketenstroom-demo-sink", "--site", str(site)])
+    # every pipeline output: the curated topic and every Parquet file (staged, sealed, tables); exports,
+    # reject files and DLQs are the partners' own raw data and stay out of it
+    step("scan", ["scan", "--topic", "--storage", f"file://{snapshots}"])
     step("snapshot list", ["snapshot", "list", "--storage", f"file://{snapshots}"])
     step("snapshot verify", ["snapshot", "verify", "--storage", f"file://{snapshots}"])
+    step("release build", ["release", "build", "--storage", f"file://{snapshots}"])  # any the sink left
+    step("release list", ["release", "list", "--storage", f"file://{snapshots}"])
+    step("release verify", ["release", "verify", "--storage", f"file://{snapshots}"])
+    step("site build", ["site", "build", "--storage", f"file://{snapshots}", "--out", str(site)])
+    step("scan site", ["scan", "--site", str(site)])
     console.rule("[bold]done")
     out.print(f"exports and receipts: {exports}")
     from ketenstroom.adapters.snapshots import Snapshots
@@ -293,6 +344,24 @@ def demo(
             f'read them: .venv/bin/python -c "import duckdb; print(duckdb.sql(\\"{query} order by all\\"))"'
         )
     out.print("stop the stack: make down")
+    _print_releases(snapshots)
+    out.print(f"dashboard built from the releases: {site}/index.html")
+    print(f"open it: .venv/bin/ketenstroom site serve --dir {site}   # then http://127.0.0.1:8090/")  # last
+
+
+def _print_releases(snapshots: Path) -> None:
+    from releases.build import Releases
+
+    released = Releases(ObjectStore(f"file://{snapshots}"))
+    newest = [m for m in (released.manifest(p) for p in released.periods()) if m is not None]
+    if newest:
+        last = newest[-1]
+        out.print(
+            f"releases ({len(newest)} periods, {len(last.tables)} tables each): "
+            f"{snapshots}/releases/<period>/r<N>/"
+        )
+        out.print(f"serve them: .venv/bin/ketenstroom serve --storage file://{snapshots}  (OData v3 and v4)")
+        print(f"release written: {snapshots}/releases/{last.period}/r{last.revision}/")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -199,9 +201,12 @@ def dlq_replay(
 def scan(
     topic: bool = typer.Option(False, "--topic", help="Scan curated.chain-events from the beginning."),
     storage: str | None = typer.Option(None, help="Scan Parquet snapshots under this storage URL."),
+    site: Path | None = typer.Option(None, help="Scan a built dashboard: every page, download and listing."),
 ) -> None:
     """Prove that no direct identifier occurs in curated output. Exit 1 on any finding."""
     records: list[Any] = []
+    if site:
+        records += _site_records(site)
     if topic:
         records += _curated_records()
     if storage:
@@ -211,12 +216,37 @@ def scan(
         for key in store.list():
             if key.endswith(".parquet"):
                 records += pq.read_table(io.BytesIO(store.get(key))).to_pylist()
+            elif key.startswith("releases/") and key.endswith(".json"):  # released tables' OData and metadata
+                records.append({key: json.loads(store.get(key))})
+            elif key.startswith("releases/") and key.endswith(".csv"):
+                records += list(csv.DictReader(io.StringIO(store.get(key).decode("utf-8")), delimiter=";"))
     count, findings = scan_all(records)
     for finding in findings[:50]:
         console.print(f"[red]finding[/red] {finding}")
     print(json.dumps({"records": count, "findings": len(findings)}))
     if findings:
         raise typer.Exit(1)
+
+
+def _site_records(site: Path) -> list[Any]:
+    """Every file of a built site as records: pages and styles as text, data files parsed."""
+    import pyarrow.parquet as pq
+
+    records: list[Any] = []
+    files = sorted(p for p in site.rglob("*") if p.is_file())
+    if not files:
+        raise typer.BadParameter(f"{site}: no files to scan")
+    for path in files:
+        key, data = path.relative_to(site).as_posix(), path.read_bytes()
+        if path.suffix == ".parquet":
+            records += pq.read_table(io.BytesIO(data)).to_pylist()
+        elif path.suffix == ".json":
+            records.append({key: json.loads(data)})
+        elif path.suffix == ".csv":
+            records += list(csv.DictReader(io.StringIO(data.decode("utf-8")), delimiter=";"))
+        else:  # html, css, svg: the text a reader sees, markup included
+            records.append({key: data.decode("utf-8")})
+    return records
 
 
 def _curated_records() -> list[Any]:

@@ -26,6 +26,9 @@ S3_REGION = "us-east-1"
 
 #: Name of the directory under ``<cache>/run`` holding state shared by both stacks (registry, s3proxy).
 SHARED_STACK = "shared"
+#: The secured stack listens on this offset from every configured port (e.g. 49092, 48080, 48085), so
+#: it runs beside the plain stack the rest of the suite uses.
+SECURE_PORT_OFFSET = 40000
 
 
 def default_cache_dir(environ: Mapping[str, str]) -> Path:
@@ -67,6 +70,9 @@ class StackConfig:
 
     cache_dir: Path
     nodes: int = 1
+    #: TLS + SASL/SCRAM Kafka with ACLs, a registry that requires credentials to write (single node,
+    #: its own registry and s3proxy, every port + SECURE_PORT_OFFSET); see devstack.security.
+    secure: bool = False
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     registry_port: int = 8080
@@ -90,14 +96,19 @@ class StackConfig:
     def __post_init__(self) -> None:
         if self.nodes not in (1, 3):
             raise InfraError(f"nodes={self.nodes} is not supported; expected 1 (single) or 3 (cluster3)")
+        if self.secure and self.nodes != 1:
+            raise InfraError("the secured stack is a single node; expected nodes=1 with secure=True")
 
     @classmethod
-    def from_env(cls, nodes: int | None = None, environ: Mapping[str, str] | None = None) -> StackConfig:
+    def from_env(
+        cls, nodes: int | None = None, environ: Mapping[str, str] | None = None, *, secure: bool = False
+    ) -> StackConfig:
         """Read ``KETENSTROOM_CACHE_DIR`` and ``KETENSTROOM_INFRA_*`` once; ``nodes`` beats the env."""
         env = os.environ if environ is None else environ
         return cls(
             cache_dir=default_cache_dir(env),
             nodes=nodes if nodes is not None else _int(env, "NODES", 1),
+            secure=secure,
             kafka_port=_int(env, "KAFKA_PORT", 9092),
             kafka_controller_port=_int(env, "KAFKA_CONTROLLER_PORT", 9093),
             registry_port=_int(env, "REGISTRY_PORT", 8080),
@@ -117,7 +128,9 @@ class StackConfig:
 
     @property
     def stack_name(self) -> str:
-        """``single`` or ``cluster3``: the directory name of this stack's Kafka state."""
+        """``single``, ``cluster3`` or ``secure``: the directory name of this stack's Kafka state."""
+        if self.secure:
+            return "secure"
         return "single" if self.nodes == 1 else "cluster3"
 
     @property
@@ -132,13 +145,29 @@ class StackConfig:
 
     @property
     def shared_run_dir(self) -> Path:
-        """Registry and s3proxy state, shared by the single and the cluster stack."""
+        """Registry and s3proxy state, shared by the single and the cluster stack (the secured stack
+        keeps its own, in its run directory)."""
+        if self.secure:
+            return self.run_dir
         return self.cache_dir / "run" / SHARED_STACK
+
+    @property
+    def port_offset(self) -> int:
+        return SECURE_PORT_OFFSET if self.secure else 0
+
+    @property
+    def registry_ports(self) -> tuple[int, int]:
+        """(HTTP, management) port of this stack's registry."""
+        return self.registry_port + self.port_offset, self.registry_management_port + self.port_offset
+
+    @property
+    def s3_port_effective(self) -> int:
+        return self.s3_port + self.port_offset
 
     def kafka_ports(self, node: int) -> tuple[int, int]:
         """(client, controller) port of Kafka node ``node`` (1-based)."""
         if self.nodes == 1:
-            return self.kafka_port, self.kafka_controller_port
+            return self.kafka_port + self.port_offset, self.kafka_controller_port + self.port_offset
         return node * 10000 + self.kafka_port, node * 10000 + self.kafka_controller_port
 
     @property

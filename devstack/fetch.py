@@ -59,6 +59,11 @@ class Layout:
         return self.kafka_dir / "lib"
 
     @property
+    def kafka_tools_jar(self) -> Path:
+        """Kafka's command-line tools (``kafka-tools``); caches fetched before they were added lack it."""
+        return self.kafka_lib / f"kafka-tools-{KAFKA_VERSION}.jar"
+
+    @property
     def apicurio_dir(self) -> Path:
         """The extracted Quarkus app: ``quarkus-run.jar``, ``lib/``, ``app/``, ``quarkus/``."""
         return self.dist_dir / f"apicurio-{APICURIO_VERSION}"
@@ -79,6 +84,8 @@ class Layout:
         return {"kafka": self.kafka_dir, "apicurio": self.apicurio_dir, "s3proxy": self.s3proxy_dir}
 
     def is_complete(self, name: str) -> bool:
+        if name == "kafka" and not self.kafka_tools_jar.is_file():
+            return False  # a broker-only download from before the tools were fetched: add them
         return (self.all_dirs()[name] / MARKER).is_file()
 
 
@@ -113,8 +120,14 @@ def _fresh(directory: Path) -> None:
 
 
 def fetch_kafka(config: StackConfig, layout: Layout) -> None:
-    """Resolve ``kafka_2.13`` plus log4j2 binding into ``<kafka_dir>/lib`` (about 43 MB)."""
-    _fresh(layout.kafka_dir)
+    """Resolve ``kafka_2.13``, ``kafka-tools`` and the log4j2 binding into ``<kafka_dir>/lib`` (45 MB).
+
+    A complete broker-only download (from before the tools were fetched) is topped up in place, not
+    thrown away: ``copy-dependencies`` keeps the jars already there and adds the missing ones, so a
+    broker running from that directory keeps its classpath.
+    """
+    if not (layout.kafka_dir / MARKER).is_file():
+        _fresh(layout.kafka_dir)
     (layout.kafka_dir / "pom.xml").write_text(render_kafka_pom(), encoding="utf-8")
     _mvn(
         config,
@@ -130,6 +143,10 @@ def fetch_kafka(config: StackConfig, layout: Layout) -> None:
         raise FetchError(
             f"mvn succeeded but {layout.kafka_lib} has no kafka_2.13-{KAFKA_VERSION}.jar; "
             f"see {layout.kafka_dir / FETCH_LOG}"
+        )
+    if not layout.kafka_tools_jar.is_file():
+        raise FetchError(
+            f"mvn succeeded but {layout.kafka_tools_jar} is missing; see {layout.kafka_dir / FETCH_LOG}"
         )
 
 

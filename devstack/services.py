@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import subprocess
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from confluent_kafka.admin import AdminClient
 from devstack.config import S3_BUCKET, StackConfig
 from devstack.fetch import Layout, resource_text
 from devstack.process import marker_arg, tail
+from devstack.security import SCRAM_MECHANISM, Pki, registry_role, scram_args, write_private
+from ketenstroom.access import SUPER_USERS
 from ketenstroom.errors import InfraError, ServiceStartError
 
 HEALTH_TIMEOUT = 2.0
@@ -60,10 +61,9 @@ def kafka_services(config: StackConfig) -> list[Service]:
 
 
 def shared_services(config: StackConfig) -> list[Service]:
-    ports = (config.registry_port, config.registry_management_port)
     return [
-        Service("apicurio", "apicurio", config.shared_run_dir / "apicurio", ports, 21),
-        Service("s3proxy", "s3proxy", config.shared_run_dir / "s3proxy", (config.s3_port,), 17),
+        Service("apicurio", "apicurio", config.shared_run_dir / "apicurio", config.registry_ports, 21),
+        Service("s3proxy", "s3proxy", config.shared_run_dir / "s3proxy", (config.s3_port_effective,), 17),
     ]
 
 
@@ -104,7 +104,81 @@ def render_server_properties(config: StackConfig, node: int, data_dir: Path) -> 
     }
     if config.nodes == 3:
         props |= {"default.replication.factor": 3, "min.insync.replicas": 2, "num.replica.fetchers": 1}
+    if config.secure:
+        props |= secure_properties(config, client, controller)
     return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+def secure_properties(config: StackConfig, client: int, controller: int) -> dict[str, str | int]:
+    """TLS + SASL/SCRAM-SHA-512 for clients and between brokers, mutual TLS on the controller listener
+    (KRaft has no controller-to-controller SCRAM), the StandardAuthorizer denying what is not granted,
+    and only ``admin`` and ``broker`` as super users. The broker's SCRAM password is read from a file
+    by Kafka's FileConfigProvider, so no secret sits in server.properties."""
+    pki = pki_of(config)
+    return {
+        "listeners": f"SASL_SSL://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}",
+        "advertised.listeners": f"SASL_SSL://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}",
+        "inter.broker.listener.name": "SASL_SSL",
+        "listener.security.protocol.map": "CONTROLLER:SSL,SASL_SSL:SASL_SSL",
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+        "config.providers": "file",
+        "config.providers.file.class": "org.apache.kafka.common.config.provider.FileConfigProvider",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+            'org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" '
+            f'password="${{file:{pki.directory / "broker-jaas.properties"}:password}}";'
+        ),
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(pki.broker_pem),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(pki.ca_file),
+        "ssl.endpoint.identification.algorithm": "https",
+        "listener.name.controller.ssl.client.auth": "required",
+        "ssl.principal.mapping.rules": "RULE:^CN=([a-z0-9-]+).*$/$1/,DEFAULT",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": ";".join(f"User:{u}" for u in SUPER_USERS),
+        "auto.create.topics.enable": "false",
+    }
+
+
+def secure_client_env(config: StackConfig, principal: str) -> dict[str, str]:
+    """Settings of a client authenticating as ``principal``: password from its 0600 file."""
+    pki = pki_of(config)
+    if not pki.password_file(principal).is_file():
+        raise InfraError(
+            f"no credentials for principal {principal!r} on the secured stack ({pki.directory}); "
+            "known: " + ", ".join(sorted(pki.passwords()))
+        )
+    env = {
+        "KETENSTROOM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KETENSTROOM_KAFKA_SASL_MECHANISM": SCRAM_MECHANISM,
+        "KETENSTROOM_KAFKA_SASL_USERNAME": principal,
+        "KETENSTROOM_KAFKA_SASL_PASSWORD_FILE": str(pki.password_file(principal)),
+        "KETENSTROOM_KAFKA_SSL_CA_LOCATION": str(pki.ca_file),
+        "KETENSTROOM_REGISTRY_PASSWORD_FILE": str(pki.password_file(principal)),
+        "KETENSTROOM_REGISTRY_USERNAME": principal,
+    }
+    return env
+
+
+def pki_of(config: StackConfig) -> Pki:
+    return Pki(config.run_dir / "pki")
+
+
+def admin_librdkafka(config: StackConfig, port: int) -> dict[str, str | int | float | bool]:
+    """librdkafka settings of the stack's own admin client (health checks, topics, ACLs)."""
+    conf: dict[str, str | int | float | bool] = {"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 0}
+    if config.secure:
+        pki = pki_of(config)
+        conf |= {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": SCRAM_MECHANISM,
+            "sasl.username": "admin",
+            "sasl.password": pki.password_file("admin").read_text(),
+            "ssl.ca.location": str(pki.ca_file),
+        }
+    return conf
 
 
 def kafka_heap(config: StackConfig) -> list[str]:
@@ -160,6 +234,8 @@ def initial_controllers(config: StackConfig, ident: dict[str, str]) -> str:
 
 def prepare_kafka(config: StackConfig, svc: Service) -> None:
     """Write server.properties and the log4j2 configs (re-rendered every start: ports may change)."""
+    if config.secure:
+        ensure_secure_keys(config)
     (svc.directory / "data").mkdir(parents=True, exist_ok=True)
     (svc.directory / "logs").mkdir(exist_ok=True)
     (svc.directory / "server.properties").write_text(
@@ -184,6 +260,10 @@ def format_kafka(config: StackConfig, svcs: list[Service], java: Path, layout: L
             argv.append("--standalone")
         else:
             argv += ["--initial-controllers", initial_controllers(config, ident)]
+        if config.secure:  # SCRAM users go into the bootstrap checkpoint; via a 0600 @argfile, not argv
+            argfile = pki_of(config).directory / "format-scram.args"
+            write_private(argfile, "\n".join(scram_args(pki_of(config).passwords())) + "\n")
+            argv.append(f"@{argfile}")
         log = svc.directory / "format.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -208,7 +288,7 @@ def kafka_argv(config: StackConfig, svc: Service, java: Path, layout: Layout) ->
 
 def kafka_health(config: StackConfig, svc: Service) -> tuple[bool, str]:
     """Metadata via this node's own listener lists all ``nodes`` brokers."""
-    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{svc.ports[0]}", "log_level": 0})
+    admin = AdminClient(admin_librdkafka(config, svc.ports[0]))
     try:
         metadata = admin.list_topics(timeout=HEALTH_TIMEOUT)
     except Exception as exc:  # KafkaException and friends: not reachable (yet)
@@ -222,24 +302,77 @@ def kafka_health(config: StackConfig, svc: Service) -> tuple[bool, str]:
 # -- Apicurio Registry ------------------------------------------------------------------------------
 
 
+def ensure_secure_keys(config: StackConfig) -> Pki:
+    """CA, broker certificate and every principal's password (catalogue partners included)."""
+    from ketenstroom.catalogue import catalogue_at
+    from ketenstroom.settings import CatalogueSettings
+
+    pki = pki_of(config)
+    passwords = pki.ensure(catalogue_at(CatalogueSettings().dir).names)
+    write_private(pki.directory / "broker-jaas.properties", f"password={passwords['broker']}\n")
+    return pki
+
+
+def render_apicurio_auth(passwords: dict[str, str]) -> str:
+    """Apicurio without an OIDC server: Quarkus HTTP Basic against embedded users (the extension ships
+    in 3.3.3), role-based authorization (sr-admin/sr-developer/sr-readonly) and owner-only writes, so a
+    partner may change only the subjects it registered. Reads need credentials too."""
+    lines = {
+        "quarkus.oidc.tenant-enabled": "false",
+        "quarkus.http.auth.basic": "true",
+        "apicurio.authn.basic-client-credentials.enabled": "false",
+        "apicurio.auth.role-based-authorization": "true",
+        "apicurio.auth.owner-only-authorization": "true",
+        "apicurio.auth.anonymous-read-access.enabled": "false",
+        "quarkus.security.users.embedded.enabled": "true",
+        "quarkus.security.users.embedded.plain-text": "true",
+    }
+    for name, password in passwords.items():
+        if name == "broker":
+            continue
+        lines[f"quarkus.security.users.embedded.users.{name}"] = password
+        lines[f"quarkus.security.users.embedded.roles.{name}"] = registry_role(name)
+    return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+
+def prepare_apicurio(config: StackConfig, svc: Service) -> None:
+    """Quarkus reads ``config/application.properties`` under its working directory: the secured
+    registry's users and passwords go there (0600), not on the command line."""
+    path = svc.directory / "config" / "application.properties"
+    if config.secure:
+        write_private(path, render_apicurio_auth(ensure_secure_keys(config).passwords()))
+    else:
+        path.unlink(missing_ok=True)
+
+
 def apicurio_argv(config: StackConfig, svc: Service, java: Path, layout: Layout) -> list[str]:
+    http, management = config.registry_ports
     return [
         str(java), "-Xms128m", "-Xmx512m", marker_arg(svc.directory),
-        "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={config.registry_port}",
+        "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={http}",
         "-Dquarkus.management.host=127.0.0.1",
-        f"-Dquarkus.management.port={config.registry_management_port}",
+        f"-Dquarkus.management.port={management}",
         f"-Dapicurio.datasource.url=jdbc:h2:file:{svc.directory / 'db'}",
         "-jar", str(layout.apicurio_jar),
     ]  # fmt: skip
 
 
 def registry_url(config: StackConfig) -> str:
-    return f"http://127.0.0.1:{config.registry_port}/apis/ccompat/v7"
+    return f"http://127.0.0.1:{config.registry_ports[0]}/apis/ccompat/v7"
+
+
+def registry_admin_auth(config: StackConfig) -> tuple[str, str] | None:
+    """HTTP Basic credentials of the registry's admin on the secured stack, else None."""
+    if not config.secure:
+        return None
+    return "admin", pki_of(config).password_file("admin").read_text()
 
 
 def apicurio_health(config: StackConfig) -> tuple[bool, str]:
     try:
-        response = httpx.get(f"{registry_url(config)}/subjects", timeout=HEALTH_TIMEOUT)
+        response = httpx.get(
+            f"{registry_url(config)}/subjects", timeout=HEALTH_TIMEOUT, auth=registry_admin_auth(config)
+        )
     except httpx.HTTPError as exc:
         return False, f"GET /subjects failed: {exc}"
     if response.status_code != 200:
@@ -252,8 +385,11 @@ def ensure_compatibility(config: StackConfig) -> None:
     url = f"{registry_url(config)}/config"
     headers = {"Content-Type": SCHEMA_REGISTRY_JSON}
     try:
-        httpx.put(url, json={"compatibility": COMPATIBILITY}, headers=headers, timeout=10).raise_for_status()
-        level = httpx.get(url, timeout=10).raise_for_status().json().get("compatibilityLevel")
+        auth = registry_admin_auth(config)
+        httpx.put(
+            url, json={"compatibility": COMPATIBILITY}, headers=headers, timeout=10, auth=auth
+        ).raise_for_status()
+        level = httpx.get(url, timeout=10, auth=auth).raise_for_status().json().get("compatibilityLevel")
     except httpx.HTTPError as exc:
         raise InfraError(f"setting registry compatibility at {url} failed: {exc}") from exc
     if level != COMPATIBILITY:
@@ -274,21 +410,13 @@ def s3_credentials(config: StackConfig) -> tuple[str, str]:
         return str(stored["access_key"]), str(stored["secret_key"])
     access, secret = f"ketenstroom-{secrets.token_hex(6)}", secrets.token_urlsafe(30)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_private(path, json.dumps({"access_key": access, "secret_key": secret}) + "\n")
+    write_private(path, json.dumps({"access_key": access, "secret_key": secret}) + "\n")
     return access, secret
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Create/overwrite a file readable by its owner only (it holds a secret)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    path.chmod(0o600)
 
 
 def render_s3proxy_conf(config: StackConfig, data_dir: Path, access: str, secret: str) -> str:
     return (
-        f"s3proxy.endpoint=http://127.0.0.1:{config.s3_port}\n"
+        f"s3proxy.endpoint=http://127.0.0.1:{config.s3_port_effective}\n"
         "s3proxy.authorization=aws-v2-or-v4\n"
         f"s3proxy.identity={access}\n"
         f"s3proxy.credential={secret}\n"
@@ -302,7 +430,7 @@ def prepare_s3proxy(config: StackConfig, svc: Service) -> None:
     data = svc.directory / "data"
     (data / S3_BUCKET).mkdir(parents=True, exist_ok=True)
     access, secret = s3_credentials(config)
-    _write_private(svc.directory / "s3proxy.conf", render_s3proxy_conf(config, data, access, secret))
+    write_private(svc.directory / "s3proxy.conf", render_s3proxy_conf(config, data, access, secret))
 
 
 def s3proxy_argv(config: StackConfig, svc: Service, java: Path, layout: Layout) -> list[str]:
@@ -315,7 +443,7 @@ def s3proxy_argv(config: StackConfig, svc: Service, java: Path, layout: Layout) 
 def s3proxy_health(config: StackConfig) -> tuple[bool, str]:
     """An anonymous GET / is refused with 403 by a live s3proxy: enough to know it serves S3."""
     try:
-        response = httpx.get(f"http://127.0.0.1:{config.s3_port}/", timeout=HEALTH_TIMEOUT)
+        response = httpx.get(f"http://127.0.0.1:{config.s3_port_effective}/", timeout=HEALTH_TIMEOUT)
     except httpx.HTTPError as exc:
         return False, f"GET / failed: {exc}"
     if response.status_code != 403:
@@ -339,6 +467,7 @@ def argv_for(config: StackConfig, svc: Service, java: Path, layout: Layout) -> l
         prepare_kafka(config, svc)
         return kafka_argv(config, svc, java, layout)
     if svc.kind == "apicurio":
+        prepare_apicurio(config, svc)
         return apicurio_argv(config, svc, java, layout)
     prepare_s3proxy(config, svc)
     return s3proxy_argv(config, svc, java, layout)

@@ -44,6 +44,7 @@ from devstack.services import (
     kafka_services,
     registry_url,
     s3_credentials,
+    secure_client_env,
     shared_services,
 )
 from ketenstroom.errors import PortInUseError, ServiceStartError
@@ -71,13 +72,28 @@ class Stack:
         """Download whatever is not in the cache yet; seconds per distribution fetched."""
         return fetch_all(self.config, progress)
 
+    def kafka_tool(self, name: str, args: list[str], progress: Progress | None = None) -> list[str]:
+        """The command line that runs Kafka's tool ``name`` against this stack (fetches if needed)."""
+        from devstack.tools import kafka_tool_argv, main_class
+
+        main_class(name)  # an unknown name fails before any download
+        self.fetch(progress)
+        runtime = find_java(
+            min_major=17,
+            explicit_home=self.config.java_home,
+            explicit_env=ENV_PREFIX + "JAVA_HOME",
+            system_java_home=self.config.system_java_home,
+            prefer_newest=False,
+        )
+        return kafka_tool_argv(self.config, runtime.executable, name, args)
+
     def endpoints(self) -> Endpoints:
         """Where clients find the stack (does not start anything; may create the S3 credentials)."""
         access, secret = s3_credentials(self.config)
         return Endpoints(
             kafka_bootstrap=self.config.kafka_bootstrap,
             registry_url=registry_url(self.config),
-            s3_endpoint=f"http://127.0.0.1:{self.config.s3_port}",
+            s3_endpoint=f"http://127.0.0.1:{self.config.s3_port_effective}",
             s3_access_key=access,
             s3_secret_key=secret,
         )
@@ -106,6 +122,15 @@ class Stack:
             self.last_report = self._wait_healthy(running, started, say)
         return self.endpoints()
 
+    def client_env(self, principal: str) -> dict[str, str]:
+        """``KETENSTROOM_*`` variables for a component running as ``principal`` on the secured stack:
+        endpoints, the CA file and the principal's password *file* (never the password itself)."""
+        env = self.endpoints().as_env()
+        if self.config.secure:
+            env |= secure_client_env(self.config, principal)
+            env["KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS"] = self.config.kafka_bootstrap
+        return env
+
     def status(self) -> list[ServiceStatus]:
         """Every service of this stack as it is now (pid from the pid file, health asked live)."""
         result: list[ServiceStatus] = []
@@ -130,7 +155,7 @@ class Stack:
         The shared registry/s3proxy stay up while the other stack's Kafka is still running.
         """
         targets = kafka_services(self.config)
-        if not self._other_stack_running():
+        if self.config.secure or not self._other_stack_running():
             targets += shared_services(self.config)
         with file_lock(self.config.cache_dir / "run" / ".lock"):
             pids = {svc.name: owned_pid(svc.pid_file, svc.directory) for svc in targets}
@@ -158,6 +183,8 @@ class Stack:
         """
         stopped = self.down()
         shutil.rmtree(self.config.run_dir, ignore_errors=True)
+        if self.config.secure:
+            return stopped
         other = self._other_config()
         if not other.run_dir.exists() and not self._other_stack_running():
             shutil.rmtree(self.config.shared_run_dir, ignore_errors=True)

@@ -11,6 +11,7 @@
     │   ├── PortInUseError          something else listens on a port we need
     │   └── ServiceStartError       a service died or did not become healthy in time
     ├── DeliveryError               a producer could not get records acknowledged
+    ├── ExportRefused               a whole export cannot be delivered (its header fits no record type)
     ├── RecordError                 one record cannot be processed; carries where it came from
     │   ├── InputRowError           a partner export row failed validation (row, field, value, reason)
     │   ├── DecodeError             bytes are not a valid Confluent-framed Avro record
@@ -64,8 +65,16 @@ class DeliveryError(KetenstroomError):
     """Records could not be delivered (broker or registry unreachable, not acknowledged)."""
 
 
+class ExportRefused(KetenstroomError):
+    """A partner export is refused as a whole, before any of its rows is produced (e.g. its header)."""
+
+
 class StorageError(KetenstroomError):
     """Object storage failed a read or write."""
+
+
+class DisclosureError(KetenstroomError):
+    """A table would be released with a cell that the disclosure rules forbid; nothing is written."""
 
 
 @dataclass(frozen=True)

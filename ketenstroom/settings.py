@@ -60,6 +60,10 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    #: A file holding only the SASL password (mode 0600); preferred over ``sasl_password``.
+    sasl_password_file: Path | None = None
+    #: PEM file of the CA that signed the brokers' certificates (``ssl.ca.location``).
+    ssl_ca_location: Path | None = None
     #: Extra librdkafka properties in dotted form, e.g. ``{"socket.timeout.ms": "5000"}``.
     extra: dict[str, str] = Field(default_factory=dict)
 
@@ -76,9 +80,40 @@ class KafkaSettings(BaseSettings):
             conf["sasl.username"] = self.sasl_username
         if self.sasl_password is not None:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
+        elif self.sasl_password_file is not None:
+            conf["sasl.password"] = read_secret_file(self.sasl_password_file, "Kafka SASL password")
+        if self.ssl_ca_location is not None:
+            if not self.ssl_ca_location.is_file():
+                raise ConfigurationError(
+                    f"KETENSTROOM_KAFKA_SSL_CA_LOCATION={self.ssl_ca_location} is not a file; expected the "
+                    "PEM certificate of the CA that signed the brokers' certificates"
+                )
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
         conf.update(self.extra)
         conf.update({k.replace("_", "."): v for k, v in overrides.items()})
         return conf
+
+    @property
+    def principal(self) -> str:
+        """Who this client is to the brokers: ``User:<name>`` (``ANONYMOUS`` without SASL)."""
+        return f"User:{self.sasl_username}" if self.sasl_username else "User:ANONYMOUS"
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """A secret kept in a file: refused if group or others may read it (it would not stay secret)."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the {what} file {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise ConfigurationError(
+            f"the {what} file {path} is readable by group or others (mode {mode & 0o777:o}); "
+            f"expected 600: `chmod 600 {path}`"
+        )
+    if not text:
+        raise ConfigurationError(f"the {what} file {path} is empty")
+    return text
 
 
 class TopicSettings(BaseSettings):
@@ -112,12 +147,18 @@ class RegistrySettings(BaseSettings):
     url: str = "http://127.0.0.1:8080/apis/ccompat/v7"
     timeout_s: float = 30.0
     basic_auth_user_info: SecretStr | None = None
+    #: HTTP Basic user; its password from ``password_file`` (0600), the secured registry's way.
+    username: str | None = None
+    password_file: Path | None = None
 
     def client_conf(self) -> dict[str, Any]:
         # a bounded wait: a registry that accepts the connection but never answers must fail, not hang
         conf: dict[str, Any] = {"url": self.url, "timeout": self.timeout_s}
         if self.basic_auth_user_info is not None:
             conf["basic.auth.user.info"] = self.basic_auth_user_info.get_secret_value()
+        elif self.username and self.password_file is not None:
+            password = read_secret_file(self.password_file, "schema registry password")
+            conf["basic.auth.user.info"] = f"{self.username}:{password}"
         return conf
 
 
@@ -186,11 +227,17 @@ class PseudonymSettings(BaseSettings):
             )
         if self.key_file is not None:
             try:
+                mode = self.key_file.stat().st_mode
                 raw = self.key_file.read_bytes().strip()
             except OSError as exc:
                 raise ConfigurationError(
                     f"cannot read pseudonymisation key file {self.key_file}: {exc.strerror}"
                 ) from exc
+            if mode & 0o077:  # a key others may read is no longer a secret: refuse to start
+                raise ConfigurationError(
+                    f"pseudonymisation key file {self.key_file} (key id {self.key_id!r}) is readable by "
+                    f"group or others (mode {mode & 0o777:o}); expected 600: `chmod 600 {self.key_file}`"
+                )
         elif self.key is not None:
             raw = self.key.get_secret_value().encode()
         else:
@@ -275,3 +322,39 @@ class CatalogueSettings(BaseSettings):
     @property
     def publication_dir(self) -> Path:
         return self.dir / "publication"
+
+
+class CellKeySettings(BaseSettings):
+    """The cell-key secret that fixes the random rounding of released tables (``releases``).
+
+    Exactly one of ``key`` and ``key_file``; never logged, never written into a release. Keep it apart
+    from the pseudonymisation key: anyone holding it can predict how a published count was rounded.
+    """
+
+    model_config = _config("KETENSTROOM_CELLKEY_")
+
+    key: SecretStr | None = None
+    key_file: Path | None = None
+
+    def secret(self) -> bytes:
+        if self.key is not None and self.key_file is not None:
+            raise ConfigurationError(
+                "both KETENSTROOM_CELLKEY_KEY and KETENSTROOM_CELLKEY_KEY_FILE are set; set only one"
+            )
+        if self.key_file is not None:
+            try:
+                raw = self.key_file.read_bytes().strip()
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot read cell-key file {self.key_file}: {exc.strerror}"
+                ) from exc
+        elif self.key is not None:
+            raw = self.key.get_secret_value().encode()
+        else:
+            raise ConfigurationError(
+                "no cell-key secret: set KETENSTROOM_CELLKEY_KEY_FILE to a file holding a secret of at least "
+                "32 bytes (or KETENSTROOM_CELLKEY_KEY)"
+            )
+        if len(raw) < 32:
+            raise ConfigurationError(f"the cell-key secret is {len(raw)} bytes; at least 32 are required")
+        return raw

@@ -182,7 +182,13 @@ class TransactionalProcessor:
 
         try:
             self._ensure_state_topics()
-            self.producer.init_transactions(30)
+            try:
+                self.producer.init_transactions(30)
+            except KafkaException as exc:
+                raise DeliveryError(
+                    f"{self.kafka.principal} may not use transactional id {self.app_id}-* "
+                    f"({exc.args[0].str() if exc.args else exc}); grant it with `ketenstroom access apply`"
+                ) from exc
             self.healthy = True
             for batch in self.loop.batches(stop=stop):
                 if batch:

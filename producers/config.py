@@ -1,8 +1,9 @@
 """Per-partner column mapping, from the chain catalogue (``partners/<partner>/mapping.toml``).
 
 Configuration, not code: which column fills which contract field, which column tells the record type
-when one export mixes several, constants (e.g. the source system), and each coded field's code system
-and version. A mapping is checked against the schema when it is loaded, so a typo fails at start-up.
+when one export mixes several, constants (e.g. the source system), each coded field's code system
+and version, and the record type's plausibility rules (``producers.plausibility``). A mapping is
+checked against the schema when it is loaded, so a typo fails at start-up.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ketenstroom.catalogue import load_mapping_file
 from ketenstroom.contract.schemas import EventSchema, SchemaSet
 from ketenstroom.errors import ConfigurationError, InputRowError
 from ketenstroom.settings import CatalogueSettings
+from producers.plausibility import NO_RULES, Plausibility
 from producers.rows import CODED, CodeSystem, Leaf, build_model, check_mapping, leaves
 
 
@@ -28,6 +30,16 @@ class RecordMapping:
     codes: dict[str, CodeSystem]  # coded contract path -> code system
     key: str  # contract path of the Kafka key (the partner's own case reference)
     model: type[BaseModel]
+    plausibility: Plausibility = NO_RULES  # rules beyond the model: dates that cannot be
+
+    def required_columns(self) -> list[str]:
+        """Columns of the fields the model requires (no blank allowed): without them no row can pass."""
+        fields = self.model.model_fields
+        return [
+            column
+            for path, column in self.columns.items()
+            if (found := fields.get(path.replace(".", "__"))) is not None and found.is_required()
+        ]
 
     def values(self, row: dict[str, str]) -> dict[str, Any]:
         """Partner columns -> contract paths (constants first, columns override)."""
@@ -65,6 +77,13 @@ class PartnerMapping:
             )
         return found
 
+    def columns_of_all(self) -> list[str]:
+        """Every column this partner's exports may have: the type column, then each record type's."""
+        out = [self.type_column] if self.type_column else []
+        for record in self.records.values():
+            out.extend(c for c in record.columns.values() if c not in out)
+        return out
+
     def columns_of(self, record: RecordMapping) -> dict[str, str]:
         return record.columns | ({"*type*": self.type_column} if self.type_column else {})
 
@@ -93,6 +112,9 @@ def _record(partner: str, name: str, data: dict[str, Any], schemas: SchemaSet) -
         codes=codes,
         key=key,
         model=build_model(schema.fullname, used, required=frozenset({key})),
+        plausibility=Plausibility.from_toml(
+            dict(data.get("plausibility", {})), where=f"{partner}/{name}", mapped=set(columns)
+        ),
     )
 
 

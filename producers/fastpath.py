@@ -19,12 +19,23 @@ that is not a string, ...) gets no plan: all its rows take the reference path, a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from operator import itemgetter
 from typing import Any
 
 from ketenstroom.contract.ids import event_id_bytes, format_uuid
 from producers.config import RecordMapping
+from producers.plausibility import (
+    BIRTH,
+    EVENT,
+    REGISTRATION,
+    Plausibility,
+    anniversary,
+    day_start_ms,
+    local_day,
+)
 from producers.rows import CODED, MINIMUM, SEMANTIC
 from producers.steps import (
     INT,
@@ -131,7 +142,11 @@ def _value_step(leaf: _Leaf, nullable: bool) -> Step:
 
 
 def _bytes_step(
-    leaf: _Leaf, nullable: bool, record: RecordMapping, memos: dict[str, dict[str, bytes]]
+    leaf: _Leaf,
+    nullable: bool,
+    record: RecordMapping,
+    memos: dict[str, dict[str, bytes]],
+    numbers: dict[str, dict[str, int]] | None = None,
 ) -> Step:
     """Partner's string -> the leaf's Avro bytes."""
     if leaf.kind in ("string", "coded"):
@@ -141,10 +156,22 @@ def _bytes_step(
     if leaf.path.rsplit(".", 1)[-1] in SEMANTIC:
         raise Unsupported(f"{leaf.path}: identifier check on a {leaf.kind}")
     if leaf.kind == "date":
-        return remembered(nullable, leaf.branch, leaf.null, days, memos.setdefault(leaf.kind, {}))
+        return remembered(
+            nullable,
+            leaf.branch,
+            leaf.null,
+            days,
+            memos.setdefault(leaf.kind, {}),
+            None if numbers is None else numbers.setdefault(leaf.kind, {}),
+        )
     if leaf.kind.startswith("timestamp-"):
         return remembered(
-            nullable, leaf.branch, leaf.null, moments(leaf.kind), memos.setdefault(leaf.kind, {})
+            nullable,
+            leaf.branch,
+            leaf.null,
+            moments(leaf.kind),
+            memos.setdefault(leaf.kind, {}),
+            None if numbers is None else numbers.setdefault(leaf.kind, {}),
         )
     return then(_value_step(leaf, nullable), _value_writer(leaf, record))
 
@@ -196,12 +223,13 @@ class RowPlan:
         )
         columns = list(record.columns)
         memos: dict[str, dict[str, bytes]] = {}  # kind -> string -> number bytes, shared by its leaves
+        numbers: dict[str, dict[str, int]] = {}  # kind -> string -> the number (moments, for the rules)
         self._columns = [
             (
                 record.columns[path],
                 _value_step(by_path[path], _nullable(by_path[path], record))
                 if path in late
-                else _bytes_step(by_path[path], _nullable(by_path[path], record), record, memos),
+                else _bytes_step(by_path[path], _nullable(by_path[path], record), record, memos, numbers),
             )
             for path in columns
         ]
@@ -235,6 +263,7 @@ class RowPlan:
         place.update({path: len(columns) + i for i, path in enumerate(fixed)})
         place.update({path: len(columns) + len(fixed) + i for i, path in enumerate(late)})
         self._gather = itemgetter(*(place[path] for path in ("", *self.paths)))  # in C, not a loop
+        self._plausible = _Rules(record, by_path, numbers).compile() if record.plausibility.declared else None
 
     @classmethod
     def compile(cls, partner: str, record: RecordMapping, header: bytes, code: str = "") -> RowPlan | None:
@@ -249,6 +278,8 @@ class RowPlan:
             chunks = [step(row[column]) for column, step in self._columns]
             version = (chunks[self._version] if self._version is not None else None) or 1
             source, key = chunks[self._source], chunks[self._key]
+            if self._plausible is not None and not self._plausible(row, delivery_ms):
+                return None  # the reference path rejects it with the rule's reason
             eid = event_id_bytes(self.partner, source, version)
             late = (format_uuid(eid), delivery_ms, version, source, key)
             chunks += self._fixed
@@ -256,3 +287,121 @@ class RowPlan:
             return b"".join(self._gather(chunks)), key.encode(), eid
         except (ValueError, KeyError):  # NotPlain, a parser's ValueError, or a column this row lacks
             return None
+
+
+class _Rules:
+    """The record type's plausibility rules as a few integer comparisons, without parsing anything again.
+
+    Event and registration times are the numbers the columns' own steps just computed (``numbers``,
+    from ``moments``: equal to the reference's ``parse_moment`` and fastavro, as the byte-for-byte
+    tests check), made ``timestamp-millis``. Every rule becomes a bound on the event's millis: the
+    delivery plus the clock skew, the floor's local midnight, the registration's (``local_day``), and
+    per birth date the midnights of the birth and of the birthdays that bound the age. Birth dates are
+    many, so their bounds are UTC midnights moved inwards by the most Amsterdam is ahead of UTC (two
+    hours): no time zone lookups, and stricter than the model by at most two hours around a midnight.
+    ``plausible`` says yes only when ``Plausibility.violation`` finds nothing; every other row goes to
+    the reference path, which names the rule.
+    """
+
+    def __init__(
+        self, record: RecordMapping, leaves: dict[str, _Leaf], numbers: dict[str, dict[str, int]]
+    ) -> None:
+        rules: Plausibility = record.plausibility
+        skew = rules.max_clock_skew_minutes
+        self.skew_ms = -_NEVER if skew is None else skew * 60_000
+        self.floor_ms = _NEVER if rules.event_not_before is None else day_start_ms(rules.event_not_before)
+        self.event, self.event_numbers, self.event_per_ms = self._moment(record, leaves, numbers, EVENT)
+        self.registration: str | None = None
+        if REGISTRATION in rules.paths and record.columns[REGISTRATION] != self.event:
+            # (one column for both, as OM's beslisdatum: the registration is the event, never before it)
+            self.registration, self.registration_numbers, self.registration_per_ms = self._moment(
+                record, leaves, numbers, REGISTRATION
+            )
+        self.birth: str | None = None
+        if BIRTH in rules.paths:
+            leaf = leaves.get(BIRTH)
+            if BIRTH not in record.columns or leaf is None or leaf.kind != "date":
+                raise Unsupported(f"{BIRTH}: plausibility rules need a date column")
+            self.birth, self.birth_days = record.columns[BIRTH], numbers.setdefault("date", {})
+        self.born_check = rules.birth_before_event
+        self.ages = rules.age_at_event
+        self.births: dict[str, tuple[int, int] | None] = {}
+
+    @staticmethod
+    def _moment(
+        record: RecordMapping, leaves: dict[str, _Leaf], numbers: dict[str, dict[str, int]], path: str
+    ) -> tuple[str, dict[str, int], int]:
+        leaf = leaves.get(path)
+        if path not in record.columns or leaf is None or not leaf.kind.startswith("timestamp-"):
+            raise Unsupported(f"{path}: plausibility rules need a timestamp column")
+        per_ms = 1000 if leaf.kind.endswith("micros") else 1
+        return record.columns[path], numbers.setdefault(leaf.kind, {}), per_ms
+
+    def _bounds(self, text: str) -> tuple[int, int] | None:
+        """``(earliest, first too late)`` event millis for a birth date, or None when it is blank."""
+        if len(self.births) >= _REMEMBER:
+            self.births.clear()
+        found: tuple[int, int] | None = None
+        day = self.birth_days.get(text)  # the birth column's step has run: days since 1970-01-01
+        if day is not None:
+            birth = date.fromordinal(_EPOCH_DAY + day)
+            earliest, too_late = _NEVER, -_NEVER
+            if self.born_check:  # born on or before the event's local date
+                earliest = _midnight(birth, 0)
+            if self.ages is not None:  # lowest <= age(birth, event's date) <= highest
+                earliest = max(earliest, _midnight(birth, self.ages[0]))
+                too_late = _midnight(birth, self.ages[1] + 1) - _AHEAD_MS
+            found = (earliest, too_late)
+        self.births[text] = found
+        return found
+
+    def compile(self) -> Callable[[dict[str, str], int], bool]:
+        """``plausible(row, delivery_ms)``: whether the row passes every rule (its steps have run).
+
+        A closure over plain locals: it runs for every row, so it saves each attribute lookup.
+        """
+        event_column, events, event_per_ms = self.event, self.event_numbers, self.event_per_ms
+        floor_ms, skew_ms = self.floor_ms, self.skew_ms
+        registration_column = self.registration
+        registrations, registration_per_ms = (
+            (self.registration_numbers, self.registration_per_ms) if registration_column else ({}, 1)
+        )
+        birth_column, births, bounds_of = self.birth, self.births, self._bounds
+
+        def plausible(row: dict[str, str], delivery_ms: int) -> bool:
+            event = events.get(row[event_column])
+            if event is None:
+                return False  # no number the step computed (blank): the reference path names it
+            event //= event_per_ms
+            if not floor_ms <= event <= delivery_ms + skew_ms:
+                return False
+            if registration_column is not None:
+                registration = registrations.get(row[registration_column])
+                if registration is not None:
+                    registration //= registration_per_ms
+                    if registration < event and registration < local_day(event)[1]:
+                        return False
+            if birth_column is not None:
+                text = row[birth_column]
+                bounds = births[text] if text in births else bounds_of(text)
+                if bounds is not None and not bounds[0] <= event < bounds[1]:
+                    return False
+            return True
+
+        return plausible
+
+
+_REMEMBER = 65_536  # distinct birth dates remembered, as in ``producers.steps``
+_NEVER = -(1 << 62)
+_AHEAD_MS = 2 * 3_600_000  # Amsterdam is one or two hours ahead of UTC: its midnight is before UTC's
+_DAY_MS = 86_400_000
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+
+
+def _midnight(birth: date, years: int) -> int:
+    """UTC midnight (in ms) of the day ``birth`` turns ``years``: at most two hours after Amsterdam's
+    (past the calendar: never, or always)."""
+    try:
+        return (anniversary(birth, years).toordinal() - _EPOCH_DAY) * _DAY_MS
+    except (ValueError, OverflowError):
+        return _NEVER if years <= 0 else -_NEVER

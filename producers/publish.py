@@ -4,6 +4,15 @@ Only what the broker acknowledged counts as published. Rejected rows go to a rej
 line, field, value, reason, message, and the original row) and are never produced. Every row read
 ends up in exactly one of: published, rejected, not delivered.
 
+A whole export is refused before anything of the delivery is produced when its header lacks a column
+that every row needs (``header_problem``: the missing and unexpected columns, and the partner whose
+mapping fits best). Any other failure ends the delivery in order: ``Receipt.failure`` says what, the
+exit code is 3 (not delivered), and what the broker acknowledged before it is counted as published.
+
+Receipts and reject files are named per delivery (``delivery_stem``), so a re-delivery keeps the
+earlier ones; a reject file holds the partner's raw rows, identifiers included, and is created
+readable by its owner only.
+
 Two paths, one outcome: ``build_reference`` (pydantic model, nest, fastavro) defines what is valid and
 names every reject; ``producers.fastpath.RowPlan`` writes the same bytes for rows that are plainly
 valid, several times faster, and hands every other row to the reference path.
@@ -12,23 +21,32 @@ valid, several times faster, and hands every other row to the reference path.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from ketenstroom.adapters.preflight import require_topic
 from ketenstroom.adapters.registry import Registry
-from ketenstroom.catalogue import catalogue_at
+from ketenstroom.catalogue import catalogue_at, load_mapping_file
 from ketenstroom.contract import Topics, event_id
 from ketenstroom.contract.codec import encode
 from ketenstroom.contract.wire import header
-from ketenstroom.errors import DeliveryError, InputRowError
+from ketenstroom.errors import (
+    ConfigurationError,
+    DeliveryError,
+    ExportRefused,
+    InputRowError,
+    KetenstroomError,
+)
 from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings
 from producers.config import PartnerMapping, RecordMapping, load_mapping
 from producers.fastpath import RowPlan
@@ -57,10 +75,24 @@ class Receipt:
     schema_ids: dict[str, int] = field(default_factory=dict)
     topic: str = ""
     reject_file: str | None = None
+    #: How each file was read, when it was not plain UTF-8 (e.g. a BOM in front of Windows-1252).
+    notes: list[str] = field(default_factory=list)
+    #: Why the delivery ended before every row was handled; None when it ran to the end.
+    failure: str | None = None
 
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
+
+    @property
+    def stem(self) -> str:
+        """``<UTC start, basic ISO>-<first 8 of the delivery id>``: names this delivery's files."""
+        started = datetime.fromisoformat(self.started).astimezone(UTC)
+        return f"{started:%Y%m%dT%H%M%SZ}-{self.delivery_id[:8]}"
+
+    def default_path(self, kind: str) -> Path:
+        """``<first file>.<stem>.<kind>``: next to the export, one per delivery, earlier ones kept."""
+        return Path(f"{self.files[0]}.{self.stem}.{kind}")
 
     @property
     def reconciles(self) -> bool:
@@ -68,7 +100,7 @@ class Receipt:
 
     @property
     def exit_code(self) -> int:
-        if self.not_delivered:
+        if self.not_delivered or self.failure:
             return EXIT_NOT_DELIVERED
         return EXIT_SOME_REJECTED if self.rejected_total else EXIT_OK
 
@@ -99,8 +131,15 @@ class Receipt:
             ),
             "  schemas        " + ", ".join(f"{s} = id {i}" for s, i in self.schema_ids.items()),
         ]
+        lines.extend(f"  note           {note}" for note in self.notes)
         if self.reject_file:
             lines.append(f"  reject file    {self.reject_file}")
+            lines.append(
+                "                 (the rejected rows as delivered, identifiers included: owner-only; "
+                "keep or delete it as you would the export)"
+            )
+        if self.failure:
+            lines.append(f"  NOT DELIVERED  {self.failure}")
         lines.append("  counts reconcile" if self.reconciles else "  COUNTS DO NOT RECONCILE")
         return "\n".join(lines)
 
@@ -122,10 +161,12 @@ class Publisher:
         paths = paths or CatalogueSettings()
         catalogue = catalogue_at(paths.dir)
         entry = catalogue.partner(partner)  # an unknown partner is refused here, naming the known ones
+        self.partner_dir = entry.mapping.path.parent.parent  # every partner's mapping: header checks
         self.mapping: PartnerMapping = load_mapping(
             partner, catalogue.schemas, entry.mapping.path.parent.parent, code=entry.code
         )
         self.topic = (topics or Topics()).raw(partner)
+        self.kafka, self.message_timeout_ms = kafka, message_timeout_ms
         self.registry = Registry(registry)
         self.producer = Producer(
             kafka.librdkafka(
@@ -137,6 +178,7 @@ class Publisher:
                 batch_num_messages=10_000,
             )
         )
+        self.error: Exception | None = None  # what ended the last delivery early, if anything
         self._headers: dict[str, bytes] = {}  # record name -> framed header with its schema id
         self._plans: dict[str, RowPlan | None] = {}  # record name -> fast path, once registered
 
@@ -169,9 +211,11 @@ class Publisher:
         reject_path: Path | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> Receipt:
+        """Deliver ``files`` as one delivery; never raises: a failure is in ``Receipt.failure``.
+
+        ``self.error`` keeps the exception behind a failure, for a caller that wants its traceback.
+        """
         receipt = Receipt(partner=self.partner, files=[str(f) for f in files], topic=self.topic)
-        for record in self.mapping.records.values():  # register up front: fail before producing anything
-            self._header(record, receipt)
         seen: set[bytes] = set()
         errors: Counter[str] = Counter()
 
@@ -182,18 +226,43 @@ class Publisher:
                 receipt.not_delivered += 1
                 errors[err.name()] += 1
 
-        rejects = _RejectFile(reject_path or Path(f"{files[0]}.rejects.jsonl"))
+        rejects = _RejectFile(reject_path or receipt.default_path("rejects.jsonl"))
         remaining = 0
         try:
-            for path in files:
-                self._publish_file(open_export(path), receipt, rejects, seen, on_delivery, progress)
-            remaining = self.producer.flush(60)
+            exports = [open_export(path) for path in files]  # every header checked before producing
+            for export in exports:
+                problem = header_problem(self.mapping, export, self.partner_dir)
+                if problem is not None:
+                    raise ExportRefused(problem)
+                if export.note:
+                    receipt.notes.append(export.note)
+            who = self.kafka.sasl_username or "ANONYMOUS"  # refused before anything is produced or registered
+            require_topic(
+                self.kafka,
+                self.topic,
+                f"partner {who} may not write {self.topic}",
+                timeout=min(15.0, self.message_timeout_ms / 1000),
+                unreachable_ok=True,  # an unreachable cluster: every row reported not delivered, as before
+            )
+            for record in self.mapping.records.values():  # register up front: fail before producing
+                self._header(record, receipt)
+            for export in exports:
+                self._publish_file(export, receipt, rejects, seen, on_delivery, progress)
+        except Exception as exc:  # any failure ends the delivery in order, with a receipt
+            self.error = exc
+            receipt.failure = one_line(exc)
         finally:
+            remaining = self.producer.flush(60)
             receipt.reject_file = rejects.close()
         # Anything still queued after the final flush was never acknowledged: not published.
         if remaining:
             receipt.not_delivered += remaining
             errors["not-acknowledged-before-timeout"] += remaining
+        if receipt.failure is not None:  # rows read but neither produced nor rejected when it failed
+            lost = receipt.rows_read - receipt.published - receipt.rejected_total - receipt.not_delivered
+            if lost > 0:
+                receipt.not_delivered += lost
+                errors["delivery-ended-early"] += lost
         receipt.delivery_errors = dict(errors)
         receipt.finished = datetime.now(UTC).isoformat()
         return receipt
@@ -300,6 +369,11 @@ def build_reference(
             message=f"the export has no column {missing[0]!r}",
         )
     flat = validate(record.model, record.values(row), line=line, columns=mapping.columns_of(record))
+    implausible = record.plausibility.check(flat, delivery_time)
+    if implausible is not None:
+        reason, path, message = implausible
+        column = record.columns.get(path, path)
+        raise InputRowError(row=line, field=column, value=row.get(column), reason=reason, message=message)
     source_id = str(flat["metadata.source_record_id"])
     version = int(flat.get("metadata.record_version") or 1)
     eid = event_id(mapping.partner, source_id, version)
@@ -316,7 +390,10 @@ def build_reference(
 
 
 class _RejectFile:
-    """JSON Lines: file, line, column, value, reason, message, and the row as delivered (partner's data)."""
+    """JSON Lines: file, line, column, value, reason, message, and the row as delivered (partner's data).
+
+    The rows carry the partner's identifiers (BSN, name, birth date, ...): mode 0600.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -325,8 +402,11 @@ class _RejectFile:
     def write(self, source: Path, exc: InputRowError, row: dict[str, str] | None) -> None:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # a lone surrogate (undecodable input) is written as its JSON escape: valid UTF-8 and JSON
-            self._fh = self.path.open("w", encoding="utf-8", errors="backslashreplace")
+            # raw rows with identifiers: readable by the owner only, from the moment the file exists
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: set it
+            # a lone surrogate (a JSON \ud800 escape) is written as its JSON escape: valid UTF-8 and JSON
+            self._fh = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
         self._fh.write(
             json.dumps(
                 {
@@ -349,3 +429,64 @@ class _RejectFile:
             return None
         self._fh.close()
         return str(self.path)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line for a partner: the message, with the type unless it is one of ours."""
+    text = " ".join(str(exc).split()) or "no message"
+    return text if isinstance(exc, KetenstroomError) else f"{type(exc).__name__}: {text}"
+
+
+def _partner_columns(directory: Path) -> dict[str, set[str]]:
+    """Every partner's columns (type column and mapped columns), from the catalogue's mapping files."""
+    out: dict[str, set[str]] = {}
+    for path in sorted(directory.glob("*/mapping.toml")):
+        try:
+            out[path.parent.name] = set(load_mapping_file(path, path.parent.name).columns)
+        except ConfigurationError:
+            continue  # a broken mapping of another partner says nothing about this file
+    return out
+
+
+def header_problem(mapping: PartnerMapping, export: Export, directory: Path | None = None) -> str | None:
+    """Why an export cannot be this partner's, or None. Checked once per file, before any row.
+
+    Refused when the header lacks the type column, or lacks for every record type a column the record
+    type cannot do without (then every row would be rejected). The message names the missing and the
+    unexpected columns and the partner whose mapping the header fits best. For JSON Lines the keys of
+    the first (up to ten) rows stand for the header.
+    """
+    columns = export.columns
+    if columns is None:  # JSON Lines: the first rows' keys stand for a header
+        rows = [row for _line, row in islice(export.rows(), 10) if isinstance(row, dict)]
+        if not rows:
+            return None  # nothing to judge by: each line gets its own reject
+        columns = tuple(sorted(set().union(*rows)))
+    header = set(columns)
+    needed = [c for c in ([mapping.type_column] if mapping.type_column else []) if c not in header]
+    if not needed:
+        lacking = [[c for c in r.required_columns() if c not in header] for r in mapping.records.values()]
+        if all(lacking):
+            needed = min(lacking, key=len)
+    if not needed:
+        return None
+    ours = set(mapping.columns_of_all())
+    unexpected = sorted(header - ours)
+    fits = {
+        partner: (len(header & cols) / max(1, len(header | cols)), partner)
+        for partner, cols in _partner_columns(directory or CatalogueSettings().partner_dir).items()
+    }
+    best = max(fits.values(), default=(0.0, ""))
+    hint = (
+        f"; it fits partner {best[1]!r} best ({best[0]:.0%} of the columns in common)"
+        if best[1] and best[1] != mapping.partner and best[0] > fits.get(mapping.partner, (0.0, ""))[0]
+        else ""
+    )
+    return (
+        f"{export.path.name} does not have the columns of partner {mapping.partner!r}: "
+        f"missing {', '.join(needed)}"
+        + (f"; unexpected {', '.join(unexpected)}" if unexpected else "")
+        + hint
+        + f". Nothing of this delivery was published; check the file and --partner "
+        f"(mapping: partners/{mapping.partner}/mapping.toml)"
+    )

@@ -4,6 +4,11 @@ CSV with ``;`` or ``,`` separators, UTF-8 (with or without BOM) or Windows-1252,
 or JSON Lines. ``open_export`` reads what is known per file (encoding, separator, header) once;
 ``Export.rows`` yields ``(line_number, row)``; a line that cannot be parsed yields an InputRowError
 in place of the row, so the caller keeps it in the reject file instead of losing it.
+
+The encoding is decided once per file, from all of its bytes (a decoding error half-way would
+otherwise end the delivery): UTF-8 if every byte decodes, else Windows-1252 (which Excel and many ETL
+tools write), else Latin-1 for the five bytes Windows-1252 leaves undefined. A UTF-8 byte-order mark
+does not make a file UTF-8: tools add one in front of Windows-1252 data too; ``Export.note`` says so.
 """
 
 from __future__ import annotations
@@ -19,27 +24,47 @@ from pathlib import Path
 
 from ketenstroom.errors import InputRowError
 
-_SNIFF_BYTES = 64 * 1024
+_CHUNK = 1 << 20
+_FALLBACKS = ("cp1252", "latin-1")  # latin-1 decodes every byte: the last resort never fails
 
 
-def detect_encoding(sample: bytes, *, whole: bool = False) -> str:
-    """``utf-8-sig`` for a BOM, ``utf-8`` if the sample decodes, else Windows-1252.
+def _decodes(path: Path, encoding: str, skip: int) -> bool:
+    """Whether every byte of the file after ``skip`` decodes; read in chunks, memory stays flat."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with path.open("rb") as raw:
+        raw.seek(skip)
+        try:
+            while chunk := raw.read(_CHUNK):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+    return True
 
-    ``whole``: the sample is the whole file, so a cut character at its end is not excused.
+
+def file_encoding(path: Path) -> tuple[str, bool]:
+    """``(encoding, bom)`` for the whole file: UTF-8 if all bytes decode, else Windows-1252, else Latin-1.
+
+    ``bom`` says the file starts with a UTF-8 byte-order mark (skipped whatever the encoding).
     """
-    if sample.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    try:
-        # A multi-byte character may be cut at the end of the sample; ignore only that tail.
-        sample.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if whole or exc.start < len(sample) - 3:
-            return "cp1252"
-    return "utf-8"
+    with path.open("rb") as raw:
+        bom = raw.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
+    skip = len(codecs.BOM_UTF8) if bom else 0
+    for encoding in ("utf-8", *_FALLBACKS):
+        if encoding == _FALLBACKS[-1] or _decodes(path, encoding, skip):
+            return encoding, bom
+    raise AssertionError("unreachable: latin-1 decodes every byte")  # pragma: no cover
 
 
-# Bytes the detected encoding cannot decode are read as lone surrogates (``surrogateescape``), never a
-# crash half-way through a file; a row holding one (or a JSON ``\ud800`` escape) is rejected by itself.
+def _open_text(path: Path, encoding: str, bom: bool) -> io.TextIOWrapper:
+    raw = path.open("rb")
+    if bom:
+        raw.seek(len(codecs.BOM_UTF8))
+    return io.TextIOWrapper(raw, encoding=encoding, newline="")
+
+
+# A JSON ``\ud800`` escape decodes to a lone surrogate, which is no text (it cannot even be written as
+# UTF-8): the row holding one is rejected by itself, naming the field.
 _UNDECODABLE = re.compile("[\ud800-\udfff]")
 
 
@@ -67,29 +92,43 @@ class Export:
     """One partner export, opened: its encoding and, for CSV, its header (read once, not per row)."""
 
     path: Path
-    encoding: str
+    encoding: str  # a Python codec name: utf-8, cp1252 or latin-1
     columns: tuple[str, ...] | None  # the CSV header; None for JSON Lines, whose rows may differ
     delimiter: str = ","
+    bom: bool = False  # starts with a UTF-8 byte-order mark (skipped)
+
+    @property
+    def note(self) -> str | None:
+        """What a partner should know about how the file was read, for the receipt; None if plain."""
+        if self.bom and self.encoding != "utf-8":
+            return (
+                f"{self.path.name}: starts with a UTF-8 byte-order mark but is not UTF-8; "
+                f"read as {_NAMES[self.encoding]}"
+            )
+        if self.encoding != "utf-8":
+            return f"{self.path.name}: not UTF-8; read as {_NAMES[self.encoding]}"
+        return None
 
     def rows(self) -> Iterator[tuple[int, dict[str, str] | InputRowError]]:
         """``(line_number, row)``; a line that cannot be parsed yields an InputRowError instead."""
         if self.columns is None:
-            return _read_jsonl(self.path, self.encoding)
-        return _read_csv(self.path, self.encoding, self.delimiter, list(self.columns))
+            return _read_jsonl(_open_text(self.path, self.encoding, self.bom))
+        return _read_csv(_open_text(self.path, self.encoding, self.bom), self.delimiter, list(self.columns))
+
+
+_NAMES = {"utf-8": "UTF-8", "cp1252": "Windows-1252", "latin-1": "Latin-1 (ISO-8859-1)"}
 
 
 def open_export(path: Path) -> Export:
-    """Detect the encoding and format; for CSV also the separator and the header."""
-    with path.open("rb") as raw:
-        sample = raw.read(_SNIFF_BYTES)
-    encoding = detect_encoding(sample, whole=len(sample) < _SNIFF_BYTES)
+    """Detect the encoding (once, for the whole file) and format; for CSV also the separator and header."""
+    encoding, bom = file_encoding(path)
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        return Export(path, encoding, None)
-    with path.open("r", encoding=encoding, errors="surrogateescape", newline="") as fh:
+        return Export(path, encoding, None, bom=bom)
+    with _open_text(path, encoding, bom) as fh:
         first = fh.readline()
     delimiter = detect_delimiter(first)
     header = next(csv.reader(io.StringIO(first), delimiter=delimiter), [])
-    return Export(path, encoding, tuple(h.strip() for h in header), delimiter)
+    return Export(path, encoding, tuple(h.strip() for h in header), delimiter, bom)
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str] | InputRowError]]:
@@ -97,9 +136,9 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str] | InputRowError]
 
 
 def _read_csv(
-    path: Path, encoding: str, delimiter: str, header: list[str]
+    fh: io.TextIOWrapper, delimiter: str, header: list[str]
 ) -> Iterator[tuple[int, dict[str, str] | InputRowError]]:
-    with path.open("r", encoding=encoding, errors="surrogateescape", newline="") as fh:
+    with fh:
         fh.readline()  # the header, read by open_export
         reader = csv.reader(fh, delimiter=delimiter)
         width = len(header)
@@ -135,12 +174,11 @@ def _read_csv(
                     ),
                 )
                 continue
-            row = dict(zip(header, values, strict=True))
-            yield start, _undecodable(start, row) or row
+            yield start, dict(zip(header, values, strict=True))
 
 
-def _read_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str] | InputRowError]]:
-    with path.open("r", encoding=encoding, errors="surrogateescape") as fh:
+def _read_jsonl(fh: io.TextIOWrapper) -> Iterator[tuple[int, dict[str, str] | InputRowError]]:
+    with fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue

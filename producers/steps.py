@@ -165,10 +165,16 @@ def then(convert: Step, write: Writer) -> Step:
 
 
 def remembered(
-    nullable: bool, branch: bytes, null: bytes | None, compute: Callable[[str], int], seen: dict[str, bytes]
+    nullable: bool,
+    branch: bytes,
+    null: bytes | None,
+    compute: Callable[[str], int],
+    seen: dict[str, bytes],
+    numbers: dict[str, int] | None = None,
 ) -> Step:
     """Dates and moments: parsing costs microseconds and the same strings recur (often in two leaves
-    filled from one column), so ``seen`` keeps each string's number, zig-zag encoded, per plan."""
+    filled from one column), so ``seen`` keeps each string's number, zig-zag encoded, per plan;
+    ``numbers``, if given, the number itself (for checks that compare it, e.g. plausibility)."""
     null_bytes = null or b""
 
     def step(raw: str) -> bytes:
@@ -178,10 +184,15 @@ def remembered(
         if not raw.strip():
             _blank(nullable)
             return null_bytes
-        data = zigzag(compute(raw))
+        number = compute(raw)
+        data = zigzag(number)
         if len(seen) >= _REMEMBER:
             seen.clear()
+            if numbers is not None:
+                numbers.clear()
         seen[raw] = data
+        if numbers is not None:
+            numbers[raw] = number
         return branch + data
 
     return step

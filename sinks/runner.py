@@ -84,6 +84,7 @@ class Sink:
         topics: Topics | None = None,
         sealer: Sealer | None = None,
         tables: bool = True,
+        on_sealed: Callable[[list[Manifest]], None] | None = None,
     ) -> None:
         settings = settings or SinkSettings()
         self.settings = settings
@@ -104,6 +105,9 @@ class Sink:
         self.flush_interval_s = settings.flush_interval_s
         self.sealer = sealer
         self.tables = tables
+        #: called after each seal that produced revisions (and their tables), before offsets are committed;
+        #: the CLI wires the release build here (the sink never imports ``releases``)
+        self.on_sealed = on_sealed
         # period -> rows (of any partition); the first row's partition and offset name its staged object
         # rows decoded from the current consume batch, then converted to Arrow (a few hundred bytes a row
         # instead of a dict of Python objects) until they are written
@@ -244,6 +248,8 @@ class Sink:
                 if periods is None or periods:
                     self.report.tables.extend(build_missing_tables(self.store, periods))
                 self._tables_checked = True
+            if sealed and self.on_sealed is not None:
+                self.on_sealed(sealed)
             self._staged_since_seal = False
             self._last_seal = time.monotonic()
         # 3. offsets, only after every file above is stored (and sealed, when due)

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from ketenstroom.calendar import AMSTERDAM
 from ketenstroom.catalogue import Catalogue
 from synthetic.chain import ChainGenerator
 from synthetic.codes import OM_DECISIONS as _OM_DECISIONS
@@ -95,12 +96,16 @@ def generate_chain(
     formats: dict[str, str] | None = None,
     partners: Iterable[str] = PROFILED,
     catalogue: Catalogue | None = None,
+    as_of: date | None = None,
 ) -> GenerationReport:
     """Write one export per partner into ``out_dir`` for ``cases`` crimes; returns (and writes) the report.
 
     ``formats`` overrides a partner's file format, e.g. ``{"cjib": "csv", "om": "jsonl"}``. ``noise`` is
-    the share of rows that get one realistic mistake each.
+    the share of rows that get one realistic mistake each. ``as_of`` (default: today in Amsterdam) is
+    the day the export is made, at its start: no event or registration on or after it is written (a
+    case followed past it stops there), so ``publish`` takes every row it is told to accept.
     """
+    as_of = as_of or datetime.now(AMSTERDAM).date()
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise must be a share between 0 and 1, got {noise}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,12 +115,18 @@ def generate_chain(
         raise ValueError(f"unknown partners in formats: {unknown}")
     for partner in partners:
         style_for(partner, formats.get(partner))  # refuse an unknown format before opening any file
-    chain = ChainGenerator(seed=seed, cases=cases, start=start, days=days)
+    chain = ChainGenerator(seed=seed, cases=cases, start=start, days=days, as_of=as_of)
     exports: dict[str, PartnerExport] = {}
     try:
         for partner in partners:
             exports[partner] = PartnerExport(
-                partner, out_dir, seed=seed, noise=noise, fmt=formats.get(partner), catalogue=catalogue
+                partner,
+                out_dir,
+                seed=seed,
+                noise=noise,
+                fmt=formats.get(partner),
+                catalogue=catalogue,
+                until=chain.until,
             )
         emit = {p: e.emit for p, e in exports.items()}
         for _ in range(cases):
@@ -131,6 +142,7 @@ def generate_chain(
         start=start.isoformat(),
         days=days,
         population=chain.population,
+        as_of=as_of.isoformat(),
         partners=reports,
         chain={k: dict(sorted(v.items())) for k, v in chain.stats.items()},
     )

@@ -4,7 +4,9 @@ Each case is one registered crime. Most get a suspect (a person from ``persons``
 offence often go to Halt, the rest (and failed Halt trajectories) go to the OM, which registers a case
 with a new parketnummer and decides in the shares of DOMAIN.md §2.5.1. Dagvaardingen get a judgment,
 a few an appeal; sanctions are executed by CJIB (money), DJI (detention) and reclassering (werkstraf,
-toezicht). Lead times are days to months and every event is registered after it happened.
+toezicht). Lead times are days to months and every event is registered after it happened. With an
+as-of date a case stops at the first step that would happen, or be registered, on or after that date:
+an export made at the start of the as-of day holds nothing later.
 
 Events come out as ``(partner, record type, values)`` with values keyed by *contract path*
 (``"case.parketnummer"``, ``"metadata.event_time"``, ...); the writers map paths to each partner's
@@ -14,6 +16,7 @@ calendar (``date.toordinal() * 1440 + minute``). Only counters are kept between 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import zlib
 from bisect import bisect
@@ -78,6 +81,10 @@ _POLICY = tuple(C.POLICY_SEPOT_GROUNDS)
 _UNIT_LETTERS = "ABCDE"
 
 
+class _NotYet(Exception):
+    """The case's next step lies after the as-of moment: the case stops here."""
+
+
 class Sanction:
     __slots__ = ("amount", "code", "conditional", "days", "hours")
 
@@ -104,7 +111,9 @@ class Sanction:
 class ChainGenerator:
     """Deterministic for a seed: case ``n`` depends only on the seed and the cases before it."""
 
-    def __init__(self, *, seed: int, cases: int, start: date, days: int) -> None:
+    def __init__(self, *, seed: int, cases: int, start: date, days: int, as_of: date | None = None) -> None:
+        #: Minutes (see the module docstring) of the as-of date's local midnight: nothing at or after it.
+        self.until = None if as_of is None else as_of.toordinal() * DAY
         self.rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
         self._random = self.rng.random
         self.seed = seed
@@ -173,11 +182,27 @@ class ChainGenerator:
         return float(euros - euros % 10)
 
     # -- one case ------------------------------------------------------------------------------------
-    def case(self) -> list[Event]:  # noqa: PLR0911, PLR0912, PLR0915 - the chain reads best as one story
-        r = self.rng
+    def case(self) -> list[Event]:
+        """The events of the next case, up to the as-of moment: later steps have not happened yet."""
         out: list[Event] = []
+        with contextlib.suppress(_NotYet):  # the case stops where "now" is
+            self._follow(out)
+        return out
+
+    def _add(self, out: list[Event], event: Event) -> None:
+        """Append an event, or end the case (``_NotYet``) if it happens or is registered after ``until``."""
+        values = event[2]
+        if self.until is not None and (
+            values["metadata.event_time"] >= self.until
+            or values["metadata.registration_time"] >= self.until
+            or values.get("first_interrogation_time", 0) >= self.until
+        ):
+            raise _NotYet
+        out.append(event)
+
+    def _follow(self, out: list[Event]) -> list[Event]:  # noqa: PLR0911, PLR0912, PLR0915 - one story
+        r = self.rng
         stats = self.stats
-        stats["flow"]["crimes"] += 1
         crime_day = self.start_day + self._int(0, self.days)
         t_crime = crime_day * DAY + self._int(0, DAY)
         incident = _INCIDENTS.pick(r)
@@ -202,21 +227,22 @@ class ChainGenerator:
                 "ambtshalve": r.random() < ambtshalve,
             }
         )
-        out.append(("politie", "MISDRIJF", crime))
+        self._add(out, ("politie", "MISDRIJF", crime))
+        stats["flow"]["crimes"] += 1
         if p is None:
             stats["flow"]["unsolved"] += 1
             return out
 
         who = p.fields()
         juvenile = (crime_day - p.birth_date.toordinal()) < 18 * 365.25
-        stats["flow"]["suspects"] += 1
-        stats["flow"]["juvenile_suspects"] += juvenile
         t_suspect = t_crime + (0 if r.random() < 0.5 else self._int(1, 90) * DAY) + self._int(30, 600)
         t_interrogation = t_suspect + self._int(0, 36 * 60)
         suspect = self._meta("politie", "VERDACHTE", t_suspect, police_system)
         suspect["suspect"] = who
         suspect.update({"case.pv_number": pv, "first_interrogation_time": t_interrogation})
-        out.append(("politie", "VERDACHTE", suspect))
+        self._add(out, ("politie", "VERDACHTE", suspect))
+        stats["flow"]["suspects"] += 1
+        stats["flow"]["juvenile_suspects"] += juvenile
 
         if juvenile and light and r.random() < 0.7:
             t_referral = self._after(t_interrogation, 3, 21)
@@ -229,13 +255,13 @@ class ChainGenerator:
                     "offence_group": halt_group,
                 }
             )
-            out.append(("halt", "VERWIJZING", referral))
+            self._add(out, ("halt", "VERWIJZING", referral))
             t_done = self._after(t_referral, 30, 120)
             result = "POSITIEF" if r.random() < 0.85 else "NEGATIEF"
             done = self._meta("halt", "AFGEROND", t_done, "HALT")
             done["suspect"] = who
             done.update({"case.pv_number": pv, "outcome": result})
-            out.append(("halt", "AFGEROND", done))
+            self._add(out, ("halt", "AFGEROND", done))
             stats["halt"][result] += 1
             if result == "POSITIEF":
                 return out
@@ -248,7 +274,7 @@ class ChainGenerator:
         report = self._meta("politie", "PV_INZENDING", t_report, police_system)
         report["suspect"] = who
         report["case.pv_number"] = pv
-        out.append(("politie", "PV_INZENDING", report))
+        self._add(out, ("politie", "PV_INZENDING", report))
 
         # -- OM ----------------------------------------------------------------------------------------
         if incident in C.TRAFFIC_INCIDENTS and r.random() < 0.5:
@@ -261,7 +287,7 @@ class ChainGenerator:
         registered["metadata.registration_time"] = t_registered  # one column: inschrijfdatum
         registered["suspect"] = who
         registered.update({"case.parketnummer": parketnummer, "case.pv_number": pv, "offence": article})
-        out.append(("om", "INSCHRIJVING", registered))
+        self._add(out, ("om", "INSCHRIJVING", registered))
         stats["flow"]["om_cases"] += 1
         decision = _DECISIONS.pick(r)
         t_decision = self._after(t_registered, 1, 80 if juvenile else 150)
@@ -284,7 +310,7 @@ class ChainGenerator:
                 "offence": article,
             }
         )
-        out.append(("om", "BESLISSING", decided))
+        self._add(out, ("om", "BESLISSING", decided))
         stats["om_decision"][decision] += 1
 
         case = (who, parketnummer)
@@ -331,7 +357,7 @@ class ChainGenerator:
         )
         if sanction is not None:
             judgment.update(sanction.fields())
-        out.append(("rechtspraak", "EERSTE_AANLEG", judgment))
+        self._add(out, ("rechtspraak", "EERSTE_AANLEG", judgment))
         stats["judgment"][outcome] += 1
         t_final = t_judgment
         if outcome != "OVERIG" and r.random() < 0.05:
@@ -360,7 +386,7 @@ class ChainGenerator:
             )
             if sanction is not None:
                 appealed.update(sanction.fields())
-            out.append(("rechtspraak", "HOGER_BEROEP", appealed))
+            self._add(out, ("rechtspraak", "HOGER_BEROEP", appealed))
             stats["appeal"][appeal] += 1
         if sanction is None:
             return out
@@ -427,7 +453,7 @@ class ChainGenerator:
                 "amount_eur": amount,
             }
         )
-        out.append(("cjib", "INNING_START", started))
+        self._add(out, ("cjib", "INNING_START", started))
         self.stats["cjib"][kind] += 1
         u = r.random()
         t = t_start
@@ -445,7 +471,7 @@ class ChainGenerator:
         ordered = self._meta("cjib", "VERVANGENDE_HECHTENIS", t_ordered, "CJIB")
         ordered["suspect"] = who
         ordered.update({"case.cjib_number": number, "case.parketnummer": parketnummer, "days": days})
-        out.append(("cjib", "VERVANGENDE_HECHTENIS", ordered))
+        self._add(out, ("cjib", "VERVANGENDE_HECHTENIS", ordered))
         self.stats["cjib"]["vervangende_hechtenis"] += 1
         if r.random() < 0.6:
             self._serve(out, case, "VERV_HECHTENIS", "GEVANGENIS", self._after(t_ordered, 14, 150), days)
@@ -462,7 +488,7 @@ class ChainGenerator:
                 "fully_paid": full,
             }
         )
-        out.append(("cjib", "BETALING", paid))
+        self._add(out, ("cjib", "BETALING", paid))
 
     def _serve(
         self,
@@ -497,14 +523,14 @@ class ChainGenerator:
         inflow = self._meta("dji", "INSTROOM", t_in, "TULP")
         inflow["suspect"] = who
         inflow.update({"case.parketnummer": parketnummer, "title": title, "institution": institution})
-        out.append(("dji", "INSTROOM", inflow))
+        self._add(out, ("dji", "INSTROOM", inflow))
         self.stats["dji_title"][title] += 1
         if t_out is None or reason is None:
             return
         outflow = self._meta("dji", "UITSTROOM", t_out, "TULP")
         outflow["suspect"] = who
         outflow.update({"case.parketnummer": parketnummer, "reason": reason})
-        out.append(("dji", "UITSTROOM", outflow))
+        self._add(out, ("dji", "UITSTROOM", outflow))
 
     def _supervise(
         self, out: list[Event], case: tuple[dict[str, Any], str], kind: str, hours: int | None, t_basis: int
@@ -517,7 +543,7 @@ class ChainGenerator:
         started.update(
             {"case.parketnummer": parketnummer, "kind": kind, "organisation": _ORGS.pick(r), "hours": hours}
         )
-        out.append(("reclassering", "START", started))
+        self._add(out, ("reclassering", "START", started))
         self.stats["reclassering"][kind] += 1
         werkstraf = kind == "WERKSTRAF"
         t_end = self._after(t_start, 30, 180) if werkstraf else self._after(t_start, 365, 730)
@@ -525,4 +551,4 @@ class ChainGenerator:
         ended = self._meta("reclassering", "EINDE", t_end, "IRIS")
         ended["suspect"] = who
         ended.update({"case.parketnummer": parketnummer, "kind": kind, "outcome": result})
-        out.append(("reclassering", "EINDE", ended))
+        self._add(out, ("reclassering", "EINDE", ended))

@@ -379,6 +379,7 @@ class GenerationReport:
     start: str
     days: int
     population: int
+    as_of: str | None = None  # the export's day: nothing on or after it (ISO date)
     partners: dict[str, PartnerReport] = field(default_factory=dict)
     chain: dict[str, dict[str, int]] = field(default_factory=dict)
     reject_reasons: dict[str, str] = field(default_factory=lambda: dict(REJECT_REASONS))
@@ -416,8 +417,10 @@ class PartnerExport:
         noise: float,
         fmt: str | None = None,
         catalogue: Catalogue | None = None,
+        until: int | None = None,
     ) -> None:
         self.partner = partner
+        self.last = None if until is None else until - 1  # the latest minute a value may carry
         self.layout = load_layout(partner, catalogue)
         self.style = style = style_for(partner, fmt)
         self.noise = noise
@@ -505,7 +508,9 @@ class PartnerExport:
             self._out(rtype, row)
         elif kind == "late_event":
             values = dict(values)
-            values["metadata.registration_time"] += self.rng.randrange(60, 240) * DAY
+            values["metadata.registration_time"] = self._at_most(
+                values["metadata.registration_time"] + self.rng.randrange(60, 240) * DAY
+            )
             self._out(rtype, self.row(rtype, values))
         elif kind == "duplicate":
             row = self.row(rtype, values)
@@ -521,7 +526,9 @@ class PartnerExport:
                     who, **{"suspect.postcode": postcode[:5] + ("XA" if postcode[5:] != "XA" else "XB")}
                 )
             else:
-                corrected["metadata.registration_time"] += DAY
+                corrected["metadata.registration_time"] = self._at_most(
+                    corrected["metadata.registration_time"] + DAY
+                )
             self.pending.append((self.written + _REDELIVERY_DELAY, rtype, self.row(rtype, corrected)))
         elif kind == "malformed":
             self._reject(rtype, self.row(rtype, values), malformed=True)
@@ -533,6 +540,10 @@ class PartnerExport:
             row = self.row(rtype, values)
             row[rl.key] = ""
             self._reject(rtype, row)
+
+    def _at_most(self, t: int) -> int:
+        """A later registration, but not past the as-of moment (the export holds nothing after it)."""
+        return t if self.last is None else min(t, self.last)
 
     def close(self) -> PartnerReport:
         while self.pending:

@@ -206,7 +206,7 @@ class ConsumeLoop:
                     eofs.append((len(records), (topic, partition), offset))
                 else:
                     raise DeliveryError(f"consuming {msg.topic()} [{msg.partition()}] failed: {err}")
-            if records:
+            if records and at_end:  # (nothing to undo while every partition is still catching up)
                 at_end.difference_update({(m.topic(), m.partition()) for m in records})
             if eofs:
                 last = {(m.topic(), m.partition()): i for i, m in enumerate(records)}

@@ -20,6 +20,7 @@ from ketenstroom.settings import RegistrySettings
 class Registry:
     def __init__(self, settings: RegistrySettings) -> None:
         self.url = settings.url
+        self.who = f" as {settings.username}" if settings.username else ""
         self.client = SchemaRegistryClient(settings.client_conf())
         self._ids: dict[str, int] = {}
         self._writers: dict[int, Any] = {}
@@ -35,7 +36,7 @@ class Registry:
         self.close()
 
     def _fail(self, what: str, exc: Exception) -> DeliveryError:
-        return DeliveryError(f"schema registry at {self.url}: {what} failed: {exc}")
+        return DeliveryError(f"schema registry at {self.url}: {what}{self.who} failed: {exc}")
 
     def register(self, subject: str, schema: EventSchema) -> int:
         """Register (or look up) ``schema`` under ``subject``; returns the schema id."""
@@ -45,6 +46,8 @@ class Registry:
         try:
             schema_id = self.client.register_schema(subject, Schema(schema.text, "AVRO"))
         except SchemaRegistryError as exc:
+            if exc.http_status_code == 403:  # may not write here: fine if this very schema is registered
+                return self._registered_by_owner(subject, schema, exc)
             if exc.http_status_code == 409:
                 raise ConfigurationError(
                     f"registry refused {schema.fullname} under subject {subject!r} as incompatible with "
@@ -57,6 +60,24 @@ class Registry:
         self._ids[subject] = schema_id
         self._writers.setdefault(schema_id, schema.parsed)
         return schema_id
+
+    def _registered_by_owner(self, subject: str, schema: EventSchema, refused: SchemaRegistryError) -> int:
+        """The id of ``schema`` under ``subject`` when its owner (the operator, at onboarding) registered
+        it and this principal may only read; otherwise a refusal naming the principal and the subject."""
+        try:
+            found = self.client.lookup_schema(subject, Schema(schema.text, "AVRO"))
+        except SchemaRegistryError as exc:
+            raise DeliveryError(
+                f"schema registry at {self.url}: the principal{self.who} may not register {schema.fullname} "
+                f"under subject {subject!r} ({refused.error_message}) and that version is not registered "
+                f"(lookup: HTTP {exc.http_status_code}); the subject's owner or the operator registers it "
+                "(`ketenstroom schemas register`)"
+            ) from refused
+        if found.schema_id is None:
+            raise self._fail(f"looking up {subject}", refused)
+        self._ids[subject] = found.schema_id
+        self._writers.setdefault(found.schema_id, schema.parsed)
+        return found.schema_id
 
     def writer_schema(self, schema_id: int) -> Any:
         """The parsed writer schema for an id, fetched once."""

@@ -29,6 +29,12 @@ TIME_FIELDS = frozenset(
         "valid_to",
         "sealed_at",
         "created_at",
+        # release metadata: when a table or release was built, never a person's date
+        "built_at",
+        "Modified",
+        "ObservationsModified",
+        "MetaDataModified",
+        "dct:modified",
     }
 )
 #: Numeric fields that are counters or positions, not identifiers.

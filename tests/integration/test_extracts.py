@@ -33,7 +33,7 @@ from synthetic import generate_chain
 from tests.conftest import Services
 
 PARTNERS = ("politie", "om", "rechtspraak", "cjib")
-KEY = "extract-test-pseudonym-key-0123456789abcdef"
+KEY = "extract-test-pseudonym-key-0123456789abcdef"  # pragma: allowlist secret
 EXTRACT_KEY = "extract-test-extract-key-fedcba9876543210"
 FAR = datetime(2030, 1, 1, tzinfo=UTC)
 QUASI = ("age", "sex", "region", "om_registration_date")
@@ -86,7 +86,7 @@ def sealed(services: Services, tmp_path_factory: pytest.TempPathFactory) -> tupl
     """Generated exports through publish, process, sink and seal; returns the names and the store URL."""
     work = tmp_path_factory.mktemp("extracts")
     names = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
-    report = generate_chain(work / "exports", cases=2500, seed=1818, days=180, partners=PARTNERS)
+    report = generate_chain(work / "exports", cases=4000, seed=1818, days=180, partners=PARTNERS)
     ensure_topics(services.kafka, names.all(PARTNERS), partitions=3, replication_factor=1)
     for partner in PARTNERS:
         with Publisher(partner, kafka=services.kafka, registry=services.registry, topics=names) as pub:

@@ -28,7 +28,7 @@ from ketenstroom.contract import Topics
 from ketenstroom.settings import REPO_ROOT
 from tests.conftest import Services
 
-KEY = "onboarding-test-key-0123456789abcdef0123"
+KEY = "onboarding-test-key-0123456789abcdef0123"  # pragma: allowlist secret
 PARTNER = "rvdk"
 
 COMMON = "nl.ketenstroom.common"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +51,7 @@ def _export(tmp_path: Path) -> Path:
     return path
 
 
-def _consume_ids(services: Services, topic: str, expected: int) -> list[str]:
+def _consume_ids(services: Services, topic: str, expected: int, polls: int = 60) -> list[str]:
     consumer = Consumer(
         services.kafka.librdkafka(
             group_id=f"{topic}-reader", auto_offset_reset="earliest", enable_auto_commit=False
@@ -59,7 +61,7 @@ def _consume_ids(services: Services, topic: str, expected: int) -> list[str]:
     ids: list[str] = []
     try:
         with Registry(services.registry) as registry:
-            for _ in range(60):  # bounded: at most 60 polls of 1 s
+            for _ in range(polls):  # bounded: at most ``polls`` polls of 1 s
                 for msg in consumer.consume(100, timeout=1.0):
                     schema_id, payload = unframe(msg.value())
                     ids.append(
@@ -142,7 +144,9 @@ def test_cli_exit_codes_for_unreachable_services(services: Services, names: Topi
         check=False,
     )
     assert no_registry.returncode == EXIT_NOT_DELIVERED, no_registry.stderr
-    assert "not delivered" in no_registry.stderr and "published" not in no_registry.stdout
+    assert "not delivered" in no_registry.stderr and "Traceback" not in no_registry.stderr
+    [failed] = [json.loads(p.read_text()) for p in tmp_path.glob("om.csv.*.receipt.json")]
+    assert failed["published"] == 0 and failed["exit_code"] == EXIT_NOT_DELIVERED and failed["failure"]
     ensure_topics(services.kafka, [names.raw("om")], partitions=1, replication_factor=1)
     ok = subprocess.run(
         [sys.executable, "-m", "cli", "publish", "--partner", "om", str(export)],
@@ -153,7 +157,8 @@ def test_cli_exit_codes_for_unreachable_services(services: Services, names: Topi
         check=False,
     )
     assert ok.returncode == EXIT_SOME_REJECTED, ok.stderr
-    receipt = json.loads(Path(f"{export}.receipt.json").read_text())
+    receipts = [json.loads(p.read_text()) for p in tmp_path.glob("om.csv.*.receipt.json")]
+    [receipt] = [r for r in receipts if r["delivery_id"] != failed["delivery_id"]]  # the first one is kept
     assert receipt["published"] == 4 and receipt["rejected_total"] == 5 and receipt["reconciles"]
 
 
@@ -174,3 +179,63 @@ def test_a_column_missing_from_the_header_rejects_every_row_of_the_types_that_ne
     missing = [r for r in rejects if r["reason"] == "missing-column"]
     assert [r["line"] for r in missing] == [2, 3, 4, 5, 6, 7, 10]
     assert {r["field"] for r in missing} == {"postcode"} and all(r["row"] for r in missing)
+
+
+def test_a_bom_then_windows_1252_export_is_delivered_twice_with_receipts_kept(
+    services: Services, names: Topics, tmp_path: Path
+) -> None:
+    """The exact pattern from the field: UTF-8 BOM, then Windows-1252 bytes (an é): exit 0 or 1, a
+    receipt that says how it was read, never a traceback; a second delivery keeps the first's files."""
+    ensure_topics(services.kafka, [names.raw("om")], partitions=1, replication_factor=1)
+    export = tmp_path / "om.csv"
+    rows = [ROWS[0].replace("COMPAS", "Café"), ROWS[3]]  # one accepted (é in bronsysteem), one rejected
+    export.write_bytes(codecs.BOM_UTF8 + "\r\n".join([HEADER, *rows, ""]).encode("cp1252"))
+    assert export.read_bytes()[:3] == codecs.BOM_UTF8 and b"Caf\xe9" in export.read_bytes()
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "cli", "publish", "--partner", "om", str(export)],
+            env=services.env(names),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.returncode in (0, EXIT_SOME_REJECTED), run.stderr
+        assert "Traceback" not in run.stderr + run.stdout
+        assert "byte-order mark" in run.stdout and "Windows-1252" in run.stdout
+    receipts = sorted(tmp_path.glob("om.csv.*.receipt.json"))
+    rejects = sorted(tmp_path.glob("om.csv.*.rejects.jsonl"))
+    assert len(receipts) == 2 and len(rejects) == 2  # one of each per delivery, the earlier ones kept
+    for path in receipts:
+        receipt = json.loads(path.read_text())
+        assert receipt["published"] == 1 and receipt["rejected"] == {"invalid-event-time": 1}
+        assert any("Windows-1252" in note for note in receipt["notes"]) and receipt["failure"] is None
+    for path in rejects:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        [reject] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        assert reject["row"]["bronsysteem"] == "COMPAS"
+    [event_id] = set(_consume_ids(services, names.raw("om"), expected=2))  # the same event, twice
+    assert event_id
+
+
+def test_a_file_for_another_partner_is_refused_whole(
+    services: Services, names: Topics, tmp_path: Path
+) -> None:
+    ensure_topics(services.kafka, [names.raw("politie")], partitions=1, replication_factor=1)
+    export = _export(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "cli", "publish", "--partner", "politie", str(export)],
+        env=services.env(names),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == EXIT_NOT_DELIVERED, run.stdout + run.stderr
+    assert "missing" in run.stderr and "registratienummer" in run.stderr and "fits partner 'om'" in run.stderr
+    [receipt] = [json.loads(p.read_text()) for p in tmp_path.glob("om.csv.*.receipt.json")]
+    assert receipt["rows_read"] == 0 and receipt["published"] == 0 and receipt["reject_file"] is None
+    assert _consume_ids(services, names.raw("politie"), expected=1, polls=3) == []

@@ -29,7 +29,7 @@ from sinks.settings import SinkSettings
 from synthetic import OM_COLUMNS, om_decision_rows, write_csv
 from tests.conftest import Services
 
-KEY = "walking-skeleton-test-key-0123456789abcdef"
+KEY = "walking-skeleton-test-key-0123456789abcdef"  # pragma: allowlist secret
 
 
 def _run_processor(services: Services, names: Topics, app_id: str) -> dict[str, dict[str, int]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,3 +43,53 @@ def test_our_services_get_their_endpoints_and_no_inline_secrets() -> None:
         assert env["KETENSTROOM_REGISTRY_URL"].startswith("http://apicurio:8080/apis/ccompat/")
         assert env["KETENSTROOM_S3_SECRET_ACCESS_KEY"].startswith("${")
         assert "KETENSTROOM_PSEUDONYM_KEY" not in env  # the key comes as a secret file
+
+
+# -- the commands: what production runs, parsed by the CLI itself (issue 10, item 10) --------------------
+def _parsed(service: str) -> tuple[str, dict[str, object]]:
+    """``(subcommand, parameters)`` of a compose service's command, as the ketenstroom CLI reads it."""
+    program, *args = COMPOSE["services"][service]["command"]
+    assert program == "ketenstroom"
+    name, *rest = args
+    command = _commands()[name]
+    with command.make_context(name, list(rest)) as ctx:  # unknown options fail here
+        return name, dict(ctx.params)
+
+
+def _commands() -> dict[str, Any]:
+    import typer
+
+    from cli import app
+
+    commands: dict[str, Any] = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    return commands
+
+
+def _defaults(name: str) -> dict[str, object]:
+    with _commands()[name].make_context(name, []) as ctx:
+        return dict(ctx.params)
+
+
+def test_the_processor_consumes_every_partner_as_the_cli_does_by_default() -> None:
+    name, params = _parsed("processor")
+    assert name == "process"
+    assert params["partner"] in ([], None) and not _defaults("process")["partner"]  # none: every partner
+    assert params["until_caught_up"] is False  # a service runs on; a batch run stops
+    overridden = {k for k, v in params.items() if v != _defaults("process")[k]}
+    assert overridden == set(), f"compose overrides the CLI's defaults for {overridden}"
+
+
+def test_the_sink_runs_as_the_cli_does_by_default_apart_from_its_store() -> None:
+    name, params = _parsed("sink")
+    assert name == "sink"
+    overridden = {k for k, v in params.items() if v != _defaults("sink")[k]}
+    assert overridden == {"storage"}, f"compose overrides the CLI's defaults for {overridden}"
+    assert params["until_caught_up"] is False and params["seal"] is True and params["tables"] is True
+    assert str(params["storage"]).startswith("s3://ketenstroom/")
+
+
+def test_every_ketenstroom_service_runs_a_real_command() -> None:
+    ours = [n for n, s in COMPOSE["services"].items() if (s.get("command") or [""])[0] == "ketenstroom"]
+    assert set(ours) >= {"processor", "sink"}
+    for service in ours:
+        _parsed(service)

@@ -88,7 +88,15 @@ def test_every_record_type_of_every_partner_has_a_plan_covering_all_leaves() -> 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("fastpath")
-    report = generate_chain(out, cases=600, seed=23, noise=0.15, formats={"om": "jsonl", "cjib": "csv"})
+    report = generate_chain(
+        out,
+        cases=600,
+        seed=23,
+        noise=0.15,
+        formats={"om": "jsonl", "cjib": "csv"},
+        start=date(2023, 1, 1),
+        as_of=date(2026, 11, 1),  # before NOW: every event is in the past, as in a real delivery
+    )
     return {p: Path(report.partners[p].path) for p in PARTNERS}
 
 

@@ -9,7 +9,7 @@ from ketenstroom.contract.scanner import scan, scan_all
 CLEAN = {
     "event_id": "40178056-6083-59aa-b0a0-127012345678",  # digit-only UUID groups are not identifiers
     "event_time": datetime(2026, 1, 17, 14, 23, tzinfo=UTC),
-    "case_pseudonym": "5afa806e3ab969dfa056a598f793076a1b6faf893a52f52eb548f05486ee90eb",
+    "case_pseudonym": "5afa806e3ab969dfa056a598f793076a1b6faf893a52f52eb548f05486ee90eb",  # pragma: allowlist secret
     "person_pseudonym": "1234567890123456789012345678901234567890123456789012345678901234",
     "birth_year": 1976,
     "age_at_event": 49,

@@ -7,11 +7,13 @@ import tomllib
 import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ketenstroom.calendar import AMSTERDAM
 from ketenstroom.catalogue import catalogue_at
 from ketenstroom.contract import load_schemas
 from ketenstroom.contract.identifiers import bsn_passes_11_check, normalise_parketnummer, normalise_pv_number
@@ -34,6 +36,15 @@ from synthetic.codes import JUDGMENT_OUTCOMES, OM_DECISIONS
 PARTNERS = catalogue_at(CatalogueSettings().dir).names  # the partners the catalogue declares
 
 SCHEMAS = load_schemas(CatalogueSettings().schema_dir)
+#: Crimes in 2023 followed until the start of 2026-11-01: whole chains, appeals included, and fixed
+#: (with the default as-of, today, the exports would change from day to day).
+START, AS_OF = date(2023, 1, 1), date(2026, 11, 1)
+
+
+def _generate(out: Path, **kwargs: Any) -> GenerationReport:
+    return generate_chain(out, **{"start": START, "as_of": AS_OF, **kwargs})
+
+
 MAPPINGS = {p: load_mapping(p, SCHEMAS) for p in PARTNERS}
 
 
@@ -55,6 +66,9 @@ def offline_publish(partner: str, path: Path) -> dict[str, Any]:
                     row=line, field=missing[0], value=None, reason="missing-column", message=""
                 )
             flat = validate(record.model, record.values(row), line=line, columns=mapping.columns_of(record))
+            implausible = record.plausibility.check(flat, datetime.now(UTC))
+            if implausible is not None:
+                raise InputRowError(row=line, field="*", value=None, reason=implausible[0], message="")
             key = (str(flat["metadata.source_record_id"]), int(flat.get("metadata.record_version") or 1))
             if key in seen:
                 raise InputRowError(
@@ -78,13 +92,13 @@ def offline_publish(partner: str, path: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GenerationReport]:
     out = tmp_path_factory.mktemp("clean")
-    return out, generate_chain(out, cases=3000, seed=11, noise=0.0)
+    return out, _generate(out, cases=3000, seed=11, noise=0.0)
 
 
 @pytest.fixture(scope="module")
 def noisy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GenerationReport]:
     out = tmp_path_factory.mktemp("noisy")
-    return out, generate_chain(out, cases=2000, seed=5, noise=0.1)
+    return out, _generate(out, cases=2000, seed=5, noise=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +151,7 @@ def test_each_partner_writes_in_its_own_habits(clean: tuple[Path, GenerationRepo
 
 
 def test_formats_can_be_overridden(tmp_path: Path) -> None:
-    report = generate_chain(tmp_path, cases=200, seed=3, formats={"cjib": "csv", "om": "jsonl"})
+    report = _generate(tmp_path, cases=200, seed=3, formats={"cjib": "csv", "om": "jsonl"})
     assert report.partners["cjib"].path.endswith("cjib.csv")
     assert report.partners["om"].path.endswith("om.jsonl")
     for partner in ("cjib", "om"):
@@ -145,7 +159,7 @@ def test_formats_can_be_overridden(tmp_path: Path) -> None:
         assert result["rejected"] == 0
         assert result["accepted"] == report.partners[partner].rows_written > 0
     with pytest.raises(ValueError, match="format"):
-        generate_chain(tmp_path, cases=1, formats={"om": "xlsx"})
+        _generate(tmp_path, cases=1, formats={"om": "xlsx"})
 
 
 # -- the producer's verdict, exactly ---------------------------------------------------------------------
@@ -216,9 +230,9 @@ def test_report_is_json_and_written_next_to_the_exports(noisy: tuple[Path, Gener
 # -- determinism -----------------------------------------------------------------------------------------
 def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    generate_chain(a, cases=400, seed=42, noise=0.1)
-    generate_chain(b, cases=400, seed=42, noise=0.1)
-    generate_chain(c, cases=400, seed=43, noise=0.1)
+    _generate(a, cases=400, seed=42, noise=0.1)
+    _generate(b, cases=400, seed=42, noise=0.1)
+    _generate(c, cases=400, seed=43, noise=0.1)
     for f in sorted(a.iterdir()):
         if f.name == "generation.json":  # the same but for where the files are
             assert f.read_text(encoding="utf-8").replace(str(a), "") == (b / f.name).read_text(
@@ -230,8 +244,8 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(tmp_path
 
 
 def test_noise_does_not_change_the_underlying_chain(tmp_path: Path) -> None:
-    plain = generate_chain(tmp_path / "plain", cases=300, seed=9)
-    spoiled = generate_chain(tmp_path / "spoiled", cases=300, seed=9, noise=0.2)
+    plain = _generate(tmp_path / "plain", cases=300, seed=9)
+    spoiled = _generate(tmp_path / "spoiled", cases=300, seed=9, noise=0.2)
     assert plain.chain == spoiled.chain
 
 
@@ -361,7 +375,7 @@ def test_about_ninety_percent_of_suspects_have_a_bsn(clean_rows: dict[str, list[
 
 
 def test_om_decisions_and_court_outcomes_come_in_the_documented_shares(tmp_path: Path) -> None:
-    report = generate_chain(tmp_path, cases=5000, seed=1)
+    report = _generate(tmp_path, cases=5000, seed=1)
     rows = list(_raw_rows(Path(report.partners["om"].path)))
     decisions = Counter(r["beslissing"] for r in rows if r["soort"] == "BESLISSING")
     total = sum(decisions.values())
@@ -388,7 +402,7 @@ def test_om_decisions_and_court_outcomes_come_in_the_documented_shares(tmp_path:
 def _peak(tmp: Path, cases: int) -> tuple[int, int]:
     tracemalloc.start()
     try:
-        report = generate_chain(tmp, cases=cases, seed=3, noise=0.05)
+        report = _generate(tmp, cases=cases, seed=3, noise=0.05)
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -424,3 +438,48 @@ def test_om_decision_rows_noise_kinds_are_unchanged(tmp_path: Path) -> None:
     result = offline_publish("om", path)
     bad = sum(1 for r in rows if r["beslisdatum"] == "31-02-2026" or not r["parketnummer"])
     assert result["rejected"] == bad and result["accepted"] == 2000 - bad
+
+
+# -- as-of: nothing dated on or after the export's day (issue 10, item 11) --------------------------------
+_MOMENT_PATHS = ("metadata.event_time", "metadata.registration_time", "first_interrogation_time")
+
+
+def _latest(report: GenerationReport) -> datetime:
+    latest = datetime.min.replace(tzinfo=UTC)
+    for partner in PARTNERS:
+        for row in offline_publish(partner, Path(report.partners[partner].path))["rows"]:
+            latest = max([latest, *(row[p] for p in _MOMENT_PATHS if isinstance(row.get(p), datetime))])
+    return latest
+
+
+def test_a_generated_export_holds_no_event_on_or_after_its_as_of_day(tmp_path: Path) -> None:
+    as_of = date(2026, 6, 1)
+    report = generate_chain(tmp_path, cases=1500, seed=21, noise=0.1, start=date(2026, 1, 1), as_of=as_of)
+    midnight = datetime(2026, 6, 1, tzinfo=AMSTERDAM)
+    assert report.as_of == "2026-06-01"
+    assert datetime(2026, 5, 1, tzinfo=UTC) < _latest(report) < midnight  # cut there, not long before
+    for partner, rep in report.partners.items():  # and publish takes exactly what it was told to
+        result = offline_publish(partner, Path(rep.path))
+        assert (result["accepted"], result["rejected"]) == (rep.expected_accepted, rep.expected_rejected)
+    uncut = generate_chain(
+        tmp_path / "uncut", cases=1500, seed=21, start=date(2026, 1, 1), as_of=date(2031, 1, 1)
+    )
+    assert _latest(uncut) > midnight  # the same cases, followed on, do reach past it
+
+
+def test_generate_writes_nothing_after_today_by_default(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["generate", "--out", str(tmp_path), "--cases", "300"])
+    assert result.exit_code == 0, result.output
+    report = GenerationReport.from_json((tmp_path / "generation.json").read_text(encoding="utf-8"))
+    today = datetime.now(AMSTERDAM).date()
+    assert report.as_of == today.isoformat()
+    assert _latest(report) < datetime.combine(today, datetime.min.time(), tzinfo=AMSTERDAM)
+    result = CliRunner().invoke(
+        app, ["generate", "--out", str(tmp_path / "b"), "--cases", "30", "--as-of", "2026-02-01"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "as of 2026-02-01" in result.output

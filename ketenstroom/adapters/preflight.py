@@ -1,0 +1,69 @@
+"""Ask the cluster, before any record is produced, whether this principal may use a topic at all.
+
+A client with a wrong password, without the CA, or without rights on the topic fails here with a
+message naming the principal and the resource refused, instead of a delivery report per record.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from ketenstroom.errors import DeliveryError
+from ketenstroom.settings import KafkaSettings
+
+_REFUSED = re.compile(r"ssl handshake|certificate verify|authentication", re.IGNORECASE)
+
+
+def connection_refused(kafka: KafkaSettings, text: str) -> DeliveryError:
+    """A clear message for the ways a secured cluster turns a client away before any ACL is asked."""
+    who = kafka.principal
+    lowered = text.lower()
+    if "ssl handshake" in lowered or "certificate verify" in lowered:
+        return DeliveryError(
+            f"{who} could not set up TLS with {kafka.bootstrap_servers}: the broker's certificate is not "
+            f"trusted ({text}); point KETENSTROOM_KAFKA_SSL_CA_LOCATION at the CA that signed it"
+        )
+    if "authentication" in lowered:
+        return DeliveryError(
+            f"{who} could not authenticate to {kafka.bootstrap_servers}: wrong or missing password "
+            f"({text}); check KETENSTROOM_KAFKA_SASL_USERNAME and KETENSTROOM_KAFKA_SASL_PASSWORD_FILE"
+        )
+    return DeliveryError(f"{who} could not reach Kafka at {kafka.bootstrap_servers}: {text}")
+
+
+def require_topic(
+    kafka: KafkaSettings, topic: str, refusal: str, timeout: float = 15.0, *, unreachable_ok: bool = False
+) -> None:
+    """Raise DeliveryError(``refusal``) if the cluster will not even describe ``topic`` to us, or a
+    DeliveryError naming the principal if it turns us away (TLS, authentication). ``unreachable_ok``:
+    a cluster that does not answer at all is left to the caller's own delivery reports."""
+    errors: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        errors.append(err.str())
+
+    conf = kafka.librdkafka()
+    conf["error_cb"] = on_error
+    admin = AdminClient(conf)
+    deadline = time.monotonic() + timeout
+    while True:  # short metadata requests, so a refused handshake is reported at once, not at the deadline
+        try:
+            metadata = admin.list_topics(topic=topic, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+            break
+        except KafkaException as exc:
+            admin.poll(0.1)  # serve the error callbacks: they say why (SSL handshake, SASL authentication)
+            refused = [e for e in errors if _REFUSED.search(e)]
+            if refused or time.monotonic() >= deadline:
+                if not refused and unreachable_ok:
+                    return
+                reason = (refused or errors or [str(exc.args[0] if exc.args else exc)])[0]
+                raise connection_refused(kafka, reason) from exc
+    found = metadata.topics.get(topic)
+    if found is not None and found.error is not None:
+        if found.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            raise DeliveryError(f"{refusal} (Kafka: {found.error.str()})")
+        raise DeliveryError(f"topic {topic} is not available to {kafka.principal}: {found.error.str()}")
