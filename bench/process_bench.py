@@ -41,10 +41,15 @@ from ketenstroom.adapters.kafka import ensure_topics, read_to_end
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.catalogue import catalogue_at
 from ketenstroom.contract import Topics
-from ketenstroom.settings import CatalogueSettings, KafkaSettings, PseudonymSettings, RegistrySettings
+from ketenstroom.settings import (
+    CatalogueSettings,
+    KafkaSettings,
+    ProcessorSettings,
+    PseudonymSettings,
+    RegistrySettings,
+)
 from processors.build import build_transformer
 from processors.runner import TransactionalProcessor
-from processors.settings import ProcessorSettings
 from processors.transform import RawRecord, Transformer
 from producers.publish import Publisher
 from synthetic import generate_chain

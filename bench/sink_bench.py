@@ -38,12 +38,11 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics, load_schemas
 from ketenstroom.contract.codec import encode_framed
-from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings
+from ketenstroom.settings import CatalogueSettings, KafkaSettings, RegistrySettings, SinkSettings
 from producers.steps import zigzag
 from sinks.parquet import SCHEMA
 from sinks.runner import Sink
 from sinks.seal import Sealer, SealPolicy
-from sinks.settings import SinkSettings
 from sinks.tables import build_missing_tables
 from synthetic.curated import CHAIN_EVENT, chain_event, chain_events, publish_curated
 

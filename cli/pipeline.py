@@ -23,8 +23,10 @@ from ketenstroom.contract.retention import TopicSpec, drift
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
     KafkaSettings,
+    ProcessorSettings,
     RegistrySettings,
     S3Settings,
+    SinkSettings,
     StorageSettings,
     TopicSettings,
 )
@@ -46,7 +48,6 @@ def _fail(exc: KetenstroomError, code: int = 2) -> typer.Exit:
 def topic_plan(partitions: int) -> list[TopicSpec]:
     """Every topic the pipeline needs, with its kind's declared configuration (contract/retention.py)."""
     from processors.runner import changelog_topic
-    from processors.settings import ProcessorSettings
 
     catalogue, names, topic_settings = load(), _topics(), TopicSettings()
     policy, app_id = topic_settings.retention(), ProcessorSettings().app_id
@@ -180,12 +181,14 @@ def sink(
     ),
     period: str | None = typer.Option(None, help="month, quarter or year (default from settings: month)."),
     group: str | None = typer.Option(
-        None, help="Consumer group [default: KETENSTROOM_SINK_GROUP_ID, else ketenstroom-sink]."
+        None,
+        help="Consumer group (default: KETENSTROOM_SINK_GROUP_ID, else "
+        f"{SinkSettings.model_fields['group_id'].default}).",
     ),
     instance_id: str | None = typer.Option(
         None,
         help="Stable per running instance, distinct for concurrent ones: a restart takes its partitions "
-        "back at once (static group membership) [default: KETENSTROOM_SINK_INSTANCE_ID, else 0].",
+        "back at once (static group membership) (default: KETENSTROOM_SINK_INSTANCE_ID, else 0).",
     ),
     until_caught_up: bool = typer.Option(False, help="Stop once the topic as of start-up is written."),
     seal: bool = typer.Option(
@@ -195,7 +198,7 @@ def sink(
     final_after_days: float | None = typer.Option(None, help="Days after a period's end it becomes final."),
     as_of: str | None = typer.Option(None, help="Seal as if it were this moment (ISO); default now."),
     max_buffered: int | None = typer.Option(
-        None, help="Rows buffered before a staged file is written [default: KETENSTROOM_SINK_MAX_BUFFERED]."
+        None, help="Rows buffered before a staged file is written (default: KETENSTROOM_SINK_MAX_BUFFERED)."
     ),
     tables: bool = typer.Option(True, help="Derive the chain and person tables of each sealed revision."),
     release: bool = typer.Option(
@@ -213,7 +216,6 @@ def sink(
     from cli.snapshot import parse_as_of, policy_settings
     from sinks.runner import Sink
     from sinks.seal import Sealer, SealPolicy
-    from sinks.settings import SinkSettings
 
     kafka = KafkaSettings()
     url = storage or StorageSettings().url

@@ -23,6 +23,7 @@ from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
     CatalogueSettings,
     KafkaSettings,
+    ProcessorSettings,
     PseudonymSettings,
     RegistrySettings,
     S3Settings,
@@ -55,20 +56,19 @@ def process(
     ),
     app_id: str | None = typer.Option(
         None,
-        help="Consumer group and state namespace [default: KETENSTROOM_PROCESSOR_APP_ID, else "
-        "ketenstroom-processor].",
+        help="Consumer group and state namespace (default: KETENSTROOM_PROCESSOR_APP_ID, else "
+        f"{ProcessorSettings.model_fields['app_id'].default}).",
     ),
     instance_id: str | None = typer.Option(
         None,
         help="Stable per running instance: a restart fences its predecessor and takes its partitions "
-        "back at once (static group membership) [default: KETENSTROOM_PROCESSOR_INSTANCE_ID or 0].",
+        "back at once (static group membership) (default: KETENSTROOM_PROCESSOR_INSTANCE_ID, else 0).",
     ),
     until_caught_up: bool = typer.Option(False, help="Stop once the input as of start-up is processed."),
     metrics_port: int | None = typer.Option(None, help="Serve /metrics and /health here (0: off)."),
 ) -> None:
     """Pseudonymise and normalise raw.<partner> into curated.chain-events, exactly once; the rest to
     dlq.<partner>."""
-    from processors.settings import ProcessorSettings
 
     overrides = {"app_id": app_id, "instance_id": instance_id, "metrics_port": metrics_port}
     kafka, topics = KafkaSettings(), _topics()

@@ -6,7 +6,8 @@ Nothing is granted to ``*``: with ``allow.everyone.if.no.acl.found=false`` a pri
 named here may do nothing but what the super users (``admin``, ``broker``) may.
 
 * partner ``p``: write ``raw.p``; read ``dlq.p`` with consumer groups ``partner.p.*``; nothing else;
-* ``processor``: read every ``raw.*``; write ``curated.chain-events`` and every ``dlq.*``; its own
+* ``processor``: read every ``raw.*``; write ``curated.chain-events`` and every ``dlq.*`` (and create
+  the dead-letter status topics ``dlq.<p>.status``); its own
   topics ``<app>*`` (dedup changelogs); groups ``<app>*``; transactional ids ``<app>-*``;
 * ``sink`` and ``release``: read ``curated.chain-events`` with their own groups;
 * ``monitor``: describe topics, groups and the cluster (offsets and lag), read nothing.
@@ -20,14 +21,16 @@ from typing import Literal
 
 from ketenstroom.catalogue import Catalogue
 from ketenstroom.contract.topics import Topics
+from ketenstroom.settings import ProcessorSettings, SinkSettings
 
 #: The only super users of the secured cluster; everybody else gets exactly the grants below.
 SUPER_USERS: tuple[str, ...] = ("admin", "broker")
 #: Component principals (a partner may not take one of these names).
 COMPONENTS: tuple[str, ...] = ("processor", "sink", "monitor", "release")
 
-PROCESSOR_APP_ID = "ketenstroom-processor"
-SINK_GROUP = "ketenstroom-sink"
+# the components' own defaults (one home: their settings classes)
+PROCESSOR_APP_ID: str = ProcessorSettings.model_fields["app_id"].default
+SINK_GROUP: str = SinkSettings.model_fields["group_id"].default
 RELEASE_GROUP = "ketenstroom-release"
 
 Resource = Literal["topic", "group", "transactional-id", "cluster"]
@@ -73,7 +76,8 @@ def component_grants(topics: Topics, *, processor_app_id: str = PROCESSOR_APP_ID
     raw_prefix, dlq_prefix = f"{topics.prefix}raw.", f"{topics.prefix}dlq."
     return [
         *_grants("processor", "topic", raw_prefix, "prefixed", "READ", "DESCRIBE"),
-        *_grants("processor", "topic", dlq_prefix, "prefixed", "WRITE", "DESCRIBE"),
+        # CREATE: the processor creates each partner's compacted dlq.<p>.status beside dlq.<p>
+        *_grants("processor", "topic", dlq_prefix, "prefixed", "WRITE", "DESCRIBE", "CREATE"),
         *_grants("processor", "topic", topics.curated, "literal", "WRITE", "DESCRIBE"),
         *_grants(
             "processor",

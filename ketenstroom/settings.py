@@ -358,3 +358,35 @@ class CellKeySettings(BaseSettings):
         if len(raw) < 32:
             raise ConfigurationError(f"the cell-key secret is {len(raw)} bytes; at least 32 are required")
         return raw
+
+
+class ProcessorSettings(BaseSettings):
+    """How ``ketenstroom process`` runs; the command line's options override these."""
+
+    model_config = _config("KETENSTROOM_PROCESSOR_")
+
+    #: consumer group, transactional id prefix and dedup changelog namespace
+    app_id: str = "ketenstroom-processor"
+    #: stable per running instance: the transactional id ``<app_id>-<instance_id>`` fences its
+    #: predecessor, and the static group member ``<app_id>.<instance_id>`` takes its partitions back
+    instance_id: str = "0"
+    batch_size: int = Field(default=2000, ge=1)
+    #: the broker aborts a transaction left open this long (a crashed instance's, say)
+    transaction_timeout_ms: int = Field(default=30_000, ge=1000)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+
+class SinkSettings(BaseSettings):
+    """How ``ketenstroom sink`` consumes and stages; the command line's options override these."""
+
+    model_config = _config("KETENSTROOM_SINK_")
+
+    group_id: str = "ketenstroom-sink"
+    #: stable per running instance: the static group member ``<group_id>.<instance_id>`` takes its
+    #: partitions back at once after a restart; give each concurrent instance its own
+    instance_id: str = "0"
+    batch_size: int = Field(default=5000, ge=1)
+    #: rows buffered before a staged file is written (bounds memory)
+    max_buffered: int = Field(default=50_000, ge=1)
+    #: at most this long between staged files while records keep coming
+    flush_interval_s: float = Field(default=30.0, gt=0)

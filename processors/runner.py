@@ -37,11 +37,10 @@ from ketenstroom.adapters.kafka import (
 )
 from ketenstroom.contract import Topics
 from ketenstroom.errors import DeliveryError
-from ketenstroom.settings import KafkaSettings, TopicSettings
+from ketenstroom.settings import KafkaSettings, ProcessorSettings, TopicSettings
 from processors.dlq import LetterStatus, letter_key, replay_key
 from processors.metrics import ProcessorMetrics
 from processors.progress import Reconciliation
-from processors.settings import ProcessorSettings
 from processors.transform import Curated, DeadLetter, RawRecord, Transformer
 
 log = logging.getLogger("ketenstroom.processor")

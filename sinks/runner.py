@@ -40,10 +40,9 @@ from ketenstroom.contract.snapshots import Manifest, TablesManifest, staging_nam
 from ketenstroom.contract.wire import unframe
 from ketenstroom.crashpoints import crash_point
 from ketenstroom.errors import DeliveryError, RecordError
-from ketenstroom.settings import KafkaSettings, RegistrySettings
+from ketenstroom.settings import KafkaSettings, RegistrySettings, SinkSettings
 from sinks.parquet import to_table, write_table
 from sinks.seal import Sealer
-from sinks.settings import SinkSettings
 from sinks.tables import build_missing_tables
 
 log = logging.getLogger("ketenstroom.sink")

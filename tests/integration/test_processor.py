@@ -30,10 +30,9 @@ from ketenstroom.contract import Topics
 from ketenstroom.contract.codec import decode
 from ketenstroom.contract.scanner import scan_all
 from ketenstroom.contract.wire import unframe
-from ketenstroom.settings import CatalogueSettings, PseudonymSettings
+from ketenstroom.settings import CatalogueSettings, ProcessorSettings, PseudonymSettings
 from processors.build import build_transformer
 from processors.runner import TransactionalProcessor
-from processors.settings import ProcessorSettings
 from producers.publish import Publisher
 from synthetic import OM_COLUMNS, GenerationReport, generate_chain, om_decision_rows, write_csv
 from tests.conftest import Services

@@ -20,9 +20,9 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.contract import Topics
+from ketenstroom.settings import SinkSettings
 from sinks.runner import Sink
 from sinks.seal import Sealer, SealPolicy
-from sinks.settings import SinkSettings
 from synthetic.curated import chain_events, publish_curated
 from tests.conftest import Services
 

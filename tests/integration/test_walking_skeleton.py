@@ -22,10 +22,10 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.contract import Topics
 from ketenstroom.contract.identifiers import normalise_parketnummer
+from ketenstroom.settings import SinkSettings
 from producers.publish import Publisher
 from sinks.runner import Sink
 from sinks.seal import Sealer, SealPolicy
-from sinks.settings import SinkSettings
 from synthetic import OM_COLUMNS, om_decision_rows, write_csv
 from tests.conftest import Services
 

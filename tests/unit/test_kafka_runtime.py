@@ -7,10 +7,8 @@ import logging
 import pytest
 
 from ketenstroom.adapters.kafka import ConsumeLoop, static_member
-from ketenstroom.settings import ClientLog, KafkaSettings
+from ketenstroom.settings import ClientLog, KafkaSettings, ProcessorSettings, SinkSettings
 from processors.dlq import REPLAY_KEY_HEADER, LetterStatus, letter_key, replay_key
-from processors.settings import ProcessorSettings
-from sinks.settings import SinkSettings
 
 
 def test_every_client_logs_through_python_logging() -> None:
