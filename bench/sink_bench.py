@@ -189,7 +189,7 @@ class _Patcher:
 
     def __init__(self, schema_id: int, parsed: Any, step: int) -> None:
         name, partner, kind = _ONE_PERIOD_STEPS[step]
-        marks = {"case": "C" * 64, "report": "R" * 64, "person": "P" * 64}
+        marks = {"case": "C" * 64, "report": "R" * 64, "person": "P" * 64, "bsn": "B" * 64}
         event = chain_event(
             event_id=self.MARK_ID,
             event_time=self.MARK_TIME,
@@ -198,13 +198,20 @@ class _Patcher:
             event_type=kind,
             case=marks["case"] if step else None,
             report=marks["report"] if step <= 1 else None,
-            person=marks["person"],
+            skn=marks["person"],
+            bsn=marks["bsn"],
             age=30,
         )
         self.template = encode_framed(schema_id, parsed, event)
         spans = [(self.MARK_ID.encode(), "id"), (zigzag(int(self.MARK_TIME.timestamp() * 1000)), "time")]
-        spans += [(v.encode(), k) for k, v in marks.items() if v.encode() in self.template]
         self.cuts = sorted((self.template.index(mark), len(mark), key) for mark, key in spans)
+        for key, value in marks.items():  # every place a pseudonym occurs (the person's is there twice)
+            mark = value.encode()
+            at = self.template.find(mark)
+            while at >= 0:
+                self.cuts.append((at, len(mark), key))
+                at = self.template.find(mark, at + len(mark))
+        self.cuts.sort()
 
     def build(self, values: dict[str, bytes]) -> bytes:
         parts, at = [], 0
@@ -242,6 +249,7 @@ def publish_one_period(kafka: KafkaSettings, registry: RegistrySettings, topics:
             "case": case,
             "report": f"{case_no:058x}report".encode(),
             "person": f"{case_no // 2:058x}person".encode(),
+            "bsn": f"{case_no // 2:061x}bsn".encode(),
         }
         key = case if step else values["report"]
         value = patchers[step].build(values)

@@ -108,18 +108,33 @@ def generate(
         formats=["%Y-%m-%d"],
         help="The export's day (default today): nothing happens or is registered on or after it.",
     ),
+    identity_noise: float = typer.Option(
+        1.0,
+        help="Identity noise (police records without SKN, BSN-only partners, conflicting pairs): "
+        "1 the realistic mix, 0 none, 2 twice as much.",
+    ),
 ) -> None:
     """Write seeded, chain-consistent exports for every partner, in each partner's own columns and codes."""
-    from synthetic import generate_chain
+    from synthetic import IdentityNoise, generate_chain
 
     report = generate_chain(
-        out_dir, cases=cases, seed=seed, noise=noise, as_of=None if as_of is None else as_of.date()
+        out_dir,
+        cases=cases,
+        seed=seed,
+        noise=noise,
+        as_of=None if as_of is None else as_of.date(),
+        identity=IdentityNoise().scaled(identity_noise),
     )
     for partner, pr in report.partners.items():
         console.print(
             f"{partner:13} {pr.rows_written:>8} rows -> {pr.path}  (expected accepted "
             f"{pr.expected_accepted}, rejected {pr.expected_rejected})"
         )
+    truth = report.identity
+    console.print(
+        f"persons: {truth['persons']} ({truth['unlinkable']} without linking evidence, "
+        f"{truth['conflicts']} conflicting SKN-BSN pairs)"
+    )
     console.print(
         f"as of {report.as_of}: nothing dated on or after it; report: {out_dir / 'generation.json'}"
     )

@@ -142,6 +142,14 @@ def show(
         out.print("chain and person tables: not built yet (ketenstroom snapshot tables)")
     for name, entry in (tables.files if tables else {}).items():
         out.print(f"{name} table: {entry.rows:,} rows, {store.root}/{entry.path}")
+    if tables is not None and tables.identity is not None:
+        ids = tables.identity
+        inputs = ", ".join(f"{p} r{r}" for p, r in sorted(ids.link_inputs.items()))
+        out.print(
+            f"persons: {ids.persons:,} ({ids.persons_merged_by_new_links:,} merged by new links, "
+            f"{ids.persons_in_conflict:,} flagged in {ids.conflicts:,} SKN conflicts; "
+            f"{ids.links:,} SKN-BSN links from {inputs})"
+        )
     print(f"read: {store.root}/{manifest.prefix}data/*.parquet")
 
 

@@ -23,9 +23,13 @@ BSN_FAILED_11_CHECK = "BSN_FAILED_11_CHECK"
 
 @dataclass(frozen=True)
 class PersonPseudonym:
+    """The resolved pseudonym (SKN before BSN) and both identifiers' own pseudonyms, each nullable."""
+
     pseudonym: str | None
     source: str  # SKN, BSN or NONE
     flags: tuple[str, ...] = ()
+    skn: str | None = None  # pseudonym of the SKN, domain "person:skn"
+    bsn: str | None = None  # pseudonym of a valid BSN, domain "person:bsn"
 
 
 @dataclass(frozen=True)
@@ -37,15 +41,21 @@ class Pseudonymiser:
         return hmac.new(self.key, f"{domain}\x1f{value}".encode(), hashlib.sha256).hexdigest()
 
     def person(self, skn: str | None, bsn: str | None) -> PersonPseudonym:
-        """SKN before BSN (the strongest identifier present); a BSN failing the 11-check is flagged."""
+        """SKN before BSN (the strongest identifier present); a BSN failing the 11-check is flagged.
+
+        Both pseudonyms are returned as well: a record carrying both is the evidence the sink's person
+        tables use to link a BSN-only record to the SKN of the same person."""
         flags: tuple[str, ...] = ()
         if bsn is not None and not bsn_passes_11_check(bsn):
             flags = (BSN_FAILED_11_CHECK,)
             bsn = None
-        if skn:
-            return PersonPseudonym(self._mac("person:skn", skn.strip()), "SKN", flags)
-        if bsn:
-            return PersonPseudonym(self._mac("person:bsn", bsn), "BSN", flags)
+        skn = skn.strip() if skn else None
+        by_skn = self._mac("person:skn", skn) if skn else None
+        by_bsn = self._mac("person:bsn", bsn) if bsn else None
+        if by_skn:
+            return PersonPseudonym(by_skn, "SKN", flags, by_skn, by_bsn)
+        if by_bsn:
+            return PersonPseudonym(by_bsn, "BSN", flags, None, by_bsn)
         return PersonPseudonym(None, "NONE", flags)
 
     def case(self, parketnummer: str) -> str:

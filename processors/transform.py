@@ -223,6 +223,8 @@ class Transformer:
             "execution_pseudonym": self.pseudonymiser.execution(cjib_number) if cjib_number else None,
             "person_pseudonym": person.pseudonym,
             "person_pseudonym_source": person.source,
+            "skn_pseudonym": person.skn,
+            "bsn_pseudonym": person.bsn,
             "identity_flags": list(person.flags),
             "birth_year": birth.year if birth else None,
             "age_at_event": age_at(birth, event_time.astimezone(AMSTERDAM)) if birth else None,

@@ -58,6 +58,7 @@ import pyarrow.compute as pc
 from ketenstroom.calendar import TIMEZONE, period_bounds
 from ketenstroom.catalogue import catalogue_at
 from ketenstroom.settings import CatalogueSettings
+from sinks.identity import Identities
 
 _TS = pa.timestamp("ms", tz="UTC")
 
@@ -116,6 +117,8 @@ PERSON_SCHEMA = pa.schema(
         ("cases_total", pa.int64()),
         ("furthest_step", pa.string()),
         *[(f"reached_{step}", pa.bool_()) for step in STEPS],
+        ("person_id_source", pa.string()),
+        ("identity_conflict", pa.bool_()),
     ]
 )
 
@@ -132,11 +135,20 @@ def default_stages() -> Mapping[str, tuple[str, ...]]:
     return catalogue_at(CatalogueSettings().dir).stages()
 
 
-def _prepare(events: pa.Table, period: str, stages: Mapping[str, tuple[str, ...]] | None = None) -> pa.Table:
-    """Events up to the end of ``period``, slimmed for joins: ``_row``, ``step`` and ``in_period`` added."""
+def _prepare(
+    events: pa.Table,
+    period: str,
+    stages: Mapping[str, tuple[str, ...]] | None = None,
+    identities: Identities | None = None,
+) -> pa.Table:
+    """Events up to the end of ``period``, slimmed for joins: ``_row``, ``step`` and ``in_period`` added;
+    ``person`` is the resolved person id (``sinks.identity``)."""
     stages = default_stages() if stages is None else stages
     _start, end = period_bounds(period)
     ev = events.filter(pc.less(events["event_time"], pa.scalar(end, _TS))).combine_chunks()
+    if identities is None:
+        identities = Identities.from_events(ev)
+    person, person_source = identities.person_columns(ev)
     n = ev.num_rows
     rows = pa.array(range(n), pa.int64())
     chain_step = _as_string(ev["chain_step"])
@@ -161,7 +173,8 @@ def _prepare(events: pa.Table, period: str, stages: Mapping[str, tuple[str, ...]
             "case": ev["case_pseudonym"],
             "report": ev["report_pseudonym"],
             "execution": ev["execution_pseudonym"],
-            "person": ev["person_pseudonym"],
+            "person": person,
+            "person_source": person_source,
             "age": ev["age_at_event"],
             "t": ev["event_time"],
             "event_id": ev["event_id"],
@@ -310,14 +323,19 @@ def _offence(ev: pa.Table, linked: pa.Table) -> pa.Table:
 
 
 def chain_table(
-    events: pa.Table, period: str, stages: Mapping[str, tuple[str, ...]] | None = None
+    events: pa.Table,
+    period: str,
+    stages: Mapping[str, tuple[str, ...]] | None = None,
+    *,
+    identities: Identities | None = None,
 ) -> pa.Table:
     """One row per case pseudonym with an event in ``period``: step times, lead times, person, offence.
 
     Columns and types are ``CHAIN_SCHEMA``; see the module docstring for how steps are linked.
-    ``stages`` says which chain steps count for which stage (default: the catalogue's).
+    ``stages`` says which chain steps count for which stage (default: the catalogue's). ``identities``
+    resolves persons across SKN and BSN (``sinks.identity``); by default from the events' own links.
     """
-    ev = _prepare(events, period, stages)
+    ev = _prepare(events, period, stages, identities)
     linked = _case_events(ev)
     cases = _distinct(linked.filter(linked["in_period"]), ["case"])
     linked = linked.filter(pc.is_in(linked["case"], value_set=cases["case"].combine_chunks()))
@@ -382,22 +400,34 @@ def chain_table(
 
 
 def person_table(
-    events: pa.Table, period: str, stages: Mapping[str, tuple[str, ...]] | None = None
+    events: pa.Table,
+    period: str,
+    stages: Mapping[str, tuple[str, ...]] | None = None,
+    *,
+    identities: Identities | None = None,
 ) -> pa.Table:
-    """One row per person pseudonym with an event in ``period``; columns and types are ``PERSON_SCHEMA``.
+    """One row per resolved person with an event in ``period``; columns and types are ``PERSON_SCHEMA``.
 
-    ``events_in_period`` and ``cases_in_period`` count the person's events and distinct case pseudonyms
-    in the period; ``cases_total`` counts distinct case pseudonyms up to the end of the period;
-    ``reached_<step>`` and ``furthest_step`` say which chain steps the person's own events (events that
-    carry the person pseudonym) reached by the end of the period, across all their cases.
+    ``person_pseudonym`` is the resolved person id (``sinks.identity``: the SKN pseudonym, or the BSN
+    pseudonym of a person known only by BSN; ``person_id_source`` says which), so a person known by BSN
+    at the police and by SKN later is one row. ``events_in_period`` and ``cases_in_period`` count the
+    person's events and distinct case pseudonyms in the period; ``cases_total`` counts distinct case
+    pseudonyms up to the end of the period; ``reached_<step>`` and ``furthest_step`` say which chain
+    steps the person's own events (events resolving to the person) reached by the end of the period,
+    across all their cases. ``identity_conflict`` flags a person whose SKN is linked through a shared
+    BSN to another SKN: not merged, see the rule in ``sinks.identity``. ``identities`` defaults to the
+    events' own link evidence.
     """
-    ev = _prepare(events, period, stages).drop_columns(["_concepts"])
+    if identities is None:
+        _start, end = period_bounds(period)
+        identities = Identities.from_events(events.filter(pc.less(events["event_time"], pa.scalar(end, _TS))))
+    ev = _prepare(events, period, stages, identities).drop_columns(["_concepts"])
     ev = ev.filter(pc.is_valid(ev["person"]))
     active = ev.filter(ev["in_period"])
     table = active.group_by("person", use_threads=False).aggregate(
-        [("person", "count"), ("case", "count_distinct")]
+        [("person", "count"), ("case", "count_distinct"), ("person_source", "min")]
     )
-    table = table.rename_columns(["person", "events_in_period", "cases_in_period"])
+    table = table.rename_columns(["person", "events_in_period", "cases_in_period", "person_source"])
     total = ev.group_by("person", use_threads=False).aggregate([("case", "count_distinct")])
     table = _left(table, total.rename_columns(["person", "cases_total"]), "person")
     table = table.sort_by("person").combine_chunks()
@@ -417,6 +447,8 @@ def person_table(
         "cases_total": table["cases_total"],
         "furthest_step": furthest,
         **{f"reached_{step}": reached[step] for step in STEPS},
+        "person_id_source": table["person_source"],
+        "identity_conflict": identities.is_conflicted(table["person"]),
     }
     return pa.table(columns).cast(PERSON_SCHEMA)
 

@@ -104,16 +104,20 @@ class Sealer:
         return "provisional" if latest is None else "revised"
 
     def seal_due(self) -> list[Manifest]:
-        """Seal every period that is due and has something new (or has just become final)."""
+        """Seal every period that is due and has something new (or has just become final).
+
+        One moment for the whole run: every revision sealed together gets the same ``sealed_at``, so each
+        one's tables read the person links of all the others (``sinks.links``)."""
+        now = self.policy.clock()
         sealed = []
         for period in self.snapshots.periods():
-            manifest = self.seal(period)
+            manifest = self.seal(period, now)
             if manifest is not None:
                 sealed.append(manifest)
         return sealed
 
-    def seal(self, period: str) -> Manifest | None:
-        now = self.policy.clock()
+    def seal(self, period: str, now: datetime | None = None) -> Manifest | None:
+        now = now or self.policy.clock()
         latest = self.snapshots.manifest(period)
         status = self.status_due(period, latest, now)
         if status is None:

@@ -8,8 +8,14 @@ Memory stays bounded whatever the period's size: the events are hash-partitioned
 files in ``ceil(rows / bucket_rows)`` buckets, so that every event of a case lands in the case's bucket
 (police events follow their report's case, CJIB events their execution's case, a report linked to two
 cases goes to both), and each bucket's tables are computed on their own and appended to the output.
-The person table is partitioned the same way by person pseudonym. Rows are sorted by pseudonym within a
+The person table is partitioned the same way by the *resolved* person (``sinks.identity``: a
+BSN-only record goes to the bucket of the SKN it is linked to). Rows are sorted by pseudonym within a
 bucket and buckets come in a fixed order, so the same events always give byte-identical tables.
+
+Persons are linked across SKN and BSN with the evidence of the revisions ``sinks.links`` names (this
+revision and every other period's newest revision sealed no later than it), resolved once per
+revision; the tables manifest counts links, conflicts and persons merged by links new since the
+previous revision.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +39,7 @@ from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.calendar import period_bounds
 from ketenstroom.contract.snapshots import (
     FileEntry,
+    IdentityCounts,
     Manifest,
     TablesManifest,
     manifest_name,
@@ -40,6 +48,8 @@ from ketenstroom.contract.snapshots import (
     tables_manifest_name,
 )
 from ketenstroom.crashpoints import crash_point
+from sinks.identity import EVIDENCE_SCHEMA, Identities, link_evidence, merge_evidence
+from sinks.links import LinkCache, link_inputs, with_identifiers
 from sinks.microdata import CHAIN_SCHEMA, PERSON_SCHEMA, chain_table, person_table
 
 log = logging.getLogger("ketenstroom.tables")
@@ -52,10 +62,13 @@ COLUMNS = [
     "case_pseudonym",
     "report_pseudonym",
     "execution_pseudonym",
-    "person_pseudonym",
+    "person_pseudonym",  # the processor's: the SKN pseudonym, else the BSN's (``person_pseudonym_source``)
+    "person_pseudonym_source",
     "age_at_event",
     "concepts",
 ]
+#: Read besides when the tables find their own person links (no link inputs given).
+IDENTIFIER_COLUMNS = ["skn_pseudonym", "bsn_pseudonym"]
 BUCKET_ROWS = 100_000  # events per bucket: the tables take a few KB an event while they are computed
 HISTORY = timedelta(days=3 * 366)  # how far back a case's earlier events are looked up
 
@@ -104,8 +117,14 @@ def buckets_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
 
 
 def _read(store: ObjectStore, paths: Iterable[str], columns: list[str]) -> Iterator[pa.Table]:
+    """The columns of each file; rows written before the SKN and BSN pseudonyms get them derived."""
     for path in paths:
-        yield pq.read_table(io.BytesIO(store.get(path)), columns=columns)
+        parquet = pq.ParquetFile(io.BytesIO(store.get(path)))
+        names = set(parquet.schema_arrow.names)
+        table = parquet.read(columns=[c for c in columns if c in names])
+        if "skn_pseudonym" in columns and "skn_pseudonym" not in names:
+            table = with_identifiers(table).select(columns)
+        yield table
 
 
 def _history_paths(store: ObjectStore, period: str, lookback: timedelta) -> list[str]:
@@ -129,7 +148,9 @@ def _keys(tables: Iterable[pa.Table], column: str) -> pa.Array:
     return pc.unique(values.filter(pc.is_valid(values)))
 
 
-def _history(store: ObjectStore, current: list[str], earlier: list[str]) -> list[pa.Table]:
+def _history(
+    store: ObjectStore, current: list[str], earlier: list[str], columns: list[str] = COLUMNS
+) -> list[pa.Table]:
     """Earlier periods' rows of this period's cases: events with one of its case, report or execution
     pseudonyms, and police events of reports that earlier OM events linked to its cases."""
     if not earlier:
@@ -145,7 +166,7 @@ def _history(store: ObjectStore, current: list[str], earlier: list[str]) -> list
     )
     del keys, linked
     found = []
-    for table in _read(store, earlier, COLUMNS):
+    for table in _read(store, earlier, columns):
         wanted = pc.or_(
             pc.or_(
                 pc.is_in(table["case_pseudonym"], value_set=cases),
@@ -194,8 +215,10 @@ def _case_buckets(table: pa.Table, links: dict[str, pa.Table], buckets: int) -> 
     return pa.concat_tables(parts)
 
 
-def _person_buckets(table: pa.Table, buckets: int) -> pa.Table:
-    placed = table.append_column("_bucket", pa.array(buckets_of(table["person_pseudonym"], buckets)))
+def _person_buckets(table: pa.Table, identities: Identities, buckets: int) -> pa.Table:
+    """Rows by the bucket of their resolved person, so a person's SKN and BSN rows meet in one bucket."""
+    person = identities.person_column(table)
+    placed = table.append_column("_bucket", pa.array(buckets_of(person, buckets)))
     return placed.filter(pc.greater_equal(placed["_bucket"], 0))
 
 
@@ -228,6 +251,7 @@ def _spill(
 def _build(
     parts: list[Path], period: str, build: Callable[[pa.Table, str], pa.Table], schema: pa.Schema
 ) -> bytes:
+    """Each bucket's table, appended in bucket order."""
     out = io.BytesIO()
     with pq.ParquetWriter(out, schema, compression="zstd") as writer:
         for path in parts:
@@ -245,6 +269,12 @@ def _parquet(table: pa.Table, schema: pa.Schema) -> bytes:
     return out.getvalue()
 
 
+class Microdata(NamedTuple):
+    tables: dict[str, bytes]  # name (chain, person) -> Parquet
+    events_read: int
+    relinked: pa.Array  # persons some of whose events the previous links gave to another person
+
+
 def microdata_tables(
     store: ObjectStore,
     period: str,
@@ -252,26 +282,65 @@ def microdata_tables(
     *,
     bucket_rows: int = BUCKET_ROWS,
     lookback: timedelta = HISTORY,
-) -> tuple[dict[str, bytes], int]:
-    """``chain`` and ``person`` Parquet for a revision (``files``: its data files), and the events used."""
-    current = [e.path for e in files]
-    history = _history(store, current, _history_paths(store, period, lookback))
-    rows = sum(e.rows for e in files) + sum(t.num_rows for t in history)
+    identities: Identities | None = None,
+    before: Identities | None = None,
+) -> Microdata:
+    """``chain`` and ``person`` Parquet for a revision (``files``: its data files), and the events used.
 
-    def events() -> Iterator[pa.Table]:
-        yield from _read(store, current, COLUMNS)
+    ``identities`` links persons across SKN and BSN (``sinks.links`` says from which revisions); by
+    default from the link evidence of the events read here. ``relinked`` names the persons with an
+    event up to the period's end that ``before`` (the previous revision's links; by default none: the
+    processor's SKN-else-BSN pseudonym) resolved to another person."""
+    current = [e.path for e in files]
+    # with link inputs given, the processor's pseudonym and its source say all the tables need (it is
+    # the SKN's when there is one, else the BSN's): the 64-character SKN and BSN columns stay unread
+    columns = COLUMNS if identities is not None else COLUMNS + IDENTIFIER_COLUMNS
+    history = _history(store, current, _history_paths(store, period, lookback), columns)
+    rows = sum(e.rows for e in files) + sum(t.num_rows for t in history)
+    _start, end = period_bounds(period)
+    moved: list[pa.Array] = []
+
+    def raw() -> Iterator[pa.Table]:
+        yield from _read(store, current, columns)
         yield from history
 
+    if identities is None:
+        identities = Identities.resolve(merge_evidence(link_evidence(t) for t in raw()))
+    resolved = identities
+    old = before or Identities.resolve(EVIDENCE_SCHEMA.empty_table())
+
+    def events() -> Iterator[pa.Table]:
+        """The events with their persons resolved (and the SKN and BSN columns dropped: smaller buckets)."""
+        for table in raw():
+            yield resolved.resolved(table)
+
+    def observed() -> Iterator[pa.Table]:
+        """``events()``, noting on the way whose events the new links moved to another person."""
+        for table in raw():
+            early = table.filter(pc.less(table["event_time"], pa.scalar(end, pa.timestamp("ms", tz="UTC"))))
+            now, then = resolved.person_column(early), old.person_column(early)
+            moved.append(pc.unique(now.filter(pc.fill_null(pc.not_equal(now, then), False))))
+            yield resolved.resolved(table)
+
+    def chain(table: pa.Table, period: str) -> pa.Table:
+        return chain_table(table, period, identities=resolved)
+
+    def person(table: pa.Table, period: str) -> pa.Table:
+        return person_table(table, period, identities=resolved)
+
+    def relinked() -> pa.Array:
+        return pc.unique(pa.chunked_array(moved, pa.string()).combine_chunks())
+
     if rows <= bucket_rows:  # small enough to compute at once
-        parts = list(events())
+        parts = list(observed())
         whole = pa.concat_tables([t.cast(parts[0].schema) for t in parts])
         tables = {
-            "chain": _parquet(chain_table(whole, period), CHAIN_SCHEMA),
-            "person": _parquet(person_table(whole, period), PERSON_SCHEMA),
+            "chain": _parquet(chain(whole, period), CHAIN_SCHEMA),
+            "person": _parquet(person(whole, period), PERSON_SCHEMA),
         }
-        return tables, rows
+        return Microdata(tables, rows, relinked())
     buckets = math.ceil(rows / bucket_rows)
-    links = _links(events(), buckets)
+    links = _links(observed(), buckets)
     with tempfile.TemporaryDirectory(prefix="ketenstroom-tables-") as tmp:
         case_dir, person_dir = Path(tmp) / "case", Path(tmp) / "person"
         case_dir.mkdir()
@@ -280,22 +349,36 @@ def microdata_tables(
             events(),
             {
                 "case": (case_dir, lambda t: _case_buckets(t, links, buckets)),
-                "person": (person_dir, lambda t: _person_buckets(t, buckets)),
+                "person": (person_dir, lambda t: _person_buckets(t, resolved, buckets)),
             },
         )
         tables = {
-            "chain": _build(spilled["case"], period, chain_table, CHAIN_SCHEMA),
-            "person": _build(spilled["person"], period, person_table, PERSON_SCHEMA),
+            "chain": _build(spilled["case"], period, chain, CHAIN_SCHEMA),
+            "person": _build(spilled["person"], period, person, PERSON_SCHEMA),
         }
-    return tables, rows
+    return Microdata(tables, rows, relinked())
 
 
-def build_tables(store: ObjectStore, manifest: Manifest, *, now: datetime | None = None) -> TablesManifest:
-    """Write a sealed revision's chain and person tables, then their manifest (create-only, last)."""
+def build_tables(
+    store: ObjectStore,
+    manifest: Manifest,
+    *,
+    now: datetime | None = None,
+    links: LinkCache | None = None,
+) -> TablesManifest:
+    """Write a sealed revision's chain and person tables, then their manifest (create-only, last).
+
+    ``links`` keeps the person links read and resolved (``sinks.links``) for the next revisions."""
     existing = Snapshots(store).tables(manifest)
     if existing is not None:
         return existing
-    tables, events_read = microdata_tables(store, manifest.period, manifest.files)
+    inputs = link_inputs(store, manifest, links)
+    identities, before = inputs.identities, inputs.before
+    pa.default_memory_pool().release_unused()  # reading the evidence is done: give its buffers back
+    tables, events_read, relinked = microdata_tables(
+        store, manifest.period, manifest.files, identities=identities, before=before
+    )
+    persons = pq.read_table(io.BytesIO(tables["person"]), columns=["person_pseudonym", "identity_conflict"])
     prefix = revision_prefix(manifest.period, manifest.revision) + "tables/"
     files = {}
     for name, data in sorted(tables.items()):
@@ -310,6 +393,17 @@ def build_tables(store: ObjectStore, manifest: Manifest, *, now: datetime | None
         built_at=now or datetime.now(UTC),
         events_read=events_read,
         files=files,
+        identity=IdentityCounts(
+            links=identities.links,
+            conflicts=identities.conflicts,
+            persons=persons.num_rows,
+            persons_in_conflict=pc.sum(persons["identity_conflict"]).as_py() or 0,
+            persons_merged_by_new_links=pc.sum(
+                pc.is_in(persons["person_pseudonym"], value_set=relinked)
+            ).as_py()
+            or 0,
+            link_inputs=inputs.revisions,
+        ),
     )
     crash_point("tables.before-manifest")
     try:
@@ -327,9 +421,13 @@ def build_tables(store: ObjectStore, manifest: Manifest, *, now: datetime | None
 def build_missing_tables(store: ObjectStore, periods: Iterable[str] | None = None) -> list[TablesManifest]:
     """Tables for every sealed revision that has none yet (after a crash, or a sink run with --no-tables)."""
     snapshots = Snapshots(store)
-    built = []
-    for period in sorted(periods) if periods is not None else snapshots.periods():
-        for manifest in snapshots.manifests(period):
-            if snapshots.tables(manifest) is None:
-                built.append(build_tables(store, manifest))
-    return built
+    todo = [
+        manifest
+        for period in (sorted(periods) if periods is not None else snapshots.periods())
+        for manifest in snapshots.manifests(period)
+        if snapshots.tables(manifest) is None
+    ]
+    # person links read and resolved once for all the revisions built here; for one revision, nothing
+    # to share: its evidence is let go as soon as it is resolved (a large period's tables need the room)
+    links = LinkCache() if len(todo) > 1 else None
+    return [build_tables(store, manifest, links=links) for manifest in todo]

@@ -35,6 +35,7 @@ from synthetic.exports import (
     load_layout,
     style_for,
 )
+from synthetic.identity import IdentityNoise
 from synthetic.persons import POSTCODE_AREAS, Person, person, spoil_bsn, valid_bsn
 
 #: The partners the generator has realism profiles for (``STYLES``), in chain order.
@@ -48,6 +49,7 @@ __all__ = [
     "REJECT_REASONS",
     "STYLES",
     "GenerationReport",
+    "IdentityNoise",
     "PartnerReport",
     "Person",
     "generate_chain",
@@ -97,6 +99,7 @@ def generate_chain(
     partners: Iterable[str] = PROFILED,
     catalogue: Catalogue | None = None,
     as_of: date | None = None,
+    identity: IdentityNoise | None = None,
 ) -> GenerationReport:
     """Write one export per partner into ``out_dir`` for ``cases`` crimes; returns (and writes) the report.
 
@@ -104,6 +107,9 @@ def generate_chain(
     the share of rows that get one realistic mistake each. ``as_of`` (default: today in Amsterdam) is
     the day the export is made, at its start: no event or registration on or after it is written (a
     case followed past it stops there), so ``publish`` takes every row it is told to accept.
+    ``identity`` is the identity noise (police records before identification, BSN-only partners,
+    conflicting pairs; ``synthetic.identity``), by default ``IdentityNoise()``; the report's
+    ``identity`` holds the true number of persons in what was written.
     """
     as_of = as_of or datetime.now(AMSTERDAM).date()
     if not 0.0 <= noise <= 1.0:
@@ -115,7 +121,14 @@ def generate_chain(
         raise ValueError(f"unknown partners in formats: {unknown}")
     for partner in partners:
         style_for(partner, formats.get(partner))  # refuse an unknown format before opening any file
-    chain = ChainGenerator(seed=seed, cases=cases, start=start, days=days, as_of=as_of)
+    chain = ChainGenerator(
+        seed=seed,
+        cases=cases,
+        start=start,
+        days=days,
+        as_of=as_of,
+        identity=IdentityNoise() if identity is None else identity,
+    )
     exports: dict[str, PartnerExport] = {}
     try:
         for partner in partners:
@@ -145,6 +158,7 @@ def generate_chain(
         as_of=as_of.isoformat(),
         partners=reports,
         chain={k: dict(sorted(v.items())) for k, v in chain.stats.items()},
+        identity=chain.identity.truth.report(),
     )
     (out_dir / "generation.json").write_text(report.to_json() + "\n", encoding="utf-8")
     return report

@@ -27,6 +27,7 @@ from itertools import count
 from typing import Any
 
 from synthetic import codes as C
+from synthetic.identity import IdentityNoise, IdentityNoiser
 from synthetic.persons import Person, mix64, person, pick_index, population_size
 
 DAY = 1440
@@ -111,7 +112,16 @@ class Sanction:
 class ChainGenerator:
     """Deterministic for a seed: case ``n`` depends only on the seed and the cases before it."""
 
-    def __init__(self, *, seed: int, cases: int, start: date, days: int, as_of: date | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        cases: int,
+        start: date,
+        days: int,
+        as_of: date | None = None,
+        identity: IdentityNoise | None = None,
+    ) -> None:
         #: Minutes (see the module docstring) of the as-of date's local midnight: nothing at or after it.
         self.until = None if as_of is None else as_of.toordinal() * DAY
         self.rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
@@ -121,6 +131,12 @@ class ChainGenerator:
         self.start_day = start.toordinal()
         self.days = max(1, days)
         self.population = population_size(cases)
+        self.identity = IdentityNoiser(
+            identity or IdentityNoise.none(),
+            seed=seed,
+            population=self.population,
+            bsn_of=lambda index: person(seed, index, start).bsn,
+        )
         self._ids: dict[tuple[str, str], tuple[str, Iterator[int]]] = {}
         self._seq: dict[tuple[str, ...], int] = {}
         self._cjib = 0
@@ -183,10 +199,13 @@ class ChainGenerator:
 
     # -- one case ------------------------------------------------------------------------------------
     def case(self) -> list[Event]:
-        """The events of the next case, up to the as-of moment: later steps have not happened yet."""
+        """The events of the next case, up to the as-of moment: later steps have not happened yet; with
+        identity noise (``synthetic.identity``) applied."""
+        self._suspect: int | None = None
         out: list[Event] = []
         with contextlib.suppress(_NotYet):  # the case stops where "now" is
             self._follow(out)
+        self.identity.apply(out, self._suspect)
         return out
 
     def _add(self, out: list[Event], event: Event) -> None:
@@ -209,6 +228,7 @@ class ChainGenerator:
         _label, article, light, ambtshalve, halt_group, _w = C.INCIDENTS[incident]
         solved = r.random() < 0.7
         p: Person | None = person(self.seed, pick_index(r, self.population), self.start) if solved else None
+        self._suspect = p.index if p is not None else None
         home = p is not None and r.random() < 0.7
         gm = p.municipality if p is not None and home else _GEMEENTEN[self._int(0, len(_GEMEENTEN))]
         _name, unit, parket, court, hof = C.MUNICIPALITIES[gm]

@@ -23,6 +23,7 @@ from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import CatalogueSettings, KafkaSettings
 
 _NS = uuid.UUID("6f1c2b0e-3d4a-5b6c-8d7e-9f0a1b2c3d4e")
+_BSN_MASK = (1 << 256) - 1 - (0xB5 << 248)  # a BSN pseudonym unlike any SKN pseudonym, per person
 
 # (chain step, partner, record type, days after the previous step: low, high)
 _STEPS = [
@@ -47,8 +48,18 @@ def chain_event(
     person: str | None = None,
     age: int | None = None,
     concepts: Iterable[dict[str, Any]] = (),
+    skn: str | None = None,
+    bsn: str | None = None,
 ) -> dict[str, Any]:
-    """One ChainEvent record (the fields the processor sets), ready for the curated schema."""
+    """One ChainEvent record (the fields the processor sets), ready for the curated schema.
+
+    ``person`` alone is taken as an SKN pseudonym (the common case); ``skn`` and ``bsn`` give the two
+    identifiers' pseudonyms separately, and the resolved ``person_pseudonym`` follows the processor's
+    rule (SKN before BSN) unless ``person`` is given too."""
+    if person is not None and skn is None and bsn is None:
+        skn = person
+    resolved = person if person is not None else (skn or bsn)
+    source = "SKN" if resolved is not None and resolved == skn else ("BSN" if resolved else "NONE")
     return {
         "event_id": event_id,
         "source_partner": partner,
@@ -60,8 +71,10 @@ def chain_event(
         "case_pseudonym": case,
         "report_pseudonym": report,
         "execution_pseudonym": execution,
-        "person_pseudonym": person,
-        "person_pseudonym_source": "SKN" if person else "NONE",
+        "person_pseudonym": resolved,
+        "person_pseudonym_source": source,
+        "skn_pseudonym": skn,
+        "bsn_pseudonym": bsn,
         "identity_flags": [],
         "birth_year": None if age is None else event_time.year - age,
         "age_at_event": age,
@@ -81,10 +94,16 @@ def chain_event(
 def chain_events(
     cases: int, *, seed: int, start: datetime, days: int, repeat_share: float = 0.0
 ) -> Iterator[dict[str, Any]]:
-    """Cases flowing police -> OM -> court -> CJIB with lead times; some delivered twice (same id)."""
+    """Cases flowing police -> OM -> court -> CJIB with lead times; some delivered twice (same id).
+
+    Identities as partners deliver them: ~90% of persons have a BSN besides the SKN, and ~15% of those
+    are known to the police by BSN only (drawn from the person pseudonym, not from ``rng``, so the
+    rest of the stream does not depend on it)."""
     rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
     for n in range(cases):
         case, report, person = (f"{rng.getrandbits(256):064x}" for _ in range(3))
+        bsn = f"{int(person, 16) ^ _BSN_MASK:064x}" if int(person[:2], 16) < 230 else None
+        police_bsn_only = bsn is not None and int(person[2:4], 16) < 38
         execution = f"{rng.getrandbits(256):064x}"
         age = rng.randint(12, 70)
         moment = start + timedelta(seconds=rng.randrange(days * 86400))
@@ -102,7 +121,8 @@ def chain_events(
                 case=case if i else None,
                 report=report if i <= 1 else None,
                 execution=execution if step.startswith("EXECUTION") else None,
-                person=person,
+                skn=None if i == 0 and police_bsn_only else person,
+                bsn=bsn,
                 age=age,
             )
             yield event

@@ -382,6 +382,7 @@ class GenerationReport:
     as_of: str | None = None  # the export's day: nothing on or after it (ISO date)
     partners: dict[str, PartnerReport] = field(default_factory=dict)
     chain: dict[str, dict[str, int]] = field(default_factory=dict)
+    identity: dict[str, Any] = field(default_factory=dict)  # true persons (synthetic.identity)
     reject_reasons: dict[str, str] = field(default_factory=lambda: dict(REJECT_REASONS))
 
     @property

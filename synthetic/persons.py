@@ -1,9 +1,10 @@
 """Synthetic suspects, derived from ``(seed, index)`` alone so no population is ever held in memory.
 
 Every person has an SKN (8 digits, unique per index); ~90% also a BSN that passes the 11-check
-(DOMAIN.md §4.6), some with a leading zero. Birth dates give ~15% juveniles (12-17) at the reference
-date; sex is M ~80%. Cases pick their suspect with a skew towards low indexes, so the same persons come
-back in several cases (recidivism) without a registry of who did what. All data are invented.
+(DOMAIN.md §4.6), unique per index too, some with a leading zero. Birth dates give ~15% juveniles
+(12-17) at the reference date; sex is M ~80%. Cases pick their suspect with a skew towards low
+indexes, so the same persons come back in several cases (recidivism) without a registry of who did
+what. All data are invented.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _SKN_SPACE = 90_000_000  # 10000000 .. 99999999
 _SKN_STEP = 61_803_397  # coprime with the space: index -> SKN is a bijection
 _BSN_SPACE = 99_000_000  # first eight digits 01000000 .. 99999999
 _BSN_STEP = 27_182_819  # coprime with 2, 3, 5 and 11
+_BSN_CORES = 9_900_000  # first seven digits 0100000 .. 9999999: one per person index
 
 
 def mix64(x: int) -> int:
@@ -75,6 +77,18 @@ def valid_bsn(h: int) -> str:
         first = 1_000_000 + (first - 1_000_000 + _BSN_STEP) % _BSN_SPACE
 
 
+def person_bsn(index: int, base: int) -> str:
+    """Person ``index``'s BSN, unique per index (below ``_BSN_CORES`` persons): the index picks the first
+    seven digits, the eighth is the first that lets the 11-check complete (one of 0-9 always does: the
+    eighth digit's weight 2 moves the sum through ten different residues)."""
+    core = 100_000 + (index * _BSN_STEP + (base >> 7)) % _BSN_CORES
+    for eighth in range(10):
+        found = complete_bsn(f"{core:07d}{eighth}")
+        if found is not None:
+            return found
+    raise AssertionError("unreachable: one eighth digit always completes the 11-check")
+
+
 def spoil_bsn(bsn: str) -> str:
     """Change the last digit by one: nine digits that fail the 11-check (the weighted sum moves by 1)."""
     bsn = bsn.zfill(9)
@@ -88,7 +102,7 @@ def person(seed: int, index: int, reference: date) -> Person:
     h2 = mix64(h)
     h3 = mix64(h2)
     skn = 10_000_000 + (index * _SKN_STEP + base) % _SKN_SPACE
-    bsn = valid_bsn(1_000_000 + (index * _BSN_STEP + (base >> 7)) % _BSN_SPACE) if h % 100 < 90 else None
+    bsn = person_bsn(index, base) if h % 100 < 90 else None
     # ~15% juveniles (12..17 at the reference date), adults 18..70 skewed towards young.
     u = (h2 & 0xFFFFFF) / 0x1000000
     juvenile = (h2 >> 24) % 100 < 15

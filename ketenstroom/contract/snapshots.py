@@ -116,6 +116,19 @@ def tables_manifest_name(period: str, revision: int) -> str:
     return revision_prefix(period, revision) + "tables/manifest.json"
 
 
+class IdentityCounts(BaseModel):
+    """How persons were linked across SKN and BSN in one revision's tables (``sinks.identity``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    links: int  # distinct (SKN, BSN) pseudonym pairs in the evidence read
+    conflicts: int  # components of the evidence joining two or more SKNs: flagged, not merged
+    persons: int  # rows of the person table
+    persons_in_conflict: int  # of those, flagged ``identity_conflict``
+    persons_merged_by_new_links: int  # of those, resolved otherwise than the previous revision's links
+    link_inputs: dict[str, int]  # period -> the sealed revision whose rows gave the evidence
+
+
 class TablesManifest(Document):
     """The linked chain and person tables derived from one sealed revision."""
 
@@ -126,6 +139,7 @@ class TablesManifest(Document):
     built_at: datetime
     events_read: int  # this revision's rows plus the earlier periods' rows read for the cases' history
     files: dict[str, FileEntry]
+    identity: IdentityCounts | None = None  # None in tables built before persons were linked
 
 
 def sha256(data: bytes) -> str:
