@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -18,13 +17,16 @@ from rich.console import Console
 from rich.progress import Progress
 
 from cli.catalogue import load
-from ketenstroom.adapters.kafka import end_offsets, ensure_topics
+from cli.signals import stop_on_signals
+from ketenstroom.adapters.kafka import end_offsets, ensure_topics, topic_configs
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.contract import Topics
 from ketenstroom.contract.deliveries import DELIVERIES_RETENTION_DAYS
+from ketenstroom.contract.retention import TopicSpec, drift
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
     KafkaSettings,
+    ProcessorSettings,
     RegistrySettings,
     S3Settings,
     SinkSettings,
@@ -50,43 +52,60 @@ def _fail(exc: KetenstroomError, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def topic_plan(partitions: int) -> list[TopicSpec]:
+    """Every topic the pipeline needs, with its kind's declared configuration (contract/retention.py)."""
+    from processors.runner import changelog_topic
+
+    catalogue, names, topic_settings = load(), _topics(), TopicSettings()
+    policy, app_id = topic_settings.retention(), ProcessorSettings().app_id
+    plan: list[TopicSpec] = []
+    for partner in catalogue.partners.values():
+        n, raw = partner.topics.partitions, names.raw(partner.name)
+        plan += [
+            TopicSpec(raw, "raw", n, policy.raw(partner.topics.retention_days)),
+            TopicSpec(names.dlq(partner.name), "dlq", n, policy.dlq()),
+            TopicSpec(names.dlq_status(partner.name), "state", n, policy.state()),
+            TopicSpec(changelog_topic(app_id, raw), "state", n, policy.state()),
+        ]
+    plan.append(TopicSpec(names.curated, "curated", partitions, policy.curated()))
+    # one partition: every delivery in the order they happened, read whole by `ketenstroom status`;
+    # deleted by age like raw (no personal data in it: counts and digests)
+    plan.append(TopicSpec(names.deliveries, "ops", 1, policy.raw(DELIVERIES_RETENTION_DAYS)))
+    return plan
+
+
 def topics(
     partitions: int = typer.Option(
         3, help="Partitions of curated.chain-events (raw and DLQ: the catalogue's)."
     ),
     replication_factor: int = typer.Option(-1, help="-1: the broker's default."),
+    check: bool = typer.Option(
+        False, "--check", help="Create nothing: report drift from the declaration; exit 1 if any."
+    ),
 ) -> None:
-    """Create raw.<partner>, dlq.<partner> (as each partner's catalogue entry declares) and
-    curated.chain-events if they do not exist."""
-    catalogue, names, kafka = load(), _topics(), KafkaSettings()
+    """Create every topic with its declared retention (raw: the catalogue's; DLQ: until resolved;
+    curated: long enough to rebuild an unsealed period; state: compacted), or --check a live cluster."""
+    kafka, plan = KafkaSettings(), topic_plan(partitions)
     try:
-        for partner in catalogue.partners.values():
-            retention = {"retention.ms": str(int(partner.topics.retention_days * 86_400_000))}
+        if check:
+            found = drift(plan, topic_configs(kafka, [t.name for t in plan]))
+            for d in found:
+                out.print(f"drift  {d}")
+            out.print(f"{len(plan) - len({d.topic for d in found})} of {len(plan)} topics as declared")
+            if found:
+                raise typer.Exit(1)
+            return
+        for spec in plan:
             ensure_topics(
                 kafka,
-                [names.raw(partner.name)],
-                partitions=partner.topics.partitions,
+                [spec.name],
+                partitions=spec.partitions,
                 replication_factor=replication_factor,
-                config=retention,
+                config=dict(spec.config),
             )
-            ensure_topics(
-                kafka,
-                [names.dlq(partner.name)],
-                partitions=partner.topics.partitions,
-                replication_factor=replication_factor,
-            )
-        ensure_topics(kafka, [names.curated], partitions=partitions, replication_factor=replication_factor)
-        # one partition: every delivery in the order they happened, read whole by `ketenstroom status`
-        ensure_topics(
-            kafka,
-            [names.deliveries],
-            partitions=1,
-            replication_factor=replication_factor,
-            config={"retention.ms": str(DELIVERIES_RETENTION_DAYS * 86_400_000)},
-        )
     except KetenstroomError as exc:
         raise _fail(exc) from exc
-    console.print(f"{len(names.all(catalogue.names)) + 1} topics present")
+    console.print(f"{len(plan)} topics present")
 
 
 def generate(
@@ -245,6 +264,7 @@ def sink(
             end_offsets(kafka, [topics.curated], group_id=sink_settings.group_id) if until_caught_up else None
         )
         policy = SealPolicy.from_settings(settings, parse_as_of(as_of))
+        stop = stop_on_signals()  # SIGTERM/Ctrl-C: flush, seal what is due, commit, exit 0
         runner = Sink(
             kafka=kafka,
             registry=RegistrySettings(),
@@ -256,7 +276,7 @@ def sink(
             tables=tables,
             on_sealed=build_after_seal(store, site or None) if release and tables and seal else None,  # type: ignore[arg-type]
         )
-        report = _run_observed(runner, sink_settings, stop_at)
+        report = _run_observed(runner, sink_settings, stop_at, stop)
     except KetenstroomError as exc:
         raise _fail(exc) from exc
     print(
@@ -278,15 +298,15 @@ def sink(
 
 
 def _run_observed(
-    runner: Sink, settings: SinkSettings, stop_at: dict[tuple[str, int], int] | None
+    runner: Sink,
+    settings: SinkSettings,
+    stop_at: dict[tuple[str, int], int] | None,
+    stop: threading.Event,
 ) -> SinkReport:
-    """Run the sink until it has caught up (when asked) or is told to stop (SIGTERM, SIGINT), serving
-    ``/metrics`` and ``/health`` meanwhile when a port is set."""
+    """Run the sink until it has caught up (when asked) or ``stop`` is set, serving ``/metrics`` and
+    ``/health`` meanwhile when a port is set."""
     from ketenstroom.adapters.observability import ObservabilityServer
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     server = None
     if settings.metrics_port:
         server = ObservabilityServer(

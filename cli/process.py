@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.catalogue import partners_or_all
+from cli.signals import stop_on_signals
 from ketenstroom.adapters.kafka import end_offsets
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
@@ -101,9 +100,7 @@ def _run(
     from processors.metrics import ProcessorMetrics
     from processors.runner import TransactionalProcessor
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     metrics = ProcessorMetrics()
     with Registry(RegistrySettings()) as registry:
         transformer = build_transformer(

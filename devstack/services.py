@@ -99,6 +99,8 @@ def render_server_properties(config: StackConfig, node: int, data_dir: Path) -> 
         "offsets.topic.num.partitions": 4,
         "transaction.state.log.num.partitions": 4,
         "auto.create.topics.enable": "true",
+        # retention is enforced within a second, not every 5 minutes: a test can show what it deletes
+        "log.retention.check.interval.ms": 1000,
     }
     if config.nodes == 3:
         props |= {"default.replication.factor": 3, "min.insync.replicas": 2, "num.replica.fetchers": 1}

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ketenstroom.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ketenstroom.contract.retention import RetentionPolicy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,6 +122,21 @@ class TopicSettings(BaseSettings):
     model_config = _config("KETENSTROOM_TOPIC_")
 
     prefix: str = ""
+    #: curated.chain-events: long enough to rebuild any period not yet sealed (see contract/retention.py)
+    curated_retention_days: float = Field(default=400.0, gt=0)
+    #: dlq.<partner>: unset keeps dead letters until resolved (retention.ms=-1)
+    dlq_retention_days: float | None = Field(default=None, gt=0)
+    #: on a cluster, e.g. 2 with replication factor 3; unset: the broker's setting
+    min_insync_replicas: int | None = Field(default=None, ge=1)
+
+    def retention(self) -> RetentionPolicy:
+        from ketenstroom.contract.retention import RetentionPolicy  # contract imports settings
+
+        return RetentionPolicy(
+            curated_retention_days=self.curated_retention_days,
+            dlq_retention_days=self.dlq_retention_days,
+            min_insync_replicas=self.min_insync_replicas,
+        )
 
 
 class RegistrySettings(BaseSettings):

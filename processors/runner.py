@@ -37,7 +37,7 @@ from ketenstroom.adapters.kafka import (
 )
 from ketenstroom.contract import Topics
 from ketenstroom.errors import DeliveryError
-from ketenstroom.settings import KafkaSettings, ProcessorSettings
+from ketenstroom.settings import KafkaSettings, ProcessorSettings, TopicSettings
 from processors.dlq import LetterStatus, letter_key, replay_key
 from processors.metrics import ProcessorMetrics
 from processors.progress import Reconciliation
@@ -84,6 +84,7 @@ class TransactionalProcessor:
         self.kafka, self.topics, self.partners, self.settings = kafka, topics, partners, settings
         self.transformer, self.app_id = transformer, settings.app_id
         self.metrics = metrics or ProcessorMetrics()
+        self.retention = TopicSettings().retention()  # state topics: compacted, as `topics` declares
         self.raw_topics = [topics.raw(p) for p in partners]
         self.loop = ConsumeLoop(
             kafka,
@@ -122,7 +123,7 @@ class TransactionalProcessor:
                 self.kafka,
                 [changelog_topic(self.app_id, raw), self.topics.dlq_status(partner)],
                 partitions=len(meta.partitions),
-                config={"cleanup.policy": "compact"},
+                config=self.retention.state(),
             )
 
     def _restore(self, partitions: list[TopicPartition]) -> None:

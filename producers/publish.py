@@ -496,7 +496,8 @@ class _RejectFile:
             # raw rows with identifiers: readable by the owner only, from the moment the file exists
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: set it
-            self._fh = os.fdopen(fd, "w", encoding="utf-8")
+            # a lone surrogate (a JSON \ud800 escape) is written as its JSON escape: valid UTF-8 and JSON
+            self._fh = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
         self._fh.write(
             json.dumps(
                 {

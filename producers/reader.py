@@ -17,6 +17,7 @@ import codecs
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,24 @@ def _open_text(path: Path, encoding: str, bom: bool) -> io.TextIOWrapper:
     if bom:
         raw.seek(len(codecs.BOM_UTF8))
     return io.TextIOWrapper(raw, encoding=encoding, newline="")
+
+
+# A JSON ``\ud800`` escape decodes to a lone surrogate, which is no text (it cannot even be written as
+# UTF-8): the row holding one is rejected by itself, naming the field.
+_UNDECODABLE = re.compile("[\ud800-\udfff]")
+
+
+def _undecodable(line: int, row: dict[str, str]) -> InputRowError | None:
+    if not _UNDECODABLE.search("".join(row.values())):
+        return None
+    field = next(k for k, v in row.items() if _UNDECODABLE.search(v))
+    return InputRowError(
+        row=line,
+        field=field,
+        value=row[field].encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace"),
+        reason="bad-encoding",
+        message="holds bytes that are not text in the file's encoding",
+    )
 
 
 def detect_delimiter(header_line: str) -> str:
@@ -165,7 +184,7 @@ def _read_jsonl(fh: io.TextIOWrapper) -> Iterator[tuple[int, dict[str, str] | In
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError as exc:
+            except (ValueError, RecursionError) as exc:  # also a 5,000-digit number, [[[[… too deep
                 yield (
                     line_no,
                     InputRowError(
@@ -173,7 +192,7 @@ def _read_jsonl(fh: io.TextIOWrapper) -> Iterator[tuple[int, dict[str, str] | In
                         field="*",
                         value=line.strip()[:80],
                         reason="malformed-line",
-                        message=f"not valid JSON: {exc.msg}",
+                        message=f"not valid JSON: {getattr(exc, 'msg', exc)}",
                     ),
                 )
                 continue
@@ -189,4 +208,5 @@ def _read_jsonl(fh: io.TextIOWrapper) -> Iterator[tuple[int, dict[str, str] | In
                     ),
                 )
                 continue
-            yield line_no, {str(k): "" if v is None else str(v) for k, v in obj.items()}
+            row = {str(k): "" if v is None else str(v) for k, v in obj.items()}
+            yield line_no, _undecodable(line_no, row) or row

@@ -13,7 +13,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 # NewTopic and OffsetSpec are exported at run time, but confluent-kafka 2.16's admin/__init__ has no
 # __all__ naming them, so mypy (no implicit re-export under --strict) does not see them
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    OffsetSpec,
+    ResourceType,
+)
 
 from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import KafkaSettings
@@ -242,6 +248,30 @@ def ensure_topics(
             raise DeliveryError(
                 f"cannot create topic {name!r} on {settings.bootstrap_servers}: {err}"
             ) from exc
+
+
+def topic_configs(
+    settings: KafkaSettings, names: Iterable[str], *, timeout: float = 30.0
+) -> dict[str, dict[str, str] | None]:
+    """Each topic's live configuration (``describe_configs``); ``None`` for a topic that does not exist."""
+    admin = AdminClient(settings.librdkafka())
+    names = list(names)
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise DeliveryError(f"cannot list topics on {settings.bootstrap_servers}: {exc}") from exc
+    out: dict[str, dict[str, str] | None] = {n: None for n in names}
+    resources = [ConfigResource(ResourceType.TOPIC, n) for n in names if n in existing]
+    if not resources:
+        return out
+    futures = admin.describe_configs(resources, request_timeout=timeout)
+    for resource, future in futures.items():
+        try:
+            entries = future.result(timeout=timeout)
+        except KafkaException as exc:
+            raise DeliveryError(f"cannot describe topic {resource.name!r}: {exc.args[0]}") from exc
+        out[resource.name] = {key: str(entry.value) for key, entry in entries.items()}
+    return out
 
 
 def end_offsets(

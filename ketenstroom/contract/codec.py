@@ -24,11 +24,21 @@ def encode_framed(schema_id: int, parsed_schema: Any, record: dict[str, Any]) ->
 
 
 def decode(writer_schema: Any, payload: bytes | memoryview, reader_schema: Any | None = None) -> Any:
-    """Decode schemaless Avro; DecodeError when the bytes do not match the writer schema."""
+    """Decode schemaless Avro; DecodeError when the bytes do not match the writer schema.
+
+    Bytes left over after the record mean it was written with another schema (or padded): refused too.
+    """
+    buf = io.BytesIO(payload)
     try:
-        return fastavro.schemaless_reader(io.BytesIO(payload), writer_schema, reader_schema)
+        record = fastavro.schemaless_reader(buf, writer_schema, reader_schema)
     except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError... on corrupt input
         raise DecodeError(f"payload does not decode with its writer schema: {exc!r}") from exc
+    if buf.tell() != len(payload):
+        raise DecodeError(
+            f"payload has {len(payload) - buf.tell()} bytes after the record its writer schema describes",
+            reason="trailing-bytes",
+        )
+    return record
 
 
 def without_logical_types(parsed_schema: Any) -> Any:

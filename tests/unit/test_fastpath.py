@@ -241,11 +241,13 @@ def test_a_row_without_a_mapped_column_is_left_to_the_reference_path() -> None:
     assert (info.value.field, info.value.reason) == ("postcode", "missing-column")
 
 
-def test_json_lines_values_with_surrogates_are_left_to_the_reference_path(tmp_path: Path) -> None:
+def test_json_lines_values_with_surrogates_are_refused_by_the_reader(tmp_path: Path) -> None:
+    """A lone surrogate is no text: the reader rejects the row (neither path sees it), naming the field."""
     path = tmp_path / "om.jsonl"
     path.write_text(json.dumps({**GOOD, "postcode": "\ud800"}) + "\n", encoding="utf-8")
     [(line, row)] = list(read_rows(path))
-    assert isinstance(row, dict) and _agree("om", row, line) == "reference"
+    assert isinstance(row, InputRowError) and line == 1
+    assert (row.reason, row.field, row.value) == ("bad-encoding", "postcode", "\\ud800")
 
 
 @pytest.mark.parametrize(
