@@ -26,6 +26,7 @@ from ketenstroom.adapters.kafka import end_offsets, ensure_topics
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.contract import Topics
+from ketenstroom.settings import SinkSettings
 from producers.publish import Publisher
 from sinks.runner import Sink
 from sinks.seal import Sealer, SealPolicy
@@ -103,7 +104,7 @@ def sealed(services: Services, tmp_path_factory: pytest.TempPathFactory) -> tupl
         kafka=services.kafka,
         registry=services.registry,
         store=store,
-        group_id=f"{names.prefix}sink",
+        settings=SinkSettings(group_id=f"{names.prefix}sink"),
         topics=names,
         sealer=Sealer(store, policy),
     ).run(stop_at=end_offsets(services.kafka, [names.curated]))

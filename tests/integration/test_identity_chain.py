@@ -25,7 +25,7 @@ from ketenstroom.adapters.registry import Registry
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.contract import Topics
 from ketenstroom.contract.identifiers import complete_bsn
-from ketenstroom.settings import CatalogueSettings, PseudonymSettings
+from ketenstroom.settings import CatalogueSettings, ProcessorSettings, PseudonymSettings, SinkSettings
 from processors.build import build_transformer
 from processors.pseudonym import Pseudonymiser
 from processors.runner import TransactionalProcessor
@@ -172,7 +172,7 @@ def test_one_person_across_police_om_and_dji_and_a_conflict_flagged(
             topics=names,
             partners=list(PARTNERS),
             transformer=transformer,
-            app_id=f"{names.prefix}proc",
+            settings=ProcessorSettings(app_id=f"{names.prefix}proc"),
         ).run(until_end=True, should_stop=lambda: time.monotonic() > deadline)
     assert sum(stats.curated.values()) == published and stats.reconciles(), stats.dead
 
@@ -185,7 +185,7 @@ def test_one_person_across_police_om_and_dji_and_a_conflict_flagged(
         kafka=services.kafka,
         registry=services.registry,
         store=store,
-        group_id=f"{names.prefix}sink",
+        settings=SinkSettings(group_id=f"{names.prefix}sink"),
         topics=names,
         period="year",
         sealer=sealer,
