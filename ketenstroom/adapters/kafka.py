@@ -248,6 +248,32 @@ def ensure_topics(
             raise DeliveryError(
                 f"cannot create topic {name!r} on {settings.bootstrap_servers}: {err}"
             ) from exc
+    _await_leaders(admin, [t.topic for t in wanted], settings, timeout)
+
+
+def _await_leaders(admin: AdminClient, names: list[str], settings: KafkaSettings, timeout: float) -> None:
+    """Return once every topic is in the metadata with a leader for each partition: a topic just created
+    is known to the controller before every broker serves it, and a producer asking too early is told
+    "unknown topic or partition"."""
+    deadline = time.monotonic() + timeout
+    missing = list(names)
+    while missing:
+        metadata = admin.list_topics(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+        missing = [
+            name
+            for name in missing
+            if (found := metadata.topics.get(name)) is None
+            or found.error is not None
+            or not found.partitions
+            or any(p.leader < 0 for p in found.partitions.values())
+        ]
+        if missing and time.monotonic() >= deadline:
+            raise DeliveryError(
+                f"topics {missing} were created on {settings.bootstrap_servers} but have no leader "
+                f"after {timeout:.0f} s"
+            )
+        if missing:
+            admin.poll(0.1)  # a short wait that also serves the client's callbacks
 
 
 def topic_configs(

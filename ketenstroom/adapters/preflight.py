@@ -53,6 +53,11 @@ def require_topic(
     while True:  # short metadata requests, so a refused handshake is reported at once, not at the deadline
         try:
             metadata = admin.list_topics(topic=topic, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+            error = getattr(metadata.topics.get(topic), "error", None)
+            unknown = error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            if unknown and time.monotonic() < deadline:
+                admin.poll(0.2)  # a topic created a moment ago may not be served by every broker yet
+                continue
             break
         except KafkaException as exc:
             admin.poll(0.1)  # serve the error callbacks: they say why (SSL handshake, SASL authentication)
