@@ -285,6 +285,7 @@ def memory_run(
         "cli",
         "sink",
         "--until-caught-up",
+        "--no-release",  # the sink's own work: sealing and tables, not the release built after
         "--storage",
         f"file://{out}",
         "--group",
