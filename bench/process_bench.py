@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Producer
@@ -57,6 +58,13 @@ from synthetic import generate_chain
 PARTNERS = catalogue_at(CatalogueSettings().dir).names  # the partners the catalogue declares
 
 QUIX_PYTHON = Path(".venv-quix/bin/python")
+
+
+def _two_years_back() -> date:
+    today = date.today()
+    return date(today.year - 2, 1, 1)
+
+
 PARTITIONS = 3
 MADE: list[str] = []  # topic prefixes this run created: deleted at the end unless --keep-topics
 
@@ -80,7 +88,9 @@ def publish(kafka: KafkaSettings, registry: RegistrySettings, cases: int, noise:
     ensure_topics(kafka, [source.raw(p) for p in PARTNERS], partitions=PARTITIONS, replication_factor=1)
     published = 0
     with tempfile.TemporaryDirectory() as tmp:
-        report = generate_chain(Path(tmp), cases=cases, seed=42, noise=noise)
+        # cases from two years back, so nearly every one is followed to its end before today (the
+        # generator writes nothing after its as-of date): the same stream size as before that rule
+        report = generate_chain(Path(tmp), cases=cases, seed=42, noise=noise, start=_two_years_back())
         for partner in PARTNERS:
             with Publisher(partner, kafka=kafka, registry=registry, topics=source) as publisher:
                 published += publisher.publish([Path(report.partners[partner].path)]).published
