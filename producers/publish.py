@@ -275,6 +275,7 @@ class Publisher:
                 f"partner {who} may not write {self.topic}",
                 timeout=min(15.0, self.message_timeout_ms / 1000),
                 unreachable_ok=True,  # an unreachable cluster: every row reported not delivered, as before
+                await_unknown_s=10.0,  # a raw topic created a moment ago (onboarding, tests) may still lag
             )
             for record in self.mapping.records.values():  # register up front: fail before producing
                 self._header(record, receipt)

@@ -36,11 +36,19 @@ def connection_refused(kafka: KafkaSettings, text: str) -> DeliveryError:
 
 
 def require_topic(
-    kafka: KafkaSettings, topic: str, refusal: str, timeout: float = 15.0, *, unreachable_ok: bool = False
+    kafka: KafkaSettings,
+    topic: str,
+    refusal: str,
+    timeout: float = 15.0,
+    *,
+    unreachable_ok: bool = False,
+    await_unknown_s: float = 0.0,
 ) -> None:
     """Raise DeliveryError(``refusal``) if the cluster will not even describe ``topic`` to us, or a
     DeliveryError naming the principal if it turns us away (TLS, authentication). ``unreachable_ok``:
-    a cluster that does not answer at all is left to the caller's own delivery reports."""
+    a cluster that does not answer at all is left to the caller's own delivery reports.
+    ``await_unknown_s``: how long a topic the cluster calls unknown is asked for again (one created a
+    moment ago is not served by every broker yet); 0 refuses it at once."""
     errors: list[str] = []
 
     def on_error(err: KafkaError) -> None:
@@ -50,12 +58,13 @@ def require_topic(
     conf["error_cb"] = on_error
     admin = AdminClient(conf)
     deadline = time.monotonic() + timeout
+    unknown_until = time.monotonic() + min(await_unknown_s, timeout)
     while True:  # short metadata requests, so a refused handshake is reported at once, not at the deadline
         try:
             metadata = admin.list_topics(topic=topic, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
             error = getattr(metadata.topics.get(topic), "error", None)
             unknown = error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
-            if unknown and time.monotonic() < deadline:
+            if unknown and time.monotonic() < unknown_until:
                 admin.poll(0.2)  # a topic created a moment ago may not be served by every broker yet
                 continue
             break
