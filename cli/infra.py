@@ -134,6 +134,20 @@ def down(nodes: int = NODES, secure: bool = SECURE) -> None:
     console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
+@app.command("stop")
+def stop_one(
+    service: str = typer.Argument(..., help="kafka-1 (kafka-2, kafka-3 in cluster3), apicurio or s3proxy"),
+    nodes: int = NODES,
+    secure: bool = SECURE,
+) -> None:
+    """Stop one service (an outage rehearsal); `infra up` starts it again with its data."""
+    try:
+        stopped = _stack(nodes, secure).stop_service(service)
+    except InfraError as exc:
+        raise _fail(exc) from exc
+    console.print(f"stopped {service}" if stopped else f"{service} was not running")
+
+
 @app.command()
 def status(nodes: int = NODES, secure: bool = SECURE) -> None:
     """Each service with its ports, pid, health and log file. Exit 1 if any is down."""

@@ -20,6 +20,7 @@ from cli.catalogue import load
 from cli.signals import stop_on_signals
 from ketenstroom.adapters.kafka import end_offsets, ensure_topics, topic_configs
 from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.adapters.preflight import require_broker
 from ketenstroom.contract import Topics
 from ketenstroom.contract.deliveries import DELIVERIES_RETENTION_DAYS
 from ketenstroom.contract.retention import TopicSpec, drift
@@ -260,6 +261,7 @@ def sink(
         # the constructor (not model_validate) so the environment still applies to what is not given;
         # mypy cannot match **dict[str, object] against the fields' own types
         sink_settings = SinkSettings(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+        require_broker(kafka)  # an unreachable cluster fails here, within KETENSTROOM_KAFKA_CONNECT_TIMEOUT_S
         stop_at = (
             end_offsets(kafka, [topics.curated], group_id=sink_settings.group_id) if until_caught_up else None
         )

@@ -16,6 +16,7 @@ from cli.catalogue import partners_or_all
 from cli.signals import stop_on_signals
 from ketenstroom.adapters.kafka import end_offsets
 from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.adapters.preflight import require_broker
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
 from ketenstroom.contract.scanner import scan_all
@@ -77,6 +78,7 @@ def process(
         # the constructor (not model_validate) so the environment still applies to what is not given;
         # mypy cannot match **dict[str, object] against the fields' own types
         settings = ProcessorSettings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        require_broker(kafka)  # an unreachable cluster fails here, within KETENSTROOM_KAFKA_CONNECT_TIMEOUT_S
         stop_at = (
             end_offsets(kafka, [topics.raw(p) for p in partner], group_id=settings.app_id)
             if until_caught_up

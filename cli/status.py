@@ -21,6 +21,7 @@ from cli.catalogue import load
 from cli.snapshot import parse_as_of, policy_settings
 from ketenstroom.adapters.kafka import all_partitions, high_watermarks, read_to_end
 from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.adapters.preflight import require_broker
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.calendar import period_bounds
 from ketenstroom.contract import Topics
@@ -176,6 +177,7 @@ def status(
     """Deliveries, lag, dead letters and seals at a glance. Exit 1 when something needs action."""
     moment = parse_as_of(now) or datetime.now(UTC)
     try:
+        require_broker(KafkaSettings())  # an unreachable cluster: one clear line, not a traceback
         report = collect(partners=partner or None, storage=storage, now=moment)
     except KetenstroomError as exc:
         err.print(f"[red]error:[/red] {exc}")

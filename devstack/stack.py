@@ -175,6 +175,23 @@ class Stack:
                 svc.startup_file.unlink(missing_ok=True)
         return stopped
 
+    def stop_service(self, name: str) -> bool:
+        """Stop one service of this stack (``kafka-1``, ``apicurio``, ``s3proxy``), for outage tests and
+        rehearsals; ``up()`` starts it again. False if it was not running. Its data stays."""
+        found = {svc.name: svc for svc in self.services()}
+        svc = found.get(name)
+        if svc is None:
+            raise ServiceStartError(f"no service {name!r} in this stack; expected one of {sorted(found)}")
+        with file_lock(self.config.cache_dir / "run" / ".lock"):
+            pid = owned_pid(svc.pid_file, svc.directory)
+            if pid is not None and not terminate(pid, self.config.stop_timeout):
+                raise ServiceStartError(
+                    f"{svc.name} (pid {pid}) survived SIGTERM and SIGKILL; log: {svc.log_path}"
+                )
+            svc.pid_file.unlink(missing_ok=True)
+            svc.startup_file.unlink(missing_ok=True)
+        return pid is not None
+
     def wipe(self) -> list[str]:
         """down(), then delete this stack's data (and the shared data if no other stack has any).
 

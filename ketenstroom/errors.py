@@ -11,6 +11,8 @@
     │   ├── PortInUseError          something else listens on a port we need
     │   └── ServiceStartError       a service died or did not become healthy in time
     ├── DeliveryError               a producer could not get records acknowledged
+    │   ├── RegistryUnavailable *   the schema registry did not answer, or answered 408/429/5xx
+    │   └── BrokerUnavailable *     Kafka could not be reached before a deadline
     ├── ExportRefused               a whole export cannot be delivered (its header fits no record type)
     ├── RecordError                 one record cannot be processed; carries where it came from
     │   ├── InputRowError           a partner export row failed validation (row, field, value, reason)
@@ -18,8 +20,18 @@
     │   ├── UnknownCodeError        a partner code has no mapping (never guessed)
     │   └── IdentifierError         an identifier is malformed (e.g. a parketnummer)
     ├── StorageError                object storage refused or failed a write/read
+    │   └── StorageUnavailable *    object storage did not answer, or answered 5xx/429 (not 4xx)
+    ├── TransientError              base of the classes marked *: a dependency is down, retry
     └── ExtractError                a research extract cannot be made as requested (request, catalogue)
         └── ExtractRefused          the extract would not be safe: offending combinations attached
+
+    * also a TransientError: a dependency is down for now; a long-running component waits and
+      retries (``ketenstroom.adapters.retry``), a one-shot command fails with a clear message.
+
+Transient or permanent (``is_transient``): a registry that is down or answers 5xx, object storage
+that is down or answers 5xx, a broker that times out are transient: retry, never dead-letter. An unknown
+schema id, undecodable bytes, an unknown code, an invalid row (``RecordError``) are permanent: the
+record is dead-lettered or rejected with its reason, because no retry would change the answer.
 
 Third-party errors are translated at the boundary with ``raise ... from exc``.
 """
@@ -71,6 +83,37 @@ class ExportRefused(KetenstroomError):
 
 class StorageError(KetenstroomError):
     """Object storage failed a read or write."""
+
+
+class TransientError(KetenstroomError):
+    """A dependency is unavailable for now: retry later (never dead-letter or reject on this)."""
+
+
+class RegistryUnavailable(DeliveryError, TransientError):
+    """The schema registry could not be reached, timed out, or answered 408, 429 or 5xx."""
+
+
+class BrokerUnavailable(DeliveryError, TransientError):
+    """Kafka could not be reached (or did not answer) before a deadline."""
+
+
+class StorageUnavailable(StorageError, TransientError):
+    """Object storage could not be reached, timed out, or answered 429 or 5xx."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) says "try again later" rather than "this
+    record or request is wrong". RecordErrors are never transient."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, RecordError):
+            return False
+        if isinstance(current, TransientError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__
+    return False
 
 
 class DisclosureError(KetenstroomError):

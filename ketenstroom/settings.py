@@ -66,6 +66,8 @@ class KafkaSettings(BaseSettings):
     ssl_ca_location: Path | None = None
     #: Extra librdkafka properties in dotted form, e.g. ``{"socket.timeout.ms": "5000"}``.
     extra: dict[str, str] = Field(default_factory=dict)
+    #: how long a command waits at start for the cluster to answer before it fails with a clear error
+    connect_timeout_s: float = Field(default=30.0, gt=0)
 
     def librdkafka(self, **overrides: Any) -> dict[str, Any]:
         """The one converter from these settings to librdkafka's dotted keys."""
@@ -172,6 +174,9 @@ class S3Settings(BaseSettings):
     region: str = "us-east-1"
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
+    #: obstore's own retries of one request before it reports the store unavailable (transient)
+    max_retries: int = Field(default=5, ge=0)
+    retry_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class StorageSettings(BaseSettings):
@@ -373,6 +378,8 @@ class ProcessorSettings(BaseSettings):
     batch_size: int = Field(default=2000, ge=1)
     #: the broker aborts a transaction left open this long (a crashed instance's, say)
     transaction_timeout_ms: int = Field(default=30_000, ge=1000)
+    #: the longest wait between two tries of a batch that failed transiently (registry, broker down)
+    retry_backoff_max_s: float = Field(default=30.0, gt=0)
     metrics_port: int = Field(default=0, ge=0, le=65535)
     #: the address ``/metrics`` and ``/health`` bind to: loopback unless a scraper elsewhere needs it
     metrics_host: str = "127.0.0.1"
@@ -392,6 +399,8 @@ class SinkSettings(BaseSettings):
     max_buffered: int = Field(default=50_000, ge=1)
     #: at most this long between staged files while records keep coming
     flush_interval_s: float = Field(default=30.0, gt=0)
+    #: the longest wait between two tries after a transient failure (object store, registry down)
+    retry_backoff_max_s: float = Field(default=30.0, gt=0)
     #: serve ``/metrics`` and ``/health`` on this port (0: off)
     metrics_port: int = Field(default=0, ge=0, le=65535)
     #: the address ``/metrics`` and ``/health`` bind to: loopback unless a scraper elsewhere needs it

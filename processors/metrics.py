@@ -52,5 +52,10 @@ class ProcessorMetrics:
             ["outcome"],
             registry=r,
         )
+        self.retries = Counter(
+            "ketenstroom_processor_transient_retries",
+            "Batches tried again after a transient failure (registry, broker); never dead-lettered",
+            registry=r,
+        )
         for outcome in ("committed", "aborted"):  # present from the start, so rate() sees the first one
             self.transactions.labels(outcome)

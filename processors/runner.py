@@ -15,6 +15,11 @@ A ``read_committed`` reader of the outputs sees every input exactly once. The tr
 ``<app id>-<instance id>``: restarting an instance fences its predecessor and aborts what it left open;
 the same instance id makes it a static group member (``ConsumeLoop``), so it gets its partitions back
 at once. Consuming (batches, partition EOF, assignment, stop) is the adapter's ``ConsumeLoop``.
+
+A transient failure inside a batch (the registry is down when a new schema id must be fetched:
+``ketenstroom.errors.is_transient``) aborts the batch's transaction, rewinds to its first offsets and
+waits (``ketenstroom.adapters.retry.Backoff``, logged) before the same records are tried again: they
+are never dead-lettered for it. Only permanent errors (``RecordError``) make dead letters.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from ketenstroom.adapters.kafka import (
     read_to_end,
     where,
 )
+from ketenstroom.adapters.retry import Backoff
 from ketenstroom.contract import Topics
-from ketenstroom.errors import DeliveryError
+from ketenstroom.errors import DeliveryError, is_transient
 from ketenstroom.settings import KafkaSettings, ProcessorSettings, TopicSettings
 from processors.dlq import LetterStatus, letter_key, replay_key
 from processors.metrics import ProcessorMetrics
@@ -110,6 +116,9 @@ class TransactionalProcessor:
         self.stats = Reconciliation()
         self.healthy = False
         self._lag_at = 0.0
+        self.backoff = Backoff(
+            max_s=settings.retry_backoff_max_s, log=log, on_retry=lambda _exc: self.metrics.retries.inc()
+        )
 
     # -- set-up -------------------------------------------------------------------------------------
     def _ensure_state_topics(self) -> None:
@@ -190,8 +199,8 @@ class TransactionalProcessor:
                 ) from exc
             self.healthy = True
             for batch in self.loop.batches(stop=stop):
-                if batch:
-                    self._transact(batch)
+                if batch and not self._try(batch, should_stop):
+                    break  # told to stop while waiting out an outage: nothing of the batch committed
                 if time.monotonic() - self._lag_at > LAG_EVERY_S:
                     self._update_lag()
         except KafkaException as exc:
@@ -201,6 +210,18 @@ class TransactionalProcessor:
             self.loop.close()
             self.producer.flush(10)
         return self.stats
+
+    def _try(self, batch: list[Message], should_stop: Callable[[], bool]) -> bool:
+        """``_transact``; after a transient failure (already aborted and rewound) wait the backoff and
+        let the loop hand the same records again. False only when told to stop during the wait."""
+        try:
+            self._transact(batch)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return self.backoff.wait(f"batch of {len(batch)} records", exc, should_stop)
+        self.backoff.reset()
+        return True
 
     def _records(self, batch: list[Message]) -> list[RawRecord]:
         records = []
@@ -283,16 +304,24 @@ class TransactionalProcessor:
                 self.loop.rewind(self._first_offsets(records))
                 return False
             raise
-        except BaseException:
-            # not Kafka's doing (a bug in the transform, an interrupt): abort rather than leave the
-            # transaction open, which would hold read_committed readers back until it times out
-            self._forget(new_ids)
-            with contextlib.suppress(KafkaException):
-                self.producer.abort_transaction(10)
-                self.metrics.transactions.labels("aborted").inc()
+        except BaseException as exc:
+            self._abandon(records, new_ids, rewind=isinstance(exc, Exception) and is_transient(exc))
             raise
         self._count(records, sent, dead, duplicates)
         return True
+
+    def _abandon(
+        self, records: list[RawRecord], new_ids: list[tuple[RawRecord, str]], *, rewind: bool
+    ) -> None:
+        """Not Kafka's doing (a bug in the transform, an interrupt, a registry outage): abort rather than
+        leave the transaction open, which would hold read_committed readers back until it times out;
+        with ``rewind`` (a transient failure) the batch is consumed again after the caller's wait."""
+        self._forget(new_ids)
+        with contextlib.suppress(KafkaException):
+            self.producer.abort_transaction(10)
+            self.metrics.transactions.labels("aborted").inc()
+        if rewind:
+            self.loop.rewind(self._first_offsets(records))
 
     def _dead_letter(self, record: RawRecord, letter: DeadLetter) -> None:
         """The letter to ``dlq.<partner>``, and its event's status ``dead`` (see ``processors.dlq``)."""

@@ -269,12 +269,11 @@ class Publisher:
                 if export.note:
                     receipt.notes.append(export.note)
             who = self.kafka.sasl_username or "ANONYMOUS"  # refused before anything is produced or registered
-            require_topic(
+            require_topic(  # an unreachable cluster: refused before a row is read, within the setting
                 self.kafka,
                 self.topic,
                 f"partner {who} may not write {self.topic}",
-                timeout=min(15.0, self.message_timeout_ms / 1000),
-                unreachable_ok=True,  # an unreachable cluster: every row reported not delivered, as before
+                timeout=self.kafka.connect_timeout_s,
                 await_unknown_s=10.0,  # a raw topic created a moment ago (onboarding, tests) may still lag
             )
             for record in self.mapping.records.values():  # register up front: fail before producing

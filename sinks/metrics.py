@@ -16,6 +16,11 @@ class SinkMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.records = Counter("ketenstroom_sink_records_consumed", "Curated records consumed", registry=r)
+        self.retries = Counter(
+            "ketenstroom_sink_transient_retries",
+            "Operations tried again after a transient failure (object store, registry)",
+            registry=r,
+        )
         self.undecodable = Counter(
             "ketenstroom_sink_undecodable_records",
             "Curated records kept under rejects/ because they could not be decoded",

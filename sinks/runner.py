@@ -8,6 +8,11 @@ Commit order, enforced in ``Sink.flush`` (ARCHITECTURE.md, "Order of commit"):
    sealed revision that has none (``sinks/tables.py``);
 3. only then commit the Kafka offsets just past the last record written.
 
+A transient failure (object store or registry down: ``ketenstroom.errors.is_transient``) is waited out
+where it happens (``ketenstroom.adapters.retry.Backoff``, logged): a failed flush is tried again as a
+whole, which is safe because every step above is idempotent (a staged period leaves the buffer only once
+its file is stored; sealing resumes; a manifest already written is kept). A stop request ends the wait;
+the offsets are then not committed and the records are read again next time.
 A crash between 1 and 3 re-reads the same records. Staged names are deterministic for the same
 chunking (``staging/<period>/part-p<partition>-o<offset>.parquet``, from the file's first row), and
 whatever the chunking of a retry, sealing keeps each event id once (the copy at the lowest partition
@@ -33,6 +38,7 @@ from confluent_kafka import KafkaException, Message, TopicPartition
 from ketenstroom.adapters.kafka import ConsumeLoop
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
+from ketenstroom.adapters.retry import Backoff
 from ketenstroom.calendar import HourCalendar, PeriodKind
 from ketenstroom.contract import Topics
 from ketenstroom.contract.codec import decode, without_logical_types
@@ -128,6 +134,11 @@ class Sink:
         self._plain: dict[int, Any] = {}  # schema id -> writer schema without logical types
         self._calendar = HourCalendar(self.period)  # period and local date per UTC hour
         self.report = SinkReport()
+        self.backoff = Backoff(
+            max_s=settings.retry_backoff_max_s, log=log, on_retry=lambda _exc: self.metrics.retries.inc()
+        )
+        self._should_stop: Callable[[], bool] = lambda: False
+        self._unannounced: list[Manifest] = []  # sealed, not yet handed to on_sealed
 
     def run(
         self,
@@ -138,6 +149,7 @@ class Sink:
         def stop() -> bool:
             return should_stop() or (stop_at is not None and self._caught_up(stop_at))
 
+        self._should_stop = should_stop
         add = self._add
         try:
             for batch in self.loop.batches(stop=stop):
@@ -149,14 +161,14 @@ class Sink:
                 if self._buffered >= self.max_buffered or (
                     self._buffered and time.monotonic() - self._last_flush >= self.flush_interval_s
                 ):
-                    self.flush()
+                    self._retrying_flush(seal=False)
                 elif self.loop.caught_up() and (
                     self._buffered
                     or self._staged_since_seal
                     or time.monotonic() - self._last_seal >= self.SEAL_CHECK_S  # a period may have come due
                 ):
-                    self.flush(seal=True)
-            self.flush(seal=True)
+                    self._retrying_flush(seal=True)
+            self._retrying_flush(seal=True)
         except KafkaException as exc:
             raise DeliveryError(f"sink on {self.topic} failed: {exc}") from exc
         finally:
@@ -164,6 +176,11 @@ class Sink:
             self.loop.close()
             self.registry.close()
         return self.report
+
+    def _retrying_flush(self, *, seal: bool) -> None:
+        self.backoff.call(
+            "flush" + (" and seal" if seal else ""), lambda: self.flush(seal=seal), self._should_stop
+        )
 
     LAG_EVERY_S = 1.0
 
@@ -213,26 +230,30 @@ class Sink:
             schema_id, payload = unframe(value)
             plain = self._plain.get(schema_id)
             if plain is None:
-                plain = self._plain[schema_id] = without_logical_types(self.registry.writer_schema(schema_id))
+                writer = self.backoff.call(
+                    f"fetching schema id {schema_id}",
+                    lambda: self.registry.writer_schema(schema_id),
+                    self._should_stop,
+                )
+                plain = self._plain[schema_id] = without_logical_types(writer)
             event = decode(plain, payload)  # timestamps as int ms, the event id as its string
         except RecordError as exc:
             # The processor only writes valid ChainEvents; anything else is kept with its reason (curated
             # bytes hold no direct identifiers), counted, and never guessed into a snapshot.
             self.report.undecodable += 1
             self.metrics.undecodable.inc()
-            self.store.put(
-                reject_name(partition, offset),
-                json.dumps(
-                    {
-                        "topic": self.topic,
-                        "partition": partition,
-                        "offset": offset,
-                        "reason": exc.reason,
-                        "error": str(exc),
-                        "value_base64": base64.b64encode(value or b"").decode(),
-                    }
-                ).encode(),
-            )
+            kept = json.dumps(
+                {
+                    "topic": self.topic,
+                    "partition": partition,
+                    "offset": offset,
+                    "reason": exc.reason,
+                    "error": str(exc),
+                    "value_base64": base64.b64encode(value or b"").decode(),
+                }
+            ).encode()
+            name = reject_name(partition, offset)
+            self.backoff.call(f"keeping {name}", lambda: self.store.put(name, kept), self._should_stop)
             log.error(
                 "kept undecodable record %s/%d@%d under rejects/: %s",
                 self.topic,
@@ -260,13 +281,15 @@ class Sink:
     def flush(self, *, seal: bool = False) -> None:
         self._convert()
         started = time.monotonic()
-        # 1. data files durable
+        # 1. data files durable; a period leaves the buffer once its file is stored (a retry after a
+        # failure here writes only the rest, and counts nothing twice)
         for period, tables in sorted(self._buffers.items()):
             table = pa.concat_tables(tables)
             if table.num_rows == 0:
                 continue
             name = staging_name(period, table["kafka_partition"][0].as_py(), table["kafka_offset"][0].as_py())
             self.store.put(name, write_table(table, self._schema_ids[period]))
+            del self._buffers[period]
             crash_point("sink.staged")
             self.report.objects.append(name)
             self.report.written += table.num_rows
@@ -282,14 +305,16 @@ class Sink:
         if seal and self.sealer is not None:
             sealed = self.sealer.seal_due()
             self.report.sealed.extend(sealed)
+            self._unannounced.extend(sealed)
             if self.tables:  # derived from sealed revisions: every missing one on the first check (a
                 # crash may have left some), then those of the periods just sealed
-                periods = None if not self._tables_checked else {m.period for m in sealed}
+                periods = None if not self._tables_checked else {m.period for m in self._unannounced}
                 if periods is None or periods:
                     self.report.tables.extend(build_missing_tables(self.store, periods))
                 self._tables_checked = True
-            if sealed and self.on_sealed is not None:
-                self.on_sealed(sealed)
+            if self._unannounced and self.on_sealed is not None:
+                self.on_sealed(self._unannounced)  # also those of an attempt that failed after sealing
+            self._unannounced = []
             self._staged_since_seal = False
             self._last_seal = time.monotonic()
             self.metrics.seal_duration.observe(self._last_seal - self._last_flush)

@@ -21,7 +21,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from ketenstroom.errors import DeliveryError
+from ketenstroom.errors import BrokerUnavailable, DeliveryError
 from ketenstroom.settings import KafkaSettings
 
 log = logging.getLogger("ketenstroom.kafka")
@@ -385,7 +385,13 @@ def all_partitions(
     settings: KafkaSettings, topic: str, offset: int = OFFSET_BEGINNING, timeout: float = 10.0
 ) -> list[TopicPartition]:
     admin = AdminClient(settings.librdkafka())
-    meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+    try:
+        meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"could not read the partitions of {topic} from Kafka at {settings.bootstrap_servers} "
+            f"within {timeout:g} s: {exc.args[0].str() if exc.args else exc}"
+        ) from exc
     if meta is None or meta.error is not None:
         raise DeliveryError(f"topic {topic} does not exist on {settings.bootstrap_servers}")
     return [TopicPartition(topic, p, offset) for p in sorted(meta.partitions)]

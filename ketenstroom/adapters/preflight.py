@@ -12,7 +12,7 @@ import time
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from ketenstroom.errors import DeliveryError
+from ketenstroom.errors import BrokerUnavailable, DeliveryError
 from ketenstroom.settings import KafkaSettings
 
 _REFUSED = re.compile(r"ssl handshake|certificate verify|authentication", re.IGNORECASE)
@@ -32,7 +32,10 @@ def connection_refused(kafka: KafkaSettings, text: str) -> DeliveryError:
             f"{who} could not authenticate to {kafka.bootstrap_servers}: wrong or missing password "
             f"({text}); check KETENSTROOM_KAFKA_SASL_USERNAME and KETENSTROOM_KAFKA_SASL_PASSWORD_FILE"
         )
-    return DeliveryError(f"{who} could not reach Kafka at {kafka.bootstrap_servers}: {text}")
+    return BrokerUnavailable(
+        f"{who} could not reach Kafka at {kafka.bootstrap_servers} within "
+        f"{kafka.connect_timeout_s:g} s (KETENSTROOM_KAFKA_CONNECT_TIMEOUT_S): {text}"
+    )
 
 
 def require_topic(
@@ -81,3 +84,35 @@ def require_topic(
         if found.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
             raise DeliveryError(f"{refusal} (Kafka: {found.error.str()})")
         raise DeliveryError(f"topic {topic} is not available to {kafka.principal}: {found.error.str()}")
+
+
+def require_broker(kafka: KafkaSettings, timeout: float | None = None) -> None:
+    """Raise ``BrokerUnavailable`` (or the ``DeliveryError`` of a refused handshake) unless the cluster
+    answers a metadata request within ``timeout`` seconds (default ``KafkaSettings.connect_timeout_s``),
+    so a command started against an unreachable cluster fails with one clear line instead of waiting."""
+    limit = kafka.connect_timeout_s if timeout is None else timeout
+    errors: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        errors.append(err.str())
+
+    conf = kafka.librdkafka()
+    conf["error_cb"] = on_error
+    admin = AdminClient(conf)
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+            return
+        except KafkaException as exc:
+            admin.poll(0.1)  # serve the error callbacks: they say why
+            refused = [e for e in errors if _REFUSED.search(e)]
+            if refused:
+                raise connection_refused(kafka, refused[0]) from exc
+            if time.monotonic() >= deadline:
+                reason = (errors or [str(exc.args[0] if exc.args else exc)])[-1]
+                raise BrokerUnavailable(
+                    f"could not reach Kafka at {kafka.bootstrap_servers} within {limit:g} s ({reason}); "
+                    "expected a running cluster: check it (`ketenstroom infra status`) and "
+                    "KETENSTROOM_KAFKA_BOOTSTRAP_SERVERS (the wait is KETENSTROOM_KAFKA_CONNECT_TIMEOUT_S)"
+                ) from exc

@@ -1,6 +1,10 @@
 """Schema registry adapter over confluent-kafka's ``SchemaRegistryClient`` (Confluent REST API).
 
 Caches ids by subject and parsed writer schemas by id, so the hot path never calls the registry.
+Failures are classified here, once: a registry that cannot be reached, times out or answers 408, 429
+or 5xx raises ``RegistryUnavailable`` (transient: the client has already retried ``max.retries``
+times; callers that run for long wait and retry); an unknown schema id raises ``DecodeError``
+(permanent: the record is dead-lettered); other refusals are ``DeliveryError``/``ConfigurationError``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from ketenstroom.contract.schemas import EventSchema
-from ketenstroom.errors import ConfigurationError, DecodeError, DeliveryError
+from ketenstroom.errors import ConfigurationError, DecodeError, DeliveryError, RegistryUnavailable
 from ketenstroom.settings import RegistrySettings
 
 
@@ -36,7 +40,12 @@ class Registry:
         self.close()
 
     def _fail(self, what: str, exc: Exception) -> DeliveryError:
-        return DeliveryError(f"schema registry at {self.url}: {what}{self.who} failed: {exc}")
+        """The error for a failed call: ``RegistryUnavailable`` (transient) when the registry could not
+        be reached or answered 408/429/5xx, else a ``DeliveryError``."""
+        message = f"schema registry at {self.url}: {what}{self.who} failed: {exc}"
+        if _unavailable(exc):
+            return RegistryUnavailable(f"{message} (unavailable; retry when it is back)")
+        return DeliveryError(message)
 
     def register(self, subject: str, schema: EventSchema) -> int:
         """Register (or look up) ``schema`` under ``subject``; returns the schema id."""
@@ -93,6 +102,8 @@ class Registry:
                     reason="unknown-schema-id",
                 ) from exc
             raise self._fail(f"fetching schema id {schema_id}", exc) from exc
+        except Exception as exc:  # connection errors surface as httpx2 exceptions
+            raise self._fail(f"fetching schema id {schema_id}", exc) from exc
         if found.schema_str is None:
             raise DecodeError(
                 f"schema id {schema_id} at {self.url} has no schema text", reason="unknown-schema-id"
@@ -123,3 +134,18 @@ class Registry:
             self.client.set_compatibility(subject_name=subject, level=level)
         except Exception as exc:
             raise self._fail(f"setting compatibility {level}", exc) from exc
+
+
+RETRIABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _unavailable(exc: Exception) -> bool:
+    """A registry that is down, slow or overloaded (not one that refuses the request)."""
+    if isinstance(exc, SchemaRegistryError):
+        return exc.http_status_code in RETRIABLE_STATUS or exc.http_status_code >= 500
+    return isinstance(exc, OSError | TimeoutError) or any(
+        # confluent-kafka 2.16 talks HTTP through its fork ``httpx2``, earlier versions through httpx:
+        # both raise a ``TransportError`` subclass when no answer came (refused, reset, timed out)
+        cls.__name__ == "TransportError" and cls.__module__.split(".")[0] in ("httpx", "httpx2")
+        for cls in type(exc).__mro__
+    )

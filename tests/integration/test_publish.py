@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from confluent_kafka import Consumer
@@ -114,13 +115,18 @@ def test_redelivery_yields_the_same_event_ids(services: Services, names: Topics,
 def test_unreachable_broker_reports_nothing_as_published(
     services: Services, names: Topics, tmp_path: Path
 ) -> None:
-    dead = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    """An unreachable cluster refuses the delivery before a row is read, within connect_timeout_s."""
+    dead = KafkaSettings(bootstrap_servers="127.0.0.1:1", connect_timeout_s=3)
+    started = time.monotonic()
     with Publisher(
         "om", kafka=dead, registry=services.registry, topics=names, message_timeout_ms=3000
     ) as publisher:
         receipt = publisher.publish([_export(tmp_path)])
-    assert receipt.published == 0
-    assert receipt.not_delivered == 4
+    assert time.monotonic() - started < 3 + 3 + 10  # the wait, the delivery event's own 3 s, slack
+    assert receipt.published == 0 and receipt.rows_read == 0
+    assert (
+        receipt.failure is not None and "could not reach Kafka at 127.0.0.1:1 within 3 s" in receipt.failure
+    )
     assert receipt.reconciles and receipt.exit_code == EXIT_NOT_DELIVERED
 
 
