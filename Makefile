@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install lock up down status demo test test-unit lint promtool secrets clean browser site bench-publish bench-process bench-sink bench-extract bench-release
+.PHONY: help install lock up down status demo test test-unit lint promtool secrets clean browser site bench-publish bench-process bench-sink bench-extract bench-release bench-soak
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -93,6 +93,9 @@ bench-sink: install ## Benchmark the sink against a hand-written sink and pyarro
 
 bench-extract: install ## Benchmark a research extract (100k cases) against a hand-written DuckDB query over the same files
 	$(PY) -m bench.extract_bench
+
+bench-soak: install ## Ten minutes of 1,000 events/s through publish -> process -> sink on the 3-node cluster (SOAK_RATE, SOAK_MINUTES); last line lost/duplicated/p99/RSS growth
+	$(PY) -m bench.soak_bench
 
 bench-release: install ## Benchmark one period's release from a 1M-event revision against DuckDB's bare group-bys
 	$(PY) -m bench.release_bench
