@@ -210,7 +210,7 @@ def test_registry_stopped_mid_process_is_waited_out_and_nothing_is_dead_lettered
         except BaseException as exc:  # handed to the test thread
             outcome["error"] = exc
 
-    worker = threading.Thread(target=run, name="outage-processor")
+    worker = threading.Thread(target=run, name="outage-processor", daemon=True)  # a broken one may hang
     with caplog.at_level(logging.WARNING, logger="ketenstroom.processor"):
         worker.start()
         try:
@@ -386,3 +386,7 @@ def test_an_unreachable_broker_at_start_fails_each_command_in_bounded_time(
     assert "could not reach Kafka at 127.0.0.1:1 within 4 s" in done.stderr
     assert "Traceback" not in done.stderr
     assert took < 4 + 45, f"{command} took {took:.0f} s"  # the wait, plus interpreter start on a busy machine
+    if command == "publish":  # refused before a row is read, not every row timed out one by one
+        [receipt] = [json.loads(p.read_text()) for p in tmp_path.glob("om.csv.*.receipt.json")]
+        assert receipt["rows_read"] == 0 and receipt["published"] == 0
+        assert "could not reach Kafka at 127.0.0.1:1 within 4 s" in receipt["failure"]
