@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from ketenstroom.adapters.kafka import ConsumeLoop, all_partitions, headers_of, read_to_end, where
 from ketenstroom.contract import Topics
-from ketenstroom.errors import DeliveryError
+from ketenstroom.errors import DeliveryError, is_transient
 from ketenstroom.settings import KafkaSettings
 
 REPLAY_HEADER = "ketenstroom.replay-of"  # the dead letter's topic/partition/offset
@@ -130,7 +130,9 @@ def _statuses(kafka: KafkaSettings, topic: str) -> dict[str, LetterStatus]:
     """Latest status per event key (the topic is compacted; later records win)."""
     try:
         partitions = all_partitions(kafka, topic)
-    except DeliveryError:
+    except DeliveryError as exc:
+        if is_transient(exc):
+            raise  # the cluster did not answer: not the same as a topic that does not exist yet
         return {}  # no status topic yet: no processor with status tracking has dead-lettered anything
     return {
         (msg.key() or b"").decode(): LetterStatus.decode(msg.value())

@@ -165,3 +165,23 @@ def test_backoff_grows_is_capped_logs_and_stops_on_request(caplog: pytest.LogCap
     with pytest.raises(StorageUnavailable):  # a stop request ends the wait at once and re-raises
         slow.call("storing k", lambda: (_ for _ in ()).throw(StorageUnavailable("down")), lambda: True)
     assert time.monotonic() - started < 1.0
+
+
+def test_dlq_status_reader_does_not_take_an_outage_for_a_missing_topic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ketenstroom.errors import BrokerUnavailable
+    from ketenstroom.settings import KafkaSettings
+    from processors import dlq
+
+    def fails(exc: Exception) -> object:
+        def call(*_args: object, **_kwargs: object) -> None:
+            raise exc
+
+        return call
+
+    monkeypatch.setattr(dlq, "all_partitions", fails(BrokerUnavailable("could not reach Kafka")))
+    with pytest.raises(BrokerUnavailable):
+        dlq._statuses(KafkaSettings(), "dlq.om.status")
+    monkeypatch.setattr(dlq, "all_partitions", fails(DeliveryError("topic dlq.om.status does not exist")))
+    assert dlq._statuses(KafkaSettings(), "dlq.om.status") == {}
