@@ -26,24 +26,26 @@ Changelog (``<app id>.dedup.<raw topic>``, compacted, the raw record's partition
     (at most 50,000 a record: 800 kB, under the broker's 1 MB); record timestamp the bucket's start.
     Each key is written once, in the transaction that curates those events (outcomes, changelog and
     offsets: all or none). The transaction whose stream time passes a bucket writes a tombstone for
-    every key of that bucket (timestamped with the stream time, so the partition's largest timestamp
-    is its stream time); compaction then drops the records, and the tombstones a day later
-    (``delete.retention.ms``). The log holds the live buckets, not the history.
+    every key of that bucket; compaction then drops the records, and the tombstones a day later
+    (``delete.retention.ms``). The log holds the live buckets, not the history. Every transaction
+    that writes to a changelog partition ends its records there with ``d2-start``: the offset of
+    the first record of the oldest live bucket (known from the delivery reports of earlier
+    transactions; where not known yet, the end known so far, which lies before it).
 
 Restore
-    The partition's largest record timestamp gives its stream time, ListOffsets by timestamp the first
-    record of the oldest live bucket, and restore reads from there only: everything before holds
-    expired buckets. Digests go straight from the record into numpy arrays, no Python object per id.
-    A record of an expired bucket met on the way (its tombstones never written: the holder died first)
-    is tombstoned in the next transaction.
+    The latest ``d2-start``, found in the last 256 offsets of the partition, says where the live
+    buckets begin; restore reads from there only (everything before holds expired buckets, whether
+    or not the log cleaner has removed it yet), digests straight from the record into numpy arrays,
+    no Python object per id. Timestamps play no part in finding it: a transaction's commit marker
+    carries the wall-clock time, whatever the records' own. A record of an expired bucket met on the
+    way without its tombstone is tombstoned in the next transaction.
 
 Legacy records
     Before this format the changelog had one record per batch, keyed ``<first offset>.<chunk>`` with
-    the ids one per line (and before that the id as key, value ``1``). Those read restore into the
-    bucket of their record's timestamp (their write time) and are migrated: the next transaction
-    writes them as ``d2`` records and tombstones the old keys. Legacy records older than the horizon
-    when the new version first starts are not read and are never tombstoned: a fixed residue of the
-    old history, which no longer grows.
+    the ids one per line (and before that the id as key, value ``1``). Such a changelog has no
+    ``d2-start``, so it is read whole; its records restore into the bucket of their record's
+    timestamp (their write time) and are migrated: the next transaction writes the live ones as
+    ``d2`` records and tombstones every legacy key it read.
 
 What is older than the horizon passes here and reaches the sink, whose per-period dedup keeps each
 event id once per sealed revision, against earlier revisions too (``sinks/dedup.py``).
@@ -59,9 +61,9 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, Producer, TopicPartition
 
-from ketenstroom.adapters.kafka import offsets_by_time, read_to_end, where
+from ketenstroom.adapters.kafka import high_watermarks, read_to_end, where
 from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import KafkaSettings, ProcessorSettings
 
@@ -71,6 +73,8 @@ ID_BYTES = 16
 IDS_PER_RECORD = 50_000  # 800 kB of digests, under the broker's default 1 MB message limit
 FOLD_MIN = 65_536
 KEY_PREFIX = b"d2:"
+START_KEY = b"d2-start"  # value: the offset a restore starts at, written last in every transaction
+TAIL = 256  # offsets at a changelog partition's end searched for the latest START_KEY
 DAY_MS = 86_400_000
 _LOW = (1 << 64) - 1
 
@@ -155,6 +159,8 @@ class PartitionDedup:
         self._records: dict[int, int] = {}  # bucket -> records written to the changelog (next seq)
         self._tombstones: list[bytes] = []  # keys to delete in the next transaction
         self._migrate: list[int] = []  # legacy ids (in _recent) to write as d2 records
+        self._first_offset: dict[int, int] = {}  # bucket -> lowest changelog offset known to hold it
+        self._known_end = 0  # just past the last changelog offset known (delivered or restored)
         # the open transaction
         self._added: list[int] = []
         self._txn_newest: int | None = None
@@ -252,7 +258,28 @@ class PartitionDedup:
                 self._records[b] = seq + 1
                 value = b"".join(k.to_bytes(ID_BYTES) for k in ids[chunk : chunk + IDS_PER_RECORD])
                 out.append((bucket_key(b, seq), value, b * self.horizon.bucket_ms))
+        if out:  # last in the transaction, so the partition's tail always holds the latest
+            out.append((START_KEY, str(self._restore_start(cutoff)).encode(), stream_ms))
         return out
+
+    def _restore_start(self, cutoff: int) -> int:
+        """The changelog offset a restore starts at: the lowest known offset of a live bucket's record.
+        Offsets come from delivery reports (``delivered``) after the fact, so a bucket whose records are
+        not reported yet counts from the end known so far: earlier than its records, never later."""
+        live = [self._first_offset.get(b, self._known_end) for b in self._records if b >= cutoff]
+        return min(live, default=self._known_end)
+
+    def delivered(self, err: object, msg: Message) -> None:
+        """Delivery report of a changelog record (``on_delivery``): where its bucket's records start."""
+        offset = msg.offset()
+        if err is not None or offset is None or offset < 0:
+            return
+        self._known_end = max(self._known_end, offset + 1)
+        parsed = parse_key(msg.key())
+        if parsed is not None and msg.value() is not None:
+            first = self._first_offset.get(parsed[0])
+            if first is None or offset < first:
+                self._first_offset[parsed[0]] = offset
 
     def commit(self) -> None:
         """The transaction committed: advance the stream time, drop expired buckets, fold if due."""
@@ -260,6 +287,7 @@ class PartitionDedup:
             self.newest = self._txn_newest
         for b in self._expiring:
             self._records.pop(b, None)
+            self._first_offset.pop(b, None)
         self._tombstones.clear()
         self._migrate.clear()
         self._added.clear()
@@ -343,6 +371,8 @@ class PartitionDedup:
         records: dict[int, int],
         tombstones: list[bytes],
         legacy: list[tuple[int, list[str]]],
+        first_offset: dict[int, int] | None = None,
+        known_end: int = 0,
     ) -> PartitionDedup:
         """State from a changelog: ``live`` (bucket, digests) records, the next seq of each live bucket,
         keys to tombstone, and legacy ids (bucket, ids) to migrate."""
@@ -355,6 +385,8 @@ class PartitionDedup:
             state._merge(np.ascontiguousarray(all_ids[:, 0]), np.ascontiguousarray(all_ids[:, 1]), bk)
         state._records = dict(records)
         state._tombstones = list(tombstones)
+        state._first_offset = {b: o for b, o in (first_offset or {}).items() if b in records}
+        state._known_end = known_end
         for b, ids in legacy:
             for eid in ids:
                 k = compact_id(eid)
@@ -379,54 +411,82 @@ class RestoreReport:
 class ChangelogReader:
     """Rebuilds one partition's state from its changelog records, read in log order (``take``)."""
 
-    def __init__(self, horizon: Horizon, newest: int | None = None) -> None:
+    def __init__(self, horizon: Horizon) -> None:
         self.horizon = horizon
-        self.newest = newest  # the bucket of the partition's largest record timestamp, when known
-        self._live: dict[tuple[int, int], np.ndarray] = {}
-        self._dead: set[tuple[int, int]] = set()
-        self._legacy: list[tuple[bytes, int, list[str]]] = []
+        self.newest: int | None = None
+        self.end = 0  # just past the last offset read
+        self.start = 0  # the latest d2-start read: records before it hold expired buckets only
+        self._live: dict[tuple[int, int], tuple[int, np.ndarray]] = {}  # key -> (offset, digests)
+        self._dead: dict[tuple[int, int], int] = {}  # tombstoned key -> offset
+        self._legacy: list[tuple[int, bytes, int, list[str]]] = []  # offset, key, bucket, ids
 
     def _saw(self, bucket: int) -> None:
         if self.newest is None or bucket > self.newest:
             self.newest = bucket
 
-    def take(self, key: bytes | None, value: bytes | None, timestamp_ms: int) -> None:
+    def take(self, key: bytes | None, value: bytes | None, timestamp_ms: int, offset: int) -> None:
+        self.end = max(self.end, offset + 1)
+        if key == START_KEY:  # its timestamp is the stream time when written
+            self._saw(self.horizon.bucket(max(timestamp_ms, 0)))
+            self.start = max(self.start, int(value or b"0"))
+            return
         parsed = parse_key(key)
         if parsed is None:  # a legacy record: its ids belong to the bucket it was written in
             if value is not None:
                 bucket = self.horizon.bucket(max(timestamp_ms, 0))
                 self._saw(bucket)
-                self._legacy.append((key or b"", bucket, legacy_ids(key, value)))
+                self._legacy.append((offset, key or b"", bucket, legacy_ids(key, value)))
             return
         if value is None:
-            self._dead.add(parsed)
+            self._dead[parsed] = offset
             self._live.pop(parsed, None)
-        else:
-            self._saw(parsed[0])
-            self._live[parsed] = digests(value)
+            return
+        self._saw(parsed[0])
+        self._live[parsed] = (offset, digests(value))
 
-    def state(self) -> PartitionDedup:
+    def state(self, known_end: int | None = None) -> PartitionDedup:
         if self.newest is None:
             return PartitionDedup(self.horizon)
         cutoff = self.horizon.cutoff(self.newest)
         live: list[tuple[int, np.ndarray]] = []
         records: dict[int, int] = {}
         tombstones: list[bytes] = []
-        for (bucket, seq), digest in self._live.items():
+        first_offset: dict[int, int] = {}
+        start = self.start  # a partition read whole (short, or legacy) holds records before it
+        for (bucket, seq), (offset, digest) in self._live.items():
+            if offset < start:
+                continue
             if bucket < cutoff:  # expired, but its tombstones were never written
                 tombstones.append(bucket_key(bucket, seq))
                 continue
             live.append((bucket, digest))
             records[bucket] = max(records.get(bucket, 0), seq + 1)
-        for bucket, seq in self._dead:
-            if bucket >= cutoff:
+            first_offset[bucket] = min(first_offset.get(bucket, offset), offset)
+        for (bucket, seq), offset in self._dead.items():
+            if bucket >= cutoff and offset >= start:
                 records[bucket] = max(records.get(bucket, 0), seq + 1)
         legacy: list[tuple[int, list[str]]] = []
-        for key, bucket, ids in self._legacy:
+        for offset, key, bucket, ids in self._legacy:
+            if offset < start:
+                continue
             tombstones.append(key)
             if bucket >= cutoff:
                 legacy.append((bucket, ids))
-        return PartitionDedup.restored(self.horizon, self.newest, live, records, tombstones, legacy)
+        end = self.end if known_end is None else max(known_end, self.end)
+        return PartitionDedup.restored(
+            self.horizon, self.newest, live, records, tombstones, legacy, first_offset, end
+        )
+
+
+def produce_changelog(producer: Producer, topic: str, partition: int, state: PartitionDedup) -> int:
+    """Produce ``state``'s changelog records of this transaction; their delivery reports tell the state
+    where its buckets' records lie. Returns how many were produced."""
+    records = state.changelog()
+    for key, value, timestamp in records:
+        producer.produce(
+            topic, key=key, value=value, partition=partition, timestamp=timestamp, on_delivery=state.delivered
+        )
+    return len(records)
 
 
 def restore(
@@ -437,42 +497,39 @@ def restore(
     *,
     deadline_s: float,
 ) -> tuple[dict[tuple[str, int], PartitionDedup], RestoreReport]:
-    """The dedup state of each raw partition in ``partitions``, from the live part of its changelog."""
+    """The dedup state of each raw partition in ``partitions``, from the live part of its changelog:
+    the latest ``START_KEY`` record near the partition's end says where that part begins (without one,
+    a changelog of the legacy format, it is read from its beginning)."""
     started = time.monotonic()
     report = RestoreReport()
     raw_of = {
         (changelog_topic(app_id, tp.topic), tp.partition): (tp.topic, tp.partition) for tp in partitions
     }
-    readers = {log_tp: ChangelogReader(horizon) for log_tp in raw_of}
-    cutoff_ms: dict[tuple[str, int], int | None] = {}
-    for log_tp, (offset, timestamp) in offsets_by_time(kafka, dict.fromkeys(raw_of)).items():
-        if offset < 0:
-            continue  # never written to: nothing to restore, no restore consumer to start
-        if timestamp < 0:
-            cutoff_ms[log_tp] = None  # unknown: read it all
-            continue
-        newest = horizon.bucket(timestamp)
-        readers[log_tp].newest = newest
-        cutoff_ms[log_tp] = horizon.cutoff(newest) * horizon.bucket_ms
-    unlisted = {tp: None for tp in raw_of if tp not in cutoff_ms}  # listing failed: read it all
-    starts = offsets_by_time(kafka, {tp: ms for tp, ms in cutoff_ms.items() if ms is not None})
-    logs: list[TopicPartition] = []
-    for log_tp, ms in {**cutoff_ms, **unlisted}.items():
-        start = OFFSET_BEGINNING if ms is None else starts.get(log_tp, (OFFSET_BEGINNING, -1))[0]
-        if start == -1:
-            continue  # no record in a live bucket
-        report.skipped_from[log_tp] = max(start, 0)
-        logs.append(TopicPartition(log_tp[0], log_tp[1], start))
+    # a changelog partition never written to holds nothing to restore; skipping it spares the restore
+    # consumer's start and EOF wait (seconds) on a fresh start
+    ends = high_watermarks(kafka, [TopicPartition(t, p) for t, p in raw_of])
+    written = {tp: ends.get(tp, 1) for tp in raw_of if ends.get(tp, 1) > 0}
+    starts: dict[tuple[str, int], int] = {}
+    # where a partition is short, reading it whole costs less than a second consumer's start
+    tails = [TopicPartition(t, p, end - TAIL) for (t, p), end in written.items() if end > TAIL]
+    if tails:
+        for msg in read_to_end(kafka, tails, group_id=f"{app_id}.restore", deadline_s=deadline_s):
+            if msg.key() == START_KEY and msg.value():
+                topic, partition, _offset = where(msg)
+                starts[(topic, partition)] = int(msg.value() or b"0")
+    readers = {tp: ChangelogReader(horizon) for tp in raw_of}
+    logs = [TopicPartition(t, p, starts.get((t, p), OFFSET_BEGINNING)) for t, p in written]
+    report.skipped_from = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in logs}
     if logs:
         for msg in read_to_end(kafka, logs, group_id=f"{app_id}.restore", deadline_s=deadline_s):
-            topic, partition, _offset = where(msg)
+            topic, partition, offset = where(msg)
             value = msg.value()
             report.records += 1
             report.bytes += len(value or b"")
-            readers[(topic, partition)].take(msg.key(), value, msg.timestamp()[1])
+            readers[(topic, partition)].take(msg.key(), value, msg.timestamp()[1], offset)
     states: dict[tuple[str, int], PartitionDedup] = {}
     for log_tp, reader in readers.items():
-        state = states[raw_of[log_tp]] = reader.state()
+        state = states[raw_of[log_tp]] = reader.state(known_end=written.get(log_tp, 0))
         report.ids += len(state)
     report.partitions = len(logs)
     report.seconds = time.monotonic() - started

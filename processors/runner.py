@@ -36,7 +36,7 @@ from ketenstroom.adapters.kafka import (
 from ketenstroom.contract import Topics
 from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import KafkaSettings, ProcessorSettings, TopicSettings
-from processors.dedup import Horizon, PartitionDedup, changelog_topic, restore
+from processors.dedup import Horizon, PartitionDedup, changelog_topic, produce_changelog, restore
 from processors.dlq import LetterStatus, letter_key, replay_key
 from processors.metrics import ProcessorMetrics
 from processors.progress import Reconciliation
@@ -223,18 +223,12 @@ class TransactionalProcessor:
                 if record.headers and (replayed := replay_key(record.headers)):
                     self._status(self._partner_of(record.topic), replayed, LetterStatus("curated"))
             for (topic, partition), state in dedup.items():
-                for key, value, timestamp in state.changelog():
-                    produce(
-                        changelog_topic(self.app_id, topic),
-                        key=key,
-                        value=value,
-                        partition=partition,
-                        timestamp=timestamp,
-                    )
+                produce_changelog(self.producer, changelog_topic(self.app_id, topic), partition, state)
             offsets = self._next_offsets(records)
             self.producer.send_offsets_to_transaction(offsets, self.loop.consumer.consumer_group_metadata())
             self.producer.commit_transaction()
             self.metrics.transactions.labels("committed").inc()
+            self.producer.poll(0)  # the changelog records' delivery reports (``PartitionDedup.delivered``)
             for state in dedup.values():
                 state.commit()
         except KafkaException as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, cast
 
@@ -353,39 +353,6 @@ def high_watermarks(
             out[(tp.topic, tp.partition)] = future.result(timeout=timeout).offset
         except KafkaException:
             continue
-    return out
-
-
-def offsets_by_time(
-    settings: KafkaSettings,
-    wanted: Mapping[tuple[str, int], int | None],
-    *,
-    timeout: float = 10.0,
-) -> dict[tuple[str, int], tuple[int, int]]:
-    """(offset, timestamp) per partition, one ListOffsets request per broker: for a time of None the
-    record with the largest timestamp, else the earliest record whose timestamp is that time or later.
-
-    Offset -1 where there is no such record; a partition that cannot be listed is left out.
-    """
-    # confluent-kafka 2.16 leaves OffsetSpec.max_timestamp unannotated
-    specs = {
-        TopicPartition(topic, partition): (
-            OffsetSpec.max_timestamp()  # type: ignore[no-untyped-call]
-            if at_ms is None
-            else OffsetSpec.for_timestamp(at_ms)
-        )
-        for (topic, partition), at_ms in wanted.items()
-    }
-    if not specs:
-        return {}
-    admin = AdminClient(settings.librdkafka())
-    out: dict[tuple[str, int], tuple[int, int]] = {}
-    for tp, future in admin.list_offsets(specs, request_timeout=timeout).items():
-        try:
-            info = future.result(timeout=timeout)
-        except KafkaException:
-            continue
-        out[(tp.topic, tp.partition)] = (info.offset, info.timestamp)
     return out
 
 
