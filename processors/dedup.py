@@ -195,28 +195,32 @@ class PartitionDedup:
         (``log.message.timestamp.after.max.ms``)."""
         ms = ingest_ms if ingest_ms is not None and ingest_ms > 0 else int(time.time() * 1000)
         b = ms // self.horizon.bucket_ms
-        if self._txn_newest is None or b > self._txn_newest:
-            self._txn_newest = b
+        newest = self._txn_newest
+        if newest is None or b > newest:
+            newest = self._txn_newest = b
+        if self.newest is not None and self.newest > newest:
+            newest = self.newest
+        cutoff = newest - self.horizon.buckets  # as of this record: expiry itself waits for the commit
         k = compact_id(event_id)
-        if k in self._recent or self._folded(k):
+        seen = self._recent.get(k)
+        if seen is None:
+            seen = self._folded(k)
+        if seen is not None and seen >= cutoff:
             return False
-        newest = self.newest
-        if newest is not None and b < newest - self.horizon.buckets:
-            b = newest
-        self._recent[k] = b
+        self._recent[k] = newest if b < cutoff else b
         self._added.append(k)
         return True
 
-    def _folded(self, k: int) -> bool:
-        """Whether ``k`` is among the folded ids: the Bloom filter answers most new ids in pure Python
-        (a numpy search costs ~3 µs a call), the sorted arrays the rest exactly."""
+    def _folded(self, k: int) -> int | None:
+        """The bucket of ``k`` if it is among the folded ids: the Bloom filter answers most new ids in
+        pure Python (a numpy search costs ~3 µs a call), the sorted arrays the rest exactly."""
         bloom, mask = self._bloom, self._bloom_mask
         i = k & mask
         if not bloom[i >> 3] & (1 << (i & 7)):
-            return False
+            return None
         i = (k >> 32) & mask
         if not bloom[i >> 3] & (1 << (i & 7)):
-            return False
+            return None
         hi_arr = self._hi
         n = len(hi_arr)
         hi = k >> 64
@@ -224,9 +228,9 @@ class PartitionDedup:
         lo = k & _LOW
         while i < n and int(hi_arr[i]) == hi:
             if int(self._lo[i]) == lo:
-                return True
+                return int(self._bk[i])
             i += 1
-        return False
+        return None
 
     # -- per transaction --------------------------------------------------------------------------
     def changelog(self) -> list[ChangelogRecord]:

@@ -282,3 +282,15 @@ def test_the_default_horizon_covers_the_curated_topics_retention() -> None:
     assert horizon.buckets * horizon.bucket_ms >= settings.dedup_horizon_days * 86_400_000
     with pytest.raises(ValidationError, match="must not exceed"):
         ProcessorSettings(dedup_horizon_days=1, dedup_bucket_days=2)
+
+
+def test_a_batch_that_moves_stream_time_past_the_horizon_lets_old_ids_through_at_once() -> None:
+    """Expiry is applied at commit, but membership already answers by the batch's own stream time: a
+    re-delivery arriving in the same batch as the records that moved time on is not a duplicate."""
+    state = PartitionDedup(H)
+    old = _ids(3, seed=11)
+    _batch(state, old, T0)
+    fresh, records = _batch(state, [*_ids(1, seed=12), *old], T0 + 10 * HOUR)
+    assert fresh == [True, True, True, True]
+    written = [len(v) // ID_BYTES for k, v, _ts in records if v is not None and k != START_KEY]
+    assert written == [4] and len(state) == 4
