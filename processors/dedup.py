@@ -201,7 +201,7 @@ class PartitionDedup:
         if self.newest is not None and self.newest > newest:
             newest = self.newest
         cutoff = newest - self.horizon.buckets  # as of this record: expiry itself waits for the commit
-        k = compact_id(event_id)
+        k = int.from_bytes(blake2b(event_id.encode(), digest_size=ID_BYTES).digest())  # compact_id, inlined
         seen = self._recent.get(k)
         if seen is None:
             seen = self._folded(k)
