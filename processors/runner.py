@@ -211,8 +211,9 @@ class TransactionalProcessor:
                     self._dead_letter(record, outcome)
                     continue
                 state = dedup.get((record.topic, record.partition))
-                if state is None:
-                    state = dedup[(record.topic, record.partition)] = PartitionDedup(self.horizon)
+                if state is None:  # not restored (a record handed over across a rebalance): restore it
+                    self._restore([TopicPartition(record.topic, record.partition)])
+                    state = dedup[(record.topic, record.partition)]
                 if not state.add(outcome.event_id, record.timestamp_ms):
                     duplicates.append(record)
                     if record.headers and (replayed := replay_key(record.headers)):
