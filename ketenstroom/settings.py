@@ -378,7 +378,7 @@ class ProcessorSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     #: how long the processor remembers an event id after its first ingest (the raw record's time):
     #: as long as curated.chain-events keeps it (``TopicSettings.curated_retention_days``), so a reader
-    #: of the curated topic never meets an event twice. Older re-deliveries pass the processor and the
+    #: of the curated topic meets no event twice. Older re-deliveries pass the processor and the
     #: sink's per-period dedup drops them (processors/dedup.py, README "What is deduplicated where")
     dedup_horizon_days: float = Field(default=400.0, gt=0)
     #: the dedup state's time buckets (by ingest time): state expires, and its changelog is

@@ -7,7 +7,7 @@ Ids
     drop a distinct event as a duplicate, so 8 bytes are not enough: n²/2⁶⁵ is 2.7e-6 for 10⁷ ids
     and 2.7e-4 for 10⁸ (a few years re-processed). Sixteen is what a UUID itself holds. Held in
     sorted numpy arrays with the id's bucket, and a Bloom filter of two bits in 16 an id that answers
-    most lookups of a new id without numpy: 22 bytes an id, against ~110 for the id's text in a
+    most lookups of a new id without numpy: 22 bytes an id, against ~119 for the id's text in a
     Python set (``bench/notes/dedup.md``). Ids added since the last fold sit in a dict until they
     reach an eighth of the rest (or 65,536), then are merged in.
 
