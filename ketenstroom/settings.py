@@ -382,8 +382,8 @@ class ProcessorSettings(BaseSettings):
     #: sink's per-period dedup drops them (processors/dedup.py, README "What is deduplicated where")
     dedup_horizon_days: float = Field(default=400.0, gt=0)
     #: the dedup state's time buckets (by ingest time): state expires, and its changelog is
-    #: tombstoned, a bucket at a time
-    dedup_bucket_days: float = Field(default=1.0, gt=0)
+    #: tombstoned, a bucket at a time (at least ~1.5 minutes: bucket numbers are 32-bit)
+    dedup_bucket_days: float = Field(default=1.0, ge=0.001)
 
     @model_validator(mode="after")
     def _bucket_within_horizon(self) -> ProcessorSettings:
