@@ -113,10 +113,12 @@ class TransactionalProcessor:
 
     def _restore(self, partitions: list[TopicPartition]) -> None:
         """Rebuild the dedup state of each newly assigned partition from its changelog's live buckets."""
-        restored, _report = restore(
+        restored, report = restore(
             self.kafka, self.app_id, self.horizon, partitions, deadline_s=RESTORE_DEADLINE_S
         )
         self._dedup.update(restored)
+        self.metrics.dedup_restore_seconds.set(report.seconds)
+        self._update_dedup_ids()
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         self._restore(partitions)
@@ -275,8 +277,13 @@ class TransactionalProcessor:
         for state in self._dedup.values():
             state.rollback()
 
+    def _update_dedup_ids(self) -> None:
+        for (topic, partition), state in list(self._dedup.items()):
+            self.metrics.dedup_ids.labels(self._partner_of(topic), str(partition)).set(len(state))
+
     def _update_lag(self) -> None:
         self._lag_at = time.monotonic()
+        self._update_dedup_ids()
         for tp in self.loop.assignment():
             # cached: the high watermark of the last fetch response. Asking the broker (cached=False)
             # is one blocking round trip per partition, ~0.25 s each under load: with 21 partitions

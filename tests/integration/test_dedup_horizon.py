@@ -43,6 +43,7 @@ from processors.dedup import (
     produce_changelog,
     restore,
 )
+from processors.metrics import ProcessorMetrics
 from processors.progress import Reconciliation
 from processors.runner import TransactionalProcessor
 from producers.publish import Publisher
@@ -165,7 +166,9 @@ def _deliver(services: Services, names: Topics, records: list[Message], at_ms: i
     assert producer.flush(30) == 0
 
 
-def _process(services: Services, names: Topics, settings: ProcessorSettings) -> Reconciliation:
+def _process(
+    services: Services, names: Topics, settings: ProcessorSettings, metrics: ProcessorMetrics | None = None
+) -> Reconciliation:
     deadline = time.monotonic() + 120
     with Registry(services.registry) as registry:
         transformer = build_transformer(
@@ -175,7 +178,12 @@ def _process(services: Services, names: Topics, settings: ProcessorSettings) -> 
             topics=names,
         )
         stats = TransactionalProcessor(
-            kafka=services.kafka, topics=names, partners=["om"], transformer=transformer, settings=settings
+            kafka=services.kafka,
+            topics=names,
+            partners=["om"],
+            transformer=transformer,
+            settings=settings,
+            metrics=metrics,
         ).run(until_end=True, should_stop=lambda: time.monotonic() > deadline)
     assert time.monotonic() < deadline, "the processor did not reach the end"
     return stats
@@ -206,8 +214,16 @@ def test_a_legacy_changelog_still_deduplicates_and_is_migrated(
     legacy.commit_transaction(30)
     _deliver(services, names, raw_copies, int(time.time() * 1000))
 
-    stats = _process(services, names, settings)
+    metrics = ProcessorMetrics()
+    stats = _process(services, names, settings, metrics)
     assert stats.duplicates == {"om": len(raw_copies)} and stats.curated.get("om", 0) == 0
+    held = metrics.registry.get_sample_value(
+        "ketenstroom_processor_dedup_ids", {"partner": "om", "partition": "0"}
+    )
+    assert (
+        held == len(ids)
+        and (metrics.registry.get_sample_value("ketenstroom_processor_dedup_restore_seconds") or 0) > 0
+    )
 
     latest = _latest_by_key(services, log_topic)
     assert latest[b"0.0"] is None and latest[ids[-1].encode()] is None, "legacy keys not deleted"
