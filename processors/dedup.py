@@ -33,8 +33,9 @@ Changelog (``<app id>.dedup.<raw topic>``, compacted, the raw record's partition
     transactions; where not known yet, the end known so far, which lies before it).
 
 Restore
-    The latest ``d2-start``, found in the last 256 offsets of the partition, says where the live
-    buckets begin; restore reads from there only (everything before holds expired buckets, whether
+    The latest ``d2-start``, found in the last 256 offsets of the partition (not there, after a
+    large aborted transaction say, the partition is read whole), says where the live buckets
+    begin; restore reads from there only (everything before holds expired buckets, whether
     or not the log cleaner has removed it yet), digests straight from the record into numpy arrays,
     no Python object per id. Timestamps play no part in finding it: a transaction's commit marker
     carries the wall-clock time, whatever the records' own. A record of an expired bucket met on the
