@@ -420,7 +420,7 @@ class ChangelogReader:
         self.horizon = horizon
         self.newest: int | None = None
         self.end = 0  # just past the last offset read
-        self.start = 0  # the latest d2-start read: records before it hold expired buckets only
+        self.start = 0  # the latest d2-start's value: records before it hold expired buckets only
         self._live: dict[tuple[int, int], tuple[int, np.ndarray]] = {}  # key -> (offset, digests)
         self._dead: dict[tuple[int, int], int] = {}  # tombstoned key -> offset
         self._legacy: list[tuple[int, bytes, int, list[str]]] = []  # offset, key, bucket, ids
@@ -433,7 +433,7 @@ class ChangelogReader:
         self.end = max(self.end, offset + 1)
         if key == START_KEY:  # its timestamp is the stream time when written
             self._saw(self.horizon.bucket(max(timestamp_ms, 0)))
-            self.start = max(self.start, int(value or b"0"))
+            self.start = int(value or b"0")  # the latest one counts (records come in log order)
             return
         parsed = parse_key(key)
         if parsed is None:  # a legacy record: its ids belong to the bucket it was written in
