@@ -43,12 +43,13 @@ from ketenstroom.calendar import HourCalendar
 from ketenstroom.contract.avro_bytes import string_bytes, zigzag
 from ketenstroom.contract.codec import without_logical_types
 from ketenstroom.contract.wire import header
-from processors.pseudonym import pc4
+from processors.pseudonym import Pseudonymiser, pc4
 from processors.transform import Curated, utc_now
 
 if TYPE_CHECKING:
     from processors.transform import Plan, RawRecord, Transformer
 
+_NULL = (None, b"\x00")  # no identifier: no pseudonym, the union's null
 PSEUDONYM_CACHE = 4096  # identifiers remembered (about a batch's worth); then the cache starts afresh
 CONCEPT_CACHE = 65_536  # codes whose mappings' encodings are remembered
 _ID = struct.Struct(">I")
@@ -59,6 +60,8 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 # Plain ranges: well inside what fastavro's logical readers turn into a datetime or date (years 1-9999).
 _MIN_MS, _MAX_MS = -2_208_988_800_000, 7_258_118_400_000  # 1900-01-01 .. 2200-01-01 UTC
 _MIN_DAY, _MAX_DAY = -25_567, 84_006  # the same, in days since 1970-01-01
+_RANGES = {"timestamp-millis": (_MIN_MS, _MAX_MS), "date": (_MIN_DAY, _MAX_DAY)}
+_EMPTY: dict[str, Any] = {}  # a null record on the way to a value: every field of it is None
 _EVENT_MIN_MS = 0  # local dates by the hour from 1970 on (Amsterdam was not whole hours from UTC < 1940)
 _to_ms = LOGICAL_WRITERS["long-timestamp-millis"]
 
@@ -317,7 +320,7 @@ def _has_logical(node: Any, shape: _Shape, seen: frozenset[str] = frozenset()) -
         "record": [f["type"] for f in node.get("fields", ())],
         "array": [node.get("items")],
         "map": [node.get("values")],
-    }.get(node.get("type"), [])
+    }.get(str(node.get("type")), [])
     return "logicalType" in node or any(_has_logical(n, shape, seen) for n in inside)
 
 
@@ -386,22 +389,41 @@ class _Reader:
                 raise Unsupported(f"{name}: not a CodedValue")
         self.writer = writer
         self.schema = without_logical_types(writer)
+        inline = {("metadata", "event_time"), ("metadata", "event_id")}  # checked in ``read`` itself
+        self.meta_ranges = tuple(
+            (path[1], *_RANGES[logical])
+            for path, logical in shape.logical
+            if len(path) == 2 and path[0] == "metadata" and logical in _RANGES and path not in inline
+        )
         self.checks = tuple(
             _logical_check(path, logical)
             for path, logical in shape.logical
-            if path not in (("metadata", "event_time"), ("metadata", "event_id"))  # checked inline
+            if path not in inline and not (len(path) == 2 and path[0] == "metadata" and logical in _RANGES)
         )
         self.coded = plan.coded
-        self.case, self.report, self.execution = (
-            getter(plan.case),
-            getter(plan.report),
-            getter(plan.execution),
+        paths = (
+            plan.case,
+            plan.report,
+            plan.execution,
+            plan.skn,
+            plan.bsn,
+            plan.birth_date,
+            plan.sex,
+            plan.postcode,
+            plan.crime_municipality,
+            plan.sanction_days,
+            plan.sanction_hours,
+            plan.amount_eur,
         )
-        self.skn, self.bsn = getter(plan.skn), getter(plan.bsn)
-        self.birth, self.sex, self.postcode = getter(plan.birth_date), getter(plan.sex), getter(plan.postcode)
-        self.crime_municipality = getter(plan.crime_municipality)
-        self.sanction_days, self.sanction_hours = getter(plan.sanction_days), getter(plan.sanction_hours)
-        self.amount_eur = getter(plan.amount_eur)
+        if any(path is not None and len(path) > 2 for path in paths):
+            raise Unsupported("a path deeper than record.field")
+        # (record or None for the top level, field): the values in ``FastPath._transform``'s order; a
+        # path the record type does not declare is the field "" (no Avro name is empty): None
+        self.pairs = tuple(
+            (None, "") if path is None else (None, path[0]) if len(path) == 1 else (path[0], path[1])
+            for path in paths
+        )
+        self.parents = tuple(dict.fromkeys(a for a, _ in self.pairs if a is not None))
         self.type_and = string_bytes(record_type)  # source_event_type
         self.step = step  # chain_step
 
@@ -414,15 +436,19 @@ class _Reader:
         raw: dict[str, Any] = schemaless_reader(buf, self.schema, None)  # type: ignore[assignment]
         if buf.tell() != len(value):
             return None
-        for check in self.checks:
-            if not check(raw):
-                return None
         meta = raw["metadata"]
         if (
             _CANONICAL_UUID.fullmatch(meta["event_id"]) is None
             or not _EVENT_MIN_MS <= meta["event_time"] < _MAX_MS
         ):
             return None
+        for name, low, high in self.meta_ranges:
+            found = meta[name]
+            if found is not None and not low <= found < high:
+                return None
+        for check in self.checks:
+            if not check(raw):
+                return None
         return raw
 
 
@@ -527,16 +553,22 @@ class FastPath:
         concept_block = self._concepts_of(raw, reader.coded, local_day)
         if concept_block is None:
             return None  # no mapping valid that day: the reference path names the unknown code
-        pseudonyms = self._pseudonyms
-        case_value, case_bytes = pseudonyms.case(t.pseudonymiser, reader.case(raw))
-        report_value, report_bytes = pseudonyms.report(t.pseudonymiser, reader.report(raw))
-        execution_value, execution_bytes = pseudonyms.execution(t.pseudonymiser, reader.execution(raw))
-        person_bytes = pseudonyms.person(t.pseudonymiser, reader.skn(raw), reader.bsn(raw))
-
-        birth_bytes = _birth(reader.birth(raw), local_day)
-        postcode = reader.postcode(raw)
+        nodes = {name: raw.get(name) or _EMPTY for name in reader.parents}
+        (case, report, execution, skn, bsn, birth, sex, postcode, crime, days, hours, amount) = [
+            (raw if parent is None else nodes[parent]).get(name) for parent, name in reader.pairs
+        ]
+        cache = self._pseudonyms
+        p = t.pseudonymiser
+        case_value, case_bytes = (cache.cases.get(case) or cache.case(p, case)) if case else _NULL
+        report_value, report_bytes = (
+            (cache.reports.get(report) or cache.report(p, report)) if report else _NULL
+        )
+        execution_value, execution_bytes = (
+            (cache.executions.get(execution) or cache.execution(p, execution)) if execution else _NULL
+        )
+        person_bytes = cache.persons.get((skn, bsn)) or cache.person(p, skn, bsn)
+        birth_bytes = b"\x00\x00" if birth is None else _birth(birth, local_day)
         area = pc4(postcode)
-        amount = reader.amount_eur(raw)
 
         symbol = meta["partner"]
         partner = self._partners.get(symbol)
@@ -552,7 +584,7 @@ class FastPath:
         payload = b"".join(
             (
                 self.header,
-                string_bytes(event_id),
+                b"\x48" + event_id.encode(),  # canonical: 36 ASCII characters, length 36 is 0x48
                 partner,
                 reader.type_and,
                 source,
@@ -564,11 +596,11 @@ class FastPath:
                 execution_bytes,
                 person_bytes,
                 birth_bytes,
-                optional_string(reader.sex(raw)),
+                optional_string(sex),
                 optional_string(t.municipalities.get(area) if area else None),
-                optional_string(reader.crime_municipality(raw)),
-                optional_int(reader.sanction_days(raw)),
-                optional_int(reader.sanction_hours(raw)),
+                optional_string(crime),
+                optional_int(days),
+                optional_int(hours),
                 b"\x00" if amount is None else b"\x02" + _DOUBLE.pack(amount),
                 concept_block,
                 self.tail,
@@ -576,19 +608,11 @@ class FastPath:
             )
         )
         key = case_value or report_value or execution_value or event_id
-        return Curated(
-            key=key.encode(),
-            value=payload,
-            source=record,
-            event_id=event_id,
-            event_time=event_ms / 1000,
-        )
+        return Curated(key.encode(), payload, record, event_id, event_ms / 1000)
 
 
-def _birth(days: int | None, local_day: date) -> bytes:
+def _birth(days: int, local_day: date) -> bytes:
     """birth_year and age_at_event (``processors.pseudonym.age_at`` on the event's local date)."""
-    if days is None:
-        return b"\x00\x00"
     born = date.fromordinal(_EPOCH_ORDINAL + days)
     age = local_day.year - born.year - ((local_day.month, local_day.day) < (born.month, born.day))
     return b"\x02" + zigzag(born.year) + b"\x02" + zigzag(age)
@@ -597,38 +621,42 @@ def _birth(days: int | None, local_day: date) -> bytes:
 class _PseudonymCache:
     """Identifier -> (pseudonym, its encoded union), per kind; a few thousand entries, then afresh.
 
+    The fast path looks the dicts up itself and calls the methods on a miss (they also answer a hit).
     In memory only: never logged, persisted or shown (its repr is its size)."""
 
     def __init__(self, capacity: int = PSEUDONYM_CACHE) -> None:
         self.capacity = capacity
-        self._cases: dict[str, tuple[str, bytes]] = {}
-        self._reports: dict[str, tuple[str, bytes]] = {}
-        self._executions: dict[str, tuple[str, bytes]] = {}
-        self._persons: dict[tuple[str | None, str | None], bytes] = {}
+        self.cases: dict[str, tuple[str, bytes]] = {}
+        self.reports: dict[str, tuple[str, bytes]] = {}
+        self.executions: dict[str, tuple[str, bytes]] = {}
+        self.persons: dict[tuple[str | None, str | None], bytes] = {}
+        self.size = 0
         self.hits = 0
         self.misses = 0
 
     def __repr__(self) -> str:
-        return f"_PseudonymCache({len(self)} entries)"
+        return f"_PseudonymCache({self.size} entries)"
 
     def __len__(self) -> int:
-        return len(self._cases) + len(self._reports) + len(self._executions) + len(self._persons)
+        return self.size
 
     def clear(self) -> None:
-        self._cases.clear()
-        self._reports.clear()
-        self._executions.clear()
-        self._persons.clear()
+        self.cases.clear()
+        self.reports.clear()
+        self.executions.clear()
+        self.persons.clear()
+        self.size = 0
 
     def _room(self) -> None:
-        if len(self) >= self.capacity:
+        if self.size >= self.capacity:
             self.clear()
+        self.size += 1
 
     def _one(
         self, cache: dict[str, tuple[str, bytes]], make: Callable[[str], str], value: str | None
     ) -> tuple[str | None, bytes]:
         if not value:
-            return None, b"\x00"  # the reference: no pseudonym for an absent or empty identifier
+            return _NULL  # the reference: no pseudonym for an absent or empty identifier
         found = cache.get(value)
         if found is None:
             self.misses += 1
@@ -639,19 +667,19 @@ class _PseudonymCache:
             self.hits += 1
         return found
 
-    def case(self, p: Any, value: str | None) -> tuple[str | None, bytes]:
-        return self._one(self._cases, p.case, value)
+    def case(self, p: Pseudonymiser, value: str | None) -> tuple[str | None, bytes]:
+        return self._one(self.cases, p.case, value)
 
-    def report(self, p: Any, value: str | None) -> tuple[str | None, bytes]:
-        return self._one(self._reports, p.report, value)
+    def report(self, p: Pseudonymiser, value: str | None) -> tuple[str | None, bytes]:
+        return self._one(self.reports, p.report, value)
 
-    def execution(self, p: Any, value: str | None) -> tuple[str | None, bytes]:
-        return self._one(self._executions, p.execution, value)
+    def execution(self, p: Pseudonymiser, value: str | None) -> tuple[str | None, bytes]:
+        return self._one(self.executions, p.execution, value)
 
-    def person(self, p: Any, skn: str | None, bsn: str | None) -> bytes:
+    def person(self, p: Pseudonymiser, skn: str | None, bsn: str | None) -> bytes:
         """The bytes of person_pseudonym, its source, skn_pseudonym, bsn_pseudonym and identity_flags."""
         key = (skn, bsn)
-        found = self._persons.get(key)
+        found = self.persons.get(key)
         if found is None:
             self.misses += 1
             person = p.person(skn, bsn)
@@ -663,7 +691,7 @@ class _PseudonymCache:
                 + strings(person.flags)
             )
             self._room()
-            self._persons[key] = found
+            self.persons[key] = found
         else:
             self.hits += 1
         return found
