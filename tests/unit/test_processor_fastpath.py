@@ -21,6 +21,7 @@ from fastavro.write import LOGICAL_WRITERS
 from bench.raw_stream import RawStream, raw_stream, transformer_for
 from ketenstroom.calendar import AMSTERDAM, HourCalendar, local_date
 from ketenstroom.catalogue import catalogue_at
+from ketenstroom.contract.chain_event import chain_event_avsc
 from ketenstroom.contract.codec import decode, encode
 from ketenstroom.contract.wire import frame
 from ketenstroom.errors import RecordError
@@ -252,6 +253,35 @@ def test_local_dates_by_the_hour_equal_the_zone_conversion(stream: RawStream) ->
         assert hours(ms)[1] == local_date(moment) == moment.astimezone(AMSTERDAM).date(), moment
 
 
+def test_concepts_by_the_day_equal_the_terminologys_lookup_around_every_validity_bound(
+    stream: RawStream,
+) -> None:
+    t = _transformer(stream)
+    assert t.fast is not None
+    terminology = t.terminology
+    concepts_field = next(f for f in chain_event_avsc()["fields"] if f["name"] == "concepts")
+    only_concepts = fastavro.parse_schema({"type": "record", "name": "C", "fields": [concepts_field]})
+    codes = {(m.source_code_system, m.source_code) for ms in terminology._index.values() for m in ms}
+    bounded = 0
+    for system, code in sorted(codes):
+        days = set()
+        for m in terminology.mappings(system, code):
+            days |= {m.valid_from - timedelta(days=1), m.valid_from}
+            if m.valid_to is not None:
+                days |= {m.valid_to - timedelta(days=1), m.valid_to}
+                bounded += 1
+        for day in days:
+            raw = {"c": {"code_system": system, "code": code, "code_system_version": "v"}}
+            fast = t.fast._concepts_of(raw, ("c",), day)
+            try:
+                expected = terminology.lookup(system, code, "v", day)
+            except RecordError:
+                assert fast is None, (system, code, day)
+                continue
+            assert fast == encode(only_concepts, {"concepts": expected}), (system, code, day)
+    assert bounded > 0, "the shipped terminology has no mapping that ends: this test checks nothing"
+
+
 # -- pseudonym cache --------------------------------------------------------------------------------
 def test_pseudonym_cache_gives_the_pseudonymisers_answers(stream: RawStream) -> None:
     t = _transformer(stream)
@@ -397,7 +427,7 @@ CHANGES = {
     "event id upper case": _set_meta("event_id", str(UUID).upper()),
     "event id with braces": _set_meta("event_id", "{" + str(UUID) + "}"),
     "event id without hyphens": _set_meta("event_id", UUID.hex),
-    "event before 1970": _set_meta("event_time", datetime(1938, 6, 1, 12, tzinfo=UTC)),
+    "event before 1970": _set_meta("event_time", datetime(1938, 6, 1, 22, 50, tzinfo=UTC)),
     "event at the epoch": _set_meta("event_time", datetime(1970, 1, 1, tzinfo=UTC)),
     "event in 2199": _set_meta("event_time", datetime(2199, 12, 31, 23, tzinfo=UTC)),
     "event near year 9999": _set_meta("event_time", datetime(9999, 12, 31, 23, tzinfo=UTC)),
@@ -423,6 +453,8 @@ def test_whole_transform_equals_the_reference_on_changed_values(stream: RawStrea
                 t.transform(record)
             continue
         _same(t.transform(record), reference)
+        if name == "event before 1970":  # Amsterdam was +01:20 then: no dates by the UTC hour
+            assert t.fast is not None and t.fast(record) is None
 
 
 def test_whole_transform_equals_the_reference_on_out_of_range_raw_ints(stream: RawStream) -> None:
