@@ -514,3 +514,13 @@ def test_a_writer_schema_of_another_shape_takes_the_reference_path(stream: RawSt
 
     with pytest.raises(Unsupported):
         _Reader(odd, plan, writer["name"], b"")
+
+
+def test_hmac_digest_gives_the_digests_hmac_new_gave() -> None:
+    import hashlib
+    import hmac
+
+    p = Pseudonymiser(b"\x01" * 32, "k1")
+    for domain, value in (("case:parketnummer", "13-246712-15"), ("person:bsn", "123456782"), ("x", "é𝄞")):
+        before = hmac.new(p.key, f"{domain}\x1f{value}".encode(), hashlib.sha256).hexdigest()
+        assert p._mac(domain, value) == before
