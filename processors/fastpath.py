@@ -11,8 +11,9 @@ and stage. ``FastPath`` computes the same curated bytes with fewer Python object
 * **local dates** from the event's millisecond timestamp, one zone conversion per UTC hour
   (``ketenstroom.calendar.HourCalendar``; only from 1970 on, where Amsterdam is whole hours from UTC);
 * **pseudonyms** of recurring identifiers (case, pv, CJIB number, SKN/BSN pair) from a small in-memory
-  cache of their encoded bytes, emptied when it holds ``PSEUDONYM_CACHE`` entries and at each
-  ``transform_batch``: about one batch's identifiers. It is never logged, persisted or shown in a repr;
+  cache of their encoded bytes, emptied when it holds ``PSEUDONYM_CACHE`` entries and when a batch
+  begins (``Transformer.begin_batch``, called by the runner and ``transform_batch``): one batch's
+  identifiers at most. It is never logged, persisted or shown in a repr;
 * **terminology** concepts of a code on a day, encoded once (a bounded cache too);
 * **encode** by ``ChainEventWriter``, compiled once from the curated schema, writing exactly
   fastavro's bytes; fields that are the same for a record type are written once.

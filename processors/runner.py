@@ -191,6 +191,7 @@ class TransactionalProcessor:
             self.healthy = True
             for batch in self.loop.batches(stop=stop):
                 if batch:
+                    self.transformer.begin_batch()  # pseudonyms are remembered within a batch at most
                     self._transact(batch)
                 if time.monotonic() - self._lag_at > LAG_EVERY_S:
                     self._update_lag()

@@ -170,11 +170,15 @@ class Transformer:
             except Unsupported:  # a curated schema the fast path does not write: the reference only
                 self.fast = None
 
+    def begin_batch(self) -> None:
+        """A batch begins: the fast path forgets the pseudonyms it remembered (within a batch at most)."""
+        if self.fast is not None:
+            self.fast.forget()
+
     def transform_batch(self, records: Iterable[RawRecord]) -> tuple[list[Curated], list[DeadLetter]]:
         curated: list[Curated] = []
         dead: list[DeadLetter] = []
-        if self.fast is not None:
-            self.fast.forget()  # pseudonyms are remembered within a batch at most
+        self.begin_batch()
         for record in records:
             outcome = self.transform(record)
             if isinstance(outcome, Curated):
