@@ -6,7 +6,8 @@ published once to fresh ``raw.*`` topics; every contender then reads all of it, 
 * ours: ``TransactionalProcessor`` (exactly-once: outcomes, dedup changelog and offsets in one Kafka
   transaction per batch), read to the end by partition EOF, with its metrics counted and served on
   ``/metrics`` (scraped once a second, as a busy Prometheus would); and once more with metrics off (no
-  counting, no server): ``ratio_metrics`` is on over off, the cost of observability;
+  counting, no server): ``ratio_metrics`` is on over off, the cost of observability (the two take
+  turns at going first across ``--runs``: the first run after publishing tends to be slower);
 * (a) quix: the same ``Transformer.transform`` per record in a Quix Streams app (``bench.quix_app``,
   run from ``.venv-quix`` as a subprocess) with ``processing_guarantee="exactly-once"``, the guarantee
   ours gives; it is also run with Quix's default, at-least-once, and shown without a ratio;
