@@ -56,7 +56,6 @@ CONCEPT_CACHE = 65_536  # codes whose mappings' encodings are remembered
 _ID = struct.Struct(">I")
 _DOUBLE = struct.Struct("<d")
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_DAY_MS = 86_400_000
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 # Plain ranges: well inside what fastavro's logical readers turn into a datetime or date (years 1-9999).
 _MIN_MS, _MAX_MS = -2_208_988_800_000, 7_258_118_400_000  # 1900-01-01 .. 2200-01-01 UTC
