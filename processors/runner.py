@@ -100,16 +100,16 @@ class TransactionalProcessor:
     def _ensure_state_topics(self) -> None:
         """Dedup changelogs (one per raw topic, same partitions) and dead-letter status topics."""
         metadata = self.loop.consumer.list_topics(timeout=10)
+        by_partitions: dict[int, list[str]] = {}  # one admin round per partition count, not per partner
         for partner, raw in zip(self.partners, self.raw_topics, strict=True):
             meta = metadata.topics.get(raw)
             if meta is None or meta.error is not None:
                 raise DeliveryError(f"input topic {raw} does not exist; create it with `ketenstroom topics`")
-            ensure_topics(
-                self.kafka,
-                [changelog_topic(self.app_id, raw), self.topics.dlq_status(partner)],
-                partitions=len(meta.partitions),
-                config=self.retention.state(),
+            by_partitions.setdefault(len(meta.partitions), []).extend(
+                [changelog_topic(self.app_id, raw), self.topics.dlq_status(partner)]
             )
+        for partitions, names in by_partitions.items():
+            ensure_topics(self.kafka, names, partitions=partitions, config=self.retention.state())
 
     def _restore(self, partitions: list[TopicPartition]) -> None:
         """Rebuild the dedup state of each newly assigned partition from its changelog's live buckets."""
@@ -158,6 +158,7 @@ class TransactionalProcessor:
             self.healthy = True
             for batch in self.loop.batches(stop=stop):
                 if batch:
+                    self.transformer.begin_batch()  # pseudonyms are remembered within a batch at most
                     self._transact(batch)
                 if time.monotonic() - self._lag_at > LAG_EVERY_S:
                     self._update_lag()
