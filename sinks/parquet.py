@@ -82,6 +82,13 @@ _PLAIN = pa.schema(
 )
 
 
+PLAIN = _PLAIN
+#: the ChainEvent's own columns (without what the sink adds), plain strings: what decoding yields
+EVENT_COLUMNS = pa.schema(
+    [f for f in _PLAIN if f.name not in ("period", "event_date", "kafka_partition", "kafka_offset")]
+)
+
+
 def to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     """Rows (missing keys are nulls) as a table of ``SCHEMA``, converted in C++ (no per-cell Python)."""
     return pa.Table.from_pylist(list(rows), schema=_PLAIN).cast(SCHEMA)
