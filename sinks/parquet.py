@@ -94,10 +94,15 @@ def to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=_PLAIN).cast(SCHEMA)
 
 
-def write_table(table: pa.Table, schema_ids: Iterable[int] = ()) -> bytes:
-    """One Parquet file (zstd), with the registry ids of the ChainEvent schemas its rows were read with."""
+def write_table(
+    table: pa.Table, schema_ids: Iterable[int] = (), metadata: dict[str, str] | None = None
+) -> bytes:
+    """One Parquet file (zstd), with the registry ids of the ChainEvent schemas its rows were read with
+    (and any other key-value ``metadata``, e.g. the file's statistics: ``sinks.stats``)."""
     ids = ",".join(str(i) for i in sorted(set(schema_ids)))
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), SCHEMA_IDS_KEY: ids})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), SCHEMA_IDS_KEY: ids, **(metadata or {})}
+    )
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()

@@ -44,7 +44,8 @@ from ketenstroom.errors import DeliveryError, RecordError
 from ketenstroom.settings import KafkaSettings, RegistrySettings, SinkSettings
 from sinks.columnar import Batch, FastPathRefused, Plan
 from sinks.metrics import SinkMetrics
-from sinks.parquet import EVENT_COLUMNS, PLAIN, SCHEMA, to_table, write_table
+from sinks.parquet import EVENT_COLUMNS, PLAIN, SCHEMA, to_table
+from sinks.stats import write_with_stats
 from sinks.seal import Sealer
 from sinks.tables import build_missing_tables
 
@@ -356,7 +357,7 @@ class Sink:
             if table.num_rows == 0:
                 continue
             name = staging_name(period, table["kafka_partition"][0].as_py(), table["kafka_offset"][0].as_py())
-            self.store.put(name, write_table(table, self._schema_ids[period]))
+            self.store.put(name, write_with_stats(table, self._schema_ids[period]))
             crash_point("sink.staged")
             self.report.objects.append(name)
             self.report.written += table.num_rows

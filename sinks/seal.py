@@ -58,8 +58,7 @@ from ketenstroom.contract.snapshots import (
 from ketenstroom.crashpoints import crash_point
 from ketenstroom.settings import SnapshotSettings
 from sinks.dedup import keep_first
-from sinks.parquet import write_table
-from sinks.stats import FileRead, Stats, read_file
+from sinks.stats import FileRead, Stats, read_file, write_with_stats
 
 log = logging.getLogger("ketenstroom.snapshot")
 
@@ -212,7 +211,7 @@ class Sealer:
                 table = pq.read_table(io.BytesIO(self.store.get(key))).filter(pa.array(keep))
                 partition, offset = table["kafka_partition"][0].as_py(), table["kafka_offset"][0].as_py()
                 target = data_name(period, revision, revision, partition, offset)
-                data = write_table(table, r.schema_ids)
+                data = write_with_stats(table, r.schema_ids)
                 self.store.put(target, data)
                 kept = read_file(target, data)
                 stats.merge(kept.stats)
