@@ -45,8 +45,8 @@ from ketenstroom.settings import KafkaSettings, RegistrySettings, SinkSettings
 from sinks.columnar import Batch, FastPathRefused, Plan
 from sinks.metrics import SinkMetrics
 from sinks.parquet import EVENT_COLUMNS, PLAIN, SCHEMA, to_table
-from sinks.stats import write_with_stats
 from sinks.seal import Sealer
+from sinks.stats import write_with_stats
 from sinks.tables import build_missing_tables
 
 log = logging.getLogger("ketenstroom.sink")

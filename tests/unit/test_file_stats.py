@@ -4,6 +4,7 @@ would compute from its columns: sealing reads only the event ids and Kafka posit
 from __future__ import annotations
 
 import io
+
 import pyarrow.parquet as pq
 
 from sinks.parquet import SCHEMA, write_table
