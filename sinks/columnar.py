@@ -12,8 +12,8 @@ Nothing is guessed: a record whose bytes do not end exactly where its payload en
 end, has an invalid union branch, a negative length, a varint longer than 64 bits, an ``int`` outside
 32 bits or a boolean byte other than 0/1 is marked *bad*, and the caller decodes it with the reference
 path, which either decodes it (the same values) or raises the ``DecodeError`` that keeps it as a reject
-with its reason. Invalid UTF-8 in any string makes ``decode`` raise ``FastPathRefused`` for the whole
-batch, which the caller then decodes record by record (hostile input only). Writer schemas with types
+with its reason; so is a record with a string that is not UTF-8 (Arrow validates each string column
+at once; only when that fails are the records with non-ASCII strings decoded one by one to find it). Writer schemas with types
 this reader does not know (enum, fixed, bytes, map, unions of two non-null branches) get no plan
 (``Plan.compile`` returns None) and are decoded by the reference path. ``tests/unit/test_columnar.py``
 compares both paths on generated events of every partner, with noise and hostile bytes.
@@ -35,6 +35,10 @@ PAD = 16  # zero bytes after the last payload: any clamped read stays inside the
 
 class FastPathRefused(Exception):
     """The batch cannot be decoded column-wise (e.g. invalid UTF-8); decode it record by record."""
+
+
+class InvalidUtf8(FastPathRefused):
+    """A string column holds bytes that are not UTF-8."""
 
 
 class Batch:
@@ -364,6 +368,30 @@ def _validity(col: Col) -> pa.Buffer | None:
     return pa.py_buffer(np.packbits(col.valid, bitorder="little"))
 
 
+def _strings(col: Spans, n: int, validity: pa.Buffer | None, buf: np.ndarray) -> pa.Array:
+    """The spans as a binary array. Spans of one column lie in buffer order (records in order, items in
+    record order), so the whole buffer is viewed, without a copy, as alternating gaps and spans, and
+    Arrow takes every span in one C++ call; out of order (never expected), numpy gathers the bytes."""
+    start = col.start
+    end = start + col.length
+    if col.valid is not None:  # a null takes an empty span where the one before it ended
+        end = np.maximum.accumulate(np.where(col.valid, end, 0))
+        start = np.where(col.valid, start, end)
+    if n and (start[0] >= 0) and bool((start[1:] >= end[:-1]).all()):
+        offsets = np.zeros(2 * n + 1, dtype=_I64)
+        offsets[1::2], offsets[2::2] = start, end
+        whole = pa.Array.from_buffers(
+            pa.large_binary(), 2 * n, [None, pa.py_buffer(offsets), pa.py_buffer(buf)]
+        )
+        taken = whole.take(pa.array(np.arange(1, 2 * n, 2, dtype=_I64)))
+        return pa.Array.from_buffers(pa.large_binary(), n, [validity, *taken.buffers()[1:]])
+    length = end - start
+    offsets = np.zeros(n + 1, dtype=_I64)
+    np.cumsum(length, out=offsets[1:])
+    data = buf[ranges(start, length)]
+    return pa.Array.from_buffers(pa.large_binary(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
 def to_arrow(col: Col, typ: pa.DataType, buf: np.ndarray) -> pa.Array:
     """``col`` as an Arrow array of ``typ`` (a snapshot column type; safe casts only)."""
     n = _len(col)
@@ -371,17 +399,11 @@ def to_arrow(col: Col, typ: pa.DataType, buf: np.ndarray) -> pa.Array:
     if isinstance(col, Spans):
         if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
             raise FastPathRefused(f"a string where the snapshot has {typ}")
-        length = np.where(col.valid, col.length, 0) if col.valid is not None else col.length
-        offsets = np.zeros(n + 1, dtype=_I64)
-        np.cumsum(length, out=offsets[1:])
-        data = buf[ranges(col.start, length)]
-        binary = pa.Array.from_buffers(
-            pa.large_binary(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)]
-        )
+        binary = _strings(col, n, validity, buf)
         try:
-            return binary.cast(pa.large_string()).cast(typ)  # validates UTF-8
+            return binary.cast(typ)  # validates UTF-8
         except pa.ArrowInvalid as exc:
-            raise FastPathRefused(f"a string is not valid UTF-8: {exc}") from exc
+            raise InvalidUtf8(str(exc)) from exc
     if isinstance(col, Values):
         values = col.values
         if pa.types.is_timestamp(typ):
@@ -427,23 +449,22 @@ def _spans(col: Col, owner: np.ndarray, out: list[tuple[np.ndarray, np.ndarray, 
 
 def _check_utf8(batch: Batch, col: Col, owner: np.ndarray) -> None:
     """Mark bad the records with a string that is not UTF-8 (fastavro refuses those). Only spans with a
-    byte of 0x80 or more are decoded, one by one; ASCII (most strings) is checked by a running count."""
+    byte of 0x80 or more are decoded, one by one; ASCII (most strings) is told by a binary search."""
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     _spans(col, owner, found)
     if not found:
         return
-    high = np.zeros(len(batch.buf) + 1, dtype=_I64)
-    np.cumsum(batch.buf >= 0x80, out=high[1:])
-    raw = batch.buf.tobytes()
+    high = np.flatnonzero(batch.buf >= 0x80)  # (varints have some too; a string only when not ASCII)
+    if not high.size:
+        return
     last = len(batch.buf)
     for all_start, all_length, all_rows in found:
         ok = ~batch.bad[all_rows]  # (a bad record's spans may point anywhere)
         start, length, rows = all_start[ok], all_length[ok], all_rows[ok]
-        ascii_only = high[np.clip(start + length, 0, last)] == high[np.clip(start, 0, last)]
-        for i in np.nonzero(~ascii_only)[0].tolist():
-            s, n = int(start[i]), int(length[i])
+        begin, end = np.clip(start, 0, last), np.clip(start + length, 0, last)
+        for i in np.nonzero(np.searchsorted(high, begin) < np.searchsorted(high, end))[0].tolist():
             try:
-                raw[s : s + n].decode("utf-8")
+                batch.buf[begin[i] : end[i]].tobytes().decode("utf-8")
             except UnicodeDecodeError:
                 batch.bad[rows[i]] = True
 
@@ -470,7 +491,6 @@ class Plan:
         col = self.step(batch, idx)
         assert isinstance(col, Struct)
         batch.bad |= batch.pos != batch.ends
-        _check_utf8(batch, col, idx)
         return col, batch.bad
 
     def table(self, batch: Batch, schema: pa.Schema) -> tuple[pa.Table, np.ndarray]:
@@ -478,6 +498,16 @@ class Plan:
         snapshot does not have are read and dropped), and the indices of the bad ones (not in the
         table; decode those with the reference path)."""
         col, bad = self.decode(batch)
+        try:
+            return self._build(col, bad, batch, schema)
+        except InvalidUtf8:
+            # some string is not UTF-8 (Arrow validates a whole column at once): find the records
+            _check_utf8(batch, col, np.arange(len(bad), dtype=_I64))
+            return self._build(col, batch.bad, batch, schema)
+
+    def _build(
+        self, col: Struct, bad: np.ndarray, batch: Batch, schema: pa.Schema
+    ) -> tuple[pa.Table, np.ndarray]:
         good = np.nonzero(~bad)[0]
         if len(good) < len(bad):
             col = col.take(good)
