@@ -13,9 +13,9 @@ end, has an invalid union branch, a negative length, a varint longer than 64 bit
 32 bits or a boolean byte other than 0/1 is marked *bad*, and the caller decodes it with the reference
 path, which either decodes it (the same values) or raises the ``DecodeError`` that keeps it as a reject
 with its reason; so is a record with a string that is not UTF-8 (Arrow validates each string column
-at once; only when that fails are the records with non-ASCII strings decoded one by one to find it). Writer schemas with types
-this reader does not know (enum, fixed, bytes, map, unions of two non-null branches) get no plan
-(``Plan.compile`` returns None) and are decoded by the reference path. ``tests/unit/test_columnar.py``
+at once; only when that fails are the records with non-ASCII strings decoded one by one to find it).
+Writer schemas with types this reader does not know (enum, fixed, bytes, map, unions of two non-null
+branches) get no plan (``Plan.compile`` returns None) and are decoded by the reference path. ``tests/unit/test_columnar.py``
 compares both paths on generated events of every partner, with noise and hostile bytes.
 """
 
