@@ -16,7 +16,8 @@ with its reason; so is a record with a string that is not UTF-8 (Arrow validates
 at once; only when that fails are the records with non-ASCII strings decoded one by one to find it).
 Writer schemas with types this reader does not know (enum, fixed, bytes, map, unions of two non-null
 branches) get no plan (``Plan.compile`` returns None) and are decoded by the reference path.
-``tests/unit/test_columnar.py`` compares both paths on generated events of every partner, with noise and hostile bytes.
+``tests/unit/test_columnar.py`` compares both paths on generated events of every partner, with noise
+and hostile bytes.
 """
 
 from __future__ import annotations
