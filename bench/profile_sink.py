@@ -17,6 +17,7 @@ import pstats
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -109,7 +110,7 @@ def main() -> None:
             kafka=kafka,
             registry=registry,
             store=store,
-            settings=SinkSettings(group_id=f"{topics.prefix}prof"),
+            settings=SinkSettings(group_id=f"{topics.prefix}prof-{uuid.uuid4().hex[:6]}"),
             topics=topics,
             sealer=Sealer(store, SealPolicy(final_after=timedelta(days=3650), clock=lambda: AS_OF)),
         )
