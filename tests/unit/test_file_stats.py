@@ -23,7 +23,9 @@ def test_footer_counts_equal_the_counts_from_the_columns() -> None:
     plain = write_table(table, [7, 3])
     assert STATS_KEY.encode() in (pq.ParquetFile(io.BytesIO(with_stats)).metadata.metadata or {})
     kept, counted = read_file("a", with_stats), read_file("a", plain)
-    assert kept.stats.to_json() == counted.stats.to_json()
+    for name in ("per_partner", "per_type", "offsets", "schema_ids", "mapping_versions", "key_ids"):
+        assert getattr(kept.stats, name) == getattr(counted.stats, name), name
+    assert sum(rows for _first, _last, rows in kept.stats.offsets.values()) == table.num_rows
     assert kept.stats.schema_ids == counted.stats.schema_ids == {3, 7}
     assert kept.stats.per_partner.total() == table.num_rows and len(kept.stats.per_partner) >= 5
     assert (kept.ids == counted.ids).all() and (kept.positions == counted.positions).all()
