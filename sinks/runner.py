@@ -75,6 +75,7 @@ class SinkReport:
 
 class Sink:
     SEAL_CHECK_S = 60.0  # how often an idle, caught-up sink looks for periods that have come due
+    MAX_POLL_INTERVAL_MS = 30 * 60 * 1000  # the longest a seal (with its tables) may take between polls
 
     def __init__(
         self,
@@ -103,6 +104,11 @@ class Sink:
             batch_size=settings.batch_size,
             # librdkafka prefetches up to 64 MiB a partition by default; a quarter keeps it busy
             queued_max_messages_kbytes=16_384,
+            # sealing a large period and deriving its tables runs between two polls and takes minutes
+            # on a busy machine (5 million events: several); librdkafka's default of 5 minutes would
+            # drop the sink from its group then, and the commit after the seal would fail. A sink that
+            # dies is still noticed after the session timeout (heartbeats run on their own thread).
+            max_poll_interval_ms=self.MAX_POLL_INTERVAL_MS,
         )
         self.registry = Registry(registry)
         self.store = store
