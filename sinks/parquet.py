@@ -100,9 +100,9 @@ def write_table(
     """One Parquet file (zstd), with the registry ids of the ChainEvent schemas its rows were read with
     (and any other key-value ``metadata``, e.g. the file's statistics: ``sinks.stats``)."""
     ids = ",".join(str(i) for i in sorted(set(schema_ids)))
-    table = table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), SCHEMA_IDS_KEY: ids, **(metadata or {})}
-    )
+    ours = {k.encode(): v.encode() for k, v in {SCHEMA_IDS_KEY: ids, **(metadata or {})}.items()}
+    # a table read back from a data file carries that file's keys (as bytes): ours replace them
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **ours})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()
