@@ -44,7 +44,7 @@ from ketenstroom.errors import DeliveryError, RecordError
 from ketenstroom.settings import KafkaSettings, RegistrySettings, SinkSettings
 from sinks.columnar import Batch, FastPathRefused, Plan
 from sinks.metrics import SinkMetrics
-from sinks.parquet import EVENT_COLUMNS, PLAIN, SCHEMA, to_table
+from sinks.parquet import EVENT_COLUMNS, PLAIN, SCHEMA
 from sinks.seal import Sealer
 from sinks.stats import write_with_stats
 from sinks.tables import build_missing_tables
@@ -121,8 +121,9 @@ class Sink:
         #: the CLI wires the release build here (the sink never imports ``releases``)
         self.on_sealed = on_sealed
         # period -> rows (of any partition); the first row's partition and offset name its staged object
-        # rows decoded from the current consume batch, then converted to Arrow (a few hundred bytes a row
-        # instead of a dict of Python objects) until they are written
+        # rows decoded from the current consume batch (reference path), then converted to Arrow (a few
+        # hundred bytes a row instead of a dict of Python objects) until they are written; buffered
+        # tables have plain strings (``PLAIN``), dictionary-encoded once per staged file
         self._rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._buffers: dict[str, list[pa.Table]] = defaultdict(list)
         self._schema_ids: dict[str, set[int]] = defaultdict(set)
@@ -299,8 +300,8 @@ class Sink:
         }
         full = pa.Table.from_pydict({f.name: columns[f.name] for f in PLAIN}, schema=PLAIN)
         for k, period in enumerate(names):
-            # dictionary-encoded per period, as the reference path does (the same dictionaries, bytes)
-            part = (full if len(names) == 1 else full.filter(pa.array(period_idx == k))).cast(SCHEMA)
+            # plain strings until the flush dictionary-encodes the period's whole file at once
+            part = full if len(names) == 1 else full.filter(pa.array(period_idx == k))
             self._buffers[period].append(part)
             self._schema_ids[period].add(schema_id)
             self._buffered += part.num_rows
@@ -347,7 +348,7 @@ class Sink:
     def _convert(self) -> None:
         for period, rows in self._rows.items():
             if rows:
-                self._buffers[period].append(to_table(rows))
+                self._buffers[period].append(pa.Table.from_pylist(rows, schema=PLAIN))
         self._rows.clear()
 
     def _local(self, event_ms: int) -> tuple[str, date]:
@@ -359,7 +360,8 @@ class Sink:
         started = time.monotonic()
         # 1. data files durable
         for period, tables in sorted(self._buffers.items()):
-            table = pa.concat_tables(tables)
+            # one dictionary encoding per staged file (per batch and period it cost more than decoding)
+            table = pa.concat_tables(tables).cast(SCHEMA)
             if table.num_rows == 0:
                 continue
             name = staging_name(period, table["kafka_partition"][0].as_py(), table["kafka_offset"][0].as_py())

@@ -30,7 +30,7 @@ from producers.config import load_mapping
 from producers.publish import build_reference
 from producers.reader import read_rows
 from sinks.columnar import Batch, Plan, decode_table
-from sinks.parquet import EVENT_COLUMNS, write_table
+from sinks.parquet import EVENT_COLUMNS, SCHEMA, write_table
 from sinks.runner import Sink
 from synthetic import generate_chain
 
@@ -228,7 +228,7 @@ def test_the_sink_stages_the_same_rows_and_rejects_either_way(
                     sink._add(m.partition() or 0, m.offset() or 0, m.value())
             sink._convert()
             staged[columnar] = {
-                period: write_table(pa.concat_tables(tables), sink._schema_ids[period])
+                period: write_table(pa.concat_tables(tables).cast(SCHEMA), sink._schema_ids[period])
                 for period, tables in sorted(sink._buffers.items())
             }
             assert sink.report.records == len(messages) and sink.report.undecodable == 3
