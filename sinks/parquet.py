@@ -74,6 +74,7 @@ CONCEPT = SCHEMA.field("concepts").type.value_type
 
 
 SCHEMA_IDS_KEY = "ketenstroom.schema_ids"  # Parquet key-value metadata: registry ids of the writer schemas
+STATS_KEY = "ketenstroom.stats"  # Parquet key-value metadata: the file's counts (``sinks.stats``)
 
 
 # the same columns with plain strings: converting to those and dictionary-encoding after is faster
@@ -101,8 +102,10 @@ def write_table(
     (and any other key-value ``metadata``, e.g. the file's statistics: ``sinks.stats``)."""
     ids = ",".join(str(i) for i in sorted(set(schema_ids)))
     ours = {k.encode(): v.encode() for k, v in {SCHEMA_IDS_KEY: ids, **(metadata or {})}.items()}
-    # a table read back from a data file carries that file's keys (as bytes): ours replace them
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **ours})
+    # a table read back from a data file carries that file's keys (as bytes): ours replace them, and
+    # its counts never pass on to a file of other rows (``sinks.stats.write_with_stats`` writes new ones)
+    inherited = {k: v for k, v in (table.schema.metadata or {}).items() if k != STATS_KEY.encode()}
+    table = table.replace_schema_metadata({**inherited, **ours})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()

@@ -21,9 +21,8 @@ import pyarrow.parquet as pq
 
 from ketenstroom.contract.snapshots import FileEntry, sha256
 from sinks.dedup import id_array
-from sinks.parquet import SCHEMA_IDS_KEY, write_table
+from sinks.parquet import SCHEMA_IDS_KEY, STATS_KEY, write_table
 
-STATS_KEY = "ketenstroom.stats"  # Parquet key-value metadata: the file's counts (``Stats.to_json``)
 _DEDUP_COLUMNS = ["event_id", "kafka_partition", "kafka_offset"]
 
 _STATS_COLUMNS = [

@@ -39,3 +39,7 @@ def test_footer_counts_equal_the_counts_from_the_columns() -> None:
     counted_half = Stats()
     counted_half.add(half, [3, 7])
     assert rewritten.stats.to_json() == counted_half.to_json()
+    # written without counts, a read-back table never passes the old file's counts on
+    assert STATS_KEY.encode() not in (
+        pq.ParquetFile(io.BytesIO(write_table(half, [3]))).metadata.metadata or {}
+    )
