@@ -104,6 +104,11 @@ class Sink:
             batch_size=settings.batch_size,
             # librdkafka prefetches up to 64 MiB a partition by default; a quarter keeps it busy
             queued_max_messages_kbytes=16_384,
+            # ... provided the next fetch follows as soon as the queue has room: librdkafka waits
+            # ``fetch.queue.backoff.ms`` (1 s by default) after the queue was full, and a sink that
+            # decodes column-wise empties 16 MiB well within that (measured: 29k -> 45-52k events/s on
+            # the sink bench's stream, the prefetch bound and so the memory unchanged)
+            fetch_queue_backoff_ms=10,
             # sealing a large period and deriving its tables runs between two polls and takes minutes
             # on a busy machine (5 million events: several); librdkafka's default of 5 minutes would
             # drop the sink from its group then, and the commit after the seal would fail. A sink that
