@@ -9,7 +9,9 @@ Commit order, enforced in ``Sink.flush`` (ARCHITECTURE.md, "Order of commit"):
 3. only then commit the Kafka offsets just past the last record written.
 
 A crash between 1 and 3 re-reads the same records. Staged names are deterministic for the same
-chunking (``staging/<period>/part-p<partition>-o<offset>.parquet``, from the file's first row), and
+chunking (``staging/<period>/part-p<partition>-o<offset>-<digest>.parquet``: the file's first row and a
+digest of all its rows' positions, so files of other rows behind the same first row, as two instances
+stage around a partition handover, never overwrite each other), and
 whatever the chunking of a retry, sealing keeps each event id once (the copy at the lowest partition
 and offset), so a re-read never shows up twice, in the open revision or in a later one.
 Memory is bounded by ``max_buffered`` rows; the sink keeps no per-event state.
@@ -37,7 +39,7 @@ from ketenstroom.adapters.registry import Registry
 from ketenstroom.calendar import HourCalendar, PeriodKind
 from ketenstroom.contract import Topics
 from ketenstroom.contract.codec import decode, without_logical_types
-from ketenstroom.contract.snapshots import Manifest, TablesManifest, staging_name
+from ketenstroom.contract.snapshots import Manifest, TablesManifest, rows_digest, staging_name
 from ketenstroom.contract.wire import unframe
 from ketenstroom.crashpoints import crash_point
 from ketenstroom.errors import DeliveryError, RecordError
@@ -114,6 +116,7 @@ class Sink:
             # drop the sink from its group then, and the commit after the seal would fail. A sink that
             # dies is still noticed after the session timeout (heartbeats run on their own thread).
             max_poll_interval_ms=self.MAX_POLL_INTERVAL_MS,
+            on_revoke=self._handover,
         )
         self.registry = Registry(registry)
         self.store = store
@@ -360,6 +363,26 @@ class Sink:
         """Period and Amsterdam date of an instant (cached per UTC hour)."""
         return self._calendar(event_ms)
 
+    def _handover(self, partitions: list[TopicPartition]) -> None:
+        """Partitions are being taken away (a rebalance, or the consumer closing): stage what is buffered
+        and commit its offsets while this instance still owns them, then forget those partitions'
+        positions, so the next owner starts where this one stopped and this one never commits for a
+        partition it no longer holds. Staging is safe to repeat (sealing keeps each event id once); a
+        failure here is logged and left to the next owner, which re-reads from the last commit."""
+        revoked = {tp.partition for tp in partitions if tp.topic == self.topic}
+        if not revoked:
+            return
+        try:
+            self.flush()
+        except Exception as exc:  # inside librdkafka's callback: log it; the next owner re-reads
+            log.warning(
+                "handover of partitions %s: staging/commit failed, the next owner re-reads: %s",
+                sorted(revoked),
+                exc,
+            )
+        for p in revoked:
+            self._next.pop(p, None)
+
     def flush(self, *, seal: bool = False) -> None:
         self._convert()
         started = time.monotonic()
@@ -369,7 +392,9 @@ class Sink:
             table = pa.concat_tables(tables).cast(SCHEMA)
             if table.num_rows == 0:
                 continue
-            name = staging_name(period, table["kafka_partition"][0].as_py(), table["kafka_offset"][0].as_py())
+            parts, offs = table["kafka_partition"].combine_chunks(), table["kafka_offset"].combine_chunks()
+            digest = rows_digest(parts.to_numpy().tobytes(), offs.to_numpy().tobytes())
+            name = staging_name(period, parts[0].as_py(), offs[0].as_py(), digest)
             self.store.put(name, write_with_stats(table, self._schema_ids[period]))
             crash_point("sink.staged")
             self.report.objects.append(name)

@@ -199,7 +199,7 @@ class Sealer:
             key = r.entry.path
             if keep.all():
                 # listed under staging/ by this very pattern, so it matches
-                partition, offset = (int(g) for g in STAGED.search(key).groups())  # type: ignore[union-attr]
+                partition, offset = (int(g) for g in STAGED.search(key).groups()[:2])  # type: ignore[union-attr]
                 target = data_name(period, revision, revision, partition, offset)
                 self.store.rename(key, target)
                 crash_point("seal.moved")
