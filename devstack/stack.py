@@ -42,6 +42,7 @@ from devstack.services import (
     format_kafka,
     health,
     kafka_services,
+    monitoring_services,
     registry_url,
     s3_credentials,
     secure_client_env,
@@ -65,8 +66,10 @@ class Stack:
     # -- public API ---------------------------------------------------------------------------------
 
     def services(self) -> list[Service]:
-        """Kafka nodes of this stack, then the shared registry and s3proxy."""
-        return kafka_services(self.config) + shared_services(self.config)
+        """Kafka nodes of this stack, then the shared registry and s3proxy (then Prometheus and
+        Alertmanager when the config enables monitoring)."""
+        monitoring = monitoring_services(self.config) if self.config.monitoring.enabled else []
+        return kafka_services(self.config) + shared_services(self.config) + monitoring
 
     def fetch(self, progress: Progress | None = None) -> dict[str, float]:
         """Download whatever is not in the cache yet; seconds per distribution fetched."""
@@ -134,7 +137,10 @@ class Stack:
     def status(self) -> list[ServiceStatus]:
         """Every service of this stack as it is now (pid from the pid file, health asked live)."""
         result: list[ServiceStatus] = []
-        for svc in self.services():
+        shown = self.services()
+        if not self.config.monitoring.enabled:  # started by an earlier `up --with-monitoring`
+            shown += [s for s in monitoring_services(self.config) if owned_pid(s.pid_file, s.directory)]
+        for svc in shown:
             pid = owned_pid(svc.pid_file, svc.directory)
             seconds = self._startup_seconds(svc, pid)
             if pid is None:
@@ -154,9 +160,16 @@ class Stack:
         Only a pid whose command line carries our marker for that service directory is signalled.
         The shared registry/s3proxy stay up while the other stack's Kafka is still running.
         """
-        targets = kafka_services(self.config)
+        targets = monitoring_services(self.config) + kafka_services(self.config)
         if self.config.secure or not self._other_stack_running():
             targets += shared_services(self.config)
+        return self._stop(targets)
+
+    def down_monitoring(self) -> list[str]:
+        """Stop only this stack's Prometheus and Alertmanager (Kafka and the rest keep running)."""
+        return self._stop(monitoring_services(self.config))
+
+    def _stop(self, targets: list[Service]) -> list[str]:
         with file_lock(self.config.cache_dir / "run" / ".lock"):
             pids = {svc.name: owned_pid(svc.pid_file, svc.directory) for svc in targets}
             for pid in pids.values():  # signal all first, so a cluster shuts down together
@@ -226,7 +239,10 @@ class Stack:
 
     def _start(self, to_start: list[Service], say: Progress) -> dict[str, tuple[int, float]]:
         """Render configs, format new Kafka storage, spawn; returns name -> (pid, monotonic start)."""
-        argvs = {svc.name: argv_for(self.config, svc, self._java_for(svc), self.layout) for svc in to_start}
+        argvs = {
+            svc.name: argv_for(self.config, svc, self._java_for(svc) if svc.min_java else Path(), self.layout)
+            for svc in to_start
+        }
         kafka = [svc for svc in to_start if svc.kind == "kafka"]
         if kafka:
             format_kafka(self.config, kafka, self._java_for(kafka[0]), self.layout)
