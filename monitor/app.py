@@ -1,0 +1,273 @@
+"""The delivery monitor as a faust-streaming app: three sources, changelog-backed tables, one refresh timer.
+
+Sources: ``ops.deliveries`` (JSON receipts), ``curated.chain-events`` (Avro through the registry; only
+partner, record type and event time are used, and nothing of a record reaches the log) and every
+catalogue partner's ``dlq.<partner>``. Tables (faust's in-memory store, each backed by a compacted
+changelog topic ``<prefix><app_id>-<table>-changelog`` and recovered from it at start):
+
+* ``period-events``: ``partner|period|event_type`` -> events, the period taken from the event's own
+  ``event_time`` (CBS month of its Amsterdam date), so a late delivery counts in the month it happened;
+* ``deliveries``: ``partner|day`` -> deliveries, accepted and rejected rows (the receipt's ``finished``
+  time, Amsterdam day); ``last-delivery``: partner -> the latest receipt by finish time;
+* ``dlq-<partner>``: ``<UTC hour>`` -> dead letters (the record's timestamp: when it was dead-lettered),
+  and ``oldest``.
+
+Every table changelog has as many partitions as the topic that feeds it: faust writes a table update
+to the partition of the event that caused it, and recovers a table partition with its source
+partition. A refresh timer copies the tables into the views (:mod:`monitor.views`), which the HTTP
+thread serves; so the metrics and views are at most ``refresh_s`` old.
+
+Guarantee: at least once. Offsets are committed after the table updates they cover are in the
+changelog; a crash between the two counts the uncommitted records again on restart (a few seconds'
+worth at most; ``broker_commit_interval``). A monitor's figures tolerate that; the curated and DLQ
+topics themselves are exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import faust
+
+from ketenstroom.contract import Topics
+from ketenstroom.contract.codec import decode, without_logical_types
+from ketenstroom.contract.deliveries import DeliveryEvent
+from ketenstroom.contract.wire import unframe
+from ketenstroom.errors import KetenstroomError
+from ketenstroom.settings import KafkaSettings, MonitorSettings
+from monitor.figures import SpikeRule, day_of, hour_of, period_of
+from monitor.views import MonitorCollector, TableContents, build_views, key
+
+log = logging.getLogger("ketenstroom.monitor")
+
+#: tables fed by ops.deliveries (one partition)
+DELIVERY_TABLES = ("deliveries", "last-delivery")
+PERIOD_TABLE = "period-events"
+
+
+def app_id(settings: MonitorSettings, topics: Topics) -> str:
+    """The faust app id: consumer group and changelog prefix, inside the topic namespace."""
+    return f"{topics.prefix}{settings.app_id}"
+
+
+def dlq_table(partner: str) -> str:
+    return f"dlq-{partner}"
+
+
+def changelog_topics(
+    settings: MonitorSettings, topics: Topics, *, curated_partitions: int, dlq_partitions: Mapping[str, int]
+) -> dict[str, int]:
+    """Every changelog topic the monitor uses, with its partitions (for ``ketenstroom topics``)."""
+    prefix = app_id(settings, topics)
+    found = {f"{prefix}-{t}-changelog": 1 for t in DELIVERY_TABLES}
+    found[f"{prefix}-{PERIOD_TABLE}-changelog"] = curated_partitions
+    for partner, n in dlq_partitions.items():
+        found[f"{prefix}-{dlq_table(partner)}-changelog"] = n
+    return found
+
+
+def _credentials(kafka: KafkaSettings) -> Any:
+    conf = kafka.librdkafka()
+    protocol = conf["security.protocol"]
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=conf.get("ssl.ca.location"))
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=conf.get("sasl.username"),
+            password=conf.get("sasl.password"),
+            mechanism=conf.get("sasl.mechanism", "PLAIN"),
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+@dataclass
+class Sources:
+    """What the monitor reads, decided before the app is built (partition counts from the broker)."""
+
+    #: partner -> declared delivery interval in days (None: no schedule agreed)
+    schedules: Mapping[str, float | None]
+    curated_partitions: int
+    dlq_partitions: Mapping[str, int]
+    grace_days: float
+
+
+class Monitor:
+    """The faust app, its tables, and the views computed from them."""
+
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        topics: Topics,
+        settings: MonitorSettings,
+        sources: Sources,
+        writer_schema: Callable[[int], Any],
+        changelog_config: Mapping[str, str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings, self.sources, self.clock = settings, sources, clock
+        self._writer_schema = writer_schema
+        self._readers: dict[int, Any] = {}
+        self.collector = MonitorCollector()
+        self.views: dict[str, Any] | None = None
+        self.recovered = False
+        self.undecodable = 0
+        self.app = app = faust.App(
+            app_id(settings, topics),
+            broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+            broker_credentials=_credentials(kafka),
+            store="memory://",
+            web_enabled=False,
+            topic_disable_leader=True,  # one worker; no leader election topic to declare
+            topic_allow_declare=True,  # changelogs only: source topics are not internal, never created
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        state = dict(changelog_config)
+
+        def table(name: str, partitions: int, default: Callable[[], Any] | None) -> Any:
+            return app.Table(
+                name,
+                default=default,
+                partitions=partitions,
+                extra_topic_configs=state,
+            )
+
+        self.period_events = table(PERIOD_TABLE, sources.curated_partitions, int)
+        self.deliveries = table("deliveries", 1, None)
+        self.last_delivery = table("last-delivery", 1, None)
+        self.dlq = {p: table(dlq_table(p), n, None) for p, n in sources.dlq_partitions.items()}
+
+        deliveries_topic = app.topic(topics.deliveries, key_type=bytes, value_type=bytes)
+        curated_topic = app.topic(topics.curated, key_type=bytes, value_type=bytes)
+
+        @app.agent(deliveries_topic, name="deliveries")
+        async def on_deliveries(stream: Any) -> None:
+            async for value in stream:
+                self.count_delivery(value)
+
+        @app.agent(curated_topic, name="curated")
+        async def on_curated(stream: Any) -> None:
+            async for value in stream:
+                self.count_curated(value)
+
+        for partner in sources.dlq_partitions:
+            dlq_topic = app.topic(topics.dlq(partner), key_type=bytes, value_type=bytes)
+
+            def make(partner: str) -> Callable[[Any], Any]:
+                async def on_dlq(stream: Any) -> None:
+                    async for event in stream.events():
+                        self.count_dead_letter(partner, event.message.timestamp)
+
+                return on_dlq
+
+            app.agent(dlq_topic, name=f"dlq-{partner}")(make(partner))
+
+        async def refresh() -> None:
+            self.refresh()
+
+        app.timer(settings.refresh_s)(refresh)
+
+    # -- table updates (called by the agents, in the event loop) --
+
+    def count_delivery(self, value: bytes) -> None:
+        try:
+            event = DeliveryEvent.decode(value)
+        except ValueError:
+            self.undecodable += 1
+            log.warning("ops.deliveries: a record is not a delivery receipt; skipped")
+            return
+        finished = event.finished.timestamp()
+        k = key(event.partner, day_of(finished))
+        day = dict(self.deliveries.get(k) or {"deliveries": 0, "accepted": 0, "rejected": 0})
+        day["deliveries"] += 1
+        day["accepted"] += event.published
+        day["rejected"] += sum(event.rejected.values())
+        self.deliveries[k] = day
+        last = self.last_delivery.get(event.partner)
+        if last is None or finished >= float(last["finished"]):
+            self.last_delivery[event.partner] = {
+                "finished": finished,
+                "delivery_id": event.delivery_id,
+                "outcome": event.outcome,
+            }
+
+    def count_curated(self, value: bytes) -> None:
+        try:
+            schema_id, payload = unframe(value)
+            reader = self._readers.get(schema_id)
+            if reader is None:
+                reader = self._readers[schema_id] = without_logical_types(self._writer_schema(schema_id))
+            record = decode(reader, payload)
+            partner, event_type = record["source_partner"], record["source_event_type"]
+            period = period_of(record["event_time"] / 1000)
+        except (KetenstroomError, KeyError, TypeError) as exc:
+            self.undecodable += 1
+            log.warning("curated: a record could not be read (%s); skipped", type(exc).__name__)
+            return
+        self.period_events[key(partner, period, event_type)] += 1
+
+    def count_dead_letter(self, partner: str, timestamp_s: float) -> None:
+        table = self.dlq[partner]
+        hour = str(hour_of(timestamp_s))
+        table[hour] = int(table.get(hour) or 0) + 1
+        oldest = table.get("oldest")
+        if oldest is None or timestamp_s < float(oldest):
+            table["oldest"] = timestamp_s
+
+    # -- views --
+
+    def contents(self) -> TableContents:
+        return TableContents(
+            period_events={k: int(v) for k, v in self.period_events.items()},
+            deliveries={k: dict(v) for k, v in self.deliveries.items()},
+            last_delivery={k: dict(v) for k, v in self.last_delivery.items()},
+            dlq={p: {k: float(v) for k, v in t.items()} for p, t in self.dlq.items()},
+        )
+
+    def _recovered(self) -> bool:
+        """faust's recovery is complete with partitions assigned (it also reports complete for the
+        empty assignment before the group is joined) and no rebalance is under way."""
+        app = cast(Any, self.app)
+        return bool(
+            app.tables.recovery.completed.is_set() and not app.rebalancing and app.consumer.assignment()
+        )
+
+    def refresh(self) -> None:
+        if not self.recovered and self._recovered():
+            self.recovered = True
+            log.info("tables recovered from their changelogs; serving views")
+        if not self.recovered:
+            return
+        s = self.settings
+        views = build_views(
+            self.contents(),
+            schedules=self.sources.schedules,
+            now=self.clock(),
+            grace_days=self.sources.grace_days,
+            rule=SpikeRule(s.dlq_trailing_hours, s.dlq_spike_factor, s.dlq_spike_min_records),
+            keep_periods=s.recent_periods,
+        )
+        self.views = views
+        self.collector.views = views
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        return self.views is not None, {"app_id": self.app.conf.id, "recovered": self.recovered}
+
+    def view(self, name: str) -> Callable[[], Any]:
+        def serve() -> Any:
+            views = self.views
+            return {"status": "recovering"} if views is None else views[name]
+
+        return serve
