@@ -110,10 +110,20 @@ class Stack:
         """
         say = progress or (lambda _msg: None)
         self.fetch(say)
+        self._up(self.services(), say)
+        return self.endpoints()
+
+    def up_monitoring(self, progress: Progress | None = None) -> list[ServiceStatus]:
+        """Start only this stack's Prometheus and Alertmanager (the config's ``monitoring``), next to
+        a stack someone else started; returns their status once both are ready."""
+        self._up(monitoring_services(self.config), progress or (lambda _msg: None))
+        return self.last_report
+
+    def _up(self, services: list[Service], say: Progress) -> None:
         with file_lock(self.config.cache_dir / "run" / ".lock"):
             running: dict[str, int] = {}
             to_start: list[Service] = []
-            for svc in self.services():
+            for svc in services:
                 pid = owned_pid(svc.pid_file, svc.directory)
                 if pid is None:
                     svc.pid_file.unlink(missing_ok=True)  # stale or foreign: not ours to keep
@@ -122,8 +132,7 @@ class Stack:
                     running[svc.name] = pid
             self._check_ports(to_start)
             started = self._start(to_start, say)
-            self.last_report = self._wait_healthy(running, started, say)
-        return self.endpoints()
+            self.last_report = self._wait_healthy(services, running, started, say)
 
     def client_env(self, principal: str) -> dict[str, str]:
         """``KETENSTROOM_*`` variables for a component running as ``principal`` on the secured stack:
@@ -256,21 +265,25 @@ class Stack:
         return started
 
     def _wait_healthy(
-        self, running: dict[str, int], started: dict[str, tuple[int, float]], say: Progress
+        self,
+        services: list[Service],
+        running: dict[str, int],
+        started: dict[str, tuple[int, float]],
+        say: Progress,
     ) -> list[ServiceStatus]:
         """Wait for every service in parallel (one poller thread each, so a slow Kafka metadata
         request does not delay noticing that s3proxy is up); re-raise the first failure."""
         t0 = time.monotonic()
         abort = threading.Event()
         jobs: dict[str, Future[ServiceStatus | None]] = {}
-        with ThreadPoolExecutor(max_workers=len(self.services()), thread_name_prefix="infra-wait") as pool:
-            for svc in self.services():
+        with ThreadPoolExecutor(max_workers=len(services), thread_name_prefix="infra-wait") as pool:
+            for svc in services:
                 pid, since = started.get(svc.name, (running.get(svc.name, 0), t0))
                 jobs[svc.name] = pool.submit(
                     self._await, svc, pid, since, fresh=svc.name in started, abort=abort, say=say
                 )
             try:
-                results = [jobs[svc.name].result() for svc in self.services()]
+                results = [jobs[svc.name].result() for svc in services]
             except BaseException:
                 abort.set()
                 raise
