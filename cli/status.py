@@ -1,9 +1,11 @@
 """``ketenstroom status``: one screen for an operator, and an exit code for a cron job or a probe.
 
 Per partner: the last delivery and its outcome (from ``ops.deliveries``), the processor group's lag on
-``raw.<partner>`` in records, and the open dead letters. Per period in the store: its latest revision
-and status, staged files not yet sealed, and when the next seal is due. Exit 1 when something needs
-action: a partner silent past its ``delivery_every_days``, open dead letters, a seal overdue.
+``raw.<partner>`` in records, and the open dead letters; when the delivery monitor (``ketenstroom
+monitor``) answers, also the completeness of each open period and silence as the monitor judges them
+(its event-time tables), else silence from the last receipt as before. Per period in the store: its
+latest revision and status, staged files not yet sealed, and when the next seal is due. Exit 1 when
+something needs action: a partner silent past its ``delivery_every_days``, open dead letters, a seal overdue.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import typer
 from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
@@ -26,7 +29,7 @@ from ketenstroom.calendar import period_bounds
 from ketenstroom.contract import Topics
 from ketenstroom.contract.deliveries import DeliveryEvent
 from ketenstroom.errors import DeliveryError, KetenstroomError
-from ketenstroom.settings import KafkaSettings, S3Settings, StorageSettings, TopicSettings
+from ketenstroom.settings import KafkaSettings, MonitorSettings, S3Settings, StorageSettings, TopicSettings
 
 #: the sink seals once caught up and checks every minute: a seal this long past due is overdue
 SEAL_SLACK = timedelta(hours=1)
@@ -45,6 +48,21 @@ def _last_deliveries(kafka: KafkaSettings, topics: Topics) -> dict[str, Delivery
         event = DeliveryEvent.decode(msg.value() or b"")
         last[event.partner] = event  # one partition: in the order they happened
     return last
+
+
+def _monitor_views(settings: MonitorSettings, timeout: float = 3.0) -> dict[str, Any] | None:
+    """The monitor's completeness and silence views, or None when it does not answer (or is still
+    recovering its tables)."""
+    host = "127.0.0.1" if settings.metrics_host in ("0.0.0.0", "") else settings.metrics_host  # noqa: S104
+    base = f"http://{host}:{settings.metrics_port}/views"
+    try:
+        with httpx.Client(timeout=timeout) as client:
+            views = {name: client.get(f"{base}/{name}").json() for name in ("completeness", "silence")}
+    except (httpx.HTTPError, ValueError):
+        return None
+    if any("status" in v for v in views.values()):  # {"status": "recovering"}
+        return None
+    return {"url": base.removesuffix("/views"), **views}
 
 
 def _raw_lag(
@@ -90,12 +108,22 @@ def collect(
     group = group_id or ProcessorSettings().app_id
     deliveries = _last_deliveries(kafka, topics)
     lags = _raw_lag(kafka, topics, names, group)
+    monitor = _monitor_views(MonitorSettings())
+    judged = {} if monitor is None else {r["partner"]: r for r in monitor["silence"]["partners"]}
+    open_periods: dict[str, list[dict[str, Any]]] = {}
+    for row in [] if monitor is None else monitor["completeness"]["periods"]:
+        if row["open"]:
+            open_periods.setdefault(row["partner"], []).append(
+                {k: row[k] for k in ("period", "events", "reference", "basis", "ratio", "seal_due")}
+            )
     needs: list[str] = []
     rows: list[dict[str, Any]] = []
     for name in names:
         every = catalogue.partner(name).delivery_every_days
         last = deliveries.get(name)
         silent = every is not None and (last is None or now - last.finished > timedelta(days=every))
+        if name in judged:  # the monitor's word (its tables hold every receipt, by finish time)
+            silent = bool(judged[name]["silent"])
         try:
             dead_open: int | None = summarise(kafka, topics, name).open
         except DeliveryError:
@@ -120,6 +148,9 @@ def collect(
                     "rejected": sum(last.rejected.values()),
                 },
                 "silent": silent,
+                "silence_from": "monitor" if name in judged else "deliveries",
+                # open periods' completeness from the monitor (None: the monitor is not running)
+                "completeness": None if monitor is None else open_periods.get(name, []),
                 "raw_lag_records": lags.get(name),
                 "dlq_open": dead_open,
             }
@@ -158,6 +189,7 @@ def collect(
     return {
         "now": now.isoformat(),
         "processor_group": group,
+        "monitor": {"up": monitor is not None, "url": None if monitor is None else monitor["url"]},
         "partners": rows,
         "periods": periods,
         "next_seal_due": next_due.isoformat() if next_due else None,
@@ -189,7 +221,14 @@ def status(
 
 def _render(report: dict[str, Any]) -> None:
     table = Table(
-        "partner", "last delivery", "outcome", "raw lag", "open DLQ", title="partners", title_justify="left"
+        "partner",
+        "last delivery",
+        "outcome",
+        "raw lag",
+        "open DLQ",
+        "open periods (monitor)",
+        title="partners",
+        title_justify="left",
     )
     for row in report["partners"]:
         last = row["last_delivery"]
@@ -200,6 +239,7 @@ def _render(report: dict[str, Any]) -> None:
             "" if last is None else f"{last['outcome']} ({last['published']}/{last['rows_read']})",
             "-" if row["raw_lag_records"] is None else f"{row['raw_lag_records']:,}",
             "-" if row["dlq_open"] is None else (f"[red]{row['dlq_open']}[/red]" if row["dlq_open"] else "0"),
+            _completeness(row["completeness"]),
         )
     out.print(table)
     periods = Table(
@@ -219,6 +259,15 @@ def _render(report: dict[str, Any]) -> None:
         out.print(f"[red]needs action:[/red] {line}")
     if not report["needs_action"]:
         out.print("[green]nothing needs action[/green]")
+
+
+def _completeness(periods: list[dict[str, Any]] | None) -> str:
+    if periods is None:
+        return "monitor down"
+    return ", ".join(
+        f"{p['period']} {p['events']:,}" + ("" if p["ratio"] is None else f" ({p['ratio']:.0%})")
+        for p in periods
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -87,6 +87,7 @@ def run(
         worker = faust.Worker(
             monitor.app, loglevel="warning", quiet=True, redirect_stdouts=False, override_logging=False
         )
+        worker.spinner = None  # a terminal spinner: escape codes in a log file
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
