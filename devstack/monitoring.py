@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from devstack.config import StackConfig
 from ketenstroom.errors import InfraError
+
+if TYPE_CHECKING:
+    from devstack.services import Service
 
 REPO = Path(__file__).resolve().parents[1]
 #: The rules operators run, with their promtool unit tests beside them.
@@ -144,3 +148,19 @@ def ready(port: int, timeout: float) -> tuple[bool, str]:
     if response.status_code != 200:
         return False, f"GET /-/ready returned {response.status_code}"
     return True, f"http://127.0.0.1:{port}/"
+
+
+def reload_config(config: StackConfig, svc: Service, say: Callable[[str], None]) -> None:
+    """Rewrite the config of a running Prometheus or Alertmanager and
+    ask it to reload (``POST /-/reload``), so a second ``up`` takes new ports, targets or rules."""
+    prepare(config, svc.directory, svc.kind)
+    try:
+        response = httpx.post(f"http://127.0.0.1:{svc.ports[0]}/-/reload", timeout=10)
+    except httpx.HTTPError as exc:
+        raise InfraError(f"{svc.name} did not reload its config: {exc}") from exc
+    if response.status_code != 200:
+        raise InfraError(
+            f"{svc.name} refused its new config ({response.status_code}: {response.text.strip()}); "
+            f"expected 200. See {svc.log_path}"
+        )
+    say(f"{svc.name}: config rewritten and reloaded")

@@ -20,6 +20,7 @@ from pathlib import Path
 from devstack.config import ENV_PREFIX, Endpoints, ServiceStatus, StackConfig
 from devstack.fetch import Layout, fetch_all
 from devstack.java import find_java
+from devstack.monitoring import reload_config
 from devstack.process import (
     POLL_INTERVAL,
     child_exit_code,
@@ -130,6 +131,8 @@ class Stack:
                     to_start.append(svc)
                 else:
                     running[svc.name] = pid
+                    if svc.kind in ("prometheus", "alertmanager"):  # pick up changed targets or rules
+                        reload_config(self.config, svc, say)
             self._check_ports(to_start)
             started = self._start(to_start, say)
             self.last_report = self._wait_healthy(services, running, started, say)
