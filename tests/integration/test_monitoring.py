@@ -50,7 +50,7 @@ SILENT_AFTER_S = 60
 BURST = "politie"  # gets a burst of records the processor must dead-letter
 BURST_SIZE = 40
 KEY = "monitoring-test-key-0123456789abcdef0123"
-DEADLINE_S = 150
+DEADLINE_S = 180
 SINK_ARGS = ("--no-tables", "--no-release", "--site", "")
 
 

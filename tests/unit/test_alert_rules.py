@@ -17,7 +17,7 @@ import yaml
 
 from ketenstroom.catalogue import catalogue_at
 from ketenstroom.settings import CatalogueSettings, TopicSettings
-from tests.metric_names import defined_names, names_in
+from tests.metric_names import MONITOR, defined_names, monitor_names, names_in
 
 OPS = Path(__file__).resolve().parents[2] / "ops" / "prometheus"
 DAY = 86_400
@@ -61,6 +61,10 @@ def test_rules_read_only_metrics_the_components_export() -> None:
     # every component and the brokers are watched
     assert {n.split("_")[1] for n in read if n.startswith("ketenstroom_")} >= {"processor", "sink", "monitor"}
     assert any(n.startswith("kafka_") for n in read)
+
+
+def test_the_monitor_defines_the_agreed_metric_names() -> None:
+    assert monitor_names() == MONITOR
 
 
 def _records() -> dict[tuple[str, str | None], float]:
