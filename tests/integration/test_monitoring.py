@@ -49,7 +49,7 @@ SILENT = "om"  # stops delivering after its first delivery; its schedule here is
 SILENT_AFTER_S = 60
 BURST = "politie"  # gets a burst of records the processor must dead-letter
 BURST_SIZE = 40
-KEY = "monitoring-test-key-0123456789abcdef0123"
+KEY = "monitoring-test-key-0123456789abcdef0123"  # pragma: allowlist secret
 DEADLINE_S = 180
 SINK_ARGS = ("--no-tables", "--no-release", "--site", "")
 
