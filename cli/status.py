@@ -4,8 +4,10 @@ Per partner: the last delivery and its outcome (from ``ops.deliveries``), the pr
 ``raw.<partner>`` in records, and the open dead letters; when the delivery monitor (``ketenstroom
 monitor``) answers, also the completeness of each open period and silence as the monitor judges them
 (its event-time tables), else silence from the last receipt as before. Per period in the store: its
-latest revision and status, staged files not yet sealed, and when the next seal is due. Exit 1 when
-something needs action: a partner silent past its ``delivery_every_days``, open dead letters, a seal overdue.
+latest revision and status, staged files not yet sealed, and when the next seal is due. With
+``--alertmanager`` (``KETENSTROOM_ALERTMANAGER_URL``), the alerts firing there. Exit 1 when something
+needs action: a partner silent past its ``delivery_every_days``, open dead letters, a seal overdue, an
+alert firing.
 """
 
 from __future__ import annotations
@@ -65,6 +67,50 @@ def _monitor_views(settings: MonitorSettings, timeout: float = 3.0) -> dict[str,
     return {"url": base.removesuffix("/views"), **views}
 
 
+def _firing_alerts(url: str, timeout: float = 5.0) -> list[dict[str, Any]] | None:
+    """Alerts firing at Alertmanager (active, neither silenced nor inhibited), or None when it does not
+    answer: name, partner (when the alert has one), severity, summary and since when."""
+    try:
+        response = httpx.get(
+            f"{url.rstrip('/')}/api/v2/alerts",
+            params={"active": "true", "silenced": "false", "inhibited": "false"},
+            timeout=timeout,
+        )
+        response.raise_for_status()
+        alerts = response.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return sorted(
+        (
+            {
+                "alertname": a["labels"].get("alertname", ""),
+                "partner": a["labels"].get("partner"),
+                "severity": a["labels"].get("severity"),
+                "summary": a.get("annotations", {}).get("summary", ""),
+                "since": a.get("startsAt"),
+            }
+            for a in alerts
+        ),
+        key=lambda a: (a["alertname"], a["partner"] or ""),
+    )
+
+
+def _alerts_report(alertmanager: str | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The report's ``alerts`` and a needs-action line per firing alert; (None, []) when no Alertmanager
+    is named (a developer's local one must not judge a test's stack)."""
+    if not alertmanager:
+        return None, []
+    firing = _firing_alerts(alertmanager)
+    if firing is None:
+        down = f"alertmanager at {alertmanager} does not answer (is `infra up --with-monitoring` running?)"
+        return {"url": alertmanager, "up": False, "firing": []}, [down]
+    needs = []
+    for a in firing:
+        who = f" ({a['partner']})" if a["partner"] else ""
+        needs.append(f"alert {a['alertname']}{who}: {a['summary']}")
+    return {"url": alertmanager, "up": True, "firing": firing}, needs
+
+
 def _raw_lag(
     kafka: KafkaSettings, topics: Topics, partners: list[str], group_id: str
 ) -> dict[str, int | None]:
@@ -96,7 +142,12 @@ def _raw_lag(
 
 
 def collect(
-    *, partners: list[str] | None, storage: str | None, now: datetime, group_id: str | None = None
+    *,
+    partners: list[str] | None,
+    storage: str | None,
+    now: datetime,
+    group_id: str | None = None,
+    alertmanager: str | None = None,
 ) -> dict[str, Any]:
     """Everything ``status`` shows, as plain JSON-able data, with ``needs_action`` (empty: all well)."""
     from ketenstroom.settings import ProcessorSettings
@@ -186,9 +237,12 @@ def collect(
                 "seal_overdue": overdue,
             }
         )
+    alerts, alert_needs = _alerts_report(alertmanager)
+    needs += alert_needs
     return {
         "now": now.isoformat(),
         "processor_group": group,
+        "alerts": alerts,
         "monitor": {"up": monitor is not None, "url": None if monitor is None else monitor["url"]},
         "partners": rows,
         "periods": periods,
@@ -204,11 +258,18 @@ def status(
     ),
     now: str | None = typer.Option(None, help="Judge as if it were this moment (ISO); default now."),
     as_json: bool = typer.Option(False, "--json", help="The same as JSON, for scripts."),
+    alertmanager: str | None = typer.Option(
+        None,
+        envvar="KETENSTROOM_ALERTMANAGER_URL",
+        help="Also list the alerts firing at this Alertmanager (e.g. http://127.0.0.1:9691 of "
+        "`infra up --with-monitoring`); each needs action.",
+    ),
 ) -> None:
-    """Deliveries, lag, dead letters and seals at a glance. Exit 1 when something needs action."""
+    """Deliveries, lag, dead letters, seals and firing alerts at a glance. Exit 1 when something needs
+    action."""
     moment = parse_as_of(now) or datetime.now(UTC)
     try:
-        report = collect(partners=partner or None, storage=storage, now=moment)
+        report = collect(partners=partner or None, storage=storage, now=moment, alertmanager=alertmanager)
     except KetenstroomError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -255,6 +316,12 @@ def _render(report: dict[str, Any]) -> None:
         )
     out.print(periods)
     out.print(f"next seal due: {report['next_seal_due'] or '-'}")
+    alerts = report.get("alerts")
+    if alerts is not None and not alerts["up"]:
+        out.print("alerts: Alertmanager does not answer")
+    elif alerts is not None:
+        names = [a["alertname"] + (f" ({a['partner']})" if a["partner"] else "") for a in alerts["firing"]]
+        out.print(f"alerts firing: {', '.join(names) or 'none'}")
     for line in report["needs_action"]:
         out.print(f"[red]needs action:[/red] {line}")
     if not report["needs_action"]:

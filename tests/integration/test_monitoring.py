@@ -368,6 +368,24 @@ def test_prometheus_sees_the_chain_and_alertmanager_delivers_silence_and_dlq_ale
         assert prom.values("ketenstroom_monitor_partner_silent == 1") and {
             json.loads(k)["partner"] for k in prom.values("ketenstroom_monitor_partner_silent == 1")
         } == {SILENT}
+        # `ketenstroom status` names the firing alerts it reads from this Alertmanager, and exits 1
+        shown = subprocess.run(
+            [*cli, "status", "--json", "--storage", f"file://{tmp_path / 'store'}"],
+            env={**env, "KETENSTROOM_ALERTMANAGER_URL": f"http://127.0.0.1:{monitoring.alertmanager_port}"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert shown.returncode == 1, shown.stderr[-2000:]
+        report = json.loads(shown.stdout)
+        assert report["alerts"]["up"] is True
+        firing = {(a["alertname"], a["partner"]) for a in report["alerts"]["firing"]}
+        assert ("KetenstroomPartnerSilent", SILENT) in firing
+        assert (
+            f"alert KetenstroomPartnerSilent ({SILENT}): no delivery from {SILENT} within its declared schedule"
+            in (report["needs_action"])
+        )
         # the processor counted the burst as dead letters of that partner
         dead = prom.values(f'sum(ketenstroom_processor_dead_lettered_total{{partner="{BURST}"}})')
         assert list(dead.values()) and next(iter(dead.values())) >= BURST_SIZE
