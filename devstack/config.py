@@ -24,6 +24,9 @@ S3PROXY_VERSION = "4.0.0"
 S3_BUCKET = "ketenstroom"
 S3_REGION = "us-east-1"
 
+#: The brokers' metrics port is the Kafka port plus this unless set (9092 -> 9404).
+KAFKA_METRICS_OFFSET = 312
+
 #: Name of the directory under ``<cache>/run`` holding state shared by both stacks (registry, s3proxy).
 SHARED_STACK = "shared"
 #: The secured stack listens on this offset from every configured port (e.g. 49092, 48080, 48085), so
@@ -139,8 +142,9 @@ class StackConfig:
     registry_management_port: int = 9000
     s3_port: int = 8085
     #: Each broker's Prometheus JMX exporter agent (``/metrics``); node *i* of the cluster on
-    #: ``i*10000 + kafka_metrics_port``, like the other Kafka ports.
-    kafka_metrics_port: int = 9404
+    #: ``i*10000 + kafka_metrics_port``, like the other Kafka ports. ``None``: ``kafka_port + 312``
+    #: (9404 by default), so a second stack with its own Kafka port gets its own metrics port too.
+    kafka_metrics_port: int | None = None
     #: ``infra up --with-monitoring``: also Prometheus and Alertmanager (Debian's packages) on loopback.
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     #: Java for Kafka and s3proxy (>= 17); ``None`` means detect.
@@ -179,7 +183,7 @@ class StackConfig:
             registry_port=_int(env, "REGISTRY_PORT", 8080),
             registry_management_port=_int(env, "REGISTRY_MANAGEMENT_PORT", 9000),
             s3_port=_int(env, "S3_PORT", 8085),
-            kafka_metrics_port=_int(env, "KAFKA_METRICS_PORT", 9404),
+            kafka_metrics_port=_int(env, "KAFKA_METRICS_PORT", 0) or None,
             monitoring=MonitoringConfig.from_env(env),
             java_home=_path(env, ENV_PREFIX + "JAVA_HOME"),
             java21_home=_path(env, ENV_PREFIX + "JAVA21_HOME"),
@@ -233,9 +237,10 @@ class StackConfig:
 
     def kafka_metrics_port_of(self, node: int) -> int:
         """Port of node ``node``'s JMX exporter (``/metrics``)."""
+        base = self.kafka_metrics_port or self.kafka_port + KAFKA_METRICS_OFFSET
         if self.nodes == 1:
-            return self.kafka_metrics_port + self.port_offset
-        return node * 10000 + self.kafka_metrics_port
+            return base + self.port_offset
+        return node * 10000 + base
 
     @property
     def monitoring_dir(self) -> Path:

@@ -48,7 +48,11 @@ def test_settings_from_the_environment() -> None:
         }
     )
     mon = cfg.monitoring
-    assert (cfg.kafka_metrics_port, mon.prometheus_port, mon.alertmanager_port) == (9652, 9680, 9681)
+    assert (cfg.kafka_metrics_port_of(1), mon.prometheus_port, mon.alertmanager_port) == (9652, 9680, 9681)
+    # unset, it follows the Kafka port: a second stack with its own Kafka port needs no other setting
+    second = StackConfig.from_env(environ={"KETENSTROOM_INFRA_KAFKA_PORT": "9192"})
+    assert second.kafka_metrics_port_of(1) == 9504
+    assert StackConfig.from_env(environ={}).kafka_metrics_port_of(1) == 9404
     assert mon.webhook_url == "http://127.0.0.1:9699/hook" and not mon.enabled
     assert dict(mon.targets) == {
         "ketenstroom-processor": ("127.0.0.1:9664",),
