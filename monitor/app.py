@@ -21,17 +21,17 @@ to the partition of the event that caused it, and recovers a table partition wit
 partition. A refresh timer copies the tables into the views (:mod:`monitor.views`), which the HTTP
 thread serves; so the metrics and views are at most ``refresh_s`` old.
 
-Each record is counted once, although faust delivers at least once. Every table also holds, per
-source partition, ``@offset|<partition>``: the offset after the last record applied to it, written
-after that record's updates to the same changelog partition (faust writes a table update to the
-partition of the record that caused it, in order). After a crash the consumer resumes from its last
-committed offset, which can be behind what the recovered tables already hold; records below the
-marker are skipped instead of counted again.
+Each record is counted once, although faust delivers at least once: every count's value also holds
+``next``, the offset after the last record it includes, in the same changelog record. After a crash
+the consumer resumes from its last committed offset, which can be behind what the recovered tables
+already hold; a record below its key's ``next`` is skipped instead of counted again. (Each record
+updates one count key, and keys carry the source partition, so per-key offsets are exact.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -55,7 +55,7 @@ log = logging.getLogger("ketenstroom.monitor")
 #: the table fed by ops.deliveries (one partition), and by curated
 DELIVERY_TABLE = "deliveries"
 PERIOD_TABLE = "period-events"
-#: keys of a table that are not counts: applied offsets (``@offset|<partition>``), latest receipts
+#: keys of a table that are not counts: the latest receipt per partner (``@last|<partner>``)
 META = "@"
 
 
@@ -109,25 +109,52 @@ class Sources:
     grace_days: float
 
 
-def _drain_fully(buffer: Any) -> None:
-    """Make the producer buffer's ``flush`` hand every buffered changelog update to the Kafka client
-    before it returns. faust-streaming 0.15's ``ProducerBuffer.flush_atmost`` returns as soon as no
-    message went out for 0.1 s, and its sending task ends once the worker stops; faust commits source
-    offsets right after ``producer.flush()`` (which then waits for the client's acknowledgements). On a
-    loaded machine that committed offsets whose table updates were still in the buffer, and a crash or
-    even a clean stop lost them (seen: a count one short after a restart). This flush sends what is
-    left itself, in order, whether or not the sending task still runs."""
+def _drain_fully(buffer: Any, deadline_s: float = 120.0) -> None:
+    """Make the producer buffer's ``flush`` return only once every buffered changelog update has been
+    handed to the Kafka client, in order.
+
+    faust-streaming 0.15's ``ProducerBuffer.flush_atmost`` returns as soon as no message went out for
+    0.1 s, and its sending task ends once the worker stops; faust commits source offsets right after
+    ``producer.flush()`` (which then waits for the client's acknowledgements). On a loaded machine that
+    committed offsets whose table updates were still in the buffer, and a crash or even a clean stop
+    lost them (seen: counts one short after a restart). This flush waits for the sending task to empty
+    the buffer and finish the message it holds; once that task has stopped, it sends the rest itself.
+    """
+    send = buffer._send_pending
+    in_flight = 0
+    idle = asyncio.Event()
+    idle.set()
+
+    async def tracked(message: Any) -> None:
+        nonlocal in_flight
+        in_flight += 1
+        idle.clear()
+        try:
+            await send(message)
+        finally:
+            in_flight -= 1
+            if in_flight == 0:
+                idle.set()
 
     async def flush() -> None:
-        await asyncio.sleep(0)  # the message the sending task holds goes out first
+        started = time.monotonic()
         while True:
-            try:
-                message = buffer.pending.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            await buffer._send_pending(message)
-            buffer.message_sent.set()
+            if time.monotonic() - started > deadline_s:
+                raise RuntimeError(f"{buffer.size} changelog updates not sent within {deadline_s:.0f} s")
+            await idle.wait()  # the message the sending task holds goes out first
+            if not buffer.size:
+                await asyncio.sleep(0)
+                if not buffer.size and idle.is_set():
+                    return
+                continue
+            if buffer.should_stop:  # the sending task is gone: send the rest here, in order
+                await tracked(buffer.pending.get_nowait())
+                continue
+            buffer.message_sent.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(buffer.message_sent.wait(), timeout=0.5)
 
+    buffer._send_pending = tracked  # before the sending task starts: it looks the method up then
     buffer.flush = flush
 
 
@@ -176,7 +203,7 @@ class Monitor:
                 extra_topic_configs=state,
             )
 
-        self.period_events = table(PERIOD_TABLE, sources.curated_partitions, int)
+        self.period_events = table(PERIOD_TABLE, sources.curated_partitions, None)
         self.deliveries = table(DELIVERY_TABLE, 1, None)
         self.dlq = {p: table(dlq_table(p), n, None) for p, n in sources.dlq_partitions.items()}
 
@@ -186,27 +213,21 @@ class Monitor:
         @app.agent(deliveries_topic, name="deliveries")
         async def on_deliveries(stream: Any) -> None:
             async for event in stream.events():
-                if self.first_time(self.deliveries, event.message):
-                    self.count_delivery(event.value)
-                    self.applied(self.deliveries, event.message)
+                self.count_delivery(event.value, event.message.offset)
 
         @app.agent(curated_topic, name="curated")
         async def on_curated(stream: Any) -> None:
             async for event in stream.events():
-                if self.first_time(self.period_events, event.message):
-                    self.count_curated(event.value, event.message.partition)
-                    self.applied(self.period_events, event.message)
+                self.count_curated(event.value, event.message.partition, event.message.offset)
 
         for partner in sources.dlq_partitions:
             dlq_topic = app.topic(topics.dlq(partner), key_type=bytes, value_type=bytes)
 
             def make(partner: str) -> Callable[[Any], Any]:
                 async def on_dlq(stream: Any) -> None:
-                    table = self.dlq[partner]
                     async for event in stream.events():
-                        if self.first_time(table, event.message):
-                            self.count_dead_letter(partner, event.message.timestamp, event.message.partition)
-                            self.applied(table, event.message)
+                        message = event.message
+                        self.count_dead_letter(partner, message.timestamp, message.partition, message.offset)
 
                 return on_dlq
 
@@ -220,16 +241,17 @@ class Monitor:
     # -- table updates (called by the agents, in the event loop) --
 
     @staticmethod
-    def first_time(table: Any, message: Any) -> bool:
-        """False for a record the recovered table already holds (delivered again after a crash)."""
-        done = table.get(f"{META}offset|{message.partition}")
-        return done is None or message.offset >= int(done)
+    def add(table: Any, k: str, offset: int, counts: Mapping[str, int]) -> None:
+        """Add ``counts`` to key ``k`` for the record at ``offset``, once: the value keeps ``next``, the
+        offset after the last record it holds, in the same changelog record as the counts. A record
+        delivered again after a crash (processed, not yet committed) is below it and is skipped."""
+        found = table.get(k)
+        if found is not None and offset < int(found["next"]):
+            return
+        added = {name: int((found or {}).get(name, 0)) + n for name, n in counts.items()}
+        table[k] = {**added, "next": offset + 1}
 
-    @staticmethod
-    def applied(table: Any, message: Any) -> None:
-        table[f"{META}offset|{message.partition}"] = message.offset + 1
-
-    def count_delivery(self, value: bytes) -> None:
+    def count_delivery(self, value: bytes, offset: int) -> None:
         try:
             event = DeliveryEvent.decode(value)
         except ValueError:
@@ -237,12 +259,8 @@ class Monitor:
             log.warning("ops.deliveries: a record is not a delivery receipt; skipped")
             return
         finished = event.finished.timestamp()
-        k = key(event.partner, day_of(finished))
-        day = dict(self.deliveries.get(k) or {"deliveries": 0, "accepted": 0, "rejected": 0})
-        day["deliveries"] += 1
-        day["accepted"] += event.published
-        day["rejected"] += sum(event.rejected.values())
-        self.deliveries[k] = day
+        counts = {"deliveries": 1, "accepted": event.published, "rejected": sum(event.rejected.values())}
+        self.add(self.deliveries, key(event.partner, day_of(finished)), offset, counts)
         last = self.deliveries.get(f"{META}last|{event.partner}")
         if last is None or finished >= float(last["finished"]):
             self.deliveries[f"{META}last|{event.partner}"] = {
@@ -251,7 +269,7 @@ class Monitor:
                 "outcome": event.outcome,
             }
 
-    def count_curated(self, value: bytes, partition: int) -> None:
+    def count_curated(self, value: bytes, partition: int, offset: int) -> None:
         try:
             schema_id, payload = unframe(value)
             reader = self._readers.get(schema_id)
@@ -264,12 +282,11 @@ class Monitor:
             self.undecodable += 1
             log.warning("curated: a record could not be read (%s); skipped", type(exc).__name__)
             return
-        self.period_events[key(partner, period, event_type, partition)] += 1
+        self.add(self.period_events, key(partner, period, event_type, partition), offset, {"n": 1})
 
-    def count_dead_letter(self, partner: str, timestamp_s: float, partition: int) -> None:
+    def count_dead_letter(self, partner: str, timestamp_s: float, partition: int, offset: int) -> None:
         table = self.dlq[partner]
-        hour = key(hour_of(timestamp_s), partition)
-        table[hour] = int(table.get(hour) or 0) + 1
+        self.add(table, key(hour_of(timestamp_s), partition), offset, {"n": 1})
         oldest = table.get(key("oldest", partition))
         if oldest is None or timestamp_s < float(oldest):
             table[key("oldest", partition)] = timestamp_s
@@ -282,13 +299,13 @@ class Monitor:
         for k, v in self.period_events.items():
             if not k.startswith(META):
                 bucket = k.rsplit(SEP, 1)[0]
-                contents.period_events[bucket] = contents.period_events.get(bucket, 0) + int(v)
+                contents.period_events[bucket] = contents.period_events.get(bucket, 0) + int(v["n"])
         last = f"{META}last{SEP}"
         for k, v in self.deliveries.items():
             if k.startswith(last):
                 contents.last_delivery[k.removeprefix(last)] = dict(v)
             elif not k.startswith(META):
-                contents.deliveries[k] = dict(v)
+                contents.deliveries[k] = {name: int(n) for name, n in v.items() if name != "next"}
         for partner, table in self.dlq.items():
             found: dict[str, float] = {}
             for k, v in table.items():
@@ -298,7 +315,7 @@ class Monitor:
                 if bucket == "oldest":
                     found[bucket] = min(float(v), found.get(bucket, float(v)))
                 else:
-                    found[bucket] = found.get(bucket, 0.0) + float(v)
+                    found[bucket] = found.get(bucket, 0.0) + float(v["n"])
             contents.dlq[partner] = found
         return contents
 
