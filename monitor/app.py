@@ -5,26 +5,33 @@ partner, record type and event time are used, and nothing of a record reaches th
 catalogue partner's ``dlq.<partner>``. Tables (faust's in-memory store, each backed by a compacted
 changelog topic ``<prefix><app_id>-<table>-changelog`` and recovered from it at start):
 
-* ``period-events``: ``partner|period|event_type`` -> events, the period taken from the event's own
+* ``period-events``: ``partner|period|event_type|partition`` -> events, the period taken from the event's own
   ``event_time`` (CBS month of its Amsterdam date), so a late delivery counts in the month it happened;
 * ``deliveries``: ``partner|day`` -> deliveries, accepted and rejected rows (the receipt's ``finished``
-  time, Amsterdam day); ``last-delivery``: partner -> the latest receipt by finish time;
-* ``dlq-<partner>``: ``<UTC hour>`` -> dead letters (the record's timestamp: when it was dead-lettered),
-  and ``oldest``.
+  time, Amsterdam day), and ``@last|partner`` -> the latest receipt by finish time;
+* ``dlq-<partner>``: ``<UTC hour>|partition`` -> dead letters (the record's timestamp: when it was
+  dead-lettered), and ``oldest|partition``.
+
+Keys carry the source partition (the views sum over them): faust writes a table update to the
+changelog partition of the record that caused it, so a key updated from two source partitions would
+have two latest values in two changelog partitions, and recovery would keep whichever came last.
 
 Every table changelog has as many partitions as the topic that feeds it: faust writes a table update
 to the partition of the event that caused it, and recovers a table partition with its source
 partition. A refresh timer copies the tables into the views (:mod:`monitor.views`), which the HTTP
 thread serves; so the metrics and views are at most ``refresh_s`` old.
 
-Guarantee: at least once. Offsets are committed after the table updates they cover are in the
-changelog; a crash between the two counts the uncommitted records again on restart (a few seconds'
-worth at most; ``broker_commit_interval``). A monitor's figures tolerate that; the curated and DLQ
-topics themselves are exact.
+Each record is counted once, although faust delivers at least once: every count's value also holds
+``next``, the offset after the last record it includes, in the same changelog record. After a crash
+the consumer resumes from its last committed offset, which can be behind what the recovered tables
+already hold; a record below its key's ``next`` is skipped instead of counted again. (Each record
+updates one count key, and keys carry the source partition, so per-key offsets are exact.)
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -41,13 +48,15 @@ from ketenstroom.contract.wire import unframe
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import KafkaSettings, MonitorSettings
 from monitor.figures import SpikeRule, day_of, hour_of, period_of
-from monitor.views import MonitorCollector, TableContents, build_views, key
+from monitor.views import SEP, MonitorCollector, TableContents, build_views, key
 
 log = logging.getLogger("ketenstroom.monitor")
 
-#: tables fed by ops.deliveries (one partition)
-DELIVERY_TABLES = ("deliveries", "last-delivery")
+#: the table fed by ops.deliveries (one partition), and by curated
+DELIVERY_TABLE = "deliveries"
 PERIOD_TABLE = "period-events"
+#: keys of a table that are not counts: the latest receipt per partner (``@last|<partner>``)
+META = "@"
 
 
 def app_id(settings: MonitorSettings, topics: Topics) -> str:
@@ -64,7 +73,7 @@ def changelog_topics(
 ) -> dict[str, int]:
     """Every changelog topic the monitor uses, with its partitions (for ``ketenstroom topics``)."""
     prefix = app_id(settings, topics)
-    found = {f"{prefix}-{t}-changelog": 1 for t in DELIVERY_TABLES}
+    found = {f"{prefix}-{DELIVERY_TABLE}-changelog": 1}
     found[f"{prefix}-{PERIOD_TABLE}-changelog"] = curated_partitions
     for partner, n in dlq_partitions.items():
         found[f"{prefix}-{dlq_table(partner)}-changelog"] = n
@@ -98,6 +107,55 @@ class Sources:
     curated_partitions: int
     dlq_partitions: Mapping[str, int]
     grace_days: float
+
+
+def _drain_fully(buffer: Any, deadline_s: float = 120.0) -> None:
+    """Make the producer buffer's ``flush`` return only once every buffered changelog update has been
+    handed to the Kafka client, in order.
+
+    faust-streaming 0.15's ``ProducerBuffer.flush_atmost`` returns as soon as no message went out for
+    0.1 s, and its sending task ends once the worker stops; faust commits source offsets right after
+    ``producer.flush()`` (which then waits for the client's acknowledgements). On a loaded machine that
+    committed offsets whose table updates were still in the buffer, and a crash or even a clean stop
+    lost them (seen: counts one short after a restart). This flush waits for the sending task to empty
+    the buffer and finish the message it holds; once that task has stopped, it sends the rest itself.
+    """
+    send = buffer._send_pending
+    in_flight = 0
+    idle = asyncio.Event()
+    idle.set()
+
+    async def tracked(message: Any) -> None:
+        nonlocal in_flight
+        in_flight += 1
+        idle.clear()
+        try:
+            await send(message)
+        finally:
+            in_flight -= 1
+            if in_flight == 0:
+                idle.set()
+
+    async def flush() -> None:
+        started = time.monotonic()
+        while True:
+            if time.monotonic() - started > deadline_s:
+                raise RuntimeError(f"{buffer.size} changelog updates not sent within {deadline_s:.0f} s")
+            await idle.wait()  # the message the sending task holds goes out first
+            if not buffer.size:
+                await asyncio.sleep(0)
+                if not buffer.size and idle.is_set():
+                    return
+                continue
+            if buffer.should_stop:  # the sending task is gone: send the rest here, in order
+                await tracked(buffer.pending.get_nowait())
+                continue
+            buffer.message_sent.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(buffer.message_sent.wait(), timeout=0.5)
+
+    buffer._send_pending = tracked  # before the sending task starts: it looks the method up then
+    buffer.flush = flush
 
 
 class Monitor:
@@ -134,6 +192,7 @@ class Monitor:
             key_serializer="raw",
             value_serializer="raw",
         )
+        _drain_fully(app.producer.buffer)
         state = dict(changelog_config)
 
         def table(name: str, partitions: int, default: Callable[[], Any] | None) -> Any:
@@ -144,9 +203,8 @@ class Monitor:
                 extra_topic_configs=state,
             )
 
-        self.period_events = table(PERIOD_TABLE, sources.curated_partitions, int)
-        self.deliveries = table("deliveries", 1, None)
-        self.last_delivery = table("last-delivery", 1, None)
+        self.period_events = table(PERIOD_TABLE, sources.curated_partitions, None)
+        self.deliveries = table(DELIVERY_TABLE, 1, None)
         self.dlq = {p: table(dlq_table(p), n, None) for p, n in sources.dlq_partitions.items()}
 
         deliveries_topic = app.topic(topics.deliveries, key_type=bytes, value_type=bytes)
@@ -154,13 +212,13 @@ class Monitor:
 
         @app.agent(deliveries_topic, name="deliveries")
         async def on_deliveries(stream: Any) -> None:
-            async for value in stream:
-                self.count_delivery(value)
+            async for event in stream.events():
+                self.count_delivery(event.value, event.message.offset)
 
         @app.agent(curated_topic, name="curated")
         async def on_curated(stream: Any) -> None:
-            async for value in stream:
-                self.count_curated(value)
+            async for event in stream.events():
+                self.count_curated(event.value, event.message.partition, event.message.offset)
 
         for partner in sources.dlq_partitions:
             dlq_topic = app.topic(topics.dlq(partner), key_type=bytes, value_type=bytes)
@@ -168,7 +226,8 @@ class Monitor:
             def make(partner: str) -> Callable[[Any], Any]:
                 async def on_dlq(stream: Any) -> None:
                     async for event in stream.events():
-                        self.count_dead_letter(partner, event.message.timestamp)
+                        message = event.message
+                        self.count_dead_letter(partner, message.timestamp, message.partition, message.offset)
 
                 return on_dlq
 
@@ -181,7 +240,18 @@ class Monitor:
 
     # -- table updates (called by the agents, in the event loop) --
 
-    def count_delivery(self, value: bytes) -> None:
+    @staticmethod
+    def add(table: Any, k: str, offset: int, counts: Mapping[str, int]) -> None:
+        """Add ``counts`` to key ``k`` for the record at ``offset``, once: the value keeps ``next``, the
+        offset after the last record it holds, in the same changelog record as the counts. A record
+        delivered again after a crash (processed, not yet committed) is below it and is skipped."""
+        found = table.get(k)
+        if found is not None and offset < int(found["next"]):
+            return
+        added = {name: int((found or {}).get(name, 0)) + n for name, n in counts.items()}
+        table[k] = {**added, "next": offset + 1}
+
+    def count_delivery(self, value: bytes, offset: int) -> None:
         try:
             event = DeliveryEvent.decode(value)
         except ValueError:
@@ -189,21 +259,17 @@ class Monitor:
             log.warning("ops.deliveries: a record is not a delivery receipt; skipped")
             return
         finished = event.finished.timestamp()
-        k = key(event.partner, day_of(finished))
-        day = dict(self.deliveries.get(k) or {"deliveries": 0, "accepted": 0, "rejected": 0})
-        day["deliveries"] += 1
-        day["accepted"] += event.published
-        day["rejected"] += sum(event.rejected.values())
-        self.deliveries[k] = day
-        last = self.last_delivery.get(event.partner)
+        counts = {"deliveries": 1, "accepted": event.published, "rejected": sum(event.rejected.values())}
+        self.add(self.deliveries, key(event.partner, day_of(finished)), offset, counts)
+        last = self.deliveries.get(f"{META}last|{event.partner}")
         if last is None or finished >= float(last["finished"]):
-            self.last_delivery[event.partner] = {
+            self.deliveries[f"{META}last|{event.partner}"] = {
                 "finished": finished,
                 "delivery_id": event.delivery_id,
                 "outcome": event.outcome,
             }
 
-    def count_curated(self, value: bytes) -> None:
+    def count_curated(self, value: bytes, partition: int, offset: int) -> None:
         try:
             schema_id, payload = unframe(value)
             reader = self._readers.get(schema_id)
@@ -216,25 +282,42 @@ class Monitor:
             self.undecodable += 1
             log.warning("curated: a record could not be read (%s); skipped", type(exc).__name__)
             return
-        self.period_events[key(partner, period, event_type)] += 1
+        self.add(self.period_events, key(partner, period, event_type, partition), offset, {"n": 1})
 
-    def count_dead_letter(self, partner: str, timestamp_s: float) -> None:
+    def count_dead_letter(self, partner: str, timestamp_s: float, partition: int, offset: int) -> None:
         table = self.dlq[partner]
-        hour = str(hour_of(timestamp_s))
-        table[hour] = int(table.get(hour) or 0) + 1
-        oldest = table.get("oldest")
+        self.add(table, key(hour_of(timestamp_s), partition), offset, {"n": 1})
+        oldest = table.get(key("oldest", partition))
         if oldest is None or timestamp_s < float(oldest):
-            table["oldest"] = timestamp_s
+            table[key("oldest", partition)] = timestamp_s
 
     # -- views --
 
     def contents(self) -> TableContents:
-        return TableContents(
-            period_events={k: int(v) for k, v in self.period_events.items()},
-            deliveries={k: dict(v) for k, v in self.deliveries.items()},
-            last_delivery={k: dict(v) for k, v in self.last_delivery.items()},
-            dlq={p: {k: float(v) for k, v in t.items()} for p, t in self.dlq.items()},
-        )
+        """The tables summed over source partitions (each key holds one partition's count)."""
+        contents = TableContents()
+        for k, v in self.period_events.items():
+            if not k.startswith(META):
+                bucket = k.rsplit(SEP, 1)[0]
+                contents.period_events[bucket] = contents.period_events.get(bucket, 0) + int(v["n"])
+        last = f"{META}last{SEP}"
+        for k, v in self.deliveries.items():
+            if k.startswith(last):
+                contents.last_delivery[k.removeprefix(last)] = dict(v)
+            elif not k.startswith(META):
+                contents.deliveries[k] = {name: int(n) for name, n in v.items() if name != "next"}
+        for partner, table in self.dlq.items():
+            found: dict[str, float] = {}
+            for k, v in table.items():
+                if k.startswith(META):
+                    continue
+                bucket = k.rsplit(SEP, 1)[0]
+                if bucket == "oldest":
+                    found[bucket] = min(float(v), found.get(bucket, float(v)))
+                else:
+                    found[bucket] = found.get(bucket, 0.0) + float(v["n"])
+            contents.dlq[partner] = found
+        return contents
 
     def _recovered(self) -> bool:
         """faust's recovery is complete with partitions assigned (it also reports complete for the

@@ -146,3 +146,18 @@ def test_views_and_metrics_from_table_contents() -> None:
     assert samples[(m + "up", ())] == 1
     periods = {dict(labels).get("period") for name, labels in samples if "period" in dict(labels)}
     assert periods == {"2026MM09", "2026MM10", "2026MM11"}  # bounded: the three latest
+
+
+def test_a_record_delivered_again_is_counted_once() -> None:
+    from monitor.app import Monitor
+
+    table: dict[str, dict[str, int]] = {}
+    for offset in (0, 1, 2):
+        Monitor.add(table, "om|2026MM11|t|0", offset, {"n": 1})
+    # after a crash faust delivers offsets 1 and 2 again (processed, not committed), then 3
+    for offset in (1, 2, 3):
+        Monitor.add(table, "om|2026MM11|t|0", offset, {"n": 1})
+    assert table == {"om|2026MM11|t|0": {"n": 4, "next": 4}}
+    Monitor.add(table, "om|2026-11-29", 7, {"deliveries": 1, "accepted": 90, "rejected": 3})
+    Monitor.add(table, "om|2026-11-29", 7, {"deliveries": 1, "accepted": 90, "rejected": 3})
+    assert table["om|2026-11-29"] == {"deliveries": 1, "accepted": 90, "rejected": 3, "next": 8}
