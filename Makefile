@@ -51,7 +51,9 @@ promtool: ## Install Debian's prometheus (it ships promtool, which tests ops/pro
 monitoring-tools: promtool ## Install Debian's prometheus and prometheus-alertmanager (infra up --with-monitoring, the live monitoring test) when missing
 	@command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus-alertmanager; }
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus-alertmanager; \
+		$$SUDO systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true; }
+# (Debian's own alertmanager service would listen on 9093, Kafka's controller port: the stack runs its own)
 
 # Debian's headless Chromium and its driver for the dashboard's browser tests (Playwright's own browser
 # download cannot work offline); installed only when missing, as root through apt.
