@@ -198,18 +198,26 @@ def _wait(what: str, check: Callable[[], Any], procs: list[subprocess.Popen[str]
     raise AssertionError(f"gave up waiting for {what}; still: {last}")
 
 
-def _stop(procs: list[subprocess.Popen[str]]) -> list[str]:
+def _spawn(args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[str]:
+    """A component with its stderr in ``logs/<command>.log`` (a pipe nobody reads would block it)."""
+    logs.mkdir(exist_ok=True)
+    with (logs / f"{args[3]}.log").open("w") as log:
+        return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+
+
+def _stop(procs: list[subprocess.Popen[str]], logs: Path) -> list[str]:
     errors = []
     for proc in procs:
         proc.terminate()
     for proc in procs:
         try:
-            _out, err = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            _out, err = proc.communicate()
+            proc.wait()
         if proc.returncode not in (0, -15):
-            errors.append(f"{proc.args[3]} exited {proc.returncode}: {err[-1500:]}")
+            text = (logs / f"{proc.args[3]}.log").read_text()
+            errors.append(f"{proc.args[3]} exited {proc.returncode}: {text[-1500:]}")
     return errors
 
 
@@ -257,46 +265,20 @@ def test_prometheus_sees_the_chain_and_alertmanager_delivers_silence_and_dlq_ale
     )
     stack = Stack(dataclasses.replace(base, monitoring=monitoring))
     cli = [sys.executable, "-m", "cli"]
+    logs = tmp_path / "logs"
     procs: list[subprocess.Popen[str]] = []
     try:
         stack.up_monitoring()
         prom = Prometheus(monitoring.prometheus_port)
+        procs.append(_spawn([*cli, "process", "--app-id", f"{names.prefix}processor"], env, logs))
+        store = f"file://{tmp_path / 'store'}"
         procs.append(
-            subprocess.Popen(
-                [*cli, "process", "--app-id", f"{names.prefix}processor"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-        procs.append(
-            subprocess.Popen(
-                [
-                    *cli,
-                    "sink",
-                    "--storage",
-                    f"file://{tmp_path / 'store'}",
-                    "--group",
-                    f"{names.prefix}sink",
-                    *SINK_ARGS,
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
+            _spawn(
+                [*cli, "sink", "--storage", store, "--group", f"{names.prefix}sink", *SINK_ARGS], env, logs
             )
         )
         catalogue = _catalogue_with_short_schedule(tmp_path / "catalogue")
-        procs.append(
-            subprocess.Popen(
-                [*cli, "monitor"],
-                env={**env, "KETENSTROOM_CATALOGUE_DIR": str(catalogue)},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+        procs.append(_spawn([*cli, "monitor"], {**env, "KETENSTROOM_CATALOGUE_DIR": str(catalogue)}, logs))
         # the chain: every partner delivers once
         silent_from = 0.0  # before SILENT's delivery finished: its deadline is a minute after that
         for partner in PARTNERS:
@@ -389,7 +371,8 @@ def test_prometheus_sees_the_chain_and_alertmanager_delivers_silence_and_dlq_ale
         dead = prom.values(f'sum(ketenstroom_processor_dead_lettered_total{{partner="{BURST}"}})')
         assert list(dead.values()) and next(iter(dead.values())) >= BURST_SIZE
     finally:
-        errors = _stop(procs)
+        errors = _stop(procs, logs)
+        print(*errors, sep="\n")  # shown with a failure above, too
         stack.down_monitoring()
     assert not errors, errors
     print(f"monitoring live test: {time.monotonic() - started:.0f} s")
