@@ -189,6 +189,10 @@ class Monitor:
             topic_allow_declare=True,  # changelogs only: source topics are not internal, never created
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
+            # one worker: after a crash its successor waits for the dead member's session to expire
+            # before the group rebalances (faust's default: 60 s)
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=3.0,
             key_serializer="raw",
             value_serializer="raw",
         )
