@@ -128,7 +128,8 @@ def provision(stack: Stack) -> None:
     from ketenstroom.adapters.kafka import ensure_topics
     from ketenstroom.catalogue import catalogue_at
     from ketenstroom.contract import Topics
-    from ketenstroom.settings import CatalogueSettings
+    from ketenstroom.contract.deliveries import DELIVERIES_RETENTION_DAYS
+    from ketenstroom.settings import CatalogueSettings, TopicSettings
 
     env = stack.client_env("admin")
     kafka = KafkaSettings.model_validate(
@@ -142,6 +143,13 @@ def provision(stack: Stack) -> None:
         names = [topics.raw(partner.name), topics.dlq(partner.name)]
         ensure_topics(kafka, names, partitions=partner.topics.partitions)
     ensure_topics(kafka, [topics.curated], partitions=3)
+    # each delivery's receipt (publish writes it; `ketenstroom status` and the monitor read it)
+    ensure_topics(
+        kafka,
+        [topics.deliveries],
+        partitions=1,
+        config=TopicSettings().retention().raw(DELIVERIES_RETENTION_DAYS),
+    )
     report = apply(kafka, grants())
     console.print(f"[dim]ACLs: {len(report.created)} created, {len(report.present)} already present[/dim]")
 

@@ -392,25 +392,29 @@ def test_sigkill_and_restart_recover_the_same_tables_from_the_changelogs(
     )
     monitor.kill()
     monitor.start()
+    monitor.wait("every dead letter counted", Counted(monitor, pipeline.curated, pipeline.dead))
+    # then one more on every partition: each is read after all that came before it on its partition,
+    # redelivered ones included, so once these are in the count is final (faust may not commit offsets
+    # it processed around the rebalance after a crash: a later start reads them again, and skips them)
+    _dead_letters(services, pipeline, 0, per_partition=True)
     counted = Counted(monitor, pipeline.curated, pipeline.dead)
-    monitor.wait("every dead letter counted", counted)
-    monitor.wait("offsets committed", lambda: _caught_up(services, pipeline.names, monitor.group))
-    assert counted(), counted  # and not one more once everything is committed
+    monitor.wait("the last dead letter on every partition counted", counted)
     assert monitor.stop(signal.SIGTERM) == 0
 
 
-def _dead_letters(services: Services, pipeline: Pipeline, n: int) -> None:
-    """``n`` more dead letters for om (the module's pipeline keeps the count for the next test)."""
+def _dead_letters(services: Services, pipeline: Pipeline, n: int, *, per_partition: bool = False) -> None:
+    """``n`` more dead letters for om, or one on each partition (the module's pipeline keeps the count
+    for the next test)."""
     producer = Producer(services.kafka.librdkafka())
+    topic = pipeline.names.dlq("om")
+    partitions = [tp.partition for tp in all_partitions(services.kafka, topic)] if per_partition else []
+    headers: list[tuple[str, str | bytes | None]] = [("ketenstroom.reason", b"schema")]
     for i in range(n):
-        producer.produce(
-            pipeline.names.dlq("om"),
-            key=f"late-{i}".encode(),
-            value=b"\x00broken",
-            headers=[("ketenstroom.reason", b"schema")],
-        )
+        producer.produce(topic, key=f"late-{i}".encode(), value=b"\x00broken", headers=headers)
+    for partition in partitions:
+        producer.produce(topic, key=b"last", value=b"\x00broken", headers=headers, partition=partition)
     assert producer.flush(30) == 0
-    pipeline.dead += n
+    pipeline.dead += n + len(partitions)
 
 
 def test_sigterm_and_ctrl_c_stop_cleanly_and_a_restart_counts_exactly_once(
