@@ -9,8 +9,9 @@ same run:
 
 Then peak resident memory of ``ketenstroom sink`` (a child process, as operators run it, tables on)
 writing one period of ``--memory-events`` events (5 million by default), sealing it and deriving its
-tables. The last line is
-machine-readable: ``ratio_min=<x> ratio_write=<y> peak_rss_mib=<z>``.
+tables. "Ours" runs twice per round: serving ``/metrics`` (scraped every second) as deployed, and without
+the endpoint; both rates are printed. The last line is machine-readable:
+``ratio_min=<x> ratio_write=<y> peak_rss_mib=<z> ratio_metrics=<on/off>`` (ratios of ours with metrics on).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaError, Producer
@@ -35,6 +38,7 @@ from fastavro import parse_schema, schemaless_reader
 from bench.common import endpoints, fresh_topics, load_average
 from ketenstroom.adapters.kafka import end_offsets, ensure_topics
 from ketenstroom.adapters.objectstore import ObjectStore
+from ketenstroom.adapters.observability import ObservabilityServer
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics, load_schemas
 from ketenstroom.contract.codec import encode_framed
@@ -54,13 +58,16 @@ def _policy() -> SealPolicy:
 
 
 def run_ours(
-    kafka: KafkaSettings, registry: RegistrySettings, topics: Topics, out: Path
+    kafka: KafkaSettings, registry: RegistrySettings, topics: Topics, out: Path, *, metrics: bool = True
 ) -> tuple[float, float, int]:
-    """Seconds to consume, stage, seal (dedup, manifests) every period; then seconds for the tables."""
+    """Seconds to consume, stage, seal (dedup, manifests) every period; then seconds for the tables.
+
+    With ``metrics`` the sink serves ``/metrics`` (on a port the OS picks) and a scraper reads it every
+    second meanwhile, as Prometheus would; without, nothing is served (the counters are kept in-process
+    either way)."""
     store = ObjectStore(f"file://{out}")
     stop = end_offsets(kafka, [topics.curated])
-    start = time.perf_counter()
-    report = Sink(
+    sink = Sink(
         kafka=kafka,
         registry=registry,
         store=store,
@@ -68,7 +75,29 @@ def run_ours(
         topics=topics,
         sealer=Sealer(store, _policy()),
         tables=False,
-    ).run(stop_at=stop)
+    )
+    server = scraper = None
+    done = threading.Event()
+    if metrics:
+        server = ObservabilityServer(sink.metrics.registry, lambda: (sink.healthy, {})).start()
+        url = f"http://127.0.0.1:{server.port}/metrics"
+
+        def scrape() -> None:
+            with httpx.Client() as client:
+                while not done.wait(1.0):
+                    client.get(url).raise_for_status()
+
+        scraper = threading.Thread(target=scrape, daemon=True)
+        scraper.start()
+    start = time.perf_counter()
+    try:
+        report = sink.run(stop_at=stop)
+    finally:
+        done.set()
+        if scraper is not None:
+            scraper.join()
+        if server is not None:
+            server.stop()
     elapsed = time.perf_counter() - start
     assert report.sealed, "nothing was sealed"
     start = time.perf_counter()
@@ -331,15 +360,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         batches = decoded_batches(kafka, registry, topics, args.batch)
-        ours, tables, minimal, write = [], [], [], []
+        ours, tables, quiet, minimal, write = [], [], [], [], []
         for run in range(args.runs):
+            if run % 2:  # alternate which goes first: neither gets the warmer or quieter slot always
+                t_quiet, _t, _n = run_ours(kafka, registry, topics, root / f"quiet{run}", metrics=False)
             t, t_tables, records = run_ours(kafka, registry, topics, root / f"ours{run}")
+            if not run % 2:
+                t_quiet, _t, _n = run_ours(kafka, registry, topics, root / f"quiet{run}", metrics=False)
             ours.append(t)
             tables.append(t_tables)
+            quiet.append(t_quiet)
             minimal.append(run_minimal(kafka, registry, topics, root / f"min{run}", args.batch))
             write.append(run_write(batches, root / f"write{run}"))
             print(
                 f"run {run + 1}: sink {records / t:,.0f}/s (then tables {t_tables:.1f} s)  "
+                f"without metrics {records / t_quiet:,.0f}/s  "
                 f"minimal {published / minimal[-1]:,.0f}/s  write {published / write[-1]:,.0f}/s"
             )
         del batches
@@ -348,7 +383,9 @@ def main() -> None:
             published / min(minimal),
             published / min(write),
         )
+        quiet_rate = published / min(quiet)
         print(f"sink (decode+periods+stage+seal+dedup+manifests):      {ours_rate:,.0f} events/s")
+        print(f"  the same without serving /metrics:                     {quiet_rate:,.0f} events/s")
         with_tables = published / (min(ours) + min(tables))
         print(f"  and deriving the chain and person tables after sealing: {min(tables):.1f} s more")
         print(
@@ -364,7 +401,7 @@ def main() -> None:
         )
         print(load_average())
         ratios = f"ratio_min={ours_rate / min_rate:.2f} ratio_write={ours_rate / write_rate:.2f}"
-        print(f"{ratios} peak_rss_mib={peak:.0f}")
+        print(f"{ratios} peak_rss_mib={peak:.0f} ratio_metrics={ours_rate / quiet_rate:.2f}")
 
 
 if __name__ == "__main__":

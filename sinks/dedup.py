@@ -45,25 +45,22 @@ def id_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def keep_first(ids: np.ndarray, *order: np.ndarray) -> np.ndarray:
-    """``first_occurrences`` in little memory: sort only the ids' first 64 bits (8 bytes a row) to find
-    the rows that may repeat an id, and resolve just those exactly. Millions of distinct ids cost a
-    few tens of bytes a row instead of a full multi-key sort."""
+    """``first_occurrences`` in little memory: sort a copy of the ids' first 64 bits (8 bytes a row) to
+    find the values that repeat, and resolve just the rows holding them exactly. Millions of distinct
+    ids cost a few tens of bytes a row instead of a full multi-key sort; with no repeated value (the
+    common case) no index array is made at all."""
     n = len(ids)
     keep = np.ones(n, dtype=bool)
     if n < 2:
         return keep
     high = ids[:, 0]
-    ordered = np.argsort(high, kind="stable")
-    sorted_high = high[ordered]
+    sorted_high = np.sort(high)
     same = sorted_high[1:] == sorted_high[:-1]
-    del sorted_high
     if not same.any():
         return keep
-    maybe = np.zeros(n, dtype=bool)
-    maybe[1:] |= same
-    maybe[:-1] |= same
-    rows = ordered[maybe]
-    del ordered, maybe
+    repeated = np.unique(sorted_high[1:][same])
+    del sorted_high, same
+    rows = np.nonzero(np.isin(high, repeated))[0]  # in row order, as before: ties keep the earlier row
     keep[rows] = first_occurrences(ids[rows], *(key[rows] for key in order))
     return keep
 

@@ -86,9 +86,32 @@ def link_evidence(events: pa.Table) -> pa.Table:
     return _aggregate(pairs, count="event_time", first="event_time", mode="count")
 
 
-def merge_evidence(parts: Iterable[pa.Table]) -> pa.Table:
-    """Evidence tables combined: records summed, the earliest first time kept."""
-    tables = [t.cast(EVIDENCE_SCHEMA) for t in parts if t.num_rows]
+MERGE_ROWS = 500_000  # evidence rows gathered before they are folded into the running aggregate
+
+
+def merge_evidence(parts: Iterable[pa.Table], fold_rows: int = MERGE_ROWS) -> pa.Table:
+    """Evidence tables combined: records summed, the earliest first time kept.
+
+    Folded as they come (sums and minima are associative; the result is sorted), so memory holds the
+    distinct pairs plus ``fold_rows`` more, not every file's pairs at once: a period's files repeat a
+    person's pair in each file that has one of its events."""
+    merged: pa.Table | None = None
+    pending: list[pa.Table] = []
+    rows = 0
+    for part in parts:
+        if part.num_rows:
+            pending.append(part.cast(EVIDENCE_SCHEMA))
+            rows += part.num_rows
+        if rows >= fold_rows:
+            merged = _fold(merged, pending)
+            pending, rows = [], 0
+    if pending or merged is None:
+        merged = _fold(merged, pending)
+    return merged
+
+
+def _fold(merged: pa.Table | None, pending: list[pa.Table]) -> pa.Table:
+    tables = ([merged] if merged is not None else []) + pending
     if not tables:
         return EVIDENCE_SCHEMA.empty_table()
     return _aggregate(pa.concat_tables(tables), count="records", first="first_time", mode="sum")

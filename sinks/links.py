@@ -53,12 +53,17 @@ class LinkCache:
 
     files: dict[str, pa.Table] = field(default_factory=dict)
     persons: dict[tuple[tuple[str, int], ...], Identities] = field(default_factory=dict)
+    #: keep each file's evidence for the next revisions; without, it is folded into the running
+    #: aggregate and let go (``merge_evidence``), so one large revision never holds every file's pairs
+    keep_files: bool = True
 
 
 def _file_evidence(store: ObjectStore, entry: FileEntry, cache: LinkCache) -> pa.Table:
     found = cache.files.get(entry.sha256)
     if found is None:
-        found = cache.files[entry.sha256] = _read_evidence(store, entry.path)
+        found = _read_evidence(store, entry.path)
+        if cache.keep_files:
+            cache.files[entry.sha256] = found
     return found
 
 
@@ -101,7 +106,7 @@ def _resolve(store: ObjectStore, manifests: list[Manifest], cache: LinkCache) ->
 
 def link_inputs(store: ObjectStore, manifest: Manifest, cache: LinkCache | None = None) -> LinkInputs:
     """Persons for ``manifest``'s tables, and as its previous revision's tables resolved them."""
-    cache = LinkCache() if cache is None else cache
+    cache = LinkCache(keep_files=False) if cache is None else cache  # one revision: nothing to share
     snapshots = Snapshots(store)
     inputs = _inputs(snapshots, manifest.period, manifest, manifest.sealed_at)
     before = None

@@ -74,6 +74,7 @@ CONCEPT = SCHEMA.field("concepts").type.value_type
 
 
 SCHEMA_IDS_KEY = "ketenstroom.schema_ids"  # Parquet key-value metadata: registry ids of the writer schemas
+STATS_KEY = "ketenstroom.stats"  # Parquet key-value metadata: the file's counts (``sinks.stats``)
 
 
 # the same columns with plain strings: converting to those and dictionary-encoding after is faster
@@ -82,15 +83,29 @@ _PLAIN = pa.schema(
 )
 
 
+PLAIN = _PLAIN
+#: the ChainEvent's own columns (without what the sink adds), plain strings: what decoding yields
+EVENT_COLUMNS = pa.schema(
+    [f for f in _PLAIN if f.name not in ("period", "event_date", "kafka_partition", "kafka_offset")]
+)
+
+
 def to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     """Rows (missing keys are nulls) as a table of ``SCHEMA``, converted in C++ (no per-cell Python)."""
     return pa.Table.from_pylist(list(rows), schema=_PLAIN).cast(SCHEMA)
 
 
-def write_table(table: pa.Table, schema_ids: Iterable[int] = ()) -> bytes:
-    """One Parquet file (zstd), with the registry ids of the ChainEvent schemas its rows were read with."""
+def write_table(
+    table: pa.Table, schema_ids: Iterable[int] = (), metadata: dict[str, str] | None = None
+) -> bytes:
+    """One Parquet file (zstd), with the registry ids of the ChainEvent schemas its rows were read with
+    (and any other key-value ``metadata``, e.g. the file's statistics: ``sinks.stats``)."""
     ids = ",".join(str(i) for i in sorted(set(schema_ids)))
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), SCHEMA_IDS_KEY: ids})
+    ours = {k.encode(): v.encode() for k, v in {SCHEMA_IDS_KEY: ids, **(metadata or {})}.items()}
+    # a table read back from a data file carries that file's keys (as bytes): ours replace them, and
+    # its counts never pass on to a file of other rows (``sinks.stats.write_with_stats`` writes new ones)
+    inherited = {k: v for k, v in (table.schema.metadata or {}).items() if k != STATS_KEY.encode()}
+    table = table.replace_schema_metadata({**inherited, **ours})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()

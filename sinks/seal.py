@@ -58,8 +58,7 @@ from ketenstroom.contract.snapshots import (
 from ketenstroom.crashpoints import crash_point
 from ketenstroom.settings import SnapshotSettings
 from sinks.dedup import keep_first
-from sinks.parquet import write_table
-from sinks.stats import FileRead, Stats, read_file
+from sinks.stats import FileRead, Stats, read_file, write_with_stats
 
 log = logging.getLogger("ketenstroom.snapshot")
 
@@ -140,19 +139,18 @@ class Sealer:
         segments = [*earlier, *resumed, *staged]
         # keep each event id once: sealed rows first, then an interrupted attempt's, then the staged copy
         # at the lowest (partition, offset), so any chunking of the staged files keeps the same rows
-        rank = np.concatenate(
-            [
-                np.full(len(r.ids), k, np.int8)
-                for k, group in enumerate((earlier, resumed, staged))
-                for r in group
-            ]
-            or [np.empty(0, np.int8)]
-        )
-        ids = np.concatenate([r.ids for r in segments]) if segments else np.empty((0, 2), np.uint64)
-        positions = np.concatenate([r.positions for r in segments] or [np.empty(0, np.int64)])
         counts = [len(r.ids) for r in segments]
-        for r in segments:  # the concatenations hold them now
-            r.ids = r.positions = np.empty(0)
+        total = sum(counts)
+        rank = np.empty(total, np.int8)
+        ids = np.empty((total, 2), np.uint64)
+        positions = np.empty(total, np.int64)
+        at = 0
+        for k, group in enumerate((earlier, resumed, staged)):
+            for r in group:  # copied into the whole and let go file by file: never both in memory
+                end = at + len(r.ids)
+                rank[at:end], ids[at:end], positions[at:end] = k, r.ids, r.positions
+                r.ids = r.positions = np.empty(0)
+                at = end
         first = keep_first(ids, rank, positions)
         del ids, rank, positions
         pa.default_memory_pool().release_unused()
@@ -201,7 +199,7 @@ class Sealer:
             key = r.entry.path
             if keep.all():
                 # listed under staging/ by this very pattern, so it matches
-                partition, offset = (int(g) for g in STAGED.search(key).groups())  # type: ignore[union-attr]
+                partition, offset = (int(g) for g in STAGED.search(key).groups()[:2])  # type: ignore[union-attr]
                 target = data_name(period, revision, revision, partition, offset)
                 self.store.rename(key, target)
                 crash_point("seal.moved")
@@ -212,7 +210,7 @@ class Sealer:
                 table = pq.read_table(io.BytesIO(self.store.get(key))).filter(pa.array(keep))
                 partition, offset = table["kafka_partition"][0].as_py(), table["kafka_offset"][0].as_py()
                 target = data_name(period, revision, revision, partition, offset)
-                data = write_table(table, r.schema_ids)
+                data = write_with_stats(table, r.schema_ids)
                 self.store.put(target, data)
                 kept = read_file(target, data)
                 stats.merge(kept.stats)

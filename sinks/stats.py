@@ -1,8 +1,15 @@
-"""What sealing reads of a data file: its manifest entry, counts, event ids and Kafka positions."""
+"""What sealing reads of a data file: its manifest entry, counts, event ids and Kafka positions.
+
+The counts of a file are computed once, when it is written (``write_with_stats``), and kept in its
+Parquet footer (key ``ketenstroom.stats``): sealing then reads only the event id and Kafka position
+columns of each file, not the partner, event type, mapping and key columns, nor groups them again.
+Files written before the counts were kept are counted from their columns, as before.
+"""
 
 from __future__ import annotations
 
 import io
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,7 +21,9 @@ import pyarrow.parquet as pq
 
 from ketenstroom.contract.snapshots import FileEntry, sha256
 from sinks.dedup import id_array
-from sinks.parquet import SCHEMA_IDS_KEY
+from sinks.parquet import SCHEMA_IDS_KEY, STATS_KEY, write_table
+
+_DEDUP_COLUMNS = ["event_id", "kafka_partition", "kafka_offset"]
 
 _STATS_COLUMNS = [
     "event_id",
@@ -50,6 +59,33 @@ class Stats:
         self.schema_ids |= other.schema_ids
         self.mapping_versions |= other.mapping_versions
         self.key_ids |= other.key_ids
+
+    def to_json(self) -> str:
+        """The counts, deterministically (sorted keys): the same rows give the same footer bytes."""
+        return json.dumps(
+            {
+                "per_partner": dict(self.per_partner),
+                "per_type": {p: dict(c) for p, c in self.per_type.items()},
+                "offsets": {str(p): r for p, r in self.offsets.items()},
+                "mapping_versions": sorted(self.mapping_versions),
+                "key_ids": sorted(self.key_ids),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes, schema_ids: Iterable[int]) -> Stats:
+        raw = json.loads(text)
+        stats = cls()
+        stats.per_partner.update(raw["per_partner"])
+        for partner, counts in raw["per_type"].items():
+            stats.per_type[partner].update(counts)
+        stats.offsets = {int(p): [int(v) for v in r] for p, r in raw["offsets"].items()}
+        stats.schema_ids = set(schema_ids)
+        stats.mapping_versions = set(raw["mapping_versions"])
+        stats.key_ids = set(raw["key_ids"])
+        return stats
 
     def add(self, table: pa.Table, schema_ids: Iterable[int]) -> None:
         self.schema_ids.update(schema_ids)
@@ -93,12 +129,25 @@ class FileRead:
     positions: np.ndarray  # partition << 40 | offset: one sortable Kafka position a row
 
 
+def write_with_stats(table: pa.Table, schema_ids: Iterable[int]) -> bytes:
+    """``write_table`` with the file's counts in its footer (read back by ``read_file``)."""
+    stats = Stats()
+    ids = sorted(set(schema_ids))
+    stats.add(table, ids)
+    return write_table(table, ids, {STATS_KEY: stats.to_json()})
+
+
 def read_file(path: str, data: bytes) -> FileRead:
     parquet = pq.ParquetFile(io.BytesIO(data))
-    table = parquet.read(columns=_STATS_COLUMNS)
-    stats = Stats()
     schema_ids = _schema_ids(parquet.metadata)
-    stats.add(table, schema_ids)
+    kept = (parquet.metadata.metadata or {}).get(STATS_KEY.encode())
+    if kept is not None:
+        table = parquet.read(columns=_DEDUP_COLUMNS)
+        stats = Stats.from_json(kept, schema_ids)
+    else:  # written before the counts were kept in the footer
+        table = parquet.read(columns=_STATS_COLUMNS)
+        stats = Stats()
+        stats.add(table, schema_ids)
     entry = FileEntry(path=path, sha256=sha256(data), rows=table.num_rows, bytes=len(data))
     positions = (table["kafka_partition"].to_numpy().astype(np.int64) << 40) | table[
         "kafka_offset"

@@ -3,7 +3,8 @@
 The sink writes these objects; releases, extracts, the site and the CLI read them. Pure: no I/O.
 Layout below the store's root (deterministic names; a retry overwrites, it never adds)::
 
-    staging/<period>/part-p<PPP>-o<OFFSET>.parquet     the sink's incremental files; not for readers
+    staging/<period>/part-p<PPP>-o<OFFSET>-<DIGEST>.parquet
+                                                       the sink's incremental files; not for readers
     snapshots/<period>/r<N>/data/r<K>-p<PPP>-o<OFFSET>.parquet
                                                        revision N's rows (K: the revision that added them)
     snapshots/<period>/r<N>/manifest.json              written last, create-only: the revision exists
@@ -29,13 +30,31 @@ from pydantic import BaseModel, ConfigDict
 
 MANIFEST_FORMAT = "ketenstroom.snapshot-manifest/1"
 Status = Literal["provisional", "revised", "final"]
-STAGED = re.compile(r"/part-p(\d{3})-o(\d{20})\.parquet$")
+#: a staged file's first row (partition, offset) and, since the handover fix, a digest of all its rows'
+#: positions (older staging areas have names without it, and are read as before)
+STAGED = re.compile(r"/part-p(\d{3})-o(\d{20})(?:-[0-9a-f]{16})?\.parquet$")
 DATA = re.compile(r"/r(\d+)-p\d{3}-o\d{20}\.parquet$")
 REVISION_DIR = re.compile(r"r\d+")
 
 
-def staging_name(period: str, partition: int, first_offset: int) -> str:
-    return f"staging/{period}/part-p{partition:03d}-o{first_offset:020d}.parquet"
+def staging_name(period: str, partition: int, first_offset: int, rows_digest: str = "") -> str:
+    """Where the sink stages a file whose first row is ``partition``/``first_offset``.
+
+    ``rows_digest`` (16 hex digits of a hash over every row's partition and offset) keeps two files with
+    the same first row apart: after a partition handover two sink instances, or one instance before and
+    after, can stage *different* rows behind one first row, and a name from the first row alone let the
+    later file overwrite the earlier one's other rows (lost, their offsets already committed). The same
+    rows still get the same name, so a retry after a crash overwrites instead of adding."""
+    tag = f"-{rows_digest}" if rows_digest else ""
+    return f"staging/{period}/part-p{partition:03d}-o{first_offset:020d}{tag}.parquet"
+
+
+def rows_digest(partitions: bytes, offsets: bytes) -> str:
+    """The staging-name digest of a file's rows: their partitions' and offsets' bytes, in row order."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(partitions)
+    h.update(offsets)
+    return h.hexdigest()
 
 
 def revision_prefix(period: str, revision: int) -> str:

@@ -148,6 +148,27 @@ def test_evidence_holds_pairs_of_pseudonyms_only_and_merges_by_summing() -> None
     assert merged["records"].to_pylist() == [4]
 
 
+def test_evidence_folded_as_it_comes_equals_evidence_merged_at_once() -> None:
+    rng = np.random.default_rng(4)
+    parts = []
+    for n in range(12):  # files repeating pairs, each a different share of them
+        skn = rng.integers(0, 40, 30)
+        parts.append(
+            pa.table(
+                {
+                    "skn_pseudonym": [f"S{s}" for s in skn],
+                    "bsn_pseudonym": [f"B{(s * 7 + int(rng.integers(0, 2))) % 45}" for s in skn],
+                    "records": rng.integers(1, 5, 30),
+                    "first_time": pa.array(rng.integers(0, 10**9, 30) + n, pa.timestamp("ms", tz="UTC")),
+                }
+            )
+        )
+    at_once = merge_evidence(parts, fold_rows=10**9)
+    assert merge_evidence(iter(parts), fold_rows=50).equals(at_once)  # folded about every other file
+    assert at_once["records"].to_numpy().sum() == sum(p["records"].to_numpy().sum() for p in parts)
+    assert len(at_once) < sum(len(p) for p in parts)
+
+
 def test_components_follow_chains_of_links() -> None:
     # 0-5, 5-1, 1-6, 6-2 is one component; 3-7 another; 4 alone
     left, right = np.array([0, 1, 1, 2, 3]), np.array([5, 5, 6, 6, 7])
