@@ -28,6 +28,7 @@ def _processor(high: dict[tuple[str, int], int], position: dict[tuple[str, int],
     proc.stats.position.update(position)
     proc._last_ts = {}
     proc._lag_at = 0.0
+    proc._dedup = {}  # no dedup state: _update_lag also reports its size
     return proc
 
 
