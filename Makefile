@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install lock up down status demo test test-unit lint promtool secrets clean browser site bench-publish bench-process bench-sink bench-extract bench-release bench-soak bench-dedup
+.PHONY: help install lock up up-monitoring down status demo test test-unit lint promtool monitoring-tools secrets clean browser site bench-publish bench-process bench-sink bench-extract bench-release bench-soak bench-dedup
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +31,9 @@ lock: install ## Refresh requirements.lock from pyproject.toml (LOCK_ARGS=--upgr
 up: install ## Fetch (first time) and start Kafka, Apicurio Registry and s3proxy on loopback
 	$(KS) infra up
 
+up-monitoring: install monitoring-tools ## The stack plus Prometheus (127.0.0.1:9690) and Alertmanager (:9691) scraping every component and broker
+	$(KS) infra up --with-monitoring
+
 down: ## Stop the local stack (only what it started)
 	@if [ -x $(KS) ]; then $(KS) infra down; else echo "nothing installed, nothing to stop"; fi
 
@@ -45,6 +48,13 @@ promtool: ## Install Debian's prometheus (it ships promtool, which tests ops/pro
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
 
+monitoring-tools: promtool ## Install Debian's prometheus and prometheus-alertmanager (infra up --with-monitoring, the live monitoring test) when missing
+	@command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus-alertmanager; \
+		$$SUDO systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true; }
+# (Debian's own alertmanager service would listen on 9093, Kafka's controller port: the stack runs its own)
+
 # Debian's headless Chromium and its driver for the dashboard's browser tests (Playwright's own browser
 # download cannot work offline); installed only when missing, as root through apt.
 browser: ## Install Debian's chromium and chromium-driver when missing (browser tests)
@@ -54,7 +64,7 @@ browser: ## Install Debian's chromium and chromium-driver when missing (browser 
 site: install ## Build the dashboard from the releases into var/site and print how to open it
 	$(KS) site build --out var/site
 
-test: install browser promtool ## Unit, browser and integration tests against the real stack (started by the test fixtures)
+test: install browser monitoring-tools ## Unit, browser and integration tests against the real stack (started by the test fixtures)
 	$(KS) infra fetch
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -8,7 +8,20 @@ import sys
 
 import typer
 
-from cli import access, catalogue, extract, infra, pipeline, process, release, schemas, site, snapshot, status
+from cli import (
+    access,
+    catalogue,
+    extract,
+    infra,
+    monitor,
+    pipeline,
+    process,
+    release,
+    schemas,
+    site,
+    snapshot,
+    status,
+)
 
 app = typer.Typer(
     name="ketenstroom",
@@ -30,6 +43,7 @@ app.command()(release.serve)
 pipeline.register(app)
 process.register(app)
 status.register(app)
+monitor.register(app)
 
 
 def main() -> None:

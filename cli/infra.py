@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import subprocess
 
@@ -26,11 +27,25 @@ SECURE = typer.Option(
 )
 
 
-def _stack(nodes: int, secure: bool = False) -> Stack:
+MONITORING = typer.Option(
+    False,
+    "--with-monitoring",
+    help="Also Prometheus and Alertmanager (Debian's packages) on loopback "
+    "(KETENSTROOM_INFRA_PROMETHEUS_PORT, default 9690; _ALERTMANAGER_PORT, 9691), scraping the "
+    "processor, sink, monitor and every broker, "
+    "with ops/prometheus/rules.yml.",
+)
+
+
+def _stack(nodes: int, secure: bool = False, monitoring: bool = False) -> Stack:
     if nodes not in (1, 3):
         raise typer.BadParameter("--nodes must be 1 or 3")
     try:
-        return Stack(StackConfig.from_env(nodes=nodes, secure=secure))
+        config = StackConfig.from_env(nodes=nodes, secure=secure)
+        if monitoring:
+            enabled = dataclasses.replace(config.monitoring, enabled=True)
+            config = dataclasses.replace(config, monitoring=enabled)
+        return Stack(config)
     except InfraError as exc:
         raise _fail(exc) from exc
 
@@ -61,9 +76,9 @@ def show_status(stack: Stack) -> bool:
 
 
 @app.command()
-def up(nodes: int = NODES, secure: bool = SECURE) -> None:
+def up(nodes: int = NODES, secure: bool = SECURE, with_monitoring: bool = MONITORING) -> None:
     """Fetch what is missing, start what is not running, wait until healthy. A no-op when all run."""
-    stack = _stack(nodes, secure)
+    stack = _stack(nodes, secure, with_monitoring)
     try:
         stack.up(progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
         if secure:
@@ -71,6 +86,13 @@ def up(nodes: int = NODES, secure: bool = SECURE) -> None:
     except (InfraError, KetenstroomError) as exc:
         raise _fail(exc) from exc
     show_status(stack)
+    if with_monitoring:
+        mon = stack.config.monitoring
+        console.print(
+            f"Prometheus http://127.0.0.1:{mon.prometheus_port}/ (alerts: /alerts), "
+            f"Alertmanager http://127.0.0.1:{mon.alertmanager_port}/; "
+            "Grafana users import ops/grafana/ketenstroom.json"
+        )
 
 
 def ensure_scram_users(kafka: KafkaSettings, stack: Stack) -> list[str]:
@@ -106,7 +128,8 @@ def provision(stack: Stack) -> None:
     from ketenstroom.adapters.kafka import ensure_topics
     from ketenstroom.catalogue import catalogue_at
     from ketenstroom.contract import Topics
-    from ketenstroom.settings import CatalogueSettings
+    from ketenstroom.contract.deliveries import DELIVERIES_RETENTION_DAYS
+    from ketenstroom.settings import CatalogueSettings, TopicSettings
 
     env = stack.client_env("admin")
     kafka = KafkaSettings.model_validate(
@@ -120,6 +143,13 @@ def provision(stack: Stack) -> None:
         names = [topics.raw(partner.name), topics.dlq(partner.name)]
         ensure_topics(kafka, names, partitions=partner.topics.partitions)
     ensure_topics(kafka, [topics.curated], partitions=3)
+    # each delivery's receipt (publish writes it; `ketenstroom status` and the monitor read it)
+    ensure_topics(
+        kafka,
+        [topics.deliveries],
+        partitions=1,
+        config=TopicSettings().retention().raw(DELIVERIES_RETENTION_DAYS),
+    )
     report = apply(kafka, grants())
     console.print(f"[dim]ACLs: {len(report.created)} created, {len(report.present)} already present[/dim]")
 

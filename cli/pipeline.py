@@ -27,6 +27,7 @@ from ketenstroom.contract.retention import TopicSpec, drift
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import (
     KafkaSettings,
+    MonitorSettings,
     ProcessorSettings,
     RegistrySettings,
     S3Settings,
@@ -55,6 +56,7 @@ def _fail(exc: KetenstroomError, code: int = 2) -> typer.Exit:
 
 def topic_plan(partitions: int) -> list[TopicSpec]:
     """Every topic the pipeline needs, with its kind's declared configuration (contract/retention.py)."""
+    from monitor.app import changelog_topics
     from processors.dedup import changelog_topic
 
     catalogue, names, topic_settings = load(), _topics(), TopicSettings()
@@ -72,6 +74,14 @@ def topic_plan(partitions: int) -> list[TopicSpec]:
     # one partition: every delivery in the order they happened, read whole by `ketenstroom status`;
     # deleted by age like raw (no personal data in it: counts and digests)
     plan.append(TopicSpec(names.deliveries, "ops", 1, policy.raw(DELIVERIES_RETENTION_DAYS)))
+    # the delivery monitor's table changelogs (faust would create them itself, with its own defaults)
+    monitor_changelogs = changelog_topics(
+        MonitorSettings(),
+        names,
+        curated_partitions=partitions,
+        dlq_partitions={p.name: p.topics.partitions for p in catalogue.partners.values()},
+    )
+    plan += [TopicSpec(name, "state", n, policy.state()) for name, n in monitor_changelogs.items()]
     return plan
 
 

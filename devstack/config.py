@@ -24,6 +24,9 @@ S3PROXY_VERSION = "4.0.0"
 S3_BUCKET = "ketenstroom"
 S3_REGION = "us-east-1"
 
+#: The brokers' metrics port is the Kafka port plus this unless set (9092 -> 9404).
+KAFKA_METRICS_OFFSET = 312
+
 #: Name of the directory under ``<cache>/run`` holding state shared by both stacks (registry, s3proxy).
 SHARED_STACK = "shared"
 #: The secured stack listens on this offset from every configured port (e.g. 49092, 48080, 48085), so
@@ -57,6 +60,66 @@ def _path(environ: Mapping[str, str], name: str) -> Path | None:
     return Path(raw).expanduser() if raw else None
 
 
+def _monitor_target(environ: Mapping[str, str], component: str, default_port: int) -> str:
+    """``host:port`` where a component serves ``/metrics``: its own settings, else the documented port."""
+    host = environ.get(f"KETENSTROOM_{component}_METRICS_HOST") or "127.0.0.1"
+    raw = environ.get(f"KETENSTROOM_{component}_METRICS_PORT") or ""
+    port = int(raw) if raw.isdigit() and int(raw) > 0 else default_port
+    return f"{host}:{port}"
+
+
+#: The components Prometheus scrapes (job ``ketenstroom-<name>``) and their default metrics ports.
+COMPONENT_PORTS = {"processor": 9464, "sink": 9465, "monitor": 9466}
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """Prometheus and Alertmanager next to the stack (``infra up --with-monitoring``).
+
+    The shipped rules (``ops/prometheus/rules.yml``) and intervals are the defaults; a test points
+    ``rules_file`` at rules rendered with short ``for:`` durations and windows, and ``webhook_url`` at
+    a receiver of its own.
+    """
+
+    enabled: bool = False
+    prometheus_port: int = 9690
+    alertmanager_port: int = 9691
+    scrape_interval: str = "15s"
+    evaluation_interval: str = "30s"
+    #: None: the repository's ops/prometheus/rules.yml
+    rules_file: Path | None = None
+    #: Alertmanager sends every alert here (a webhook receiver); None: alerts are only shown in its UI.
+    webhook_url: str | None = None
+    #: Alertmanager's group_wait/group_interval (how soon a new alert, and a change, is sent).
+    group_wait: str = "30s"
+    group_interval: str = "5m"
+    #: job name (``ketenstroom-<component>``) -> ``host:port`` targets of the components
+    targets: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {f"ketenstroom-{n}": (f"127.0.0.1:{p}",) for n, p in COMPONENT_PORTS.items()}
+    )
+    #: None: ``<run>/<stack>/monitoring``
+    directory: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> MonitoringConfig:
+        """``KETENSTROOM_INFRA_PROMETHEUS_PORT``/``_ALERTMANAGER_PORT``/``_SCRAPE_INTERVAL``/
+        ``_ALERT_WEBHOOK_URL`` and each component's own ``KETENSTROOM_<C>_METRICS_PORT``/``_HOST``."""
+        rules = _path(environ, ENV_PREFIX + "PROMETHEUS_RULES")
+        return cls(
+            enabled=environ.get(ENV_PREFIX + "MONITORING", "") in ("1", "true"),
+            prometheus_port=_int(environ, "PROMETHEUS_PORT", 9690),
+            alertmanager_port=_int(environ, "ALERTMANAGER_PORT", 9691),
+            scrape_interval=environ.get(ENV_PREFIX + "SCRAPE_INTERVAL") or "15s",
+            evaluation_interval=environ.get(ENV_PREFIX + "EVALUATION_INTERVAL") or "30s",
+            rules_file=rules,
+            webhook_url=environ.get(ENV_PREFIX + "ALERT_WEBHOOK_URL") or None,
+            targets={
+                f"ketenstroom-{name}": (_monitor_target(environ, name.upper(), port),)
+                for name, port in COMPONENT_PORTS.items()
+            },
+        )
+
+
 @dataclass(frozen=True)
 class StackConfig:
     """Where and how the local stack runs.
@@ -78,6 +141,12 @@ class StackConfig:
     registry_port: int = 8080
     registry_management_port: int = 9000
     s3_port: int = 8085
+    #: Each broker's Prometheus JMX exporter agent (``/metrics``); node *i* of the cluster on
+    #: ``i*10000 + kafka_metrics_port``, like the other Kafka ports. ``None``: ``kafka_port + 312``
+    #: (9404 by default), so a second stack with its own Kafka port gets its own metrics port too.
+    kafka_metrics_port: int | None = None
+    #: ``infra up --with-monitoring``: also Prometheus and Alertmanager (Debian's packages) on loopback.
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     #: Java for Kafka and s3proxy (>= 17); ``None`` means detect.
     java_home: Path | None = None
     #: Java for Apicurio (>= 21); ``None`` means detect the newest >= 21.
@@ -114,6 +183,8 @@ class StackConfig:
             registry_port=_int(env, "REGISTRY_PORT", 8080),
             registry_management_port=_int(env, "REGISTRY_MANAGEMENT_PORT", 9000),
             s3_port=_int(env, "S3_PORT", 8085),
+            kafka_metrics_port=_int(env, "KAFKA_METRICS_PORT", 0) or None,
+            monitoring=MonitoringConfig.from_env(env),
             java_home=_path(env, ENV_PREFIX + "JAVA_HOME"),
             java21_home=_path(env, ENV_PREFIX + "JAVA21_HOME"),
             system_java_home=_path(env, "JAVA_HOME"),
@@ -163,6 +234,18 @@ class StackConfig:
     @property
     def s3_port_effective(self) -> int:
         return self.s3_port + self.port_offset
+
+    def kafka_metrics_port_of(self, node: int) -> int:
+        """Port of node ``node``'s JMX exporter (``/metrics``)."""
+        base = self.kafka_metrics_port or self.kafka_port + KAFKA_METRICS_OFFSET
+        if self.nodes == 1:
+            return base + self.port_offset
+        return node * 10000 + base
+
+    @property
+    def monitoring_dir(self) -> Path:
+        """Prometheus' and Alertmanager's state: ``<run>/<stack>/monitoring`` unless configured."""
+        return self.monitoring.directory or self.run_dir / "monitoring"
 
     def kafka_ports(self, node: int) -> tuple[int, int]:
         """(client, controller) port of Kafka node ``node`` (1-based)."""

@@ -1,4 +1,4 @@
-"""Download Kafka, Apicurio Registry and s3proxy from Maven Central with the Maven client.
+"""Download Kafka, Apicurio Registry, s3proxy and the JMX exporter agent from Maven Central with Maven.
 
 Maven is used (not ad-hoc HTTP) because it already knows the user's proxy and mirror settings
 (``~/.m2/settings.xml``) and resolves Kafka's classpath from the same place the project's other
@@ -24,6 +24,8 @@ from devstack.process import file_lock, tail
 from ketenstroom.errors import FetchError
 
 LOG4J_VERSION = "2.25.5"
+#: The Prometheus JMX exporter java agent every broker runs with (1.0.1 resolves on Central here).
+JMX_EXPORTER_VERSION = "1.0.1"
 MARKER = ".complete"
 FETCH_LOG = "fetch.log"
 _HINT = "Maven Central unreachable? check network/proxy, or set KETENSTROOM_CACHE_DIR to a pre-filled cache"
@@ -80,8 +82,21 @@ class Layout:
     def s3proxy_jar(self) -> Path:
         return self.s3proxy_dir / f"s3proxy-{S3PROXY_VERSION}-jar-with-dependencies.jar"
 
+    @property
+    def jmx_exporter_dir(self) -> Path:
+        return self.dist_dir / f"jmx-exporter-{JMX_EXPORTER_VERSION}"
+
+    @property
+    def jmx_exporter_jar(self) -> Path:
+        return self.jmx_exporter_dir / f"jmx_prometheus_javaagent-{JMX_EXPORTER_VERSION}.jar"
+
     def all_dirs(self) -> dict[str, Path]:
-        return {"kafka": self.kafka_dir, "apicurio": self.apicurio_dir, "s3proxy": self.s3proxy_dir}
+        return {
+            "kafka": self.kafka_dir,
+            "apicurio": self.apicurio_dir,
+            "s3proxy": self.s3proxy_dir,
+            "jmx-exporter": self.jmx_exporter_dir,
+        }
 
     def is_complete(self, name: str) -> bool:
         if name == "kafka" and not self.kafka_tools_jar.is_file():
@@ -185,10 +200,25 @@ def fetch_s3proxy(config: StackConfig, layout: Layout) -> None:
         raise FetchError(f"mvn succeeded but {layout.s3proxy_jar} is missing")
 
 
+def fetch_jmx_exporter(config: StackConfig, layout: Layout) -> None:
+    """Download the Prometheus JMX exporter java agent (about 3 MB): the brokers' ``/metrics``."""
+    _fresh(layout.jmx_exporter_dir)
+    artifact = f"io.prometheus.jmx:jmx_prometheus_javaagent:{JMX_EXPORTER_VERSION}"
+    _mvn(
+        config,
+        ["dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={layout.jmx_exporter_dir}"],
+        layout.jmx_exporter_dir,
+        f"the Prometheus JMX exporter {JMX_EXPORTER_VERSION}",
+    )
+    if not layout.jmx_exporter_jar.is_file():
+        raise FetchError(f"mvn succeeded but {layout.jmx_exporter_jar} is missing")
+
+
 _FETCHERS: dict[str, Callable[[StackConfig, Layout], None]] = {
     "kafka": fetch_kafka,
     "apicurio": fetch_apicurio,
     "s3proxy": fetch_s3proxy,
+    "jmx-exporter": fetch_jmx_exporter,
 }
 
 

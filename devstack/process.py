@@ -85,7 +85,10 @@ def owned_pid(pid_file: Path, service_dir: Path) -> int | None:
     pid = read_pid(pid_file)
     if pid is None or not is_alive(pid):
         return None
-    return pid if marker_arg(service_dir) in cmdline(pid) else None
+    args = cmdline(pid)
+    # a JVM carries our marker; Prometheus and Alertmanager (no -D) their config file in service_dir
+    ours = marker_arg(service_dir) in args or any(a.startswith(f"--config.file={service_dir}/") for a in args)
+    return pid if ours else None
 
 
 @contextlib.contextmanager

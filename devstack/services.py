@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 from confluent_kafka.admin import AdminClient
 
+from devstack import monitoring
 from devstack.config import S3_BUCKET, StackConfig
 from devstack.fetch import Layout, resource_text
 from devstack.process import marker_arg, tail
@@ -34,10 +35,10 @@ class Service:
     """One process of the stack, identified by the directory that holds its state."""
 
     name: str
-    kind: str  # "kafka" | "apicurio" | "s3proxy"
+    kind: str  # "kafka" | "apicurio" | "s3proxy" | "prometheus" | "alertmanager"
     directory: Path
     ports: tuple[int, ...]
-    min_java: int
+    min_java: int  # 0: not a JVM
     node: int = 0  # Kafka node id, 0 for the others
 
     @property
@@ -54,9 +55,26 @@ class Service:
 
 
 def kafka_services(config: StackConfig) -> list[Service]:
+    """Each node: client, controller and JMX exporter (metrics) port."""
     return [
-        Service(f"kafka-{i}", "kafka", config.run_dir / f"kafka-{i}", config.kafka_ports(i), 17, node=i)
+        Service(
+            f"kafka-{i}",
+            "kafka",
+            config.run_dir / f"kafka-{i}",
+            (*config.kafka_ports(i), config.kafka_metrics_port_of(i)),
+            17,
+            node=i,
+        )
         for i in range(1, config.nodes + 1)
+    ]
+
+
+def monitoring_services(config: StackConfig) -> list[Service]:
+    """Prometheus and Alertmanager of this stack (started only with --with-monitoring)."""
+    mon, base = config.monitoring, config.monitoring_dir
+    return [
+        Service("prometheus", "prometheus", base / "prometheus", (mon.prometheus_port,), 0),
+        Service("alertmanager", "alertmanager", base / "alertmanager", (mon.alertmanager_port,), 0),
     ]
 
 
@@ -243,6 +261,7 @@ def prepare_kafka(config: StackConfig, svc: Service) -> None:
     )
     (svc.directory / "log4j2.yaml").write_text(resource_text("log4j2.yaml"))
     (svc.directory / "tools-log4j2.yaml").write_text(resource_text("tools-log4j2.yaml"))
+    (svc.directory / "jmx-exporter.yaml").write_text(resource_text("jmx-exporter.yaml"))
 
 
 def format_kafka(config: StackConfig, svcs: list[Service], java: Path, layout: Layout) -> None:
@@ -282,8 +301,16 @@ def kafka_argv(config: StackConfig, svc: Service, java: Path, layout: Layout) ->
         "-Djava.awt.headless=true", marker_arg(svc.directory),
         f"-Dkafka.logs.dir={svc.directory / 'logs'}",
         f"-Dlog4j2.configurationFile={svc.directory / 'log4j2.yaml'}",
+        jmx_agent_arg(config, svc, layout),
         "-cp", f"{layout.kafka_lib}/*", "kafka.Kafka", str(svc.directory / "server.properties"),
     ]  # fmt: skip
+
+
+def jmx_agent_arg(config: StackConfig, svc: Service, layout: Layout) -> str:
+    """The Prometheus JMX exporter as a java agent: ``/metrics`` on loopback at the node's metrics
+    port, with the broker-health rules of ``jmx-exporter.yaml``."""
+    port = config.kafka_metrics_port_of(svc.node)
+    return f"-javaagent:{layout.jmx_exporter_jar}=127.0.0.1:{port}:{svc.directory / 'jmx-exporter.yaml'}"
 
 
 def kafka_health(config: StackConfig, svc: Service) -> tuple[bool, str]:
@@ -457,6 +484,8 @@ def health(config: StackConfig, svc: Service) -> tuple[bool, str]:
         return kafka_health(config, svc)
     if svc.kind == "apicurio":
         return apicurio_health(config)
+    if svc.kind in ("prometheus", "alertmanager"):
+        return monitoring.ready(svc.ports[0], HEALTH_TIMEOUT)
     return s3proxy_health(config)
 
 
@@ -469,5 +498,11 @@ def argv_for(config: StackConfig, svc: Service, java: Path, layout: Layout) -> l
     if svc.kind == "apicurio":
         prepare_apicurio(config, svc)
         return apicurio_argv(config, svc, java, layout)
+    if svc.kind == "prometheus":
+        monitoring.prepare(config, svc.directory, svc.kind)
+        return monitoring.prometheus_argv(config, svc.directory)
+    if svc.kind == "alertmanager":
+        monitoring.prepare(config, svc.directory, svc.kind)
+        return monitoring.alertmanager_argv(config, svc.directory)
     prepare_s3proxy(config, svc)
     return s3proxy_argv(config, svc, java, layout)

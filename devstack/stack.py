@@ -20,6 +20,7 @@ from pathlib import Path
 from devstack.config import ENV_PREFIX, Endpoints, ServiceStatus, StackConfig
 from devstack.fetch import Layout, fetch_all
 from devstack.java import find_java
+from devstack.monitoring import reload_config
 from devstack.process import (
     POLL_INTERVAL,
     child_exit_code,
@@ -42,6 +43,7 @@ from devstack.services import (
     format_kafka,
     health,
     kafka_services,
+    monitoring_services,
     registry_url,
     s3_credentials,
     secure_client_env,
@@ -65,8 +67,10 @@ class Stack:
     # -- public API ---------------------------------------------------------------------------------
 
     def services(self) -> list[Service]:
-        """Kafka nodes of this stack, then the shared registry and s3proxy."""
-        return kafka_services(self.config) + shared_services(self.config)
+        """Kafka nodes of this stack, then the shared registry and s3proxy (then Prometheus and
+        Alertmanager when the config enables monitoring)."""
+        monitoring = monitoring_services(self.config) if self.config.monitoring.enabled else []
+        return kafka_services(self.config) + shared_services(self.config) + monitoring
 
     def fetch(self, progress: Progress | None = None) -> dict[str, float]:
         """Download whatever is not in the cache yet; seconds per distribution fetched."""
@@ -107,20 +111,31 @@ class Stack:
         """
         say = progress or (lambda _msg: None)
         self.fetch(say)
+        self._up(self.services(), say)
+        return self.endpoints()
+
+    def up_monitoring(self, progress: Progress | None = None) -> list[ServiceStatus]:
+        """Start only this stack's Prometheus and Alertmanager (the config's ``monitoring``), next to
+        a stack someone else started; returns their status once both are ready."""
+        self._up(monitoring_services(self.config), progress or (lambda _msg: None))
+        return self.last_report
+
+    def _up(self, services: list[Service], say: Progress) -> None:
         with file_lock(self.config.cache_dir / "run" / ".lock"):
             running: dict[str, int] = {}
             to_start: list[Service] = []
-            for svc in self.services():
+            for svc in services:
                 pid = owned_pid(svc.pid_file, svc.directory)
                 if pid is None:
                     svc.pid_file.unlink(missing_ok=True)  # stale or foreign: not ours to keep
                     to_start.append(svc)
                 else:
                     running[svc.name] = pid
+                    if svc.kind in ("prometheus", "alertmanager"):  # pick up changed targets or rules
+                        reload_config(self.config, svc, say)
             self._check_ports(to_start)
             started = self._start(to_start, say)
-            self.last_report = self._wait_healthy(running, started, say)
-        return self.endpoints()
+            self.last_report = self._wait_healthy(services, running, started, say)
 
     def client_env(self, principal: str) -> dict[str, str]:
         """``KETENSTROOM_*`` variables for a component running as ``principal`` on the secured stack:
@@ -134,7 +149,10 @@ class Stack:
     def status(self) -> list[ServiceStatus]:
         """Every service of this stack as it is now (pid from the pid file, health asked live)."""
         result: list[ServiceStatus] = []
-        for svc in self.services():
+        shown = self.services()
+        if not self.config.monitoring.enabled:  # started by an earlier `up --with-monitoring`
+            shown += [s for s in monitoring_services(self.config) if owned_pid(s.pid_file, s.directory)]
+        for svc in shown:
             pid = owned_pid(svc.pid_file, svc.directory)
             seconds = self._startup_seconds(svc, pid)
             if pid is None:
@@ -154,9 +172,16 @@ class Stack:
         Only a pid whose command line carries our marker for that service directory is signalled.
         The shared registry/s3proxy stay up while the other stack's Kafka is still running.
         """
-        targets = kafka_services(self.config)
+        targets = monitoring_services(self.config) + kafka_services(self.config)
         if self.config.secure or not self._other_stack_running():
             targets += shared_services(self.config)
+        return self._stop(targets)
+
+    def down_monitoring(self) -> list[str]:
+        """Stop only this stack's Prometheus and Alertmanager (Kafka and the rest keep running)."""
+        return self._stop(monitoring_services(self.config))
+
+    def _stop(self, targets: list[Service]) -> list[str]:
         with file_lock(self.config.cache_dir / "run" / ".lock"):
             pids = {svc.name: owned_pid(svc.pid_file, svc.directory) for svc in targets}
             for pid in pids.values():  # signal all first, so a cluster shuts down together
@@ -243,7 +268,10 @@ class Stack:
 
     def _start(self, to_start: list[Service], say: Progress) -> dict[str, tuple[int, float]]:
         """Render configs, format new Kafka storage, spawn; returns name -> (pid, monotonic start)."""
-        argvs = {svc.name: argv_for(self.config, svc, self._java_for(svc), self.layout) for svc in to_start}
+        argvs = {
+            svc.name: argv_for(self.config, svc, self._java_for(svc) if svc.min_java else Path(), self.layout)
+            for svc in to_start
+        }
         kafka = [svc for svc in to_start if svc.kind == "kafka"]
         if kafka:
             format_kafka(self.config, kafka, self._java_for(kafka[0]), self.layout)
@@ -257,21 +285,25 @@ class Stack:
         return started
 
     def _wait_healthy(
-        self, running: dict[str, int], started: dict[str, tuple[int, float]], say: Progress
+        self,
+        services: list[Service],
+        running: dict[str, int],
+        started: dict[str, tuple[int, float]],
+        say: Progress,
     ) -> list[ServiceStatus]:
         """Wait for every service in parallel (one poller thread each, so a slow Kafka metadata
         request does not delay noticing that s3proxy is up); re-raise the first failure."""
         t0 = time.monotonic()
         abort = threading.Event()
         jobs: dict[str, Future[ServiceStatus | None]] = {}
-        with ThreadPoolExecutor(max_workers=len(self.services()), thread_name_prefix="infra-wait") as pool:
-            for svc in self.services():
+        with ThreadPoolExecutor(max_workers=len(services), thread_name_prefix="infra-wait") as pool:
+            for svc in services:
                 pid, since = started.get(svc.name, (running.get(svc.name, 0), t0))
                 jobs[svc.name] = pool.submit(
                     self._await, svc, pid, since, fresh=svc.name in started, abort=abort, say=say
                 )
             try:
-                results = [jobs[svc.name].result() for svc in self.services()]
+                results = [jobs[svc.name].result() for svc in services]
             except BaseException:
                 abort.set()
                 raise

@@ -3,7 +3,8 @@
 Layers (imports point downwards only; ``tests/unit/test_layers.py`` enforces it)::
 
     cli                                        leaf: nothing imports it
-    producers | processors | sinks | extracts | releases | dashboard  components: never import each other
+    producers | processors | sinks | extracts | releases | dashboard | monitor
+                                               components: never import each other
     ketenstroom.adapters                       thin I/O: Kafka, registry, object store, sealed snapshots
     ketenstroom.catalogue                      the chain catalogue (partners, steps, terminology) as data
     ketenstroom.settings, .calendar, .contract typed settings, Amsterdam dates and CBS periods, the

@@ -5,12 +5,15 @@ print exactly what ``apply`` would create (``ketenstroom.adapters.acls`` turns g
 Nothing is granted to ``*``: with ``allow.everyone.if.no.acl.found=false`` a principal that is not
 named here may do nothing but what the super users (``admin``, ``broker``) may.
 
-* partner ``p``: write ``raw.p``; read ``dlq.p`` with consumer groups ``partner.p.*``; nothing else;
+* partner ``p``: write ``raw.p`` and its delivery receipts to ``ops.deliveries``; read ``dlq.p`` with
+  consumer groups ``partner.p.*``; nothing else;
 * ``processor``: read every ``raw.*``; write ``curated.chain-events`` and every ``dlq.*`` (and create
   the dead-letter status topics ``dlq.<p>.status``); its own
   topics ``<app>*`` (dedup changelogs); groups ``<app>*``; transactional ids ``<app>-*``;
 * ``sink`` and ``release``: read ``curated.chain-events`` with their own groups;
-* ``monitor``: describe topics, groups and the cluster (offsets and lag), read nothing.
+* ``monitor``: describe topics, groups and the cluster (offsets and lag); the delivery monitor reads
+  ``ops.deliveries``, ``curated.chain-events`` and every ``dlq.*`` with its own group ``<app>*`` and
+  keeps its tables in its own changelogs ``<prefix><app>*`` (create, read, write); it writes nothing else.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Literal
 
 from ketenstroom.catalogue import Catalogue
 from ketenstroom.contract.topics import Topics
-from ketenstroom.settings import ProcessorSettings, SinkSettings
+from ketenstroom.settings import MonitorSettings, ProcessorSettings, SinkSettings
 
 #: The only super users of the secured cluster; everybody else gets exactly the grants below.
 SUPER_USERS: tuple[str, ...] = ("admin", "broker")
@@ -32,6 +35,7 @@ COMPONENTS: tuple[str, ...] = ("processor", "sink", "monitor", "release")
 PROCESSOR_APP_ID: str = ProcessorSettings.model_fields["app_id"].default
 SINK_GROUP: str = SinkSettings.model_fields["group_id"].default
 RELEASE_GROUP = "ketenstroom-release"
+MONITOR_APP_ID: str = MonitorSettings.model_fields["app_id"].default
 
 Resource = Literal["topic", "group", "transactional-id", "cluster"]
 Pattern = Literal["literal", "prefixed"]
@@ -63,17 +67,22 @@ def _grants(principal: str, resource: Resource, name: str, pattern: Pattern, *op
 
 
 def partner_grants(partner: str, topics: Topics) -> list[Grant]:
-    """Exactly what partner ``partner`` may do: deliver to its raw topic, read back its own DLQ."""
+    """Exactly what partner ``partner`` may do: deliver to its raw topic (and the delivery's receipt to
+    ``ops.deliveries``), read back its own DLQ."""
     return [
         *_grants(partner, "topic", topics.raw(partner), "literal", "WRITE", "DESCRIBE"),
+        *_grants(partner, "topic", topics.deliveries, "literal", "WRITE", "DESCRIBE"),
         *_grants(partner, "topic", topics.dlq(partner), "literal", "READ", "DESCRIBE"),
         *_grants(partner, "group", partner_group_prefix(partner), "prefixed", "READ", "DESCRIBE"),
     ]
 
 
-def component_grants(topics: Topics, *, processor_app_id: str = PROCESSOR_APP_ID) -> list[Grant]:
+def component_grants(
+    topics: Topics, *, processor_app_id: str = PROCESSOR_APP_ID, monitor_app_id: str = MONITOR_APP_ID
+) -> list[Grant]:
     """The processor, sink, release and monitor principals' grants (independent of the partners)."""
     raw_prefix, dlq_prefix = f"{topics.prefix}raw.", f"{topics.prefix}dlq."
+    monitor_state = f"{topics.prefix}{monitor_app_id}"  # faust: app id = group = changelog prefix
     return [
         *_grants("processor", "topic", raw_prefix, "prefixed", "READ", "DESCRIBE"),
         # CREATE: the processor creates each partner's compacted dlq.<p>.status beside dlq.<p>
@@ -98,6 +107,11 @@ def component_grants(topics: Topics, *, processor_app_id: str = PROCESSOR_APP_ID
         *_grants("monitor", "topic", "*", "literal", "DESCRIBE", "DESCRIBE_CONFIGS"),
         *_grants("monitor", "group", "*", "literal", "DESCRIBE"),
         *_grants("monitor", "cluster", "kafka-cluster", "literal", "DESCRIBE"),
+        *_grants("monitor", "topic", topics.deliveries, "literal", "READ"),
+        *_grants("monitor", "topic", topics.curated, "literal", "READ"),
+        *_grants("monitor", "topic", dlq_prefix, "prefixed", "READ"),
+        *_grants("monitor", "topic", monitor_state, "prefixed", "CREATE", "READ", "WRITE", "DESCRIBE"),
+        *_grants("monitor", "group", monitor_state, "prefixed", "READ", "DESCRIBE"),
     ]
 
 

@@ -422,3 +422,26 @@ class SinkSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     #: the address ``/metrics`` and ``/health`` bind to: loopback unless a scraper elsewhere needs it
     metrics_host: str = "127.0.0.1"
+
+
+class MonitorSettings(BaseSettings):
+    """How ``ketenstroom monitor`` (the delivery monitor, a faust app) runs."""
+
+    model_config = _config("KETENSTROOM_MONITOR_")
+
+    #: faust app id (consumer group, changelog topics ``<prefix><app_id>-<table>-changelog``); the
+    #: topic prefix goes in front, so environments sharing a cluster keep their own monitor state
+    app_id: str = "ketenstroom-monitor"
+    #: ``/metrics``, ``/health`` and the JSON views ``/views/*`` (0: any free port)
+    metrics_port: int = Field(default=9466, ge=0, le=65535)
+    #: the address they bind to: loopback unless a scraper elsewhere needs it
+    metrics_host: str = "127.0.0.1"
+    #: periods per partner that get metric labels (the latest ones with events; JSON views show all)
+    recent_periods: int = Field(default=3, ge=1, le=12)
+    #: a DLQ spike: at least ``dlq_spike_min_records`` dead letters in the last hour and more than
+    #: ``dlq_spike_factor`` times the mean of the ``dlq_trailing_hours`` hours before
+    dlq_spike_factor: float = Field(default=5.0, gt=0)
+    dlq_spike_min_records: int = Field(default=10, ge=1)
+    dlq_trailing_hours: int = Field(default=24, ge=1)
+    #: how often the views and metrics are recomputed from the tables
+    refresh_s: float = Field(default=1.0, gt=0)

@@ -40,6 +40,13 @@ class ProcessorMetrics:
             ["partner", "partition"],
             registry=r,
         )
+        self.lag_seconds = Gauge(
+            "ketenstroom_processor_consumer_lag_seconds",
+            "Now minus the Kafka timestamp of the newest record processed, on partitions behind "
+            "(0 when caught up): how old unprocessed raw records are, against the raw topic's retention",
+            ["partner"],
+            registry=r,
+        )
         self.last_event_time = Gauge(
             "ketenstroom_processor_last_event_time_seconds",
             "Event time of the newest curated event (unix seconds)",

@@ -104,6 +104,8 @@ class TransactionalProcessor:
         self.backoff = Backoff(
             max_s=settings.retry_backoff_max_s, log=log, on_retry=lambda _exc: self.metrics.retries.inc()
         )
+        #: Kafka timestamp (ms) of the newest record processed per partition, for lag in seconds
+        self._last_ts: dict[tuple[str, int], int] = {}
 
     # -- set-up -------------------------------------------------------------------------------------
     def _ensure_state_topics(self) -> None:
@@ -312,6 +314,8 @@ class TransactionalProcessor:
     def _update_lag(self) -> None:
         self._lag_at = time.monotonic()
         self._update_dedup_ids()
+        now = time.time()
+        behind: dict[str, float] = {}
         for tp in self.loop.assignment():
             # cached: the high watermark of the last fetch response. Asking the broker (cached=False)
             # is one blocking round trip per partition, ~0.25 s each under load: with 21 partitions
@@ -320,7 +324,13 @@ class TransactionalProcessor:
             if high < 0:
                 continue  # nothing fetched from this partition yet
             lag = max(0, high - self.stats.position.get((tp.topic, tp.partition), 0))
-            self.metrics.lag.labels(self.topics.partner_of(tp.topic), str(tp.partition)).set(lag)
+            partner = self.topics.partner_of(tp.topic)
+            self.metrics.lag.labels(partner, str(tp.partition)).set(lag)
+            newest = self._last_ts.get((tp.topic, tp.partition))
+            seconds = max(0.0, now - newest / 1000) if lag and newest else 0.0
+            behind[partner] = max(behind.get(partner, 0.0), seconds)
+        for partner, seconds in behind.items():
+            self.metrics.lag_seconds.labels(partner).set(seconds)
 
     def _next_offsets(self, records: list[RawRecord]) -> list[TopicPartition]:
         last: dict[tuple[str, int], int] = {}
@@ -346,6 +356,7 @@ class TransactionalProcessor:
         """Add a committed batch to the reconciliation and the metrics. Metrics are counted per partner
         per batch, so their label lookups and locks are paid once per batch, not once per record."""
         self.stats.add(self._partner_of, records, sent, dead, duplicates)
+        self._last_ts.update({(r.topic, r.partition): r.timestamp_ms for r in records if r.timestamp_ms})
         now = time.time()
         m, partner_of = self.metrics, self._partner_of
         for topic, n in Counter(r.topic for r in records).items():

@@ -1,9 +1,9 @@
 """Prometheus metrics and a health endpoint for long-running components, on one small HTTP server.
 
 ``GET /metrics`` is the Prometheus text format; ``GET /health`` answers 200 with a JSON body when the
-component says it is healthy, 503 otherwise. The server runs in a daemon thread and binds to loopback
-unless told otherwise. ``configure_logging`` makes the log one JSON object a line when stderr is not a
-terminal.
+component says it is healthy, 503 otherwise; a component may add JSON views on paths of its own. The
+server runs in a daemon thread and binds to loopback unless told otherwise. ``configure_logging``
+makes the log one JSON object a line when stderr is not a terminal.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -21,6 +21,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
+#: path -> a function returning a JSON-able document (the monitor's ``/views/*``)
+Views = Mapping[str, Callable[[], Any]]
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -30,9 +32,16 @@ class _QuietHandler(WSGIRequestHandler):
 
 class ObservabilityServer:
     def __init__(
-        self, registry: CollectorRegistry, health: HealthCheck, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        registry: CollectorRegistry,
+        health: HealthCheck,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        views: Views | None = None,
     ) -> None:
         metrics_app = make_wsgi_app(registry)
+        views = dict(views or {})
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             if environ.get("PATH_INFO") == "/health":
@@ -42,6 +51,10 @@ class ObservabilityServer:
                     "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
                 )
                 return [body]
+            view = views.get(environ.get("PATH_INFO", ""))
+            if view is not None:
+                start_response("200 OK", [("Content-Type", "application/json")])
+                return [json.dumps(view(), default=str).encode()]
             # prometheus_client's WSGI app is typed as returning Any
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
 

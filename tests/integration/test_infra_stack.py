@@ -15,6 +15,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack import Endpoints, Stack, StackConfig
 from devstack.process import is_alive
@@ -68,11 +69,22 @@ def create_replicated_topic(bootstrap: str) -> str:
     return topic
 
 
+def broker_metrics(port: int) -> dict[str, float]:
+    """A broker's JMX exporter /metrics: unlabelled kafka_* samples by name."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).raise_for_status().text
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("kafka_") and not s.labels
+    }
+
+
 def test_single_stack_up_is_healthy_idempotent_and_usable() -> None:
     stack = Stack(StackConfig.from_env(nodes=1))
     eps: Endpoints = stack.up(progress=print)
     status = stack.status()
-    assert {s.name for s in status} == {"kafka-1", "apicurio", "s3proxy"}
+    assert {s.name for s in status} - {"prometheus", "alertmanager"} == {"kafka-1", "apicurio", "s3proxy"}
     assert all(s.healthy and s.pid for s in status), status
     pids = {s.name: s.pid for s in status}
 
@@ -84,6 +96,12 @@ def test_single_stack_up_is_healthy_idempotent_and_usable() -> None:
     values = [f"v{i}".encode() for i in range(5)]
     produce(eps.kafka_bootstrap, topic, values, acks="all")
     assert consume(eps.kafka_bootstrap, topic, len(values)) == values
+
+    # the broker's JMX exporter on its loopback metrics port: one active controller, a leader for the topic
+    metrics = broker_metrics(stack.config.kafka_metrics_port_of(1))
+    assert metrics["kafka_controller_kafkacontroller_activecontrollercount"] == 1
+    assert metrics["kafka_server_replicamanager_leadercount"] >= 1
+    assert metrics["kafka_server_brokertopicmetrics_messagesin_total"] >= len(values)
 
     config = httpx.get(f"{eps.registry_url}/config", timeout=10).raise_for_status().json()
     assert config["compatibilityLevel"] == "BACKWARD_TRANSITIVE"
@@ -117,6 +135,12 @@ def test_three_node_cluster_replicates_and_stops() -> None:
         topic = create_replicated_topic(eps.kafka_bootstrap)
         produce(eps.kafka_bootstrap, topic, [b"a", b"b", b"c"], acks="all")
         assert sorted(consume(eps.kafka_bootstrap, topic, 3)) == [b"a", b"b", b"c"]
+        # every node's JMX exporter: one active controller among them, the new partitions replicated
+        scraped = [broker_metrics(stack.config.kafka_metrics_port_of(i)) for i in (1, 2, 3)]
+        assert sum(m["kafka_controller_kafkacontroller_activecontrollercount"] for m in scraped) == 1
+        assert all(m["kafka_server_replicamanager_underreplicatedpartitions"] == 0 for m in scraped)
+        assert sum(m["kafka_server_replicamanager_leadercount"] for m in scraped) >= 3
+        assert all(m["kafka_server_replicamanager_partitioncount"] >= 3 for m in scraped)
     finally:
         stopped = stack.down()
     assert {"kafka-1", "kafka-2", "kafka-3"} <= set(stopped)

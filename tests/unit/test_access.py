@@ -35,6 +35,8 @@ def test_every_catalogue_partner_has_exactly_its_own_topics(grants: list[Grant])
         assert _of(grants, partner) == {
             ("topic", f"raw.{partner}", "literal", "WRITE"),
             ("topic", f"raw.{partner}", "literal", "DESCRIBE"),
+            ("topic", "ops.deliveries", "literal", "WRITE"),  # the delivery's receipt
+            ("topic", "ops.deliveries", "literal", "DESCRIBE"),
             ("topic", f"dlq.{partner}", "literal", "READ"),
             ("topic", f"dlq.{partner}", "literal", "DESCRIBE"),
             ("group", f"partner.{partner}.", "prefixed", "READ"),
@@ -45,9 +47,20 @@ def test_every_catalogue_partner_has_exactly_its_own_topics(grants: list[Grant])
 def test_nobody_is_granted_everything_and_readers_never_write(grants: list[Grant]) -> None:
     assert {g.principal for g in grants} <= {*COMPONENTS, *catalogue_at(CatalogueSettings().dir).names}
     assert not {g for g in grants if g.principal in SUPER_USERS}  # super users need no ACLs
-    for reader in ("sink", "release", "monitor"):
+    for reader in ("sink", "release"):
         assert not [g for g in grants if g.principal == reader and g.operation in ("WRITE", "CREATE")]
-    assert not [g for g in grants if g.principal == "monitor" and g.operation == "READ"]
+    # the delivery monitor writes and creates only its own changelogs, and reads only what it watches
+    monitor = _of(grants, "monitor")
+    assert {(r, n, p) for r, n, p, op in monitor if op in ("WRITE", "CREATE")} == {
+        ("topic", "ketenstroom-monitor", "prefixed")
+    }
+    assert {(r, n, p) for r, n, p, op in monitor if op == "READ"} == {
+        ("topic", "ops.deliveries", "literal"),
+        ("topic", "curated.chain-events", "literal"),
+        ("topic", "dlq.", "prefixed"),
+        ("topic", "ketenstroom-monitor", "prefixed"),
+        ("group", "ketenstroom-monitor", "prefixed"),
+    }
     assert all(g.name != "*" for g in grants if g.principal != "monitor")
 
 
@@ -63,6 +76,8 @@ def test_a_topic_prefix_moves_every_topic_grant() -> None:
     prefixed = plan(catalogue_at(CatalogueSettings().dir), Topics("acc."))
     topics = {g.name for g in prefixed if g.resource == "topic"}
     assert "acc.raw.om" in topics and "acc.raw." in topics and "raw.om" not in topics
+    assert "acc.ops.deliveries" in topics and "acc.ketenstroom-monitor" in topics
+    assert "ops.deliveries" not in topics and "ketenstroom-monitor" not in topics
 
 
 def test_a_partner_may_not_take_a_components_name() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Runtime components: each may use the ground package, never another component.
-COMPONENTS = ("producers", "processors", "sinks", "extracts", "releases", "dashboard")
+COMPONENTS = ("producers", "processors", "sinks", "extracts", "releases", "dashboard", "monitor")
 #: Development tooling: the local-stack launcher and the synthetic data generator.
 TOOLING = ("devstack", "synthetic")
 TOPS = ("ketenstroom", "cli", *TOOLING, *COMPONENTS)
