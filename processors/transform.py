@@ -234,7 +234,13 @@ class Transformer:
             )
         meta = raw["metadata"]
         event_time: datetime = meta["event_time"]
-        local_day = local_date(event_time)
+        try:
+            local_day = local_date(event_time)
+        except (OverflowError, ValueError) as exc:  # e.g. 9999-12-31T23:00Z is already in year 10000 there
+            raise RecordError(
+                f"metadata.event_time {event_time.isoformat()} has no Amsterdam calendar date ({exc})",
+                reason="event-time-out-of-range",
+            ) from exc
         concepts: list[dict[str, str]] = []
         for name in plan.coded:
             coded = raw.get(name)
