@@ -84,7 +84,9 @@ class TransactionalProcessor:
         self.kafka, self.topics, self.partners, self.settings = kafka, topics, partners, settings
         self.transformer, self.app_id = transformer, settings.app_id
         self.metrics = metrics or ProcessorMetrics()
-        self.retention = TopicSettings().retention()  # state topics: compacted, as `topics` declares
+        declared = TopicSettings()
+        self.retention = declared.retention()  # state topics: compacted, as `topics` declares
+        self.replication_factor = declared.replication_factor or -1  # -1: the broker's default
         self.raw_topics = [topics.raw(p) for p in partners]
         self.loop = ConsumeLoop(
             kafka,
@@ -123,6 +125,7 @@ class TransactionalProcessor:
                 self.kafka,
                 [changelog_topic(self.app_id, raw), self.topics.dlq_status(partner)],
                 partitions=len(meta.partitions),
+                replication_factor=self.replication_factor,
                 config=self.retention.state(),
             )
 

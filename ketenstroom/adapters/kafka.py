@@ -300,6 +300,21 @@ def topic_configs(
     return out
 
 
+def topic_replicas(settings: KafkaSettings, names: Iterable[str], *, timeout: float = 30.0) -> dict[str, int]:
+    """The fewest replicas of any partition of each existing topic among ``names`` (absent: left out)."""
+    admin = AdminClient(settings.librdkafka())
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise DeliveryError(f"cannot list topics on {settings.bootstrap_servers}: {exc}") from exc
+    out: dict[str, int] = {}
+    for name in names:
+        meta = metadata.topics.get(name)
+        if meta is not None and meta.error is None and meta.partitions:
+            out[name] = min(len(p.replicas) for p in meta.partitions.values())
+    return out
+
+
 def end_offsets(
     settings: KafkaSettings, topics: Iterable[str], *, group_id: str | None = None, timeout: float = 10.0
 ) -> dict[tuple[str, int], int]:
