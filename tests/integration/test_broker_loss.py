@@ -21,7 +21,6 @@ about three minutes on a loaded 2-core machine, each wait with its own deadline.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -35,7 +34,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -44,27 +42,20 @@ from pydantic import SecretStr
 from devstack import Stack, StackConfig
 from devstack.process import is_alive, owned_pid
 from devstack.services import kafka_services
-from ketenstroom.adapters.kafka import all_partitions, ensure_topics, read_to_end
-from ketenstroom.adapters.objectstore import ObjectStore
-from ketenstroom.adapters.registry import Registry
-from ketenstroom.adapters.snapshots import Snapshots
+from ketenstroom.adapters.kafka import all_partitions, ensure_topics
 from ketenstroom.contract import Topics
-from ketenstroom.contract.codec import decode
-from ketenstroom.contract.wire import unframe
 from ketenstroom.settings import KafkaSettings, RegistrySettings, S3Settings
 from producers.publish import Publisher
 from synthetic import generate_chain
 from tests.conftest import Services
+from tests.integration.exactness import caught_up, count, event_ids, process_to_end, sink_to_end, wait_for
 
 pytestmark = pytest.mark.fault
 
 PARTNER = "om"
 KEY = "broker-loss-test-key-0123456789abcdef01"
 CHUNKS = 4  # deliveries: three with a partition leader killed mid-way, one with the controller killed
-AS_OF = "2027-06-01T00:00:00+00:00"  # every period is due for sealing
 DEADLINE_S = 180.0
-#: set per run by the sink or the processor, so they differ between any two runs of the same input
-RUN_COLUMNS = frozenset({"processed_time", "kafka_partition", "kafka_offset"})
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +107,7 @@ def _say(what: str) -> None:
 
 
 def _wait(what: str, condition: Callable[[], bool], deadline_s: float = DEADLINE_S) -> None:
-    deadline, start = time.monotonic() + deadline_s, time.monotonic()
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {deadline_s:.0f} s"
-    _say(f"{what} ({time.monotonic() - start:.1f} s)")
+    _say(f"{what} ({wait_for(what, condition, deadline_s):.1f} s)")
 
 
 def _chunks(tmp: Path) -> list[Path]:
@@ -163,58 +151,6 @@ def _topics(env: dict[str, str]) -> None:
     assert made.returncode == 0, made.stderr[-3000:]
     check = _cli(env, "topics", "--check")  # RF 3, min ISR 2, unclean election off: as declared
     assert check.returncode == 0 and "drift" not in check.stdout, check.stdout + check.stderr[-3000:]
-
-
-def _raw_ids(services: Services, names: Topics) -> list[str]:
-    ids = []
-    with Registry(services.registry) as registry:
-        raw = names.raw(PARTNER)
-        for msg in read_to_end(services.kafka, all_partitions(services.kafka, raw), group_id=f"{raw}.chk"):
-            schema_id, payload = unframe(msg.value())
-            ids.append(str(decode(registry.writer_schema(schema_id), payload)["metadata"]["event_id"]))
-    return ids
-
-
-def _curated_ids(services: Services, names: Topics) -> list[str]:
-    ids = []
-    with Registry(services.registry) as registry:
-        topic = names.curated
-        for msg in read_to_end(
-            services.kafka, all_partitions(services.kafka, topic), group_id=f"{topic}.chk"
-        ):
-            schema_id, payload = unframe(msg.value())
-            ids.append(str(decode(registry.writer_schema(schema_id), payload)["event_id"]))
-    return ids
-
-
-def _count(services: Services, topic: str) -> int:
-    partitions = all_partitions(services.kafka, topic)
-    return sum(1 for _ in read_to_end(services.kafka, partitions, group_id=f"{topic}.n"))
-
-
-def _sealed_rows(env: dict[str, str], store_dir: Path, group: str) -> dict[str, list[dict[str, object]]]:
-    """Run the sink over curated to the end; per period the rows of its sealed revision, by event id,
-    without the columns that say when and where this run read them."""
-    url = f"file://{store_dir}"
-    done = _cli(
-        env,
-        *("sink", "--until-caught-up", "--group", group, "--storage", url, "--as-of", AS_OF),
-        *("--grace-days", "14", "--final-after-days", "3650"),
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    store = ObjectStore(url)
-    snapshots, out = Snapshots(store), {}
-    for period in snapshots.periods():
-        manifest = snapshots.manifest(period)
-        assert manifest is not None, f"{period} staged but not sealed"
-        rows = []
-        for entry in manifest.files:
-            rows += pq.read_table(io.BytesIO(store.get(entry.path))).to_pylist()
-        out[period] = sorted(
-            ({k: v for k, v in r.items() if k not in RUN_COLUMNS} for r in rows),
-            key=lambda r: str(r["event_id"]),
-        )
-    return out
 
 
 def _metadata(services: Services) -> Any:
@@ -289,18 +225,6 @@ def _processor(env: dict[str, str], group: str, *args: str) -> subprocess.Popen[
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _caught_up(services: Services, names: Topics, group: str) -> bool:
-    raw = names.raw(PARTNER)
-    parts = all_partitions(services.kafka, raw)
-    consumer = Consumer(services.kafka.librdkafka(group_id=group, enable_auto_commit=False))
-    try:
-        committed = consumer.committed([TopicPartition(raw, tp.partition) for tp in parts], timeout=10)
-        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts]
-    finally:
-        consumer.close()
-    return all(tp.offset >= end for tp, end in zip(committed, ends, strict=True) if end > 0)
-
-
 def _reference(services: Services, tmp: Path, chunks: list[Path]) -> dict[str, Any]:
     """The same four deliveries through a healthy cluster (published in-process: the same Publisher
     the CLI runs, without four interpreter start-ups)."""
@@ -316,15 +240,14 @@ def _reference(services: Services, tmp: Path, chunks: list[Path]) -> dict[str, A
             assert receipt.not_delivered == 0 and receipt.failure is None, receipt.summary()
             published += receipt.published
     _say(f"reference: {published} records published")
-    done = _cli(env, "process", "-p", PARTNER, "--app-id", f"{names.prefix}proc", "--until-caught-up")
-    assert done.returncode == 0, done.stderr[-3000:]
+    process_to_end(env, names, PARTNER)
     _say("reference: processed")
     return {
         "published": published,
-        "raw": set(_raw_ids(services, names)),
-        "curated": set(_curated_ids(services, names)),
-        "dlq": _count(services, names.dlq(PARTNER)),
-        "rows": _sealed_rows(env, tmp / "ref-store", f"{names.prefix}sink"),
+        "raw": set(event_ids(services, names.raw(PARTNER), raw=True)),
+        "curated": set(event_ids(services, names.curated)),
+        "dlq": count(services, names.dlq(PARTNER)),
+        "rows": sink_to_end(env, f"file://{tmp / 'ref-store'}", f"{names.prefix}sink"),
     }
 
 
@@ -376,7 +299,7 @@ def test_broker_loss_under_load_loses_and_doubles_nothing(
                 again = _acknowledged(_publish(env, chunk, receipt_path), receipt_path)
                 assert again["not_delivered"] == 0, again
                 receipts.append(again)
-        _wait("the processor caught up", lambda: _caught_up(services, names, group))
+        _wait("the processor caught up", lambda: caught_up(services, [raw], group))
     finally:
         ends.close()
         worker.send_signal(signal.SIGTERM)
@@ -387,23 +310,23 @@ def test_broker_loss_under_load_loses_and_doubles_nothing(
 
     _say(f"processor stopped: {stats}")
     # every acknowledged record is in raw, once (idempotent producer: no retry doubled one)
-    raw_ids = Counter(_raw_ids(services, names))
+    raw_ids = Counter(event_ids(services, raw, raw=True))
     assert sum(raw_ids.values()) == sum(r["published"] for r in receipts)
     reruns = len(receipts) - CHUNKS
     assert reruns or max(raw_ids.values()) == 1, [k for k, v in raw_ids.items() if v > 1][:3]
     assert set(raw_ids) == reference["raw"]
 
     # every raw record exactly once in curated (read_committed) or the DLQ
-    curated = Counter(_curated_ids(services, names))
+    curated = Counter(event_ids(services, names.curated))
     assert max(curated.values()) == 1, [k for k, v in curated.items() if v > 1][:3]
     assert set(curated) == reference["curated"]
-    dlq = _count(services, names.dlq(PARTNER))
+    dlq = count(services, names.dlq(PARTNER))
     assert dlq == reference["dlq"]
     assert len(curated) + dlq + sum(stats["duplicates"].values()) == sum(raw_ids.values())
     assert stats["reconciles"]
 
     # the sealed snapshots equal the reference's row for row
-    rows = _sealed_rows(env, tmp_path / "loss-store", f"{names.prefix}sink")
+    rows = sink_to_end(env, f"file://{tmp_path / 'loss-store'}", f"{names.prefix}sink")
     _say("sealed")
     assert rows.keys() == reference["rows"].keys()
     for period, expected in reference["rows"].items():
