@@ -59,7 +59,10 @@ class RetentionPolicy:
         if self.min_insync_replicas is None:
             return {}
         # a replica that missed acknowledged writes must never become leader (Jepsen 2013's loss)
-        return {"min.insync.replicas": str(self.min_insync_replicas), "unclean.leader.election.enable": "false"}
+        return {
+            "min.insync.replicas": str(self.min_insync_replicas),
+            "unclean.leader.election.enable": "false",
+        }
 
     def raw(self, retention_days: float) -> dict[str, str]:
         return {"cleanup.policy": "delete", "retention.ms": days_ms(retention_days), **self._common()}
