@@ -42,8 +42,9 @@ from pydantic import SecretStr
 from devstack import Stack, StackConfig
 from devstack.process import is_alive, owned_pid
 from devstack.services import kafka_services
-from ketenstroom.adapters.kafka import all_partitions, ensure_topics
+from ketenstroom.adapters.kafka import all_partitions, ensure_topics, read_to_end
 from ketenstroom.contract import Topics
+from ketenstroom.contract.deliveries import DeliveryEvent
 from ketenstroom.settings import KafkaSettings, RegistrySettings, S3Settings
 from producers.publish import Publisher
 from synthetic import generate_chain
@@ -315,6 +316,13 @@ def test_broker_loss_under_load_loses_and_doubles_nothing(
     reruns = len(receipts) - CHUNKS
     assert reruns or max(raw_ids.values()) == 1, [k for k, v in raw_ids.items() if v > 1][:3]
     assert set(raw_ids) == reference["raw"]
+    # and ops.deliveries, written after each delivery's last acknowledgement, holds each receipt's counts
+    announced = {}
+    deliveries = all_partitions(services.kafka, names.deliveries)
+    for msg in read_to_end(services.kafka, deliveries, group_id=f"{names.deliveries}.chk"):
+        event = DeliveryEvent.decode(msg.value() or b"")
+        announced[event.delivery_id] = (event.published, event.not_delivered)
+    assert announced == {r["delivery_id"]: (r["published"], r["not_delivered"]) for r in receipts}
 
     # every raw record exactly once in curated (read_committed) or the DLQ
     curated = Counter(event_ids(services, names.curated))
