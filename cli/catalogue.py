@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ketenstroom.catalogue import Catalogue, Partner, catalogue_at
-from ketenstroom.catalogue.load import CODED, PARTNER_FILE, fillable
+from ketenstroom.catalogue.load import PARTNER_FILE, coded_paths, fillable
 from ketenstroom.contract import load_schemas
 from ketenstroom.errors import KetenstroomError
 from ketenstroom.settings import CatalogueSettings
@@ -179,7 +178,8 @@ def scaffold(name: str, display_name: str, code: str, root: Path) -> list[Path]:
                 decl.append(f"{key} = {_toml_string(path)}")
         if "suspect.skn" in paths:
             decl.append('identity = "suspect"')
-        coded = [p for p, _ in fields if _coded(schema.schema, p)]
+        coded_here = coded_paths(schema.schema)
+        coded = [p for p, _ in fields if p in coded_here]
         for key, wanted in (("required_codes", False), ("optional_codes", True)):
             names = [_toml_string(p) for p, optional in fields if p in coded and optional == wanted]
             if names:
@@ -215,19 +215,6 @@ def _plausibility(record: str, paths: Collection[str]) -> list[str]:
     if "suspect.birth_date" in paths:
         out += ["birth_before_event = true", "age_at_event = [12, 100]"]
     return out
-
-
-def _coded(schema: dict[str, Any], path: str) -> bool:
-    node: Any = schema
-    for name in path.split("."):
-        fields = node["fields"] if isinstance(node, dict) else []
-        typ = next(f["type"] for f in fields if f["name"] == name)
-        if isinstance(typ, list):
-            typ = next((t for t in typ if t != "null"), "null")
-        node = typ
-    return node == CODED or (
-        isinstance(node, dict) and f"{node.get('namespace')}.{node.get('name')}" == CODED
-    )
 
 
 @partners_app.command("add")

@@ -167,6 +167,11 @@ def fillable(schema: Any) -> list[tuple[str, bool]]:
     return out
 
 
+def coded_paths(schema: Any) -> frozenset[str]:
+    """Dotted paths of the coded values (partner code + system + version) of an expanded record schema."""
+    return frozenset(path for path, typ in _fields(schema).items() if _fullname(typ) == CODED)
+
+
 def _fullname(typ: Any) -> str:
     if isinstance(typ, str):
         return typ

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from devstack import StackConfig
@@ -22,7 +24,10 @@ def test_compose_names_every_local_service_and_ours() -> None:
     assert {"kafka", "apicurio", "s3proxy", "processor", "sink"} <= set(COMPOSE["services"])
 
 
-def test_ports_match_the_local_stack() -> None:
+def test_ports_match_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The defaults are what compose publishes; a helper's or CI's port overrides must not change that.
+    for name in [n for n in os.environ if n.startswith("KETENSTROOM_INFRA_")]:
+        monkeypatch.delenv(name)
     cfg = StackConfig.from_env(nodes=1)
     assert cfg.kafka_port in _host_ports("kafka")
     assert {cfg.registry_port, cfg.registry_management_port} <= _host_ports("apicurio")
