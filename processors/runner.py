@@ -202,7 +202,10 @@ class TransactionalProcessor:
         finally:
             self.healthy = False
             self.loop.close()
-            self.producer.flush(10)
+            # after a fatal producer error (fenced by a newer epoch once the transaction coordinator
+            # moved) flush raises that error again: it must not replace the one-line error above
+            with contextlib.suppress(KafkaException):
+                self.producer.flush(10)
         return self.stats
 
     def _records(self, batch: list[Message]) -> list[RawRecord]:
