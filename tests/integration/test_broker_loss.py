@@ -21,7 +21,7 @@ with unclean election loses data: stalling two followers here would also stall t
 voters, which share their processes). The processor runs throughout under a supervisor that restarts
 it when it exits with an error: after a transaction-coordinator failover librdkafka may declare its
 transactional producer fenced (fatal, "old epoch"), and the exactly-once checks then cover the restart.
-Bounded: five to six minutes on a 2-core machine at load 20, most of it the four restarts; every wait
+Bounded: three to six minutes on a 2-core machine at load 9 to 20, most of it the four restarts; every wait
 has its own deadline.
 """
 
