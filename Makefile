@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 KS := $(VENV)/bin/ketenstroom
 PYTEST_ARGS ?=
 
-.PHONY: help install lock up down status demo test test-unit lint promtool secrets clean browser site bench-publish bench-process bench-sink bench-extract bench-release
+.PHONY: help install lock up down status demo test test-unit lint promtool secrets clean browser site bench-publish bench-process bench-sink bench-extract bench-release bench-dedup
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -90,6 +90,9 @@ bench-process: install $(QUIX_VENV)/.installed ## Benchmark the exactly-once pro
 
 bench-sink: install ## Benchmark the sink against a hand-written sink and pyarrow writes; peak RSS of one 5M-event period
 	$(PY) -m bench.sink_bench
+
+bench-dedup: install ## Benchmark the processor's dedup state: bytes and time per id, restore as history grows past the horizon
+	$(PY) -m bench.dedup_bench
 
 bench-extract: install ## Benchmark a research extract (100k cases) against a hand-written DuckDB query over the same files
 	$(PY) -m bench.extract_bench

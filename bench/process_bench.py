@@ -4,7 +4,10 @@ One multi-partner stream (the project's chain generator, all seven partners, a l
 published once to fresh ``raw.*`` topics; every contender then reads all of it, in the same run:
 
 * ours: ``TransactionalProcessor`` (exactly-once: outcomes, dedup changelog and offsets in one Kafka
-  transaction per batch), read to the end by partition EOF;
+  transaction per batch), read to the end by partition EOF, with its metrics counted and served on
+  ``/metrics`` (scraped once a second, as a busy Prometheus would); and once more with metrics off (no
+  counting, no server): ``ratio_metrics`` is on over off, the cost of observability (the two take
+  turns at going first across ``--runs``: the first run after publishing tends to be slower);
 * (a) quix: the same ``Transformer.transform`` per record in a Quix Streams app (``bench.quix_app``,
   run from ``.venv-quix`` as a subprocess) with ``processing_guarantee="exactly-once"``, the guarantee
   ours gives; it is also run with Quix's default, at-least-once, and shown without a ratio;
@@ -27,7 +30,9 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -39,6 +44,7 @@ from pydantic import SecretStr
 from bench.common import endpoints, fresh_topics, load_average
 from ketenstroom.adapters.kafka import all_partitions as partitions_of
 from ketenstroom.adapters.kafka import ensure_topics, read_to_end
+from ketenstroom.adapters.observability import ObservabilityServer
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.catalogue import catalogue_at
 from ketenstroom.contract import Topics
@@ -50,6 +56,7 @@ from ketenstroom.settings import (
     RegistrySettings,
 )
 from processors.build import build_transformer
+from processors.metrics import ProcessorMetrics
 from processors.runner import TransactionalProcessor
 from processors.transform import RawRecord, Transformer
 from producers.publish import Publisher
@@ -106,24 +113,83 @@ def outputs(kafka: KafkaSettings, source: Topics, label: str) -> RoutedTopics:
     return out
 
 
+class _Off:
+    """A metric that counts nothing: every ``ProcessorMetrics`` member, with metrics off."""
+
+    def labels(self, *_labels: str) -> _Off:
+        return self
+
+    def inc(self, _amount: float = 1) -> None:
+        pass
+
+    def set(self, _value: float) -> None:
+        pass
+
+    def observe(self, _value: float) -> None:
+        pass
+
+
+def metrics_off() -> ProcessorMetrics:
+    metrics = ProcessorMetrics()
+    for name, value in list(vars(metrics).items()):
+        if hasattr(value, "labels"):
+            setattr(metrics, name, _Off())
+    return metrics
+
+
 def run_ours(
-    kafka: KafkaSettings, registry: Registry, pseudonym: PseudonymSettings, source: Topics
+    kafka: KafkaSettings,
+    registry: Registry,
+    pseudonym: PseudonymSettings,
+    source: Topics,
+    *,
+    metrics: bool = True,
 ) -> tuple[float, int]:
-    out = outputs(kafka, source, "ours")
+    """Ours, with its metrics counted and served (scraped once a second), or with metrics off."""
+    out = outputs(kafka, source, "ours" if metrics else "ours-off")
     transformer = build_transformer(
         registry=registry, paths=CatalogueSettings(), pseudonym=pseudonym, topics=out
     )
+    counted = ProcessorMetrics() if metrics else metrics_off()
     proc = TransactionalProcessor(
         kafka=kafka,
         topics=out,
         partners=list(PARTNERS),
         transformer=transformer,
         settings=ProcessorSettings(app_id=f"{out.prefix}ours"),
+        metrics=counted,
     )
+    server = None
+    scrapes: list[bytes] = []
+    done = threading.Event()
+    if metrics:
+        server = ObservabilityServer(counted.registry, lambda: (proc.healthy, {})).start()
+        url = f"http://127.0.0.1:{server.port}/metrics"
+
+        def scrape() -> None:
+            while not done.wait(1.0):
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    scrapes.append(response.read())
+
+        threading.Thread(target=scrape, name="scraper", daemon=True).start()
     start = time.perf_counter()
-    stats = proc.run(until_end=True)
+    try:
+        stats = proc.run(until_end=True)
+    finally:
+        done.set()
+        if server is not None:
+            server.stop()
     elapsed = time.perf_counter() - start
     assert stats.reconciles(), stats
+    if metrics:
+        counted_in = sum(
+            s.value
+            for m in counted.registry.collect()
+            if m.name == "ketenstroom_processor_records_in"
+            for s in m.samples
+            if s.name.endswith("_total")
+        )
+        assert counted_in == sum(stats.records_in.values()), (counted_in, stats.records_in)
     return elapsed, sum(stats.records_in.values())
 
 
@@ -256,20 +322,24 @@ def main() -> None:
               f"{time.perf_counter() - started:.1f} s; {load_average()}", flush=True)  # fmt: skip
 
         ours: list[float] = []
+        ours_off: list[float] = []
         quix: list[float] = []
         quix_default: list[float] = []
         raw: list[float] = []
         with Registry(registry_settings) as registry:
             for run in range(args.runs):
-                t, seen = run_ours(kafka, registry, pseudonym, source)
-                assert seen == n, (seen, n)
-                ours.append(t)
+                # metrics on and off in turns, so neither is always the first run after publishing
+                for metrics in (True, False) if run % 2 == 0 else (False, True):
+                    t, seen = run_ours(kafka, registry, pseudonym, source, metrics=metrics)
+                    assert seen == n, (seen, n)
+                    (ours if metrics else ours_off).append(t)
                 quix.append(run_quix(kafka, registry_settings, key, source, n, "exactly-once"))
                 if not args.skip_quix_default:
                     quix_default.append(run_quix(kafka, registry_settings, key, source, n, "at-least-once"))
                 raw.append(run_raw(kafka, source, n))
                 print(
-                    f"run {run + 1}: ours {n / ours[-1]:,.0f}/s  quix {n / quix[-1]:,.0f}/s  "
+                    f"run {run + 1}: ours {n / ours[-1]:,.0f}/s  metrics off {n / ours_off[-1]:,.0f}/s  "
+                    f"quix {n / quix[-1]:,.0f}/s  "
                     + (f"quix at-least-once {n / quix_default[-1]:,.0f}/s  " if quix_default else "")
                     + f"raw {n / raw[-1]:,.0f}/s",
                     flush=True,
@@ -284,10 +354,12 @@ def main() -> None:
             compute = min(run_compute(transformer, records) for _ in range(max(2, args.runs)))
 
         ours_rate, quix_rate, raw_rate = n / min(ours), n / min(quix), n / min(raw)
+        off_rate = n / min(ours_off)
         compute_rate = len(records) / compute
         print(f"events: {n} ({len(PARTNERS)} partners, {PARTITIONS} partitions each, noise {args.noise})")
         rows = [
             ("ours: TransactionalProcessor, exactly-once + dedup", ours_rate),
+            ("    ours with metrics off (no counting, no /metrics)", off_rate),
             ("(a) quix: Quix Streams app, exactly-once", quix_rate),
             *(
                 [("    quix with its default, at-least-once (no ratio)", n / min(quix_default))]
@@ -302,7 +374,7 @@ def main() -> None:
         print(load_average())
         print(
             f"ratio_quix={ours_rate / quix_rate:.2f} ratio_compute={ours_rate / compute_rate:.2f} "
-            f"ratio_raw={ours_rate / raw_rate:.2f}"
+            f"ratio_raw={ours_rate / raw_rate:.2f} ratio_metrics={ours_rate / off_rate:.2f}"
         )
     finally:
         if not args.keep_topics and MADE:

@@ -54,7 +54,7 @@ def _fail(exc: KetenstroomError, code: int = 2) -> typer.Exit:
 
 def topic_plan(partitions: int) -> list[TopicSpec]:
     """Every topic the pipeline needs, with its kind's declared configuration (contract/retention.py)."""
-    from processors.runner import changelog_topic
+    from processors.dedup import changelog_topic
 
     catalogue, names, topic_settings = load(), _topics(), TopicSettings()
     policy, app_id = topic_settings.retention(), ProcessorSettings().app_id

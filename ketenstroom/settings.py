@@ -379,6 +379,23 @@ class ProcessorSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     #: the address ``/metrics`` and ``/health`` bind to: loopback unless a scraper elsewhere needs it
     metrics_host: str = "127.0.0.1"
+    #: how long the processor remembers an event id after its first ingest (the raw record's time):
+    #: as long as curated.chain-events keeps it (``TopicSettings.curated_retention_days``), so a reader
+    #: of the curated topic meets no event twice. Older re-deliveries pass the processor and the
+    #: sink's per-period dedup drops them (processors/dedup.py, README "What is deduplicated where")
+    dedup_horizon_days: float = Field(default=400.0, gt=0)
+    #: the dedup state's time buckets (by ingest time): state expires, and its changelog is
+    #: tombstoned, a bucket at a time (at least ~1.5 minutes: bucket numbers are 32-bit)
+    dedup_bucket_days: float = Field(default=1.0, ge=0.001)
+
+    @model_validator(mode="after")
+    def _bucket_within_horizon(self) -> ProcessorSettings:
+        if self.dedup_bucket_days > self.dedup_horizon_days:
+            raise ValueError(
+                f"dedup_bucket_days ({self.dedup_bucket_days}) must not exceed dedup_horizon_days "
+                f"({self.dedup_horizon_days})"
+            )
+        return self
 
 
 class SinkSettings(BaseSettings):

@@ -46,6 +46,17 @@ class ProcessorMetrics:
             ["partner"],
             registry=r,
         )
+        self.dedup_ids = Gauge(
+            "ketenstroom_processor_dedup_ids",
+            "Event ids held for dedup (within the horizon), per raw partition",
+            ["partner", "partition"],
+            registry=r,
+        )
+        self.dedup_restore_seconds = Gauge(
+            "ketenstroom_processor_dedup_restore_seconds",
+            "How long the last restore of dedup state from its changelog took",
+            registry=r,
+        )
         self.transactions = Counter(
             "ketenstroom_processor_transactions",
             "Transactions ended, by outcome (committed, aborted)",

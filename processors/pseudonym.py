@@ -7,7 +7,6 @@ rotating the key (new id) yields new pseudonyms while old outputs stay as they w
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -38,7 +37,7 @@ class Pseudonymiser:
     key_id: str
 
     def _mac(self, domain: str, value: str) -> str:
-        return hmac.new(self.key, f"{domain}\x1f{value}".encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self.key, f"{domain}\x1f{value}".encode(), "sha256").hex()
 
     def person(self, skn: str | None, bsn: str | None) -> PersonPseudonym:
         """SKN before BSN (the strongest identifier present); a BSN failing the 11-check is flagged.

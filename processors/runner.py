@@ -5,12 +5,12 @@ One transaction per batch holds, atomically:
 1. every outcome record (``curated.chain-events`` or ``dlq.<partner>``), and for a dead letter, or a
    replayed one's outcome, its event's state in ``dlq.<partner>.status`` (``processors.dlq``),
 2. the batch's new event ids in the dedup changelog (one compacted topic per raw topic, same partition;
-   one record per input partition per batch, keyed by the batch's first offset there, its value the
-   ids one per line), and
+   keyed by ingest-time bucket, expired buckets tombstoned: ``processors.dedup``), and
 3. the consumer offsets just past the batch (``send_offsets_to_transaction``).
 
 So after a crash at any moment either all three happened or none did; a restarted worker rebuilds
-its dedup set for the partitions it is given from the changelog (read_committed) and carries on.
+its dedup state for the partitions it is given from the live buckets of the changelog (read_committed)
+and carries on.
 A ``read_committed`` reader of the outputs sees every input exactly once. The transactional id is
 ``<app id>-<instance id>``: restarting an instance fences its predecessor and aborts what it left open;
 the same instance id makes it a static group member (``ConsumeLoop``), so it gets its partitions back
@@ -25,19 +25,18 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from ketenstroom.adapters.kafka import (
     ConsumeLoop,
     ensure_topics,
     headers_of,
-    high_watermarks,
-    read_to_end,
     where,
 )
 from ketenstroom.contract import Topics
 from ketenstroom.errors import DeliveryError
 from ketenstroom.settings import KafkaSettings, ProcessorSettings, TopicSettings
+from processors.dedup import Horizon, PartitionDedup, changelog_topic, produce_changelog, restore
 from processors.dlq import LetterStatus, letter_key, replay_key
 from processors.metrics import ProcessorMetrics
 from processors.progress import Reconciliation
@@ -50,23 +49,8 @@ RESTORE_DEADLINE_S = 120  # longer than transaction_timeout_ms, after which the 
 LAG_EVERY_S = 5.0
 
 
-CHANGELOG_IDS_PER_RECORD = 10_000  # ~370 kB of event ids, well under the broker's 1 MB message limit
-
-
 def _bytes(value: str | bytes | None) -> bytes:
     return value.encode() if isinstance(value, str) else value or b""
-
-
-def changelog_topic(app_id: str, raw_topic: str) -> str:
-    return f"{app_id}.dedup.{raw_topic}"
-
-
-def _ids_of(msg: Message) -> list[str]:
-    """The event ids in a changelog record: one per line (older records: one id as the key, value b"1")."""
-    value = msg.value() or b""
-    if value == b"1":
-        return [(msg.key() or b"").decode()]
-    return value.decode().split("\n")
 
 
 class TransactionalProcessor:
@@ -107,7 +91,8 @@ class TransactionalProcessor:
                 compression_type="lz4",
             )
         )
-        self._seen: dict[tuple[str, int], set[str]] = {}
+        self.horizon = Horizon.of(settings)
+        self._dedup: dict[tuple[str, int], PartitionDedup] = {}
         self._partners_by_topic: dict[str, str] = {}
         self.stats = Reconciliation()
         self.healthy = False
@@ -117,51 +102,38 @@ class TransactionalProcessor:
     def _ensure_state_topics(self) -> None:
         """Dedup changelogs (one per raw topic, same partitions) and dead-letter status topics."""
         metadata = self.loop.consumer.list_topics(timeout=10)
+        by_partitions: dict[int, list[str]] = {}  # one admin round per partition count, not per partner
         for partner, raw in zip(self.partners, self.raw_topics, strict=True):
             meta = metadata.topics.get(raw)
             if meta is None or meta.error is not None:
                 raise DeliveryError(f"input topic {raw} does not exist; create it with `ketenstroom topics`")
+            by_partitions.setdefault(len(meta.partitions), []).extend(
+                [changelog_topic(self.app_id, raw), self.topics.dlq_status(partner)]
+            )
+        for partitions, names in by_partitions.items():
             ensure_topics(
                 self.kafka,
-                [changelog_topic(self.app_id, raw), self.topics.dlq_status(partner)],
-                partitions=len(meta.partitions),
+                names,
+                partitions=partitions,
                 replication_factor=self.replication_factor,
                 config=self.retention.state(),
             )
 
     def _restore(self, partitions: list[TopicPartition]) -> None:
-        """Rebuild the dedup set of each newly assigned partition from its changelog partition."""
-        logs = [
-            TopicPartition(changelog_topic(self.app_id, tp.topic), tp.partition, OFFSET_BEGINNING)
-            for tp in partitions
-        ]
-        restored: dict[tuple[str, int], set[str]] = {(tp.topic, tp.partition): set() for tp in partitions}
-        prefix = f"{self.app_id}.dedup."
-        # A changelog partition never written to holds nothing to restore; skipping it spares the
-        # restore consumer's start and EOF wait (seconds) on a fresh start.
-        ends = high_watermarks(self.kafka, logs)
-        logs = [tp for tp in logs if ends.get((tp.topic, tp.partition), 1) > 0]
-        if logs:
-            started = time.monotonic()
-            for msg in read_to_end(
-                self.kafka, logs, group_id=f"{self.app_id}.restore", deadline_s=RESTORE_DEADLINE_S
-            ):
-                topic, partition, _offset = where(msg)
-                restored[(topic.removeprefix(prefix), partition)].update(_ids_of(msg))
-            log.info(
-                "restored %d event ids of %d partitions in %.1f s",
-                sum(map(len, restored.values())),
-                len(logs),
-                time.monotonic() - started,
-            )
-        self._seen.update(restored)
+        """Rebuild the dedup state of each newly assigned partition from its changelog's live buckets."""
+        restored, report = restore(
+            self.kafka, self.app_id, self.horizon, partitions, deadline_s=RESTORE_DEADLINE_S
+        )
+        self._dedup.update(restored)
+        self.metrics.dedup_restore_seconds.set(report.seconds)
+        self._update_dedup_ids()
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         self._restore(partitions)
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            self._seen.pop((tp.topic, tp.partition), None)
+            self._dedup.pop((tp.topic, tp.partition), None)
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(
@@ -194,6 +166,7 @@ class TransactionalProcessor:
             self.healthy = True
             for batch in self.loop.batches(stop=stop):
                 if batch:
+                    self.transformer.begin_batch()  # pseudonyms are remembered within a batch at most
                     self._transact(batch)
                 if time.monotonic() - self._lag_at > LAG_EVERY_S:
                     self._update_lag()
@@ -237,12 +210,11 @@ class TransactionalProcessor:
         sent: list[Curated] = []
         dead: list[DeadLetter] = []
         duplicates: list[RawRecord] = []
-        new_ids: list[tuple[RawRecord, str]] = []
-        new_by_partition: dict[tuple[str, int], tuple[int, list[str]]] = {}  # first offset, new ids
-        produce, transform, curated_topic = (
+        produce, transform, curated_topic, dedup = (
             self.producer.produce,
             self.transformer.transform,
             self.topics.curated,
+            self._dedup,
         )
         self.producer.begin_transaction()
         try:
@@ -252,36 +224,30 @@ class TransactionalProcessor:
                     dead.append(outcome)
                     self._dead_letter(record, outcome)
                     continue
-                eid = outcome.event_id
-                seen = self._seen.setdefault((record.topic, record.partition), set())
-                if eid in seen:
+                state = dedup.get((record.topic, record.partition))
+                if state is None:  # not restored (a record handed over across a rebalance): restore it
+                    self._restore([TopicPartition(record.topic, record.partition)])
+                    state = dedup[(record.topic, record.partition)]
+                if not state.add(outcome.event_id, record.timestamp_ms):
                     duplicates.append(record)
                     if record.headers and (replayed := replay_key(record.headers)):
                         self._status(self._partner_of(record.topic), replayed, LetterStatus("duplicate"))
                     continue
-                seen.add(eid)
                 sent.append(outcome)
-                new_ids.append((record, eid))
-                new_by_partition.setdefault((record.topic, record.partition), (record.offset, []))[1].append(
-                    eid
-                )
                 produce(curated_topic, key=outcome.key, value=outcome.value)
                 if record.headers and (replayed := replay_key(record.headers)):
                     self._status(self._partner_of(record.topic), replayed, LetterStatus("curated"))
-            for (topic, partition), (first, ids) in new_by_partition.items():
-                for chunk in range(0, len(ids), CHANGELOG_IDS_PER_RECORD):
-                    produce(
-                        changelog_topic(self.app_id, topic),
-                        key=f"{first}.{chunk}".encode(),
-                        value="\n".join(ids[chunk : chunk + CHANGELOG_IDS_PER_RECORD]).encode(),
-                        partition=partition,
-                    )
+            for (topic, partition), state in dedup.items():
+                produce_changelog(self.producer, changelog_topic(self.app_id, topic), partition, state)
             offsets = self._next_offsets(records)
             self.producer.send_offsets_to_transaction(offsets, self.loop.consumer.consumer_group_metadata())
             self.producer.commit_transaction()
             self.metrics.transactions.labels("committed").inc()
+            self.producer.poll(0)  # the changelog records' delivery reports (``PartitionDedup.delivered``)
+            for state in dedup.values():
+                state.commit()
         except KafkaException as exc:
-            self._forget(new_ids)
+            self._forget()
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.txn_requires_abort():
                 self.producer.abort_transaction()
@@ -292,7 +258,7 @@ class TransactionalProcessor:
         except BaseException:
             # not Kafka's doing (a bug in the transform, an interrupt): abort rather than leave the
             # transaction open, which would hold read_committed readers back until it times out
-            self._forget(new_ids)
+            self._forget()
             with contextlib.suppress(KafkaException):
                 self.producer.abort_transaction(10)
                 self.metrics.transactions.labels("aborted").inc()
@@ -318,13 +284,18 @@ class TransactionalProcessor:
         letter (``dead``), or what became of a replayed one (``curated``, ``duplicate``, ``dead``)."""
         self.producer.produce(self.topics.dlq_status(partner), key=key.encode(), value=status.encode())
 
-    def _forget(self, new_ids: list[tuple[RawRecord, str]]) -> None:
-        """The transaction did not happen: forget the event ids it would have added."""
-        for source, eid in new_ids:
-            self._seen.get((source.topic, source.partition), set()).discard(eid)
+    def _forget(self) -> None:
+        """The transaction did not happen: forget the event ids and changelog keys it would have added."""
+        for state in self._dedup.values():
+            state.rollback()
+
+    def _update_dedup_ids(self) -> None:
+        for (topic, partition), state in list(self._dedup.items()):
+            self.metrics.dedup_ids.labels(self._partner_of(topic), str(partition)).set(len(state))
 
     def _update_lag(self) -> None:
         self._lag_at = time.monotonic()
+        self._update_dedup_ids()
         for tp in self.loop.assignment():
             # cached: the high watermark of the last fetch response. Asking the broker (cached=False)
             # is one blocking round trip per partition, ~0.25 s each under load: with 21 partitions

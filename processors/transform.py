@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from ketenstroom.calendar import AMSTERDAM, local_date
 from ketenstroom.catalogue import Catalogue, RecordType
@@ -20,6 +20,9 @@ from ketenstroom.contract.codec import decode, encode
 from ketenstroom.contract.wire import frame, unframe
 from ketenstroom.errors import RecordError
 from processors.pseudonym import Pseudonymiser, age_at, pc4
+
+if TYPE_CHECKING:
+    from processors.fastpath import FastPath
 
 Path_ = tuple[str, ...]
 
@@ -89,8 +92,9 @@ def plans(catalogue: Catalogue) -> dict[str, Plan]:
     }
 
 
-@dataclass(frozen=True)
-class RawRecord:
+class RawRecord(NamedTuple):
+    """One raw Kafka record as the runners hand it over (a named tuple: one per record, made cheaply)."""
+
     topic: str
     partition: int
     offset: int
@@ -100,8 +104,9 @@ class RawRecord:
     timestamp_ms: int | None = None  # the Kafka record timestamp, for latency
 
 
-@dataclass(frozen=True)
-class Curated:
+class Curated(NamedTuple):
+    """A curated event's Kafka key and framed value, and what the runner needs to know about it."""
+
     key: bytes
     value: bytes
     source: RawRecord
@@ -132,6 +137,11 @@ class DeadLetter:
         ]
 
 
+def utc_now() -> datetime:
+    """The default clock of ``processed_time``."""
+    return datetime.now(UTC)
+
+
 def load_municipalities(path: Path) -> dict[str, str]:
     with path.open(encoding="utf-8", newline="") as fh:
         return {row["pc4"]: row["municipality_code"] for row in csv.DictReader(fh)}
@@ -146,11 +156,29 @@ class Transformer:
     writer_schema: Callable[[int], Any]  # schema id -> parsed writer schema (registry, cached)
     curated_schema_id: int
     curated_schema: Any
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    clock: Callable[[], datetime] = field(default=utc_now)
+    #: use the compiled fast path (``processors.fastpath``) where it applies; off: the reference alone
+    fast_path: bool = True
+    fast: FastPath | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.fast_path:
+            from processors.fastpath import FastPath, Unsupported  # it builds on this module's types
+
+            try:
+                self.fast = FastPath(self)
+            except Unsupported:  # a curated schema the fast path does not write: the reference only
+                self.fast = None
+
+    def begin_batch(self) -> None:
+        """A batch begins: the fast path forgets the pseudonyms it remembered (within a batch at most)."""
+        if self.fast is not None:
+            self.fast.forget()
 
     def transform_batch(self, records: Iterable[RawRecord]) -> tuple[list[Curated], list[DeadLetter]]:
         curated: list[Curated] = []
         dead: list[DeadLetter] = []
+        self.begin_batch()
         for record in records:
             outcome = self.transform(record)
             if isinstance(outcome, Curated):
@@ -160,7 +188,18 @@ class Transformer:
         return curated, dead
 
     def transform(self, record: RawRecord) -> Curated | DeadLetter:
-        """One raw record to its curated event, or to a dead letter naming the reason and stage."""
+        """One raw record to its curated event, or to a dead letter naming the reason and stage.
+
+        The fast path where it applies; every record it hands back takes the reference path."""
+        fast = self.fast
+        if fast is not None:
+            curated = fast(record)
+            if curated is not None:
+                return curated
+        return self.transform_reference(record)
+
+    def transform_reference(self, record: RawRecord) -> Curated | DeadLetter:
+        """The reference transform: the definition of the curated event and of each dead letter."""
         stage, raw = "decode", cast(Any, None)
         try:
             schema_id, payload = unframe(record.value)

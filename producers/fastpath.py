@@ -25,6 +25,7 @@ from datetime import date
 from operator import itemgetter
 from typing import Any
 
+from ketenstroom.contract.avro_bytes import string_bytes, zigzag
 from ketenstroom.contract.ids import event_id_bytes, format_uuid
 from producers.config import RecordMapping
 from producers.plausibility import (
@@ -49,12 +50,10 @@ from producers.steps import (
     integer_value,
     moments,
     remembered,
-    string_bytes,
     text_bytes,
     text_value,
     then,
     writer,
-    zigzag,
 )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastavro.write import LOGICAL_WRITERS
 
+from ketenstroom.contract.avro_bytes import LENGTHS, string_bytes, zigzag
 from producers.rows import DUTCH_MOMENT, normalise_decimal, parse_bool, parse_date, parse_moment
 
 # Whitespace that both str.strip() and pydantic's str_strip_whitespace remove; around a value, anything
@@ -33,40 +34,6 @@ Around = tuple[bytes, bytes]
 
 class NotPlain(ValueError):
     """This value needs the reference path (raised inside the fast path only)."""
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-# Varints of 0..2**14-1, and 14-bit groups with both continuation bits set: a millisecond timestamp is
-# two of those and one table varint, instead of a loop over six 7-bit groups.
-_VARINT = tuple(_varint(n) for n in range(1 << 14))
-_MORE = tuple(bytes(((n & 0x7F) | 0x80, (n >> 7) | 0x80)) for n in range(1 << 14))
-_LENGTHS = tuple(_VARINT[2 * n] for n in range(1 << 13))  # string lengths: zig-zag of n is 2n
-
-
-def zigzag(n: int) -> bytes:
-    """An Avro int/long: zig-zag, then a base-128 varint, low group first."""
-    n = (n << 1) ^ (n >> 63)
-    if n < 1 << 14:
-        return _VARINT[n]
-    if n < 1 << 28:
-        return _MORE[n & 0x3FFF] + _VARINT[n >> 14]
-    if n < 1 << 42:
-        return _MORE[n & 0x3FFF] + _MORE[(n >> 14) & 0x3FFF] + _VARINT[n >> 28]
-    return _varint(n)
-
-
-def string_bytes(text: str) -> bytes:
-    data = text.encode()  # a lone surrogate raises UnicodeEncodeError, a ValueError: reference path
-    n = len(data)
-    return (_LENGTHS[n] if n < 1 << 13 else zigzag(n)) + data
 
 
 # -- steps: partner's string -> Avro bytes of one leaf (or its value, for leaves needed twice) ----------
@@ -111,7 +78,7 @@ def text_bytes(
             text = check(text)
         data = text.encode()  # a lone surrogate raises UnicodeEncodeError, a ValueError
         n = len(data)
-        found = before + (_LENGTHS[n] if n < 1 << 13 else zigzag(n)) + data + after
+        found = before + (LENGTHS[n] if n < 1 << 13 else zigzag(n)) + data + after
         if len(known) < _KNOWN:
             known[raw] = found
         return found

@@ -71,6 +71,10 @@ class Terminology:
             )
         return found
 
+    def mappings(self, code_system: str, code: str) -> tuple[Mapping, ...]:
+        """Every mapping of a code, whatever its validity (``lookup`` keeps those valid on a day)."""
+        return self._index.get((code_system, code), ())
+
     def __len__(self) -> int:
         return sum(len(v) for v in self._index.values())
 

@@ -183,22 +183,11 @@ def test_unknown_code_and_garbage_become_dead_letters_with_origin() -> None:
     assert b"XXXX" in headers["ketenstroom.error"]
 
 
-class _ChangelogRecord:
-    def __init__(self, key: bytes, value: bytes) -> None:
-        self._key, self._value = key, value
+def test_legacy_changelog_records_yield_ids_of_both_forms() -> None:
+    from processors.dedup import legacy_ids
 
-    def key(self) -> bytes:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-
-def test_changelog_records_restore_ids_of_both_forms() -> None:
-    from processors.runner import _ids_of
-
-    assert _ids_of(_ChangelogRecord(b"1200.0", b"id-a\nid-b")) == ["id-a", "id-b"]  # type: ignore[arg-type]
-    assert _ids_of(_ChangelogRecord(b"id-c", b"1")) == ["id-c"]  # type: ignore[arg-type]
+    assert legacy_ids(b"1200.0", b"id-a\nid-b") == ["id-a", "id-b"]
+    assert legacy_ids(b"id-c", b"1") == ["id-c"]
 
 
 def test_reconciliation_counts_batches_of_either_runner() -> None:
