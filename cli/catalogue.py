@@ -252,7 +252,7 @@ def add(
     catalogue = load()
     try:
         catalogue.partner(name)
-        topics(partitions=3, replication_factor=-1, check=False)
+        topics(partitions=3, replication_factor=None, check=False)
         report = grant([name])
         if report.authorizer:
             print_report(report)

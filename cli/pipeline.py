@@ -18,7 +18,7 @@ from rich.progress import Progress
 
 from cli.catalogue import load
 from cli.signals import stop_on_signals
-from ketenstroom.adapters.kafka import end_offsets, ensure_topics, topic_configs
+from ketenstroom.adapters.kafka import end_offsets, ensure_topics, topic_configs, topic_replicas
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.preflight import require_broker
 from ketenstroom.contract import Topics
@@ -89,17 +89,26 @@ def topics(
     partitions: int = typer.Option(
         3, help="Partitions of curated.chain-events (raw and DLQ: the catalogue's)."
     ),
-    replication_factor: int = typer.Option(-1, help="-1: the broker's default."),
+    replication_factor: int | None = typer.Option(
+        None, help="Default: KETENSTROOM_TOPIC_REPLICATION_FACTOR, else the broker's default."
+    ),
     check: bool = typer.Option(
         False, "--check", help="Create nothing: report drift from the declaration; exit 1 if any."
     ),
 ) -> None:
     """Create every topic with its declared retention (raw: the catalogue's; DLQ: until resolved;
     curated: long enough to rebuild an unsealed period; state: compacted), or --check a live cluster."""
-    kafka, plan = KafkaSettings(), topic_plan(partitions)
+    kafka, plan, declared = KafkaSettings(), topic_plan(partitions), TopicSettings()
+    rf = replication_factor or declared.replication_factor
     try:
         if check:
-            found = drift(plan, topic_configs(kafka, [t.name for t in plan]))
+            names = [t.name for t in plan]
+            found = drift(
+                plan,
+                topic_configs(kafka, names),
+                replicas=topic_replicas(kafka, names),
+                replication_factor=rf,
+            )
             for d in found:
                 out.print(f"drift  {d}")
             out.print(f"{len(plan) - len({d.topic for d in found})} of {len(plan)} topics as declared")
@@ -111,7 +120,7 @@ def topics(
                 kafka,
                 [spec.name],
                 partitions=spec.partitions,
-                replication_factor=replication_factor,
+                replication_factor=rf or -1,
                 config=dict(spec.config),
             )
     except KetenstroomError as exc:

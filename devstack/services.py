@@ -121,7 +121,15 @@ def render_server_properties(config: StackConfig, node: int, data_dir: Path) -> 
         "log.retention.check.interval.ms": 1000,
     }
     if config.nodes == 3:
-        props |= {"default.replication.factor": 3, "min.insync.replicas": 2, "num.replica.fetchers": 1}
+        # a fault-tolerant cluster: every topic on all three nodes, a write acknowledged by acks=all is on
+        # at least two of them, and a replica that missed writes never becomes leader (the Kafka 4.x
+        # default, stated so that `topics --check` and a reader of this file need not know it)
+        props |= {
+            "default.replication.factor": 3,
+            "min.insync.replicas": 2,
+            "unclean.leader.election.enable": "false",
+            "num.replica.fetchers": 1,
+        }
     if config.secure:
         props |= secure_properties(config, client, controller)
     return "".join(f"{key}={value}\n" for key, value in props.items())

@@ -130,6 +130,9 @@ class TopicSettings(BaseSettings):
     dlq_retention_days: float | None = Field(default=None, gt=0)
     #: on a cluster, e.g. 2 with replication factor 3; unset: the broker's setting
     min_insync_replicas: int | None = Field(default=None, ge=1)
+    #: replicas of every topic ketenstroom creates (3 on the 3-node cluster); unset: the broker's
+    #: ``default.replication.factor``. ``topics --check`` reports a partition with fewer.
+    replication_factor: int | None = Field(default=None, ge=1)
 
     def retention(self) -> RetentionPolicy:
         from ketenstroom.contract.retention import RetentionPolicy  # contract imports settings

@@ -74,7 +74,9 @@ class TransactionalProcessor:
         self.kafka, self.topics, self.partners, self.settings = kafka, topics, partners, settings
         self.transformer, self.app_id = transformer, settings.app_id
         self.metrics = metrics or ProcessorMetrics()
-        self.retention = TopicSettings().retention()  # state topics: compacted, as `topics` declares
+        declared = TopicSettings()
+        self.retention = declared.retention()  # state topics: compacted, as `topics` declares
+        self.replication_factor = declared.replication_factor or -1  # -1: the broker's default
         self.raw_topics = [topics.raw(p) for p in partners]
         self.loop = ConsumeLoop(
             kafka,
@@ -120,7 +122,13 @@ class TransactionalProcessor:
                 [changelog_topic(self.app_id, raw), self.topics.dlq_status(partner)]
             )
         for partitions, names in by_partitions.items():
-            ensure_topics(self.kafka, names, partitions=partitions, config=self.retention.state())
+            ensure_topics(
+                self.kafka,
+                names,
+                partitions=partitions,
+                replication_factor=self.replication_factor,
+                config=self.retention.state(),
+            )
 
     def _restore(self, partitions: list[TopicPartition]) -> None:
         """Rebuild the dedup state of each newly assigned partition from its changelog's live buckets."""
@@ -177,7 +185,10 @@ class TransactionalProcessor:
         finally:
             self.healthy = False
             self.loop.close()
-            self.producer.flush(10)
+            # after a fatal producer error (fenced by a newer epoch once the transaction coordinator
+            # moved) flush raises that error again: it must not replace the one-line error above
+            with contextlib.suppress(KafkaException):
+                self.producer.flush(10)
         return self.stats
 
     def _try(self, batch: list[Message], should_stop: Callable[[], bool]) -> bool:

@@ -300,6 +300,21 @@ def topic_configs(
     return out
 
 
+def topic_replicas(settings: KafkaSettings, names: Iterable[str], *, timeout: float = 30.0) -> dict[str, int]:
+    """The fewest replicas of any partition of each existing topic among ``names`` (absent: left out)."""
+    admin = AdminClient(settings.librdkafka())
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise DeliveryError(f"cannot list topics on {settings.bootstrap_servers}: {exc}") from exc
+    out: dict[str, int] = {}
+    for name in names:
+        meta = metadata.topics.get(name)
+        if meta is not None and meta.error is None and meta.partitions:
+            out[name] = min(len(p.replicas) for p in meta.partitions.values())
+    return out
+
+
 def end_offsets(
     settings: KafkaSettings, topics: Iterable[str], *, group_id: str | None = None, timeout: float = 10.0
 ) -> dict[tuple[str, int], int]:
@@ -322,7 +337,7 @@ def end_offsets(
                 _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
                 out[(topic, partition)] = high
         if group_id is not None and out:
-            committed = consumer.committed([TopicPartition(t, p) for t, p in out], timeout=timeout)
+            committed = _committed(consumer, [TopicPartition(t, p) for t, p in out], timeout)
             for tp in committed:
                 if tp.offset >= 0 and tp.offset >= out[(tp.topic, tp.partition)]:
                     del out[(tp.topic, tp.partition)]
@@ -331,6 +346,31 @@ def end_offsets(
         raise DeliveryError(f"cannot read watermarks from {settings.bootstrap_servers}: {exc}") from exc
     finally:
         consumer.close()
+
+
+_COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
+
+
+def _committed(consumer: Consumer, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+    """The group's committed offsets, asked again on a retriable error until ``timeout``: on a fresh or
+    recovering cluster the group coordinator answers "not coordinator" or "loading" for a while."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found: list[TopicPartition] = consumer.committed(partitions, timeout=timeout)
+            return found
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            passing = isinstance(err, KafkaError) and (err.retriable() or err.code() in _COORDINATOR_MOVING)
+            if not passing or time.monotonic() >= deadline:
+                raise
+            consumer.poll(0.2)  # a short wait that also serves the client's callbacks
 
 
 def high_watermarks(

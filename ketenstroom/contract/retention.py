@@ -16,7 +16,9 @@ state topics        ``cleanup.policy=compact``: dead-letter status and the proce
 ==================  ===========================================================================
 
 and, on a cluster, ``min.insync.replicas`` (``KETENSTROOM_TOPIC_MIN_INSYNC_REPLICAS``; 2 with
-replication factor 3). ``drift`` compares a live topic's configuration with its declaration.
+replication factor 3, ``KETENSTROOM_TOPIC_REPLICATION_FACTOR``) with unclean leader election off, so an
+``acks=all`` write survives the loss of any one node. ``drift`` compares a live topic's configuration and
+replica count with its declaration.
 Pure: the adapter reads the broker.
 """
 
@@ -56,7 +58,11 @@ class RetentionPolicy:
     def _common(self) -> dict[str, str]:
         if self.min_insync_replicas is None:
             return {}
-        return {"min.insync.replicas": str(self.min_insync_replicas)}
+        # a replica that missed acknowledged writes must never become leader (Jepsen 2013's loss)
+        return {
+            "min.insync.replicas": str(self.min_insync_replicas),
+            "unclean.leader.election.enable": "false",
+        }
 
     def raw(self, retention_days: float) -> dict[str, str]:
         return {"cleanup.policy": "delete", "retention.ms": days_ms(retention_days), **self._common()}
@@ -91,8 +97,18 @@ class Drift:
         return f"{self.topic}: {self.key}={self.actual} but declared {self.wanted}"
 
 
-def drift(specs: Iterable[TopicSpec], actual: Mapping[str, Mapping[str, str] | None]) -> list[Drift]:
-    """Every difference between the declared topics and the live ones (``None``: topic absent)."""
+def drift(
+    specs: Iterable[TopicSpec],
+    actual: Mapping[str, Mapping[str, str] | None],
+    *,
+    replicas: Mapping[str, int] | None = None,
+    replication_factor: int | None = None,
+) -> list[Drift]:
+    """Every difference between the declared topics and the live ones (``None``: topic absent).
+
+    With ``replication_factor``, ``replicas`` (the fewest replicas of any partition of each topic) must
+    reach it: a topic created with one replica on a cluster is lost with its node, whatever its config.
+    """
     found: list[Drift] = []
     for spec in specs:
         live = actual.get(spec.name)
@@ -102,4 +118,7 @@ def drift(specs: Iterable[TopicSpec], actual: Mapping[str, Mapping[str, str] | N
         for key, wanted in sorted(spec.config.items()):
             if live.get(key) != wanted:
                 found.append(Drift(spec.name, key, wanted, live.get(key)))
+        have = (replicas or {}).get(spec.name)
+        if replication_factor is not None and have is not None and have < replication_factor:
+            found.append(Drift(spec.name, "replicas", str(replication_factor), str(have)))
     return found

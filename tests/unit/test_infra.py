@@ -115,6 +115,7 @@ def test_cluster_node_properties(tmp_path: Path) -> None:
     assert p["controller.quorum.bootstrap.servers"] == "127.0.0.1:19093,127.0.0.1:29093,127.0.0.1:39093"
     assert p["default.replication.factor"] == "3"
     assert p["min.insync.replicas"] == "2"
+    assert p["unclean.leader.election.enable"] == "false"
     assert p["offsets.topic.replication.factor"] == "3"
     assert p["transaction.state.log.min.isr"] == "2"
     assert p["share.coordinator.state.topic.replication.factor"] == "3"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from ketenstroom.adapters.kafka import ConsumeLoop, static_member
+from ketenstroom.adapters.kafka import ConsumeLoop, _committed, static_member
 from ketenstroom.settings import ClientLog, KafkaSettings, ProcessorSettings, SinkSettings
 from processors.dlq import REPLAY_KEY_HEADER, LetterStatus, letter_key, replay_key
 
@@ -75,3 +76,29 @@ def test_a_dead_letter_is_keyed_by_its_event_or_its_bytes() -> None:
     assert replay_key([("x", b"1")]) is None
     status = LetterStatus("dead", "unknown-code", "transform", replayed=True)
     assert LetterStatus.decode(status.encode()) == status
+
+
+class _MovingCoordinator:
+    """A consumer whose group coordinator answers "not coordinator" ``failures`` times, then offsets."""
+
+    def __init__(self, failures: int, code: int = KafkaError.NOT_COORDINATOR) -> None:
+        self.failures, self.code, self.asked = failures, code, 0
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        self.asked += 1
+        if self.asked <= self.failures:
+            raise KafkaException(KafkaError(self.code))
+        return [TopicPartition(tp.topic, tp.partition, 7) for tp in partitions]
+
+    def poll(self, _timeout: float) -> None:
+        return None
+
+
+def test_committed_offsets_are_asked_again_while_the_coordinator_moves() -> None:
+    consumer = _MovingCoordinator(failures=2)
+    found = _committed(consumer, [TopicPartition("raw.om", 0)], timeout=5)  # type: ignore[arg-type]
+    assert [tp.offset for tp in found] == [7] and consumer.asked == 3
+    with pytest.raises(KafkaException):  # not a passing condition: raised at once
+        _committed(_MovingCoordinator(1, KafkaError.TOPIC_AUTHORIZATION_FAILED), [], timeout=5)  # type: ignore[arg-type]
+    with pytest.raises(KafkaException):  # still moving at the deadline
+        _committed(_MovingCoordinator(10**9), [], timeout=0.05)  # type: ignore[arg-type]
