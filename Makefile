@@ -66,6 +66,7 @@ site: install ## Build the dashboard from the releases into var/site and print h
 
 test: install browser monitoring-tools ## Unit, browser and integration tests against the real stack (started by the test fixtures)
 	$(KS) infra fetch
+	$(KS) infra reserve-ports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install promtool ## Unit tests only: no services needed

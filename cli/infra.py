@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import subprocess
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from devstack import Stack, StackConfig
+from devstack.config import listening_ports
 from ketenstroom.errors import InfraError, KetenstroomError
 from ketenstroom.settings import KafkaSettings
 
@@ -176,6 +178,33 @@ def stop_one(
     except InfraError as exc:
         raise _fail(exc) from exc
     console.print(f"stopped {service}" if stopped else f"{service} was not running")
+
+
+RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+@app.command("reserve-ports")
+def reserve_ports() -> None:
+    """Keep the stacks' ports out of Linux's ephemeral range (root only; otherwise prints the sysctl).
+
+    The 3-node cluster's third node and the secured stack listen inside 32768-60999, where any client
+    socket can take a port by chance and a broker then fails to start with "Address already in use"
+    (it happened in a CI run). Reserved ports are never handed out as ephemeral ports."""
+    wanted = listening_ports(StackConfig.from_env())
+    try:
+        current = RESERVED_PORTS.read_text().strip()
+    except OSError:
+        console.print("no /proc/sys/net/ipv4/ip_local_reserved_ports here: nothing to reserve")
+        return
+    ranges = ",".join([current, *map(str, wanted)] if current else map(str, wanted))
+    try:
+        RESERVED_PORTS.write_text(ranges + "\n")
+    except OSError:
+        console.print(
+            f"not allowed to reserve ports; as root: sysctl -w net.ipv4.ip_local_reserved_ports={ranges}"
+        )
+        return
+    console.print(f"reserved from ephemeral use: {RESERVED_PORTS.read_text().strip()}")
 
 
 @app.command()

@@ -299,3 +299,18 @@ class ServiceStatus:
     log_path: Path
     detail: str = ""
     startup_seconds: float | None = None
+
+
+def listening_ports(config: StackConfig) -> list[int]:
+    """Every port the local stacks of ``config``'s settings listen on: the single node, the 3-node
+    cluster (node *i* at ``i*10000 + port``), the secured stack (``+ SECURE_PORT_OFFSET``), and the
+    shared registry and s3proxy of each. Several lie in Linux's ephemeral range (32768-60999 by
+    default), where a client socket of any process can take one by chance: ``infra reserve-ports``
+    keeps them out of it."""
+    kafka = [config.kafka_port, config.kafka_controller_port]
+    kafka.append(config.kafka_metrics_port or config.kafka_port + KAFKA_METRICS_OFFSET)
+    shared = [config.registry_port, config.registry_management_port, config.s3_port]
+    ports = set(kafka + shared)
+    ports |= {node * 10000 + port for node in (1, 2, 3) for port in kafka}
+    ports |= {port + SECURE_PORT_OFFSET for port in kafka + shared}
+    return sorted(p for p in ports if 0 < p < 65536)

@@ -170,3 +170,12 @@ def test_a_process_with_our_config_file_is_ours(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_every_port_the_stacks_listen_on_can_be_reserved_from_ephemeral_use() -> None:
+    # the secured stack (+40000) and the cluster's third node (39092) lie inside Linux's ephemeral range
+    from devstack.config import listening_ports
+
+    ports = listening_ports(StackConfig(cache_dir=Path("/c")))
+    assert {9092, 9093, 9404, 8080, 9000, 8085, 19092, 29093, 39092, 39093, 39404} <= set(ports)
+    assert {49092, 49093, 49404, 48080, 49000, 48085} <= set(ports)
