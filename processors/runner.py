@@ -40,7 +40,7 @@ from ketenstroom.adapters.kafka import (
 )
 from ketenstroom.adapters.retry import Backoff
 from ketenstroom.contract import Topics
-from ketenstroom.errors import DeliveryError, is_transient
+from ketenstroom.errors import DeliveryError, StopRequested, is_transient
 from ketenstroom.settings import KafkaSettings, ProcessorSettings, TopicSettings
 from processors.dedup import Horizon, PartitionDedup, changelog_topic, produce_changelog, restore
 from processors.dlq import LetterStatus, letter_key, replay_key
@@ -98,6 +98,7 @@ class TransactionalProcessor:
             )
         )
         self.horizon = Horizon.of(settings)
+        self._should_stop: Callable[[], bool] = lambda: False  # run's, for the restore's reads
         #: the longest a transactional call may block: past the transaction timeout the coordinator has
         #: aborted the transaction anyway. Without a bound ``commit_transaction``/``abort_transaction``
         #: wait forever for a coordinator that does not answer, and a stop request is never looked at.
@@ -137,7 +138,12 @@ class TransactionalProcessor:
     def _restore(self, partitions: list[TopicPartition]) -> None:
         """Rebuild the dedup state of each newly assigned partition from its changelog's live buckets."""
         restored, report = restore(
-            self.kafka, self.app_id, self.horizon, partitions, deadline_s=RESTORE_DEADLINE_S
+            self.kafka,
+            self.app_id,
+            self.horizon,
+            partitions,
+            deadline_s=RESTORE_DEADLINE_S,
+            should_stop=self._should_stop,
         )
         self._dedup.update(restored)
         self.metrics.dedup_restore_seconds.set(report.seconds)
@@ -169,6 +175,7 @@ class TransactionalProcessor:
                 or (until_end and self.loop.caught_up())
             )
 
+        self._should_stop = should_stop
         try:
             self._ensure_state_topics()
             try:
@@ -184,6 +191,8 @@ class TransactionalProcessor:
                     break  # told to stop while waiting out an outage: nothing of the batch committed
                 if time.monotonic() - self._lag_at > LAG_EVERY_S:
                     self._update_lag()
+        except StopRequested as stopped:  # in a restore: nothing of the batch it was for was committed
+            log.info("%s: stopping", stopped)
         except KafkaException as exc:
             raise DeliveryError(f"processor failed: {exc}") from exc
         finally:

@@ -21,7 +21,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from ketenstroom.errors import BrokerUnavailable, DeliveryError
+from ketenstroom.errors import BrokerUnavailable, DeliveryError, StopRequested
 from ketenstroom.settings import KafkaSettings
 
 log = logging.getLogger("ketenstroom.kafka")
@@ -403,8 +403,12 @@ def read_to_end(
     group_id: str,
     deadline_s: float = 120.0,
     batch_size: int = 10_000,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[Message]:
     """Committed records of ``partitions`` from the given offsets up to the end as of reading.
+
+    Raises DeliveryError when the end is not reached within ``deadline_s`` (a partition without a
+    leader), and StopRequested as soon as ``should_stop`` says so (looked at every 0.1 s at most).
 
     Uses partition-EOF events rather than comparing offsets: a read_committed consumer never returns
     transaction markers or aborted records, so its last offset can stay short of the high watermark.
@@ -416,6 +420,9 @@ def read_to_end(
     ) as loop:
         for batch in loop.batches(stop=lambda: pending <= loop.eof_offset.keys()):
             yield from batch
+            if should_stop():
+                left = sorted(pending - loop.eof_offset.keys())
+                raise StopRequested(f"stopped while reading {left} to the end")
             if time.monotonic() > deadline:
                 left = sorted(pending - loop.eof_offset.keys())
                 raise DeliveryError(f"reading {left} did not reach the end within {deadline_s:.0f} s")

@@ -6,15 +6,19 @@ librdkafka does. No broker."""
 
 from __future__ import annotations
 
+import socket
+import time
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from ketenstroom.adapters.kafka import read_to_end
 from ketenstroom.contract import Topics
-from ketenstroom.errors import DeliveryError
+from ketenstroom.errors import DeliveryError, StopRequested
+from ketenstroom.settings import KafkaSettings
 from processors.metrics import ProcessorMetrics
 from processors.progress import Reconciliation
 from processors.runner import TransactionalProcessor
@@ -133,3 +137,25 @@ def test_an_abort_the_coordinator_never_answers_ends_in_a_clear_error_not_a_hang
     with pytest.raises(DeliveryError, match=r"could not abort the transaction of a batch of 3 records"):
         _processor(producer)._transact(_batch())
     assert ("abort_transaction", 30.0) in producer.calls
+
+
+def test_a_stop_request_ends_a_read_to_the_end_that_cannot_finish() -> None:
+    """The dedup restore reads changelog partitions to their end; with their leader gone (here: no
+    broker at all) no end is ever reported. SIGTERM must end the wait at once, not after the
+    restore's deadline (120 s), and with an error: a partial dedup state would let duplicates pass."""
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}")
+    asked = time.monotonic() + 0.5  # the stop request comes half a second into the read
+    started = time.monotonic()
+    with pytest.raises(StopRequested, match=r"stopped while reading \[\('t.dedup.raw.om', 0\)\]"):
+        for _ in read_to_end(
+            kafka,
+            [TopicPartition("t.dedup.raw.om", 0, 0)],
+            group_id="t.restore",
+            deadline_s=120,
+            should_stop=lambda: time.monotonic() > asked,
+        ):
+            pass
+    assert time.monotonic() - started < 10  # not the 120 s deadline
