@@ -188,30 +188,28 @@ def fetch_apicurio(config: StackConfig, layout: Layout) -> None:
 
 def fetch_s3proxy(config: StackConfig, layout: Layout) -> None:
     """Download s3proxy's self-contained jar (about 98 MB)."""
-    _fresh(layout.s3proxy_dir)
     artifact = f"org.gaul:s3proxy:{S3PROXY_VERSION}:jar:jar-with-dependencies"
-    _mvn(
-        config,
-        ["dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={layout.s3proxy_dir}"],
-        layout.s3proxy_dir,
-        f"s3proxy {S3PROXY_VERSION}",
-    )
-    if not layout.s3proxy_jar.is_file():
-        raise FetchError(f"mvn succeeded but {layout.s3proxy_jar} is missing")
+    _fetch_jar(config, artifact, layout.s3proxy_dir, layout.s3proxy_jar, f"s3proxy {S3PROXY_VERSION}")
 
 
 def fetch_jmx_exporter(config: StackConfig, layout: Layout) -> None:
     """Download the Prometheus JMX exporter java agent (about 3 MB): the brokers' ``/metrics``."""
-    _fresh(layout.jmx_exporter_dir)
     artifact = f"io.prometheus.jmx:jmx_prometheus_javaagent:{JMX_EXPORTER_VERSION}"
+    label = f"the Prometheus JMX exporter {JMX_EXPORTER_VERSION}"
+    _fetch_jar(config, artifact, layout.jmx_exporter_dir, layout.jmx_exporter_jar, label)
+
+
+def _fetch_jar(config: StackConfig, artifact: str, directory: Path, jar: Path, label: str) -> None:
+    """One Maven Central jar copied into a fresh ``directory``; ``jar`` is where it must land."""
+    _fresh(directory)
     _mvn(
         config,
-        ["dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={layout.jmx_exporter_dir}"],
-        layout.jmx_exporter_dir,
-        f"the Prometheus JMX exporter {JMX_EXPORTER_VERSION}",
+        ["dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={directory}"],
+        directory,
+        label,
     )
-    if not layout.jmx_exporter_jar.is_file():
-        raise FetchError(f"mvn succeeded but {layout.jmx_exporter_jar} is missing")
+    if not jar.is_file():
+        raise FetchError(f"mvn succeeded but {jar} is missing")
 
 
 _FETCHERS: dict[str, Callable[[StackConfig, Layout], None]] = {

@@ -38,6 +38,19 @@ def connection_refused(kafka: KafkaSettings, text: str) -> DeliveryError:
     )
 
 
+def _admin(kafka: KafkaSettings) -> tuple[AdminClient, list[str]]:
+    """An admin client and the list its error callback fills: librdkafka says there why a connection
+    failed (SSL handshake, SASL authentication, refused), which the exception itself does not."""
+    errors: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        errors.append(err.str())
+
+    conf = kafka.librdkafka()
+    conf["error_cb"] = on_error
+    return AdminClient(conf), errors
+
+
 def require_topic(
     kafka: KafkaSettings,
     topic: str,
@@ -52,14 +65,7 @@ def require_topic(
     a cluster that does not answer at all is left to the caller's own delivery reports.
     ``await_unknown_s``: how long a topic the cluster calls unknown is asked for again (one created a
     moment ago is not served by every broker yet); 0 refuses it at once."""
-    errors: list[str] = []
-
-    def on_error(err: KafkaError) -> None:
-        errors.append(err.str())
-
-    conf = kafka.librdkafka()
-    conf["error_cb"] = on_error
-    admin = AdminClient(conf)
+    admin, errors = _admin(kafka)
     deadline = time.monotonic() + timeout
     unknown_until = time.monotonic() + min(await_unknown_s, timeout)
     while True:  # short metadata requests, so a refused handshake is reported at once, not at the deadline
@@ -91,14 +97,7 @@ def require_broker(kafka: KafkaSettings, timeout: float | None = None) -> None:
     answers a metadata request within ``timeout`` seconds (default ``KafkaSettings.connect_timeout_s``),
     so a command started against an unreachable cluster fails with one clear line instead of waiting."""
     limit = kafka.connect_timeout_s if timeout is None else timeout
-    errors: list[str] = []
-
-    def on_error(err: KafkaError) -> None:
-        errors.append(err.str())
-
-    conf = kafka.librdkafka()
-    conf["error_cb"] = on_error
-    admin = AdminClient(conf)
+    admin, errors = _admin(kafka)
     deadline = time.monotonic() + limit
     while True:
         try:
