@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import logging
 import time
@@ -388,10 +389,15 @@ def high_watermarks(
         return {}
     admin = AdminClient(settings.librdkafka())
     out: dict[tuple[str, int], int] = {}
+    deadline = time.monotonic() + timeout  # one bound for all: not ``timeout`` per partition
     for tp, future in admin.list_offsets(wanted, request_timeout=timeout).items():
         try:
-            out[(tp.topic, tp.partition)] = future.result(timeout=timeout).offset
-        except KafkaException:
+            out[(tp.topic, tp.partition)] = future.result(
+                timeout=max(0.0, deadline - time.monotonic())
+            ).offset
+        except (KafkaException, concurrent.futures.TimeoutError):
+            # a future still pending at the deadline (no leader: the request never left) raises the
+            # futures' TimeoutError, not a KafkaException; it crashed the processor's restore once
             continue
     return out
 
