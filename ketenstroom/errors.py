@@ -85,6 +85,11 @@ class StorageError(KetenstroomError):
     """Object storage failed a read or write."""
 
 
+class StopRequested(KetenstroomError):
+    """A stop request (SIGTERM, Ctrl-C) came while a long wait was not done: what it was for did not
+    happen, and the component stops without committing it."""
+
+
 class TransientError(KetenstroomError):
     """A dependency is unavailable for now: retry later (never dead-letter or reject on this)."""
 

@@ -57,7 +57,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from hashlib import blake2b
 
@@ -501,10 +501,12 @@ def restore(
     partitions: list[TopicPartition],
     *,
     deadline_s: float,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> tuple[dict[tuple[str, int], PartitionDedup], RestoreReport]:
     """The dedup state of each raw partition in ``partitions``, from the live part of its changelog:
     the latest ``START_KEY`` record near the partition's end says where that part begins (without one,
-    a changelog of the legacy format, it is read from its beginning)."""
+    a changelog of the legacy format, it is read from its beginning). A stop request raises
+    ``StopRequested`` (a partial state would let duplicates through; it is never returned)."""
     started = time.monotonic()
     report = RestoreReport()
     raw_of = {
@@ -518,7 +520,9 @@ def restore(
     # where a partition is short, reading it whole costs less than a second consumer's start
     tails = [TopicPartition(t, p, end - TAIL) for (t, p), end in written.items() if end > TAIL]
     if tails:
-        for msg in read_to_end(kafka, tails, group_id=f"{app_id}.restore", deadline_s=deadline_s):
+        for msg in read_to_end(
+            kafka, tails, group_id=f"{app_id}.restore", deadline_s=deadline_s, should_stop=should_stop
+        ):
             if msg.key() == START_KEY and msg.value():
                 topic, partition, _offset = where(msg)
                 starts[(topic, partition)] = int(msg.value() or b"0")
@@ -526,7 +530,9 @@ def restore(
     logs = [TopicPartition(t, p, starts.get((t, p), OFFSET_BEGINNING)) for t, p in written]
     report.skipped_from = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in logs}
     if logs:
-        for msg in read_to_end(kafka, logs, group_id=f"{app_id}.restore", deadline_s=deadline_s):
+        for msg in read_to_end(
+            kafka, logs, group_id=f"{app_id}.restore", deadline_s=deadline_s, should_stop=should_stop
+        ):
             topic, partition, offset = where(msg)
             value = msg.value()
             report.records += 1

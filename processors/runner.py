@@ -40,7 +40,7 @@ from ketenstroom.adapters.kafka import (
 )
 from ketenstroom.adapters.retry import Backoff
 from ketenstroom.contract import Topics
-from ketenstroom.errors import DeliveryError, is_transient
+from ketenstroom.errors import DeliveryError, StopRequested, is_transient
 from ketenstroom.settings import KafkaSettings, ProcessorSettings, TopicSettings
 from processors.dedup import Horizon, PartitionDedup, changelog_topic, produce_changelog, restore
 from processors.dlq import LetterStatus, letter_key, replay_key
@@ -98,6 +98,11 @@ class TransactionalProcessor:
             )
         )
         self.horizon = Horizon.of(settings)
+        self._should_stop: Callable[[], bool] = lambda: False  # run's, for the restore's reads
+        #: the longest a transactional call may block: past the transaction timeout the coordinator has
+        #: aborted the transaction anyway. Without a bound ``commit_transaction``/``abort_transaction``
+        #: wait forever for a coordinator that does not answer, and a stop request is never looked at.
+        self.txn_call_s = settings.transaction_timeout_ms / 1000
         self._dedup: dict[tuple[str, int], PartitionDedup] = {}
         self._partners_by_topic: dict[str, str] = {}
         self.stats = Reconciliation()
@@ -133,7 +138,12 @@ class TransactionalProcessor:
     def _restore(self, partitions: list[TopicPartition]) -> None:
         """Rebuild the dedup state of each newly assigned partition from its changelog's live buckets."""
         restored, report = restore(
-            self.kafka, self.app_id, self.horizon, partitions, deadline_s=RESTORE_DEADLINE_S
+            self.kafka,
+            self.app_id,
+            self.horizon,
+            partitions,
+            deadline_s=RESTORE_DEADLINE_S,
+            should_stop=self._should_stop,
         )
         self._dedup.update(restored)
         self.metrics.dedup_restore_seconds.set(report.seconds)
@@ -165,6 +175,7 @@ class TransactionalProcessor:
                 or (until_end and self.loop.caught_up())
             )
 
+        self._should_stop = should_stop
         try:
             self._ensure_state_topics()
             try:
@@ -180,6 +191,8 @@ class TransactionalProcessor:
                     break  # told to stop while waiting out an outage: nothing of the batch committed
                 if time.monotonic() - self._lag_at > LAG_EVERY_S:
                     self._update_lag()
+        except StopRequested as stopped:  # in a restore: nothing of the batch it was for was committed
+            log.info("%s: stopping", stopped)
         except KafkaException as exc:
             raise DeliveryError(f"processor failed: {exc}") from exc
         finally:
@@ -263,26 +276,49 @@ class TransactionalProcessor:
             for (topic, partition), state in dedup.items():
                 produce_changelog(self.producer, changelog_topic(self.app_id, topic), partition, state)
             offsets = self._next_offsets(records)
-            self.producer.send_offsets_to_transaction(offsets, self.loop.consumer.consumer_group_metadata())
-            self.producer.commit_transaction()
+            self.producer.send_offsets_to_transaction(
+                offsets, self.loop.consumer.consumer_group_metadata(), self.txn_call_s
+            )
+            self.producer.commit_transaction(self.txn_call_s)
             self.metrics.transactions.labels("committed").inc()
             self.producer.poll(0)  # the changelog records' delivery reports (``PartitionDedup.delivered``)
             for state in dedup.values():
                 state.commit()
         except KafkaException as exc:
             self._forget()
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.txn_requires_abort():
-                self.producer.abort_transaction()
-                self.metrics.transactions.labels("aborted").inc()
-                self.loop.rewind(self._first_offsets(records))
-                return False
-            raise
+            return self._kafka_failed(records, exc)
         except BaseException as exc:
             self._abandon(records, rewind=isinstance(exc, Exception) and is_transient(exc))
             raise
         self._count(records, sent, dead, duplicates)
         return True
+
+    def _kafka_failed(self, records: list[RawRecord], exc: KafkaException) -> bool:
+        """After Kafka failed the transaction: abort and rewind if it may be tried again (False), else
+        raise; a call that ran out of its bound raises ``_stuck``'s error."""
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.txn_requires_abort():
+            try:
+                self.producer.abort_transaction(self.txn_call_s)
+            except KafkaException as again:
+                raise self._stuck("abort", records, again) from again
+            self.metrics.transactions.labels("aborted").inc()
+            self.loop.rewind(self._first_offsets(records))
+            return False
+        if isinstance(err, KafkaError) and err.code() == KafkaError._TIMED_OUT:
+            raise self._stuck("commit", records, exc) from exc
+        raise exc
+
+    def _stuck(self, what: str, records: list[RawRecord], exc: KafkaException) -> DeliveryError:
+        """A transactional call that did not finish within its bound: exit with this error (non-zero) rather
+        than wait on; the restarted instance (same transactional id) fences this one and the broker aborts
+        what it left open, so its batch is processed again, once."""
+        err = exc.args[0] if exc.args else exc
+        return DeliveryError(
+            f"could not {what} the transaction of a batch of {len(records)} records within "
+            f"{self.txn_call_s:g} s (transaction coordinator or partition leaders unreachable?): "
+            f"{err.str() if isinstance(err, KafkaError) else err}; stopping, a restart resumes the batch"
+        )
 
     def _abandon(self, records: list[RawRecord], *, rewind: bool) -> None:
         """Not Kafka's doing (a bug in the transform, an interrupt, a registry outage): abort rather than
@@ -290,7 +326,7 @@ class TransactionalProcessor:
         with ``rewind`` (a transient failure) the batch is consumed again after the caller's wait."""
         self._forget()
         with contextlib.suppress(KafkaException):
-            self.producer.abort_transaction(10)
+            self.producer.abort_transaction(min(10.0, self.txn_call_s))
             self.metrics.transactions.labels("aborted").inc()
         if rewind:
             self.loop.rewind(self._first_offsets(records))

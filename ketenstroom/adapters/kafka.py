@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import logging
 import time
@@ -21,7 +22,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from ketenstroom.errors import BrokerUnavailable, DeliveryError
+from ketenstroom.errors import BrokerUnavailable, DeliveryError, StopRequested
 from ketenstroom.settings import KafkaSettings
 
 log = logging.getLogger("ketenstroom.kafka")
@@ -388,10 +389,15 @@ def high_watermarks(
         return {}
     admin = AdminClient(settings.librdkafka())
     out: dict[tuple[str, int], int] = {}
+    deadline = time.monotonic() + timeout  # one bound for all: not ``timeout`` per partition
     for tp, future in admin.list_offsets(wanted, request_timeout=timeout).items():
         try:
-            out[(tp.topic, tp.partition)] = future.result(timeout=timeout).offset
-        except KafkaException:
+            out[(tp.topic, tp.partition)] = future.result(
+                timeout=max(0.0, deadline - time.monotonic())
+            ).offset
+        except (KafkaException, concurrent.futures.TimeoutError):
+            # a future still pending at the deadline (no leader: the request never left) raises the
+            # futures' TimeoutError, not a KafkaException; it crashed the processor's restore once
             continue
     return out
 
@@ -403,8 +409,12 @@ def read_to_end(
     group_id: str,
     deadline_s: float = 120.0,
     batch_size: int = 10_000,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[Message]:
     """Committed records of ``partitions`` from the given offsets up to the end as of reading.
+
+    Raises DeliveryError when the end is not reached within ``deadline_s`` (a partition without a
+    leader), and StopRequested as soon as ``should_stop`` says so (looked at every 0.1 s at most).
 
     Uses partition-EOF events rather than comparing offsets: a read_committed consumer never returns
     transaction markers or aborted records, so its last offset can stay short of the high watermark.
@@ -416,6 +426,9 @@ def read_to_end(
     ) as loop:
         for batch in loop.batches(stop=lambda: pending <= loop.eof_offset.keys()):
             yield from batch
+            if should_stop():
+                left = sorted(pending - loop.eof_offset.keys())
+                raise StopRequested(f"stopped while reading {left} to the end")
             if time.monotonic() > deadline:
                 left = sorted(pending - loop.eof_offset.keys())
                 raise DeliveryError(f"reading {left} did not reach the end within {deadline_s:.0f} s")

@@ -231,20 +231,27 @@ class Supervised:
     """``ketenstroom process`` run as a service manager would: restarted (same instance id, so it
     fences what its predecessor left open) when it exits with an error, each exit kept for the report."""
 
-    def __init__(self, env: dict[str, str], group: str) -> None:
+    def __init__(self, env: dict[str, str], group: str, logs: Path) -> None:
         self.command = [sys.executable, "-m", "cli", "process", "-p", PARTNER, "--app-id", group]
-        self.env = env
+        self.env, self.logs = env, logs
         self.exits: list[str] = []
         self.child = self._start()
 
+    @property
+    def log(self) -> Path:
+        return self.logs / f"processor-{len(self.exits)}.log"
+
     def _start(self) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        # the log goes to a file, never to a pipe that nobody reads while the processor runs: a full
+        # pipe (64 KiB of log lines, e.g. librdkafka's complaints about a dead broker) blocks the
+        # processor's next log write mid-transaction, until the coordinator aborts it and fences it
+        with self.log.open("w") as log:
+            return subprocess.Popen(self.command, env=self.env, stdout=subprocess.PIPE, stderr=log, text=True)
 
     def ensure_running(self) -> bool:
         if self.child.poll() is not None:
-            _out, err = self.child.communicate()
+            self.child.communicate()
+            err = self.log.read_text(errors="replace")
             last = err.strip().splitlines()[-1] if err.strip() else ""
             self.exits.append(f"exit {self.child.returncode}: {last[-400:]}")
             _say(f"processor exited, restarting it: {self.exits[-1]}")
@@ -254,7 +261,9 @@ class Supervised:
 
     def stop(self) -> dict[str, Any]:
         self.child.send_signal(signal.SIGTERM)
-        out, err = self.child.communicate(timeout=60)
+        out, _ = self.child.communicate(timeout=60)
+        err = self.log.read_text(errors="replace")
+        _say(f"processor log: {sum(p.stat().st_size for p in self.logs.glob('processor-*.log'))} bytes")
         assert self.child.returncode == 0, err[-3000:]
         stats: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         return stats
@@ -299,7 +308,7 @@ def test_broker_loss_under_load_loses_and_doubles_nothing(
     names = Topics(f"t{os.getpid()}loss{time.time_ns() % 10**6}.")
     env, raw, group = _env(services, names), names.raw(PARTNER), f"{names.prefix}proc"
     _topics(env)
-    worker = Supervised(env, group)
+    worker = Supervised(env, group, tmp_path)
     ends = RawEnds(services, raw)
     receipts: list[dict[str, Any]] = []
     overlapped = 0  # kills that landed while publish was still producing
