@@ -135,7 +135,17 @@ class Stack:
                         reload_config(self.config, svc, say)
             self._check_ports(to_start)
             started = self._start(to_start, say)
-            self.last_report = self._wait_healthy(services, running, started, say)
+            try:
+                self.last_report = self._wait_healthy(services, running, started, say)
+            except ServiceStartError:
+                # a failed start leaves nothing behind: stop what this call started (a CI run left the
+                # secured stack's registry and s3proxy running after its broker failed to bind);
+                # services that were running before stay
+                for name, (pid, _since) in started.items():
+                    if is_alive(pid):
+                        terminate(pid, self.config.stop_timeout)
+                    next(svc for svc in to_start if svc.name == name).pid_file.unlink(missing_ok=True)
+                raise
 
     def client_env(self, principal: str) -> dict[str, str]:
         """``KETENSTROOM_*`` variables for a component running as ``principal`` on the secured stack:
