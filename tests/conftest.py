@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -64,8 +65,14 @@ def services() -> Iterator[Services]:
 
     stack = Stack(StackConfig.from_env(nodes=1))
     was_running = all(s.healthy for s in stack.status())
-    eps = stack.up()
-    yield Services(
+    yield services_of(stack.up(), started_here=not was_running)
+    if not was_running:
+        stack.down()
+
+
+def services_of(eps: Any, *, started_here: bool) -> Services:
+    """The clients' settings for a stack's ``Endpoints`` (single node or the 3-node cluster)."""
+    return Services(
         kafka=KafkaSettings(bootstrap_servers=eps.kafka_bootstrap),
         registry=RegistrySettings(url=eps.registry_url),
         s3=S3Settings(
@@ -75,10 +82,8 @@ def services() -> Iterator[Services]:
             access_key_id=eps.s3_access_key,
             secret_access_key=SecretStr(eps.s3_secret_key),
         ),
-        started_here=not was_running,
+        started_here=started_here,
     )
-    if not was_running:
-        stack.down()
 
 
 @pytest.fixture

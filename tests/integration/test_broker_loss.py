@@ -43,7 +43,6 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
-from pydantic import SecretStr
 
 from devstack import Stack, StackConfig
 from devstack.process import is_alive, owned_pid
@@ -51,10 +50,9 @@ from devstack.services import kafka_services
 from ketenstroom.adapters.kafka import all_partitions, ensure_topics, read_to_end
 from ketenstroom.contract import Topics
 from ketenstroom.contract.deliveries import DeliveryEvent
-from ketenstroom.settings import KafkaSettings, RegistrySettings, S3Settings
 from producers.publish import Publisher
 from synthetic import generate_chain
-from tests.conftest import Services
+from tests.conftest import Services, services_of
 from tests.integration.exactness import caught_up, count, event_ids, process_to_end, sink_to_end, wait_for
 
 pytestmark = pytest.mark.fault
@@ -69,22 +67,7 @@ DEADLINE_S = 180.0
 def cluster() -> Iterator[tuple[Stack, Services]]:
     stack = Stack(StackConfig.from_env(nodes=3))
     was_running = all(s.healthy for s in stack.status())
-    eps = stack.up()
-    yield (
-        stack,
-        Services(
-            kafka=KafkaSettings(bootstrap_servers=eps.kafka_bootstrap),
-            registry=RegistrySettings(url=eps.registry_url),
-            s3=S3Settings(
-                endpoint=eps.s3_endpoint,
-                bucket=eps.s3_bucket,
-                region=eps.s3_region,
-                access_key_id=eps.s3_access_key,
-                secret_access_key=SecretStr(eps.s3_secret_key),
-            ),
-            started_here=not was_running,
-        ),
-    )
+    yield stack, services_of(stack.up(), started_here=not was_running)
     if not was_running:
         stack.down()
 
