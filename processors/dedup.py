@@ -75,6 +75,7 @@ IDS_PER_RECORD = 50_000  # 800 kB of digests, under the broker's default 1 MB me
 FOLD_MIN = 65_536
 KEY_PREFIX = b"d2:"
 START_KEY = b"d2-start"  # value: the offset a restore starts at, written last in every transaction
+WATERMARK_WAIT_S = 5.0  # how long a restore asks again for a changelog's end before reading it whole
 TAIL = 256  # offsets at a changelog partition's end searched for the latest START_KEY
 DAY_MS = 86_400_000
 _LOW = (1 << 64) - 1
@@ -494,6 +495,26 @@ def produce_changelog(producer: Producer, topic: str, partition: int, state: Par
     return len(records)
 
 
+def _watermarks(
+    kafka: KafkaSettings, logs: list[tuple[str, int]], *, deadline_s: float
+) -> dict[tuple[str, int], int]:
+    """High watermarks of ``logs``, asked again for those not answered yet until ``deadline_s``: a
+    changelog created just before (a fresh start) answers "not leader" for a few hundred ms, and a
+    partition left unknown is read from its beginning, which costs a consumer's start and EOF wait
+    (1.5 s measured, ``bench/notes/processor-profile.md``) where asking again costs tens of ms."""
+    deadline = time.monotonic() + deadline_s
+    ends: dict[tuple[str, int], int] = {}
+    missing = logs
+    timeout = 10.0  # the first ask: high_watermarks' own bound
+    while missing:
+        ends.update(high_watermarks(kafka, [TopicPartition(t, p) for t, p in missing], timeout=timeout))
+        missing = [tp for tp in missing if tp not in ends]
+        timeout = deadline - time.monotonic()
+        if missing and timeout <= 0:
+            break  # no leader for a while: left unknown, read whole (``read_to_end`` waits for it)
+    return ends
+
+
 def restore(
     kafka: KafkaSettings,
     app_id: str,
@@ -514,7 +535,7 @@ def restore(
     }
     # a changelog partition never written to holds nothing to restore; skipping it spares the restore
     # consumer's start and EOF wait (seconds) on a fresh start
-    ends = high_watermarks(kafka, [TopicPartition(t, p) for t, p in raw_of])
+    ends = _watermarks(kafka, list(raw_of), deadline_s=min(WATERMARK_WAIT_S, deadline_s))
     written = {tp: ends.get(tp, 1) for tp in raw_of if ends.get(tp, 1) > 0}
     starts: dict[tuple[str, int], int] = {}
     # where a partition is short, reading it whole costs less than a second consumer's start

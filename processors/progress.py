@@ -7,7 +7,7 @@ Every input record ends curated, dead-lettered or dropped as a duplicate, so per
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass, field
 
 from processors.transform import Curated, DeadLetter, RawRecord
@@ -42,19 +42,39 @@ class Reconciliation:
     ) -> None:
         """Count one processed batch: ``curated`` were sent, ``duplicates`` dropped as seen before."""
         by_topic: Counter[str] = Counter()
+        position: dict[tuple[str, int], int] = {}
         for r in records:
             by_topic[r.topic] += 1
             tp = (r.topic, r.partition)
-            self.position[tp] = max(self.position.get(tp, 0), r.offset + 1)
-        _add(self.records_in, partner_of, by_topic)
-        _add(self.curated, partner_of, Counter(item.source.topic for item in curated))
+            position[tp] = max(position.get(tp, 0), r.offset + 1)
+        sent: dict[str, list[Curated]] = {}
+        for item in curated:
+            sent.setdefault(item.source.topic, []).append(item)
+        self.count(partner_of, by_topic, position, sent, dead, duplicates)
+
+    def count(
+        self,
+        partner_of: Callable[[str], str],
+        records_in: Mapping[str, int],
+        position: Mapping[tuple[str, int], int],
+        curated: Mapping[str, Sized],
+        dead: Iterable[DeadLetter],
+        duplicates: Iterable[RawRecord] = (),
+    ) -> None:
+        """``add`` with the batch already counted per topic (``records_in``, ``curated``) and the next
+        offset per partition (``position``): what the runner knows per run of a partition's records."""
+        for tp, offset in position.items():
+            if offset > self.position.get(tp, 0):
+                self.position[tp] = offset
+        _add(self.records_in, partner_of, records_in)
+        _add(self.curated, partner_of, {topic: len(items) for topic, items in curated.items()})
         _add(self.duplicates, partner_of, Counter(r.topic for r in duplicates))
         for letter in dead:
             reasons = self.dead.setdefault(partner_of(letter.source.topic), {})
             reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
 
 
-def _add(totals: dict[str, int], partner_of: Callable[[str], str], by_topic: Counter[str]) -> None:
+def _add(totals: dict[str, int], partner_of: Callable[[str], str], by_topic: Mapping[str, int]) -> None:
     for topic, n in by_topic.items():
         partner = partner_of(topic)
         totals[partner] = totals.get(partner, 0) + n

@@ -47,6 +47,9 @@ class UnansweredCoordinator:
     def produce(self, *_args: Any, **_kwargs: Any) -> None:
         pass
 
+    def produce_batch(self, _topic: str, messages: list[dict[str, Any]]) -> int:
+        return len(messages)
+
     def poll(self, _timeout: float = 0) -> int:
         return 0
 
