@@ -48,6 +48,7 @@ def run_ours(
     pseudonym: PseudonymSettings,
     source: Topics,
     profiler: cProfile.Profile | None = None,
+    batch_size: int | None = None,
 ) -> tuple[float, float, float, int]:
     """Wall seconds, CPU seconds (whole process, Python thread) and records of one run to the end."""
     out = outputs(kafka, source, "prof")
@@ -59,7 +60,9 @@ def run_ours(
         topics=out,
         partners=list(PARTNERS),
         transformer=transformer,
-        settings=ProcessorSettings(app_id=f"{out.prefix}prof"),
+        settings=ProcessorSettings(
+            app_id=f"{out.prefix}prof", **({"batch_size": batch_size} if batch_size else {})
+        ),
         metrics=ProcessorMetrics(),
     )
     cpu, main, wall = time.process_time(), time.thread_time(), time.perf_counter()
@@ -80,6 +83,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="run ours with each, in turns (default: the setting's)",
+    )
     parser.add_argument("--sort", default="tottime", help="cProfile sort key")
     parser.add_argument("--no-raw", action="store_true", help="skip the raw passthrough")
     args = parser.parse_args()
@@ -90,12 +100,14 @@ def main() -> None:
         print(f"published {n} events; {load_average()}", flush=True)
         with Registry(registry_settings) as registry:
             for run in range(args.runs):
-                wall, cpu, main, seen = run_ours(kafka, registry, pseudonym, source)
-                assert seen == n, (seen, n)
-                line = (
-                    f"run {run + 1}: ours {cpu / n * 1e6:.1f} us/event cpu ({main / n * 1e6:.1f} in the "
-                    f"Python thread), {n / wall:,.0f}/s wall"
-                )
+                line = f"run {run + 1}:"
+                for size in args.batch_sizes or [None]:
+                    wall, cpu, main, seen = run_ours(kafka, registry, pseudonym, source, batch_size=size)
+                    assert seen == n, (seen, n)
+                    line += (
+                        f" ours{f' (batch {size})' if size else ''} {cpu / n * 1e6:.1f} us/event cpu "
+                        f"({main / n * 1e6:.1f} in the Python thread), {n / wall:,.0f}/s wall"
+                    )
                 if not args.no_raw:
                     cpu = time.process_time()
                     wall = run_raw(kafka, source, n)

@@ -378,7 +378,10 @@ class ProcessorSettings(BaseSettings):
     #: stable per running instance: the transactional id ``<app_id>-<instance_id>`` fences its
     #: predecessor, and the static group member ``<app_id>.<instance_id>`` takes its partitions back
     instance_id: str = "0"
-    batch_size: int = Field(default=2000, ge=1)
+    #: records per transaction (at most: a quiet stream's batch is what 0.5 s brought). Each commit
+    #: waits ~10-20 ms for the coordinator, so 10,000 rather than 2,000 spares most of that wait
+    #: (bench/notes/processor-profile.md); latency at a low rate is the same (the batch is not full)
+    batch_size: int = Field(default=10_000, ge=1)
     #: the broker aborts a transaction left open this long (a crashed instance's, say)
     transaction_timeout_ms: int = Field(default=30_000, ge=1000)
     #: the longest wait between two tries of a batch that failed transiently (registry, broker down)

@@ -127,6 +127,8 @@ class ConsumeLoop:
     def caught_up(self) -> bool:
         """Every assigned partition is at its end (committed records only: transaction markers and
         aborted records never keep it waiting)."""
+        if not self.at_end:  # asked before every batch: spare building the assignment's list then
+            return False
         assigned = self.consumer.assignment()
         return bool(assigned) and all((tp.topic, tp.partition) in self.at_end for tp in assigned)
 
