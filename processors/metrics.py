@@ -16,6 +16,10 @@ def observe_many(histogram: Histogram, values: np.ndarray) -> None:
     is >= it); ``tests/unit/test_processor_runs.py`` holds it to ``observe``'s exposition."""
     if not len(values):
         return
+    if not hasattr(histogram, "_upper_bounds"):  # a stand-in (the benchmark's metrics off): its observe
+        for value in values.tolist():
+            histogram.observe(value)
+        return
     bounds = histogram._upper_bounds
     buckets = histogram._buckets
     counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
