@@ -87,6 +87,28 @@ class Samples:
         if rss is not None:
             self.series.setdefault(name, []).append((time.monotonic() - self.started, rss))
 
+    #: publish: per delivery process, (seconds since start when launched, its largest RSS seen)
+    peaks: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def launched(self, pid: int) -> None:
+        self.peaks[pid] = (time.monotonic() - self.started, 0.0)
+
+    def peak(self, pid: int, rss: float | None) -> None:
+        if rss is not None and pid in self.peaks:
+            at, top = self.peaks[pid]
+            self.peaks[pid] = (at, max(top, rss))
+
+    def delivery_growth(self, baseline_s: float, end_s: float) -> tuple[float, float, float]:
+        """Publish is a new process per delivery, so its growth compares like with like: the median
+        peak RSS of the deliveries launched in the 30 s after ``baseline_s`` against those launched in
+        the last 30 s of load (one process's peak grows with nothing but its own delivery)."""
+        base = [r for t, r in self.peaks.values() if r and baseline_s <= t < baseline_s + 30]
+        last = [r for t, r in self.peaks.values() if r and end_s - 30 <= t <= end_s]
+        if not base or not last:
+            return 0.0, 0.0, 0.0
+        b, e = statistics.median(base), statistics.median(last)
+        return b, e, e - b
+
     def growth(self, name: str, baseline_s: float, end_s: float) -> tuple[float, float, float]:
         """RSS around ``baseline_s`` (median of the 30 s after it), at the end (median of the last
         30 s of load) and the difference."""
@@ -198,6 +220,7 @@ class Soak:
                 stdout=devnull,
                 stderr=devnull,
             )
+            self.samples.launched(child.pid)
             self.publishing.append((child, delivery))
             delivery += 1
         load_end = time.monotonic() - started
@@ -206,9 +229,7 @@ class Soak:
             time.sleep(0.2)
         print(f"load done after {load_end:.0f} s: {delivery} deliveries; {load_average()}")
         raw_total = sum(end_offsets(self.kafka, [self.names.raw("om")]).values())
-        drain_until = time.monotonic() + a.drain
-        while time.monotonic() < drain_until and self._staged_rows() < raw_total:
-            time.sleep(1.0)
+        self._drain(raw_total, proc, sink)
         for child in (proc, sink):
             child.send_signal(signal.SIGTERM)
         for child in (proc, sink):
@@ -223,6 +244,18 @@ class Soak:
             fh.close()
         return self.report(load_end, delivery, raw_total, proc.returncode, sink.returncode)
 
+    def _drain(self, raw_total: int, *children: subprocess.Popen[bytes]) -> None:
+        """Wait (at most ``--drain`` seconds) until the sink has staged every raw record."""
+        drain_until = time.monotonic() + self.args.drain
+        while self._staged_rows() < raw_total:
+            if any(child.poll() is not None for child in children):
+                print("a component died before catching up: stopping")
+                return  # waiting longer stages nothing
+            if time.monotonic() >= drain_until:
+                print(f"not caught up {self.args.drain:.0f} s after the load: stopping anyway")
+                return
+            time.sleep(1.0)
+
     def _reap(self) -> None:
         for child, n in list(self.publishing):
             if child.poll() is not None:
@@ -234,9 +267,8 @@ class Soak:
         while not self.stop_sampling.is_set():
             self.samples.add("process", _rss_mib(processor))
             self.samples.add("sink", _rss_mib(sink))
-            alive = [r for child, _n in list(self.publishing) if (r := _rss_mib(child.pid)) is not None]
-            if alive:
-                self.samples.add("publish", max(alive))
+            for child, _n in list(self.publishing):
+                self.samples.peak(child.pid, _rss_mib(child.pid))
             self.stop_sampling.wait(1.0)
 
     def _staged_files(self) -> list[Path]:
@@ -293,12 +325,23 @@ class Soak:
             + ", ".join(f"{label} {_quantile(latencies, q):.2f} s" for label, q in QUANTILES)
         )
         growth = []
-        for name in ("process", "sink", "publish"):
+        for name in ("process", "sink"):
             b, e, g = self.samples.growth(name, baseline, load_s)
             growth.append(g)
             print(f"rss {name}: {b:.0f} MiB at {baseline:.0f} s -> {e:.0f} MiB at the end ({g:+.1f} MiB)")
+        b, e, g = self.samples.delivery_growth(baseline, load_s)
+        growth.append(g)
+        print(
+            f"rss publish (median peak per delivery): {b:.0f} MiB launched at {baseline:.0f} s -> "
+            f"{e:.0f} MiB in the last 30 s ({g:+.1f} MiB)"
+        )
+        failed = {"process": proc_rc, "sink": sink_rc}
+        for name, rc in failed.items():
+            if rc != 0:
+                log = (self.work / f"{name}.log").read_text(errors="replace").splitlines()
+                print(f"{name} exited {rc}; the last lines of its log:", *log[-15:], sep="\n  ")
         print(f"{load_average()}; work dir {self.work}")
-        if not self.args.keep:
+        if not self.args.keep and not lost and not duplicated and not any(failed.values()):
             shutil.rmtree(self.work, ignore_errors=True)
         return f"lost={lost} duplicated={duplicated} p99_latency_s={p99:.2f} rss_growth_mib={max(growth):.1f}"
 

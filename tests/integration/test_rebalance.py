@@ -74,7 +74,7 @@ def _deliver(services: Services, names: Topics, export: Path, tmp: Path) -> int:
     """One delivery of ``export`` (in-process ``Publisher``: the CLI's code, without its start-up)."""
     rejects = tmp / f"{names.prefix}{export.name}.{time.time_ns()}.rejects.jsonl"
     ensure_topics(
-        services.kafka, [*names.all([PARTNER]), names.deliveries], partitions=3, replication_factor=-1
+        services.kafka, names.all([PARTNER]), partitions=3, replication_factor=-1
     )
     with Publisher(PARTNER, kafka=services.kafka, registry=services.registry, topics=names) as publisher:
         receipt = publisher.publish([export], reject_path=rejects)
