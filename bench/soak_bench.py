@@ -16,8 +16,11 @@ Measured, per event id:
   sink needs no extra column or metric for it. Events are dated in the current month, so nothing is
   sealed (moved) during the soak;
 * RSS of each component (``/proc/<pid>/status``, sampled each second): processor and sink from minute 2
-  (or half-way, for a run shorter than 4 minutes) to the end; publish as the largest delivery process
-  alive in each sample.
+  (or half-way, for a run shorter than 4 minutes) to the end; publish, a new process per delivery,
+  as the median peak RSS of the deliveries launched then against those launched in the last 30 s.
+  The processor's dedup state (``ketenstroom_processor_dedup_bytes``, scraped from its ``/metrics``)
+  is printed beside it: it grows with every new id until the dedup horizon (400 days by default)
+  by design, about 22 bytes an id, and is the part of the processor's growth that is not a leak.
 
 The last line is ``lost=<n> duplicated=<n> p99_latency_s=<x> rss_growth_mib=<y>`` (growth: the largest
 over the components). Never run in CI: it takes the duration plus a few minutes and loads the machine.
@@ -32,12 +35,14 @@ import random
 import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,6 +50,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import load_average
 from ketenstroom.adapters.kafka import all_partitions, end_offsets, read_to_end
@@ -121,6 +127,28 @@ class Samples:
         return b, e, e - b
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _dedup_mib(port: int) -> float | None:
+    """The processor's dedup state in MiB, from its ``/metrics`` (None while it is not serving)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    total = sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "ketenstroom_processor_dedup_bytes"
+        for sample in family.samples
+    )
+    return total / 2**20
+
+
 def _rows(delivery: int, count: int, now: datetime) -> list[dict[str, str]]:
     """``count`` OM decisions of this delivery, decided in the last hours of the current month (so
     none is due for sealing during the soak) and registered a few days before."""
@@ -181,9 +209,10 @@ class Soak:
         subprocess.run(self.cli("topics"), env=self.env(), check=True, capture_output=True)
         devnull = subprocess.DEVNULL
         logs = {name: (self.work / f"{name}.log").open("wb") for name in ("process", "sink")}
+        self.metrics_port = _free_port()
         proc = subprocess.Popen(
             self.cli("process", "--partner", "om", "--app-id", f"{self.names.prefix}proc"),
-            env=self.env(),
+            env={**self.env(), "KETENSTROOM_PROCESSOR_METRICS_PORT": str(self.metrics_port)},
             stdout=devnull,
             stderr=logs["process"],
         )
@@ -269,6 +298,7 @@ class Soak:
             self.samples.add("sink", _rss_mib(sink))
             for child, _n in list(self.publishing):
                 self.samples.peak(child.pid, _rss_mib(child.pid))
+            self.samples.add("dedup", _dedup_mib(self.metrics_port))
             self.stop_sampling.wait(1.0)
 
     def _staged_files(self) -> list[Path]:
@@ -329,6 +359,11 @@ class Soak:
             b, e, g = self.samples.growth(name, baseline, load_s)
             growth.append(g)
             print(f"rss {name}: {b:.0f} MiB at {baseline:.0f} s -> {e:.0f} MiB at the end ({g:+.1f} MiB)")
+        b, e, g = self.samples.growth("dedup", baseline, load_s)
+        print(
+            f"processor dedup state (ketenstroom_processor_dedup_bytes): {b:.1f} MiB at {baseline:.0f} s -> "
+            f"{e:.1f} MiB at the end ({g:+.1f} MiB: the ids within the horizon, by design)"
+        )
         b, e, g = self.samples.delivery_growth(baseline, load_s)
         growth.append(g)
         print(
