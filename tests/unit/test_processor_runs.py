@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from ketenstroom.contract import Topics
 from ketenstroom.errors import BrokerUnavailable
-from ketenstroom.settings import ProcessorSettings
+from ketenstroom.settings import KafkaSettings, ProcessorSettings
 from processors.dedup import Horizon, PartitionDedup
 from processors.metrics import ProcessorMetrics, observe_many
 from processors.progress import Reconciliation
@@ -207,3 +207,25 @@ def test_observe_many_exposes_exactly_what_observe_does(values: list[float]) -> 
         return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
 
     assert lines(many) == lines(one)
+
+
+def test_restore_asks_again_for_changelog_ends_not_answered_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changelog created a moment before answers "not leader" for a while: asked again, not read
+    whole (a consumer's start and EOF wait); one that never answers is left unknown at the deadline."""
+    from processors import dedup
+
+    asked: list[list[tuple[str, int]]] = []
+    answers = iter([{("log", 0): 0}, {}, {("log", 1): 5}])
+
+    def high_watermarks(_kafka: Any, partitions: list[TopicPartition], *, timeout: float) -> dict[Any, int]:
+        assert timeout > 0
+        asked.append([(tp.topic, tp.partition) for tp in partitions])
+        return next(answers)
+
+    monkeypatch.setattr(dedup, "high_watermarks", high_watermarks)
+    logs = [("log", 0), ("log", 1)]
+    assert dedup._watermarks(KafkaSettings(), logs, deadline_s=5.0) == {("log", 0): 0, ("log", 1): 5}
+    assert asked == [logs, [("log", 1)], [("log", 1)]]
+
+    monkeypatch.setattr(dedup, "high_watermarks", lambda *_a, **_k: {})
+    assert dedup._watermarks(KafkaSettings(), logs, deadline_s=0.0) == {}
