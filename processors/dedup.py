@@ -76,6 +76,7 @@ FOLD_MIN = 65_536
 KEY_PREFIX = b"d2:"
 START_KEY = b"d2-start"  # value: the offset a restore starts at, written last in every transaction
 WATERMARK_WAIT_S = 5.0  # how long a restore asks again for a changelog's end before reading it whole
+ASK_AGAIN_S = 0.05  # between those asks
 TAIL = 256  # offsets at a changelog partition's end searched for the latest START_KEY
 DAY_MS = 86_400_000
 _LOW = (1 << 64) - 1
@@ -512,6 +513,8 @@ def _watermarks(
         timeout = deadline - time.monotonic()
         if missing and timeout <= 0:
             break  # no leader for a while: left unknown, read whole (``read_to_end`` waits for it)
+        if missing:  # a "not leader" answer comes at once: a pause keeps this from a hot loop of clients
+            time.sleep(min(ASK_AGAIN_S, timeout))
     return ends
 
 
