@@ -328,7 +328,7 @@ class Sink:
             # over the whole batch per period; each period keeps its rows in consume order
             order = np.argsort(period_idx, kind="stable")
             full = full.take(pa.array(order))
-            bounds = np.searchsorted(period_idx[order], present, side="left").tolist() + [len(order)]
+            bounds = [*np.searchsorted(period_idx[order], present, side="left").tolist(), len(order)]
         else:
             bounds = [0, len(period_idx)]
         for k, index in enumerate(present.tolist()):

@@ -58,7 +58,7 @@ from ketenstroom.contract.snapshots import (
 from ketenstroom.crashpoints import crash_point
 from ketenstroom.settings import SnapshotSettings
 from sinks.dedup import keep_first
-from sinks.stats import FileRead, Stats, read_file, write_with_stats
+from sinks.stats import FileRead, Stats, read_file, write_counted
 
 log = logging.getLogger("ketenstroom.snapshot")
 
@@ -210,11 +210,13 @@ class Sealer:
                 table = pq.read_table(io.BytesIO(self.store.get(key))).filter(pa.array(keep))
                 partition, offset = table["kafka_partition"][0].as_py(), table["kafka_offset"][0].as_py()
                 target = data_name(period, revision, revision, partition, offset)
-                data = write_with_stats(table, r.schema_ids)
+                data, counted = write_counted(table, r.schema_ids)
                 self.store.put(target, data)
-                kept = read_file(target, data)
-                stats.merge(kept.stats)
-                entries.append(kept.entry)
+                # the entry and counts of the bytes just written, without parsing them back
+                stats.merge(counted)
+                entries.append(
+                    FileEntry(path=target, sha256=sha256(data), rows=table.num_rows, bytes=len(data))
+                )
             self.store.delete(key)
             crash_point("seal.moved")
         return dropped

@@ -131,10 +131,15 @@ class FileRead:
 
 def write_with_stats(table: pa.Table, schema_ids: Iterable[int]) -> bytes:
     """``write_table`` with the file's counts in its footer (read back by ``read_file``)."""
+    return write_counted(table, schema_ids)[0]
+
+
+def write_counted(table: pa.Table, schema_ids: Iterable[int]) -> tuple[bytes, Stats]:
+    """``write_with_stats``, and the counts it wrote (what ``read_file`` would read back from them)."""
     stats = Stats()
     ids = sorted(set(schema_ids))
     stats.add(table, ids)
-    return write_table(table, ids, {STATS_KEY: stats.to_json()})
+    return write_table(table, ids, {STATS_KEY: stats.to_json()}), stats
 
 
 def read_file(path: str, data: bytes) -> FileRead:
