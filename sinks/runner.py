@@ -111,6 +111,9 @@ class Sink:
             topics=[self.topic],
             instance_id=settings.instance_id,
             batch_size=settings.batch_size,
+            # a batch ends at a partition's end instead of waiting out the poll timeout there (up to
+            # 0.5 s of idling before every seal at the end of a catch-up; ``ConsumeLoop``)
+            return_at_eof=True,
             # librdkafka prefetches up to 64 MiB a partition by default; a quarter keeps it busy
             queued_max_messages_kbytes=16_384,
             # ... provided the next fetch follows as soon as the queue has room: librdkafka waits
