@@ -67,11 +67,12 @@ class ConsumeLoop:
     ``partitions``: read exactly these (``assign``), from their offsets or the group's committed ones.
 
     librdkafka's ``consume`` returns when it has ``batch_size`` records or ``poll_timeout_s`` has passed,
-    so the last records before the end of a partition wait out the timeout with them. With
-    ``return_at_eof`` a batch is handed over as soon as it holds a partition-EOF event (what is queued is
-    gathered in short slices until then): a reader that stops or seals at the end (the sink) does not
-    idle up to ``poll_timeout_s`` there. Off by default: a processor at the live end would otherwise
-    commit one transaction per fetch instead of one per full batch or timeout.
+    so the last records before the end of a catch-up wait out the timeout with them. With
+    ``return_at_eof``, after a full batch (while catching up), the next batches are handed over as soon
+    as they hold a partition-EOF event (what is queued is gathered in short slices
+    until then): a reader that stops or seals at the end (the sink) does not idle up to
+    ``poll_timeout_s`` there. A trickle at the live end is batched as before (one batch per timeout),
+    so a caller that flushes whenever it is caught up does not flush once per fetch. Off by default.
 
     Always ``read_committed`` with partition-EOF events, offsets committed by the caller only:
     ``at_end`` holds the assigned partitions whose latest event is EOF (nothing read since), and
@@ -113,6 +114,7 @@ class ConsumeLoop:
         self.group_id, self.topics, self.partitions = group_id, list(topics), list(partitions)
         self.batch_size, self.poll_timeout_s = batch_size, poll_timeout_s
         self.return_at_eof = return_at_eof
+        self._eager_left = 0  # batches that may still end at an EOF (``return_at_eof``)
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self.at_end: set[tuple[str, int]] = set()
         self.eof_offset: dict[tuple[str, int], int] = {}
@@ -202,10 +204,9 @@ class ConsumeLoop:
             self.consumer.assign(self.partitions)
             self.assigned_after_s = 0.0
         report_at = self._started + WAIT_REPORT_S
-        consume, at_end, eof_offset = self.consumer.consume, self.at_end, self.eof_offset
-        size, timeout = self.batch_size, self.poll_timeout_s
+        at_end, eof_offset = self.at_end, self.eof_offset
         while not stop():
-            events = self._until_eof() if self.return_at_eof else consume(size, timeout=timeout)
+            events = self._next_events()
             records: list[Message] = []
             eofs: list[tuple[int, tuple[str, int], int]] = []  # (records before it, partition, offset)
             for msg in events:
@@ -229,6 +230,19 @@ class ConsumeLoop:
                 self._report_waiting(time.monotonic() - self._started)
                 report_at = time.monotonic() + 2 * WAIT_REPORT_S
             yield records
+
+    def _next_events(self) -> list[Message]:
+        """The next batch's events; after a full batch, the next ones (one more than there are
+        partitions: each may end in a batch of its own) end at an EOF (``return_at_eof``)."""
+        size = self.batch_size
+        if self.return_at_eof and self._eager_left > 0:
+            self._eager_left -= 1
+            events = self._until_eof()
+        else:
+            events = self.consumer.consume(size, timeout=self.poll_timeout_s)
+        if self.return_at_eof and len(events) >= size:
+            self._eager_left = len(self.consumer.assignment()) + 1
+        return events
 
     EOF_SLICE_S = 0.02  # how long one wait for more records lasts when a batch may end at an EOF
 

@@ -18,14 +18,14 @@ def test_a_partial_batch_comes_back_at_the_end_of_the_partitions(services: Servi
     topic = names.raw("om")
     ensure_topics(services.kafka, [topic], partitions=2, replication_factor=1)
     producer = Producer(services.kafka.librdkafka())
-    for n in range(300):  # far fewer than a batch
+    for n in range(250):  # two full batches of 100, then the end of both partitions
         producer.produce(topic, key=str(n).encode(), value=f"record {n}".encode(), partition=n % 2)
     assert producer.flush(30) == 0
     loop = ConsumeLoop(
         services.kafka,
         group_id=f"{names.prefix}eager",
         topics=[topic],
-        batch_size=5000,
+        batch_size=100,
         poll_timeout_s=TIMEOUT_S,
         return_at_eof=True,
     )
@@ -37,8 +37,8 @@ def test_a_partial_batch_comes_back_at_the_end_of_the_partitions(services: Servi
             waits.append(time.monotonic() - started)
             seen += [m.value() or b"" for m in records]
             started = time.monotonic()
-    assert sorted(seen) == sorted(f"record {n}".encode() for n in range(300))
-    assert loop.eof_offset == {(topic, 0): 150, (topic, 1): 150}
-    # every batch after the assignment came back well before the poll timeout: at an EOF, not at the
-    # timeout (without ``return_at_eof`` the first batch with records alone waits out all 20 s)
+    assert sorted(seen) == sorted(f"record {n}".encode() for n in range(250))
+    assert loop.eof_offset == {(topic, 0): 125, (topic, 1): 125}
+    # every batch came back well before the poll timeout: the last, partial one at an EOF, not at the
+    # timeout (without ``return_at_eof`` it waits out all 20 s)
     assert max(waits) < TIMEOUT_S / 2, waits
