@@ -17,7 +17,7 @@ Measured, per event id:
   sealed (moved) during the soak;
 * RSS of each component (``/proc/<pid>/status``, sampled each second): processor and sink from minute 2
   (or half-way, for a run shorter than 4 minutes) to the end; publish, a new process per delivery,
-  as the median peak RSS of the deliveries launched then against those launched in the last 30 s.
+  as the median peak RSS (`VmHWM`) of the deliveries launched then against those launched in the last 30 s.
   The processor's dedup state (``ketenstroom_processor_dedup_bytes``, scraped from its ``/metrics``)
   is printed beside it: it grows with every new id until the dedup horizon (400 days by default)
   by design, about 22 bytes an id, and is the part of the processor's growth that is not a leak.
@@ -72,10 +72,11 @@ def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def _rss_mib(pid: int) -> float | None:
+def _rss_mib(pid: int, field: str = "VmRSS") -> float | None:
+    """A process's resident memory now (``VmRSS``) or its peak so far (``VmHWM``), in MiB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -114,6 +115,13 @@ class Samples:
             return 0.0, 0.0, 0.0
         b, e = statistics.median(base), statistics.median(last)
         return b, e, e - b
+
+    def per_minute(self, name: str) -> list[float]:
+        """The median of each minute's samples: whether growth levels off or keeps climbing."""
+        minutes: dict[int, list[float]] = {}
+        for t, r in self.series.get(name, []):
+            minutes.setdefault(int(t // 60), []).append(r)
+        return [statistics.median(minutes[m]) for m in sorted(minutes)]
 
     def growth(self, name: str, baseline_s: float, end_s: float) -> tuple[float, float, float]:
         """RSS around ``baseline_s`` (median of the 30 s after it), at the end (median of the last
@@ -297,7 +305,7 @@ class Soak:
             self.samples.add("process", _rss_mib(processor))
             self.samples.add("sink", _rss_mib(sink))
             for child, _n in list(self.publishing):
-                self.samples.peak(child.pid, _rss_mib(child.pid))
+                self.samples.peak(child.pid, _rss_mib(child.pid, "VmHWM"))
             self.samples.add("dedup", _dedup_mib(self.metrics_port))
             self.stop_sampling.wait(1.0)
 
@@ -359,6 +367,8 @@ class Soak:
             b, e, g = self.samples.growth(name, baseline, load_s)
             growth.append(g)
             print(f"rss {name}: {b:.0f} MiB at {baseline:.0f} s -> {e:.0f} MiB at the end ({g:+.1f} MiB)")
+            print(f"  per minute: {' '.join(f'{r:.0f}' for r in self.samples.per_minute(name))} MiB")
+        print(f"  dedup per minute: {' '.join(f'{r:.1f}' for r in self.samples.per_minute('dedup'))} MiB")
         b, e, g = self.samples.growth("dedup", baseline, load_s)
         print(
             f"processor dedup state (ketenstroom_processor_dedup_bytes): {b:.1f} MiB at {baseline:.0f} s -> "
