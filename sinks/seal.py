@@ -106,7 +106,7 @@ class Sealer:
         """Seal every period that is due and has something new (or has just become final).
 
         One moment for the whole run: every revision sealed together gets the same ``sealed_at``, so each
-        one's tables read the person links of all the others (``sinks.links``)."""
+        one's tables read the person links of all the others (``ketenstroom.adapters.links``)."""
         now = self.policy.clock()
         sealed = []
         for period in self.snapshots.periods():
