@@ -41,6 +41,7 @@ processor) keeps the whole evidence it is folded with as strings: slower, the sa
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -69,9 +70,7 @@ PACKED_EVIDENCE_SCHEMA = pa.schema(
     ]
 )
 
-_NIBBLE = np.full(256, 255, dtype=np.uint8)  # a lowercase hex digit's value; 255 for any other byte
-_NIBBLE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_HEX_DIGITS = b"0123456789abcdef"  # lowercase only: an uppercase digest would not unpack to itself
 
 
 def _mask(valid: np.ndarray) -> pa.Buffer | None:
@@ -94,14 +93,10 @@ def pack(values: pa.Array | pa.ChunkedArray) -> pa.Array | None:
         return None
     count = int(offsets[-1] - offsets[0])
     data = arr.buffers()[2]
-    if data is None or count == 0:
-        digits = np.zeros(0, dtype=np.uint8)
-    else:
-        digits = _NIBBLE[np.frombuffer(data, dtype=np.uint8, count=count, offset=int(offsets[0]))]
-    if digits.size and digits.max() == 255:
+    text = b"" if data is None or count == 0 else data.slice(int(offsets[0]), count).to_pybytes()
+    if text.translate(None, _HEX_DIGITS):  # anything but lowercase hex digits left: not an HMAC's hex
         return None
-    pairs = digits.reshape(-1, 2)
-    packed: np.ndarray = ((pairs[:, 0] << 4) | pairs[:, 1]).astype(np.uint8, copy=False)
+    packed = np.frombuffer(binascii.unhexlify(text), dtype=np.uint8)
     if len(packed) != n * 32:  # some nulls: valid values to their rows, nulls as zero bytes
         full = np.zeros((n, 32), dtype=np.uint8)
         full[valid] = packed.reshape(-1, 32)
@@ -120,15 +115,13 @@ def unpack(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     data = arr.buffers()[1]
     assert data is not None  # a non-empty fixed-size binary array has a data buffer
     raw = np.frombuffer(data, dtype=np.uint8, count=n * 32, offset=arr.offset * 32)
-    digits = np.empty((len(raw), 2), dtype=np.uint8)
-    digits[:, 0] = _HEX[raw >> 4]
-    digits[:, 1] = _HEX[raw & 15]
     valid = np.asarray(arr.is_valid()) if arr.null_count else np.ones(n, dtype=bool)
     lengths = np.where(valid, 64, 0).astype(np.int32)  # a null takes no bytes, as Arrow builds them
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    kept = digits.reshape(n, 64)[valid].reshape(-1) if not valid.all() else digits.reshape(-1)
-    return pa.Array.from_buffers(pa.string(), n, [_mask(valid), pa.py_buffer(offsets), pa.py_buffer(kept)])
+    kept = raw if valid.all() else raw.reshape(n, 32)[valid].reshape(-1)
+    text = binascii.hexlify(kept.tobytes())  # lowercase, as the processor writes them
+    return pa.Array.from_buffers(pa.string(), n, [_mask(valid), pa.py_buffer(offsets), pa.py_buffer(text)])
 
 
 def _unpacked(evidence: pa.Table) -> pa.Table:
