@@ -25,7 +25,7 @@ from ketenstroom.contract.snapshots import (
     staging_name,
 )
 from ketenstroom.errors import StorageError
-from sinks.dedup import first_occurrences, id_array, keep_first
+from sinks.dedup import first_occurrences, id_array, keep_first, keep_first_parts
 from sinks.parquet import to_parquet
 from sinks.seal import Sealer, SealPolicy
 
@@ -324,3 +324,23 @@ def test_files_of_other_rows_behind_one_first_row_never_overwrite_each_other(sto
 def test_staged_names_without_a_digest_are_still_read() -> None:
     old, new = staging_name(PERIOD, 2, 40), staging_name(PERIOD, 2, 40, "0123456789abcdef")
     assert [STAGED.search(k).groups()[:2] for k in (old, new)] == [("002", "0" * 18 + "40")] * 2  # type: ignore[union-attr]
+
+
+def test_keep_first_over_parts_equals_keep_first_over_their_concatenation() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(6)
+    ids = rng.integers(0, 2**63, size=(6000, 2), dtype=np.int64).astype(np.uint64)
+    ids[:300, 0] = 42  # same first half, different second half: not duplicates
+    ids[4000:4200] = ids[100:300]  # repeats across parts
+    ids[5500:5600] = ids[5000:5100]  # repeats within a part
+    positions = rng.permutation(6000).astype(np.int64)
+    cuts = [0, 0, 1000, 2500, 4100, 6000]  # an empty part, and parts of every size
+    part_rank = [0, 0, 1, 2, 2]
+    rank = np.concatenate([np.full(b - a, r, np.int8) for a, b, r in zip(cuts, cuts[1:], part_rank)])
+    parts = [ids[a:b] for a, b in zip(cuts, cuts[1:])]
+    spots = [positions[a:b] for a, b in zip(cuts, cuts[1:])]
+    whole = keep_first(ids, rank, positions)
+    assert (keep_first_parts(parts, part_rank, spots) == whole).all()
+    assert whole.sum() == 5700
+    assert keep_first_parts([ids[:1]], [0], [positions[:1]]).tolist() == [True]
