@@ -327,6 +327,8 @@ def test_staged_names_without_a_digest_are_still_read() -> None:
 
 
 def test_keep_first_over_parts_equals_keep_first_over_their_concatenation() -> None:
+    import itertools
+
     import numpy as np
 
     rng = np.random.default_rng(6)
@@ -337,9 +339,10 @@ def test_keep_first_over_parts_equals_keep_first_over_their_concatenation() -> N
     positions = rng.permutation(6000).astype(np.int64)
     cuts = [0, 0, 1000, 2500, 4100, 6000]  # an empty part, and parts of every size
     part_rank = [0, 0, 1, 2, 2]
-    rank = np.concatenate([np.full(b - a, r, np.int8) for a, b, r in zip(cuts, cuts[1:], part_rank)])
-    parts = [ids[a:b] for a, b in zip(cuts, cuts[1:])]
-    spots = [positions[a:b] for a, b in zip(cuts, cuts[1:])]
+    spans = list(itertools.pairwise(cuts))
+    rank = np.concatenate([np.full(b - a, r, np.int8) for (a, b), r in zip(spans, part_rank, strict=True)])
+    parts = [ids[a:b] for a, b in spans]
+    spots = [positions[a:b] for a, b in spans]
     whole = keep_first(ids, rank, positions)
     assert (keep_first_parts(parts, part_rank, spots) == whole).all()
     assert whole.sum() == 5700
