@@ -117,11 +117,14 @@ def buckets_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
 
 
 def _read(store: ObjectStore, paths: Iterable[str], columns: list[str]) -> Iterator[pa.Table]:
-    """The columns of each file; rows written before the SKN and BSN pseudonyms get them derived."""
+    """The columns of each file; rows written before the SKN and BSN pseudonyms get them derived.
+
+    Files here and buckets in ``_build`` are read on one thread: what Arrow's pool threads decode stays
+    resident in their allocator heaps, and the tables phase of a large period is where the sink peaks."""
     for path in paths:
         parquet = pq.ParquetFile(io.BytesIO(store.get(path)))
         names = set(parquet.schema_arrow.names)
-        table = parquet.read(columns=[c for c in columns if c in names])
+        table = parquet.read(columns=[c for c in columns if c in names], use_threads=False)
         if "skn_pseudonym" in columns and "skn_pseudonym" not in names:
             table = with_identifiers(table).select(columns)
         yield table
@@ -255,7 +258,7 @@ def _build(
     out = io.BytesIO()
     with pq.ParquetWriter(out, schema, compression="zstd") as writer:
         for path in parts:
-            table = build(pq.read_table(path), period)
+            table = build(pq.read_table(path, use_threads=False), period)
             if table.num_rows:
                 writer.write_table(table.cast(schema))
             del table

@@ -82,9 +82,9 @@ def _read_evidence(store: ObjectStore, path: str) -> pa.Table:
         stats = [(g.column(column).statistics, g.num_rows) for g in groups]
         if all(s is not None and s.has_null_count and s.null_count == rows for s, rows in stats):
             return EVIDENCE_SCHEMA.empty_table()
-        table = parquet.read(columns=["skn_pseudonym", "bsn_pseudonym", "event_time"])
+        table = parquet.read(columns=["skn_pseudonym", "bsn_pseudonym", "event_time"], use_threads=False)
     else:  # rows written before both pseudonyms were carried
-        table = parquet.read(columns=[c for c in LINK_COLUMNS if c in names])
+        table = parquet.read(columns=[c for c in LINK_COLUMNS if c in names], use_threads=False)
     return link_evidence(table)
 
 
