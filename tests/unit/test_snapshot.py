@@ -347,3 +347,33 @@ def test_keep_first_over_parts_equals_keep_first_over_their_concatenation() -> N
     assert (keep_first_parts(parts, part_rank, spots) == whole).all()
     assert whole.sum() == 5700
     assert keep_first_parts([ids[:1]], [0], [positions[:1]]).tolist() == [True]
+
+
+def test_sequential_ids_whose_first_halves_agree_are_not_all_resolved_by_the_full_sort() -> None:
+    """Ids that differ only in their second half (sequential UUIDs, the sink bench's) must not make every
+    row a candidate: the full sort is then skipped, and the answer is still the full sort's."""
+    import numpy as np
+
+    from sinks import dedup
+
+    ids = np.zeros((20_000, 2), dtype=np.uint64)
+    ids[:, 0] = 1 << 12
+    ids[:, 1] = np.arange(20_000, dtype=np.uint64) * np.uint64(2_654_435_761)
+    ids[15_000:15_010] = ids[:10]  # ten true repeats
+    rank = np.zeros(20_000, dtype=np.int8)
+    positions = np.arange(20_000, dtype=np.int64)
+    resolved: list[int] = []
+    original = dedup.first_occurrences
+
+    def counting(found: np.ndarray, *order: np.ndarray) -> np.ndarray:
+        resolved.append(len(found))
+        return original(found, *order)
+
+    dedup.first_occurrences = counting  # type: ignore[assignment]
+    try:
+        keep = keep_first(ids, rank, positions)
+        parts = keep_first_parts([ids[:9_000], ids[9_000:]], [0, 0], [positions[:9_000], positions[9_000:]])
+    finally:
+        dedup.first_occurrences = original  # type: ignore[assignment]
+    assert (keep == original(ids, rank, positions)).all() and (parts == keep).all()
+    assert keep.sum() == 19_990 and resolved == [20, 20]
