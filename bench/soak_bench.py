@@ -16,8 +16,11 @@ Measured, per event id:
   sink needs no extra column or metric for it. Events are dated in the current month, so nothing is
   sealed (moved) during the soak;
 * RSS of each component (``/proc/<pid>/status``, sampled each second): processor and sink from minute 2
-  (or half-way, for a run shorter than 4 minutes) to the end; publish as the largest delivery process
-  alive in each sample.
+  (or half-way, for a run shorter than 4 minutes) to the end; publish, a new process per delivery,
+  as the median peak RSS (`VmHWM`) of the deliveries launched then against those launched in the last 30 s.
+  The processor's dedup state (``ketenstroom_processor_dedup_bytes``, scraped from its ``/metrics``)
+  is printed beside it: it grows with every new id until the dedup horizon (400 days by default)
+  by design, about 22 bytes an id, and is the part of the processor's growth that is not a leak.
 
 The last line is ``lost=<n> duplicated=<n> p99_latency_s=<x> rss_growth_mib=<y>`` (growth: the largest
 over the components). Never run in CI: it takes the duration plus a few minutes and loads the machine.
@@ -32,12 +35,14 @@ import random
 import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,6 +50,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import load_average
 from ketenstroom.adapters.kafka import all_partitions, end_offsets, read_to_end
@@ -66,10 +72,11 @@ def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def _rss_mib(pid: int) -> float | None:
+def _rss_mib(pid: int, field: str = "VmRSS") -> float | None:
+    """A process's resident memory now (``VmRSS``) or its peak so far (``VmHWM``), in MiB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -87,6 +94,35 @@ class Samples:
         if rss is not None:
             self.series.setdefault(name, []).append((time.monotonic() - self.started, rss))
 
+    #: publish: per delivery process, (seconds since start when launched, its largest RSS seen)
+    peaks: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def launched(self, pid: int) -> None:
+        self.peaks[pid] = (time.monotonic() - self.started, 0.0)
+
+    def peak(self, pid: int, rss: float | None) -> None:
+        if rss is not None and pid in self.peaks:
+            at, top = self.peaks[pid]
+            self.peaks[pid] = (at, max(top, rss))
+
+    def delivery_growth(self, baseline_s: float, end_s: float) -> tuple[float, float, float]:
+        """Publish is a new process per delivery, so its growth compares like with like: the median
+        peak RSS of the deliveries launched in the 30 s after ``baseline_s`` against those launched in
+        the last 30 s of load (one process's peak grows with nothing but its own delivery)."""
+        base = [r for t, r in self.peaks.values() if r and baseline_s <= t < baseline_s + 30]
+        last = [r for t, r in self.peaks.values() if r and end_s - 30 <= t <= end_s]
+        if not base or not last:
+            return 0.0, 0.0, 0.0
+        b, e = statistics.median(base), statistics.median(last)
+        return b, e, e - b
+
+    def per_minute(self, name: str) -> list[float]:
+        """The median of each minute's samples: whether growth levels off or keeps climbing."""
+        minutes: dict[int, list[float]] = {}
+        for t, r in self.series.get(name, []):
+            minutes.setdefault(int(t // 60), []).append(r)
+        return [statistics.median(minutes[m]) for m in sorted(minutes)]
+
     def growth(self, name: str, baseline_s: float, end_s: float) -> tuple[float, float, float]:
         """RSS around ``baseline_s`` (median of the 30 s after it), at the end (median of the last
         30 s of load) and the difference."""
@@ -97,6 +133,28 @@ class Samples:
             return 0.0, 0.0, 0.0
         b, e = statistics.median(base), statistics.median(last)
         return b, e, e - b
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _dedup_mib(port: int) -> float | None:
+    """The processor's dedup state in MiB, from its ``/metrics`` (None while it is not serving)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    total = sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "ketenstroom_processor_dedup_bytes"
+        for sample in family.samples
+    )
+    return total / 2**20
 
 
 def _rows(delivery: int, count: int, now: datetime) -> list[dict[str, str]]:
@@ -159,9 +217,10 @@ class Soak:
         subprocess.run(self.cli("topics"), env=self.env(), check=True, capture_output=True)
         devnull = subprocess.DEVNULL
         logs = {name: (self.work / f"{name}.log").open("wb") for name in ("process", "sink")}
+        self.metrics_port = _free_port()
         proc = subprocess.Popen(
             self.cli("process", "--partner", "om", "--app-id", f"{self.names.prefix}proc"),
-            env=self.env(),
+            env={**self.env(), "KETENSTROOM_PROCESSOR_METRICS_PORT": str(self.metrics_port)},
             stdout=devnull,
             stderr=logs["process"],
         )
@@ -198,6 +257,7 @@ class Soak:
                 stdout=devnull,
                 stderr=devnull,
             )
+            self.samples.launched(child.pid)
             self.publishing.append((child, delivery))
             delivery += 1
         load_end = time.monotonic() - started
@@ -206,9 +266,7 @@ class Soak:
             time.sleep(0.2)
         print(f"load done after {load_end:.0f} s: {delivery} deliveries; {load_average()}")
         raw_total = sum(end_offsets(self.kafka, [self.names.raw("om")]).values())
-        drain_until = time.monotonic() + a.drain
-        while time.monotonic() < drain_until and self._staged_rows() < raw_total:
-            time.sleep(1.0)
+        self._drain(raw_total, proc, sink)
         for child in (proc, sink):
             child.send_signal(signal.SIGTERM)
         for child in (proc, sink):
@@ -223,6 +281,18 @@ class Soak:
             fh.close()
         return self.report(load_end, delivery, raw_total, proc.returncode, sink.returncode)
 
+    def _drain(self, raw_total: int, *children: subprocess.Popen[bytes]) -> None:
+        """Wait (at most ``--drain`` seconds) until the sink has staged every raw record."""
+        drain_until = time.monotonic() + self.args.drain
+        while self._staged_rows() < raw_total:
+            if any(child.poll() is not None for child in children):
+                print("a component died before catching up: stopping")
+                return  # waiting longer stages nothing
+            if time.monotonic() >= drain_until:
+                print(f"not caught up {self.args.drain:.0f} s after the load: stopping anyway")
+                return
+            time.sleep(1.0)
+
     def _reap(self) -> None:
         for child, n in list(self.publishing):
             if child.poll() is not None:
@@ -234,9 +304,9 @@ class Soak:
         while not self.stop_sampling.is_set():
             self.samples.add("process", _rss_mib(processor))
             self.samples.add("sink", _rss_mib(sink))
-            alive = [r for child, _n in list(self.publishing) if (r := _rss_mib(child.pid)) is not None]
-            if alive:
-                self.samples.add("publish", max(alive))
+            for child, _n in list(self.publishing):
+                self.samples.peak(child.pid, _rss_mib(child.pid, "VmHWM"))
+            self.samples.add("dedup", _dedup_mib(self.metrics_port))
             self.stop_sampling.wait(1.0)
 
     def _staged_files(self) -> list[Path]:
@@ -293,12 +363,30 @@ class Soak:
             + ", ".join(f"{label} {_quantile(latencies, q):.2f} s" for label, q in QUANTILES)
         )
         growth = []
-        for name in ("process", "sink", "publish"):
+        for name in ("process", "sink"):
             b, e, g = self.samples.growth(name, baseline, load_s)
             growth.append(g)
             print(f"rss {name}: {b:.0f} MiB at {baseline:.0f} s -> {e:.0f} MiB at the end ({g:+.1f} MiB)")
+            print(f"  per minute: {' '.join(f'{r:.0f}' for r in self.samples.per_minute(name))} MiB")
+        print(f"  dedup per minute: {' '.join(f'{r:.1f}' for r in self.samples.per_minute('dedup'))} MiB")
+        b, e, g = self.samples.growth("dedup", baseline, load_s)
+        print(
+            f"processor dedup state (ketenstroom_processor_dedup_bytes): {b:.1f} MiB at {baseline:.0f} s -> "
+            f"{e:.1f} MiB at the end ({g:+.1f} MiB: the ids within the horizon, by design)"
+        )
+        b, e, g = self.samples.delivery_growth(baseline, load_s)
+        growth.append(g)
+        print(
+            f"rss publish (median peak per delivery): {b:.0f} MiB launched at {baseline:.0f} s -> "
+            f"{e:.0f} MiB in the last 30 s ({g:+.1f} MiB)"
+        )
+        failed = {"process": proc_rc, "sink": sink_rc}
+        for name, rc in failed.items():
+            if rc != 0:
+                log = (self.work / f"{name}.log").read_text(errors="replace").splitlines()
+                print(f"{name} exited {rc}; the last lines of its log:", *log[-15:], sep="\n  ")
         print(f"{load_average()}; work dir {self.work}")
-        if not self.args.keep:
+        if not self.args.keep and not lost and not duplicated and not any(failed.values()):
             shutil.rmtree(self.work, ignore_errors=True)
         return f"lost={lost} duplicated={duplicated} p99_latency_s={p99:.2f} rss_growth_mib={max(growth):.1f}"
 

@@ -59,6 +59,12 @@ class ProcessorMetrics:
             ["partner", "partition"],
             registry=r,
         )
+        self.dedup_bytes = Gauge(
+            "ketenstroom_processor_dedup_bytes",
+            "Memory the dedup state holds (arrays, Bloom filter, ids not folded yet), per raw partition",
+            ["partner", "partition"],
+            registry=r,
+        )
         self.dedup_restore_seconds = Gauge(
             "ketenstroom_processor_dedup_restore_seconds",
             "How long the last restore of dedup state from its changelog took",

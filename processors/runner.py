@@ -356,7 +356,9 @@ class TransactionalProcessor:
 
     def _update_dedup_ids(self) -> None:
         for (topic, partition), state in list(self._dedup.items()):
-            self.metrics.dedup_ids.labels(self._partner_of(topic), str(partition)).set(len(state))
+            labels = (self._partner_of(topic), str(partition))
+            self.metrics.dedup_ids.labels(*labels).set(len(state))
+            self.metrics.dedup_bytes.labels(*labels).set(state.nbytes)
 
     def _update_lag(self) -> None:
         self._lag_at = time.monotonic()

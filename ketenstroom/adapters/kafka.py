@@ -234,7 +234,7 @@ def ensure_topics(
     admin = AdminClient(settings.librdkafka())
     wanted = [
         NewTopic(n, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
-        for n in names
+        for n in dict.fromkeys(names)  # once each: the broker refuses a request naming a topic twice
     ]
     if not wanted:
         return

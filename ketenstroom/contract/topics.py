@@ -56,5 +56,11 @@ class Topics:
         return topic.removeprefix(self.prefix).split(".", 1)[1]
 
     def all(self, partners: Iterable[str]) -> list[str]:
+        """The data topics of ``partners``: raw, DLQ, curated and the delivery receipts."""
         partners = list(partners)
-        return [self.raw(p) for p in partners] + [self.dlq(p) for p in partners] + [self.curated]
+        return [
+            *(self.raw(p) for p in partners),
+            *(self.dlq(p) for p in partners),
+            self.curated,
+            self.deliveries,
+        ]

@@ -257,9 +257,7 @@ def _reference(services: Services, tmp: Path, chunks: list[Path]) -> dict[str, A
     the CLI runs, without four interpreter start-ups)."""
     names = Topics(f"t{os.getpid()}ref{time.time_ns() % 10**6}.")
     env = _env(services, names)
-    ensure_topics(
-        services.kafka, [*names.all([PARTNER]), names.deliveries], partitions=3, replication_factor=3
-    )
+    ensure_topics(services.kafka, names.all([PARTNER]), partitions=3, replication_factor=3)
     published = 0
     with Publisher(PARTNER, kafka=services.kafka, registry=services.registry, topics=names) as publisher:
         for chunk in chunks:

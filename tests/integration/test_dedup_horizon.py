@@ -220,6 +220,10 @@ def test_a_legacy_changelog_still_deduplicates_and_is_migrated(
     held = metrics.registry.get_sample_value(
         "ketenstroom_processor_dedup_ids", {"partner": "om", "partition": "0"}
     )
+    held_bytes = metrics.registry.get_sample_value(
+        "ketenstroom_processor_dedup_bytes", {"partner": "om", "partition": "0"}
+    )
+    assert held_bytes is not None and 16 * len(ids) <= held_bytes < 200 * len(ids)  # digests, not text
     assert (
         held == len(ids)
         and (metrics.registry.get_sample_value("ketenstroom_processor_dedup_restore_seconds") or 0) > 0

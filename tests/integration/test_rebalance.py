@@ -73,9 +73,7 @@ def _env(services: Services, names: Topics) -> dict[str, str]:
 def _deliver(services: Services, names: Topics, export: Path, tmp: Path) -> int:
     """One delivery of ``export`` (in-process ``Publisher``: the CLI's code, without its start-up)."""
     rejects = tmp / f"{names.prefix}{export.name}.{time.time_ns()}.rejects.jsonl"
-    ensure_topics(
-        services.kafka, [*names.all([PARTNER]), names.deliveries], partitions=3, replication_factor=-1
-    )
+    ensure_topics(services.kafka, names.all([PARTNER]), partitions=3, replication_factor=-1)
     with Publisher(PARTNER, kafka=services.kafka, registry=services.registry, topics=names) as publisher:
         receipt = publisher.publish([export], reject_path=rejects)
     assert receipt.not_delivered == 0 and receipt.failure is None, receipt.summary()
