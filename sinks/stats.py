@@ -143,14 +143,17 @@ def write_counted(table: pa.Table, schema_ids: Iterable[int]) -> tuple[bytes, St
 
 
 def read_file(path: str, data: bytes) -> FileRead:
+    """A file's entry, counts, ids and positions. Read without Arrow's thread pool: each pool thread's
+    allocator heap keeps what it decoded resident, so sealing 100 files on a quiet machine held ~90 MiB
+    more than reading them on one thread (a stand-alone replay: +204 MiB against +115 MiB)."""
     parquet = pq.ParquetFile(io.BytesIO(data))
     schema_ids = _schema_ids(parquet.metadata)
     kept = (parquet.metadata.metadata or {}).get(STATS_KEY.encode())
     if kept is not None:
-        table = parquet.read(columns=_DEDUP_COLUMNS)
+        table = parquet.read(columns=_DEDUP_COLUMNS, use_threads=False)
         stats = Stats.from_json(kept, schema_ids)
     else:  # written before the counts were kept in the footer
-        table = parquet.read(columns=_STATS_COLUMNS)
+        table = parquet.read(columns=_STATS_COLUMNS, use_threads=False)
         stats = Stats()
         stats.add(table, schema_ids)
     entry = FileEntry(path=path, sha256=sha256(data), rows=table.num_rows, bytes=len(data))
