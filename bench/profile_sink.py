@@ -25,7 +25,6 @@ from typing import Any
 
 import pyarrow as pa
 
-import sinks.links
 import sinks.runner
 import sinks.seal
 import sinks.tables

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ketenstroom.adapters.links import persons
 from ketenstroom.adapters.objectstore import ObjectExistsError, ObjectStore
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.calendar import period_bounds
@@ -338,7 +339,10 @@ class Releases:
             if m is not None and m.period_end > earliest
         ]
         snap_bytes = self.store.get(manifest_name(period, snap.revision))
-        events = load_events(self.store, [*history, snap])
+        # persons resolved across SKN and BSN as the revision's person table resolves them
+        identities, link_inputs = persons(self.store, snap)
+        events = load_events(self.store, [*history, snap], identities)
+        del identities
         chain = load_chain(self.store, self.snapshots.tables(snap))
         modified = snap.sealed_at
         engine = Engine(period, events, chain, self._secret)
@@ -373,6 +377,10 @@ class Releases:
             },
             "secondary_suppression": "every additive relation has 0 or >= 2 suppressed cells",
             "never_published": ["minimum", "maximum", "pseudonyms and other linking keys"],
+            "persons": {
+                "unit": "the resolved person of the revision's person table (SKN and BSN linked)",
+                "link_inputs": link_inputs,  # period -> sealed revision whose rows gave the links
+            },
         }
         all_errors = [a["rounding"]["mean_error"] * a["rounding"]["cells"] for a in audit_tables.values()]
         n_rounded = sum(a["rounding"]["cells"] for a in audit_tables.values())

@@ -28,6 +28,7 @@ from ketenstroom.calendar import period_bounds
 from ketenstroom.contract.releases import ORDINARY, SUPPRESSED
 from ketenstroom.contract.snapshots import Manifest, TablesManifest
 from ketenstroom.errors import DisclosureError, StorageError
+from ketenstroom.identity import Identities
 from releases import sdc
 from releases.spec import Measure, TableSpec
 
@@ -48,21 +49,38 @@ EVENT_COLUMNS = [
 ]
 
 
+#: Read besides, to resolve each event's person across SKN and BSN (``ketenstroom.identity``).
+IDENTITY_COLUMNS = ["skn_pseudonym", "bsn_pseudonym", "person_pseudonym_source"]
+
+
 def _read(store: ObjectStore, paths: Iterable[str], columns: Sequence[str] | None) -> list[pa.Table]:
+    """Each file's ``columns`` that it has (rows written before a column existed lack it)."""
     tables = []
     for path in paths:
-        table = pq.read_table(io.BytesIO(store.get(path)), columns=list(columns) if columns else None)
-        tables.append(table)
+        parquet = pq.ParquetFile(io.BytesIO(store.get(path)))
+        names = set(parquet.schema_arrow.names)
+        tables.append(parquet.read(columns=[c for c in columns if c in names] if columns else None))
     return tables
 
 
-def load_events(store: ObjectStore, manifests: Sequence[Manifest]) -> pa.Table:
-    """Every row of the given revisions, with the columns the tables use (categories as strings)."""
-    parts = _read(store, [f.path for m in manifests for f in m.files], EVENT_COLUMNS)
+def load_events(
+    store: ObjectStore, manifests: Sequence[Manifest], identities: Identities | None = None
+) -> pa.Table:
+    """Every row of the given revisions, with the columns the tables use (categories as strings).
+
+    With ``identities`` (``ketenstroom.adapters.links.persons`` of the revision), ``person_pseudonym``
+    is the resolved person, as in the revision's person table: a person known by SKN in one event and by
+    BSN alone in another counts once. Without, it is the processor's SKN-else-BSN pseudonym."""
+    columns = EVENT_COLUMNS + (IDENTITY_COLUMNS if identities is not None else [])
+    parts = _read(store, [f.path for m in manifests for f in m.files], columns)
     plain = []
     for t in parts:
         cols = [c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c for c in t.columns]
-        plain.append(pa.table(cols, names=t.column_names))
+        table = pa.table(cols, names=t.column_names)
+        if identities is not None:
+            table = identities.resolved(table)
+            table = table.select([c for c in EVENT_COLUMNS if c in table.column_names])
+        plain.append(table)
     if not plain:
         raise StorageError("no sealed rows to read")
     return pa.concat_tables(plain, promote_options="permissive")

@@ -44,16 +44,26 @@ def id_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.ascontiguousarray(packed).view(">u8").astype(np.uint64)
 
 
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplying by it is a bijection of 64-bit words
+
+
+def _word(ids: np.ndarray) -> np.ndarray:
+    """One 64-bit word per id from both halves (equal ids give equal words), so ids whose first halves
+    agree -- sequential ids, as the sink bench's -- do not all look repeated. Wraps modulo 2**64."""
+    word: np.ndarray = ids[:, 0] * _MIX + ids[:, 1]
+    return word
+
+
 def keep_first(ids: np.ndarray, *order: np.ndarray) -> np.ndarray:
-    """``first_occurrences`` in little memory: sort a copy of the ids' first 64 bits (8 bytes a row) to
-    find the values that repeat, and resolve just the rows holding them exactly. Millions of distinct
+    """``first_occurrences`` in little memory: sort a 64-bit word of each id (``_word``, 8 bytes a row)
+    to find the values that repeat, and resolve just the rows holding them exactly. Millions of distinct
     ids cost a few tens of bytes a row instead of a full multi-key sort; with no repeated value (the
     common case) no index array is made at all."""
     n = len(ids)
     keep = np.ones(n, dtype=bool)
     if n < 2:
         return keep
-    high = ids[:, 0]
+    high = _word(ids)
     sorted_high = np.sort(high)
     same = sorted_high[1:] == sorted_high[:-1]
     if not same.any():
@@ -62,6 +72,42 @@ def keep_first(ids: np.ndarray, *order: np.ndarray) -> np.ndarray:
     del sorted_high, same
     rows = np.nonzero(np.isin(high, repeated))[0]  # in row order, as before: ties keep the earlier row
     keep[rows] = first_occurrences(ids[rows], *(key[rows] for key in order))
+    return keep
+
+
+def keep_first_parts(ids: list[np.ndarray], rank: list[int], positions: list[np.ndarray]) -> np.ndarray:
+    """``keep_first`` over the concatenation of per-file parts (ids, the part's rank, Kafka positions),
+    without making that concatenation: only a 64-bit word of every id is gathered (8 bytes a row, plus
+    its sorted copy), and the full keys only of the rows whose words repeat. Sealing a
+    period of millions of rows so holds the files' ids once, not twice."""
+    sizes = [len(part) for part in ids]
+    n = sum(sizes)
+    keep = np.ones(n, dtype=bool)
+    if n < 2:
+        return keep
+    high = np.empty(n, dtype=np.uint64)
+    starts = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    for part, start, end in zip(ids, starts[:-1], starts[1:], strict=True):
+        high[start:end] = _word(part)
+    sorted_high = np.sort(high)
+    same = sorted_high[1:] == sorted_high[:-1]
+    if not same.any():
+        return keep
+    repeated = np.unique(sorted_high[1:][same])
+    del sorted_high, same
+    rows = np.nonzero(np.isin(high, repeated))[0]  # in row order, as before: ties keep the earlier row
+    del high
+    full = np.empty((len(rows), 2), dtype=np.uint64)
+    ranks = np.empty(len(rows), dtype=np.int64)
+    kafka = np.empty(len(rows), dtype=np.int64)
+    bounds = np.searchsorted(rows, starts)  # rows[bounds[p]:bounds[p + 1]] fall in part p
+    for p in range(len(sizes)):
+        lo, hi = bounds[p], bounds[p + 1]
+        if hi > lo:
+            local = rows[lo:hi] - starts[p]
+            full[lo:hi], ranks[lo:hi], kafka[lo:hi] = ids[p][local], rank[p], positions[p][local]
+    keep[rows] = first_occurrences(full, ranks, kafka)
     return keep
 
 

@@ -57,8 +57,8 @@ import pyarrow.compute as pc
 
 from ketenstroom.calendar import TIMEZONE, period_bounds
 from ketenstroom.catalogue import catalogue_at
+from ketenstroom.identity import Identities
 from ketenstroom.settings import CatalogueSettings
-from sinks.identity import Identities
 
 _TS = pa.timestamp("ms", tz="UTC")
 
@@ -142,7 +142,7 @@ def _prepare(
     identities: Identities | None = None,
 ) -> pa.Table:
     """Events up to the end of ``period``, slimmed for joins: ``_row``, ``step`` and ``in_period`` added;
-    ``person`` is the resolved person id (``sinks.identity``)."""
+    ``person`` is the resolved person id (``ketenstroom.identity``)."""
     stages = default_stages() if stages is None else stages
     _start, end = period_bounds(period)
     ev = events.filter(pc.less(events["event_time"], pa.scalar(end, _TS))).combine_chunks()
@@ -333,7 +333,7 @@ def chain_table(
 
     Columns and types are ``CHAIN_SCHEMA``; see the module docstring for how steps are linked.
     ``stages`` says which chain steps count for which stage (default: the catalogue's). ``identities``
-    resolves persons across SKN and BSN (``sinks.identity``); by default from the events' own links.
+    resolves persons across SKN and BSN (``ketenstroom.identity``); by default from the events' own links.
     """
     ev = _prepare(events, period, stages, identities)
     linked = _case_events(ev)
@@ -408,14 +408,14 @@ def person_table(
 ) -> pa.Table:
     """One row per resolved person with an event in ``period``; columns and types are ``PERSON_SCHEMA``.
 
-    ``person_pseudonym`` is the resolved person id (``sinks.identity``: the SKN pseudonym, or the BSN
+    ``person_pseudonym`` is the resolved person id (``ketenstroom.identity``: the SKN pseudonym, or the BSN
     pseudonym of a person known only by BSN; ``person_id_source`` says which), so a person known by BSN
     at the police and by SKN later is one row. ``events_in_period`` and ``cases_in_period`` count the
     person's events and distinct case pseudonyms in the period; ``cases_total`` counts distinct case
     pseudonyms up to the end of the period; ``reached_<step>`` and ``furthest_step`` say which chain
     steps the person's own events (events resolving to the person) reached by the end of the period,
     across all their cases. ``identity_conflict`` flags a person whose SKN is linked through a shared
-    BSN to another SKN: not merged, see the rule in ``sinks.identity``. ``identities`` defaults to the
+    BSN to another SKN: not merged, see the rule in ``ketenstroom.identity``. ``identities`` defaults to the
     events' own link evidence.
     """
     if identities is None:

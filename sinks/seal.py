@@ -57,8 +57,8 @@ from ketenstroom.contract.snapshots import (
 )
 from ketenstroom.crashpoints import crash_point
 from ketenstroom.settings import SnapshotSettings
-from sinks.dedup import keep_first
-from sinks.stats import FileRead, Stats, read_file, write_with_stats
+from sinks.dedup import keep_first_parts
+from sinks.stats import FileRead, Stats, read_file, write_counted
 
 log = logging.getLogger("ketenstroom.snapshot")
 
@@ -106,7 +106,7 @@ class Sealer:
         """Seal every period that is due and has something new (or has just become final).
 
         One moment for the whole run: every revision sealed together gets the same ``sealed_at``, so each
-        one's tables read the person links of all the others (``sinks.links``)."""
+        one's tables read the person links of all the others (``ketenstroom.adapters.links``)."""
         now = self.policy.clock()
         sealed = []
         for period in self.snapshots.periods():
@@ -140,19 +140,10 @@ class Sealer:
         # keep each event id once: sealed rows first, then an interrupted attempt's, then the staged copy
         # at the lowest (partition, offset), so any chunking of the staged files keeps the same rows
         counts = [len(r.ids) for r in segments]
-        total = sum(counts)
-        rank = np.empty(total, np.int8)
-        ids = np.empty((total, 2), np.uint64)
-        positions = np.empty(total, np.int64)
-        at = 0
-        for k, group in enumerate((earlier, resumed, staged)):
-            for r in group:  # copied into the whole and let go file by file: never both in memory
-                end = at + len(r.ids)
-                rank[at:end], ids[at:end], positions[at:end] = k, r.ids, r.positions
-                r.ids = r.positions = np.empty(0)
-                at = end
-        first = keep_first(ids, rank, positions)
-        del ids, rank, positions
+        ranks = [k for k, group in enumerate((earlier, resumed, staged)) for _ in group]
+        first = keep_first_parts([r.ids for r in segments], ranks, [r.positions for r in segments])
+        for r in segments:  # the files' ids and positions are done with
+            r.ids = r.positions = np.empty(0)
         pa.default_memory_pool().release_unused()
         stats = Stats()
         entries: list[FileEntry] = []
@@ -210,11 +201,13 @@ class Sealer:
                 table = pq.read_table(io.BytesIO(self.store.get(key))).filter(pa.array(keep))
                 partition, offset = table["kafka_partition"][0].as_py(), table["kafka_offset"][0].as_py()
                 target = data_name(period, revision, revision, partition, offset)
-                data = write_with_stats(table, r.schema_ids)
+                data, counted = write_counted(table, r.schema_ids)
                 self.store.put(target, data)
-                kept = read_file(target, data)
-                stats.merge(kept.stats)
-                entries.append(kept.entry)
+                # the entry and counts of the bytes just written, without parsing them back
+                stats.merge(counted)
+                entries.append(
+                    FileEntry(path=target, sha256=sha256(data), rows=table.num_rows, bytes=len(data))
+                )
             self.store.delete(key)
             crash_point("seal.moved")
         return dropped

@@ -131,21 +131,29 @@ class FileRead:
 
 def write_with_stats(table: pa.Table, schema_ids: Iterable[int]) -> bytes:
     """``write_table`` with the file's counts in its footer (read back by ``read_file``)."""
+    return write_counted(table, schema_ids)[0]
+
+
+def write_counted(table: pa.Table, schema_ids: Iterable[int]) -> tuple[bytes, Stats]:
+    """``write_with_stats``, and the counts it wrote (what ``read_file`` would read back from them)."""
     stats = Stats()
     ids = sorted(set(schema_ids))
     stats.add(table, ids)
-    return write_table(table, ids, {STATS_KEY: stats.to_json()})
+    return write_table(table, ids, {STATS_KEY: stats.to_json()}), stats
 
 
 def read_file(path: str, data: bytes) -> FileRead:
+    """A file's entry, counts, ids and positions. Read without Arrow's thread pool: each pool thread's
+    allocator heap keeps what it decoded resident, so sealing 100 files on a quiet machine held ~90 MiB
+    more than reading them on one thread (a stand-alone replay: +204 MiB against +115 MiB)."""
     parquet = pq.ParquetFile(io.BytesIO(data))
     schema_ids = _schema_ids(parquet.metadata)
     kept = (parquet.metadata.metadata or {}).get(STATS_KEY.encode())
     if kept is not None:
-        table = parquet.read(columns=_DEDUP_COLUMNS)
+        table = parquet.read(columns=_DEDUP_COLUMNS, use_threads=False)
         stats = Stats.from_json(kept, schema_ids)
     else:  # written before the counts were kept in the footer
-        table = parquet.read(columns=_STATS_COLUMNS)
+        table = parquet.read(columns=_STATS_COLUMNS, use_threads=False)
         stats = Stats()
         stats.add(table, schema_ids)
     entry = FileEntry(path=path, sha256=sha256(data), rows=table.num_rows, bytes=len(data))

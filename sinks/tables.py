@@ -8,14 +8,14 @@ Memory stays bounded whatever the period's size: the events are hash-partitioned
 files in ``ceil(rows / bucket_rows)`` buckets, so that every event of a case lands in the case's bucket
 (police events follow their report's case, CJIB events their execution's case, a report linked to two
 cases goes to both), and each bucket's tables are computed on their own and appended to the output.
-The person table is partitioned the same way by the *resolved* person (``sinks.identity``: a
+The person table is partitioned the same way by the *resolved* person (``ketenstroom.identity``: a
 BSN-only record goes to the bucket of the SKN it is linked to). Rows are sorted by pseudonym within a
 bucket and buckets come in a fixed order, so the same events always give byte-identical tables.
 
-Persons are linked across SKN and BSN with the evidence of the revisions ``sinks.links`` names (this
-revision and every other period's newest revision sealed no later than it), resolved once per
-revision; the tables manifest counts links, conflicts and persons merged by links new since the
-previous revision.
+Persons are linked across SKN and BSN with the evidence of the revisions
+``ketenstroom.adapters.links`` names (this revision and every other period's newest revision sealed
+no later than it), resolved once per revision; the tables manifest counts links, conflicts and
+persons merged by links new since the previous revision.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ketenstroom.adapters.links import LinkCache, link_inputs, with_identifiers
 from ketenstroom.adapters.objectstore import ObjectExistsError, ObjectStore
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.calendar import period_bounds
@@ -48,8 +49,7 @@ from ketenstroom.contract.snapshots import (
     tables_manifest_name,
 )
 from ketenstroom.crashpoints import crash_point
-from sinks.identity import EVIDENCE_SCHEMA, Identities, link_evidence, merge_evidence
-from sinks.links import LinkCache, link_inputs, with_identifiers
+from ketenstroom.identity import EVIDENCE_SCHEMA, Identities, link_evidence, merge_evidence
 from sinks.microdata import CHAIN_SCHEMA, PERSON_SCHEMA, chain_table, person_table
 
 log = logging.getLogger("ketenstroom.tables")
@@ -117,11 +117,14 @@ def buckets_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
 
 
 def _read(store: ObjectStore, paths: Iterable[str], columns: list[str]) -> Iterator[pa.Table]:
-    """The columns of each file; rows written before the SKN and BSN pseudonyms get them derived."""
+    """The columns of each file; rows written before the SKN and BSN pseudonyms get them derived.
+
+    Files here and buckets in ``_build`` are read on one thread: what Arrow's pool threads decode stays
+    resident in their allocator heaps, and the tables phase of a large period is where the sink peaks."""
     for path in paths:
         parquet = pq.ParquetFile(io.BytesIO(store.get(path)))
         names = set(parquet.schema_arrow.names)
-        table = parquet.read(columns=[c for c in columns if c in names])
+        table = parquet.read(columns=[c for c in columns if c in names], use_threads=False)
         if "skn_pseudonym" in columns and "skn_pseudonym" not in names:
             table = with_identifiers(table).select(columns)
         yield table
@@ -255,7 +258,7 @@ def _build(
     out = io.BytesIO()
     with pq.ParquetWriter(out, schema, compression="zstd") as writer:
         for path in parts:
-            table = build(pq.read_table(path), period)
+            table = build(pq.read_table(path, use_threads=False), period)
             if table.num_rows:
                 writer.write_table(table.cast(schema))
             del table
@@ -287,10 +290,10 @@ def microdata_tables(
 ) -> Microdata:
     """``chain`` and ``person`` Parquet for a revision (``files``: its data files), and the events used.
 
-    ``identities`` links persons across SKN and BSN (``sinks.links`` says from which revisions); by
-    default from the link evidence of the events read here. ``relinked`` names the persons with an
-    event up to the period's end that ``before`` (the previous revision's links; by default none: the
-    processor's SKN-else-BSN pseudonym) resolved to another person."""
+    ``identities`` links persons across SKN and BSN (``ketenstroom.adapters.links`` says from which
+    revisions); by default from the link evidence of the events read here. ``relinked`` names the
+    persons with an event up to the period's end that ``before`` (the previous revision's links; by
+    default none: the processor's SKN-else-BSN pseudonym) resolved to another person."""
     current = [e.path for e in files]
     # with link inputs given, the processor's pseudonym and its source say all the tables need (it is
     # the SKN's when there is one, else the BSN's): the 64-character SKN and BSN columns stay unread
@@ -368,7 +371,8 @@ def build_tables(
 ) -> TablesManifest:
     """Write a sealed revision's chain and person tables, then their manifest (create-only, last).
 
-    ``links`` keeps the person links read and resolved (``sinks.links``) for the next revisions."""
+    ``links`` keeps the person links read and resolved (``ketenstroom.adapters.links``) for the next
+    revisions."""
     existing = Snapshots(store).tables(manifest)
     if existing is not None:
         return existing

@@ -17,7 +17,7 @@ consume the chain's random stream (the rest of an export is the same with and wi
 (a link), SKN only, BSN only. ``persons`` is the true number of persons identified in at least one
 record; ``unlinkable`` counts persons delivered both by SKN only and by BSN only but never with both
 together, whom no evidence can join (each resolves to two persons); ``conflicts`` the conflicting
-pairs written. A linker following the rule of ``sinks.identity`` finds ``persons + unlinkable``
+pairs written. A linker following the rule of ``ketenstroom.identity`` finds ``persons + unlinkable``
 persons and ``conflicts`` conflicts; one that merges conflicts blindly finds ``conflicts`` fewer.
 Rows the producer rejects or spoils (``noise``) are not accounted for here: compare at ``noise=0``.
 """

@@ -66,6 +66,14 @@ class ConsumeLoop:
     back at once instead of after the old member's session timeout).
     ``partitions``: read exactly these (``assign``), from their offsets or the group's committed ones.
 
+    librdkafka's ``consume`` returns when it has ``batch_size`` records or ``poll_timeout_s`` has passed,
+    so the last records before the end of a catch-up wait out the timeout with them. With
+    ``return_at_eof``, after a full batch (while catching up), the next batches are handed over as soon
+    as they hold a partition-EOF event (what is queued is gathered in short slices
+    until then): a reader that stops or seals at the end (the sink) does not idle up to
+    ``poll_timeout_s`` there. A trickle at the live end is batched as before (one batch per timeout),
+    so a caller that flushes whenever it is caught up does not flush once per fetch. Off by default.
+
     Always ``read_committed`` with partition-EOF events, offsets committed by the caller only:
     ``at_end`` holds the assigned partitions whose latest event is EOF (nothing read since), and
     ``eof_offset`` the offset each partition's latest EOF reported. Both are kept up to date before a
@@ -83,6 +91,7 @@ class ConsumeLoop:
         instance_id: str | None = None,
         batch_size: int = 1000,
         poll_timeout_s: float = 0.5,
+        return_at_eof: bool = False,
         on_assign: Callable[[list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
         **config: Any,
@@ -104,6 +113,8 @@ class ConsumeLoop:
         self.consumer = Consumer(conf)
         self.group_id, self.topics, self.partitions = group_id, list(topics), list(partitions)
         self.batch_size, self.poll_timeout_s = batch_size, poll_timeout_s
+        self.return_at_eof = return_at_eof
+        self._eager_left = 0  # batches that may still end at an EOF (``return_at_eof``)
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self.at_end: set[tuple[str, int]] = set()
         self.eof_offset: dict[tuple[str, int], int] = {}
@@ -195,9 +206,9 @@ class ConsumeLoop:
             self.consumer.assign(self.partitions)
             self.assigned_after_s = 0.0
         report_at = self._started + WAIT_REPORT_S
-        consume, at_end, eof_offset = self.consumer.consume, self.at_end, self.eof_offset
+        at_end, eof_offset = self.at_end, self.eof_offset
         while not stop():
-            events = consume(self.batch_size, timeout=self.poll_timeout_s)
+            events = self._next_events()
             records: list[Message] = []
             eofs: list[tuple[int, tuple[str, int], int]] = []  # (records before it, partition, offset)
             for msg in events:
@@ -221,6 +232,37 @@ class ConsumeLoop:
                 self._report_waiting(time.monotonic() - self._started)
                 report_at = time.monotonic() + 2 * WAIT_REPORT_S
             yield records
+
+    def _next_events(self) -> list[Message]:
+        """The next batch's events; after a full batch, the next ones (one more than there are
+        partitions: each may end in a batch of its own) end at an EOF (``return_at_eof``)."""
+        size = self.batch_size
+        if self.return_at_eof and self._eager_left > 0:
+            self._eager_left -= 1
+            events = self._until_eof()
+        else:
+            events = self.consumer.consume(size, timeout=self.poll_timeout_s)
+        if self.return_at_eof and len(events) >= size:
+            self._eager_left = len(self.consumer.assignment()) + 1
+        return events
+
+    EOF_SLICE_S = 0.02  # how long one wait for more records lasts when a batch may end at an EOF
+
+    def _until_eof(self) -> list[Message]:
+        """Up to ``batch_size`` events, returned at the first partition EOF among them or when the batch
+        is full or ``poll_timeout_s`` has passed, whichever comes first."""
+        consume, size = self.consumer.consume, self.batch_size
+        events = consume(size, timeout=0)
+        ended = any(m.error() is not None for m in events)  # an EOF (or an error: raised by the caller)
+        deadline = time.monotonic() + self.poll_timeout_s
+        while len(events) < size and not ended:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            more = consume(size - len(events), timeout=min(left, self.EOF_SLICE_S))
+            ended = any(m.error() is not None for m in more)
+            events += more
+        return events
 
 
 def ensure_topics(

@@ -136,7 +136,7 @@ def tables_manifest_name(period: str, revision: int) -> str:
 
 
 class IdentityCounts(BaseModel):
-    """How persons were linked across SKN and BSN in one revision's tables (``sinks.identity``)."""
+    """How persons were linked across SKN and BSN in one revision's tables (``ketenstroom.identity``)."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -128,7 +128,32 @@ def _con(store: ObjectStore, revision: int = 0) -> duckdb.DuckDBPyConnection:
             files += [f"{store.root}/{f.path}" for f in m.files]
     con = duckdb.connect()
     start, end = period_bounds(PERIOD)
-    con.execute(f"CREATE VIEW ev AS SELECT * FROM read_parquet({files!r}, union_by_name=true)")
+    # persons as the revision's person table resolves them, computed here in SQL from the link inputs its
+    # tables manifest names: an event's SKN, else the SKN its BSN was seen with in most records (then
+    # first, then the smallest), else its BSN, else the processor's pseudonym
+    snap = snaps.manifest(PERIOD, revision)
+    tables = snaps.tables(snap) if snap is not None else None
+    assert tables is not None and tables.identity is not None
+    link_files = [
+        f"{store.root}/{f.path}"
+        for period, rev in sorted(tables.identity.link_inputs.items())
+        for m in [snaps.manifest(period, rev)]
+        if m is not None
+        for f in m.files
+    ]
+    con.execute(
+        f"""CREATE VIEW linked AS SELECT b, first(s ORDER BY n DESC, t, s) AS s FROM (
+              SELECT skn_pseudonym s, bsn_pseudonym b, count(*) n, min(event_time) t
+              FROM read_parquet({link_files!r}, union_by_name=true)
+              WHERE skn_pseudonym IS NOT NULL AND bsn_pseudonym IS NOT NULL GROUP BY 1, 2
+            ) GROUP BY b"""
+    )
+    con.execute(
+        f"""CREATE VIEW ev AS SELECT r.* REPLACE (
+              coalesce(r.skn_pseudonym, l.s, r.bsn_pseudonym, r.person_pseudonym) AS person_pseudonym)
+            FROM read_parquet({files!r}, union_by_name=true) r
+            LEFT JOIN linked l ON r.skn_pseudonym IS NULL AND l.b = r.bsn_pseudonym"""
+    )
     con.execute(f"CREATE VIEW cur AS SELECT * FROM ev WHERE period = '{PERIOD}'")
     chain = f"{store.root}/snapshots/{PERIOD}/r{revision}/tables/chain.parquet"
     con.execute(f"CREATE VIEW chain AS SELECT * FROM read_parquet('{chain}')")

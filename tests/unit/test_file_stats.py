@@ -8,7 +8,7 @@ import io
 import pyarrow.parquet as pq
 
 from sinks.parquet import SCHEMA, write_table
-from sinks.stats import STATS_KEY, Stats, read_file, write_with_stats
+from sinks.stats import STATS_KEY, Stats, read_file, write_counted, write_with_stats
 from synthetic.period import period_events
 
 
@@ -43,3 +43,15 @@ def test_footer_counts_equal_the_counts_from_the_columns() -> None:
     assert STATS_KEY.encode() not in (
         pq.ParquetFile(io.BytesIO(write_table(half, [3]))).metadata.metadata or {}
     )
+
+
+def test_counts_returned_with_a_write_are_those_read_back() -> None:
+    """Sealing merges the counts ``write_counted`` returns for a rewritten file instead of parsing the
+    file back: they must be exactly what ``read_file`` reads, or the manifest would change."""
+    table = period_events(3000, SCHEMA, seed=5).slice(500, 2000)
+    data, counts = write_counted(table, [9, 4, 9])
+    assert data == write_with_stats(table, [4, 9])
+    back = read_file("c", data)
+    for name in ("per_partner", "per_type", "offsets", "schema_ids", "mapping_versions", "key_ids"):
+        assert getattr(counts, name) == getattr(back.stats, name), name
+    assert counts.to_json() == back.stats.to_json() and counts.schema_ids == {4, 9}

@@ -11,13 +11,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.calendar import AMSTERDAM, period_code
 from ketenstroom.contract.snapshots import staging_name
-from sinks.identity import Identities, components, link_evidence, merge_evidence
+from ketenstroom.identity import PACKED, Identities, components, link_evidence, merge_evidence, pack, unpack
 from sinks.microdata import chain_table, person_table
 from sinks.parquet import to_parquet
 from sinks.seal import Sealer, SealPolicy
@@ -335,3 +336,57 @@ def test_components_agree_with_a_plain_union_find_on_random_graphs() -> None:
             ra, rb = find(a), find(b)
             parent[max(ra, rb)] = min(ra, rb)  # the root is the component's smallest node
         assert components(n, left, right).tolist() == [find(i) for i in range(n)]
+
+
+def _digests(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex() for _ in range(n)]
+
+
+def test_pack_keeps_the_32_bytes_of_hmac_hex_and_unpacks_to_the_same_strings() -> None:
+    values = _digests(5, 1)
+    strings = pa.array([values[0], None, values[1], values[2], None, values[3]], pa.string())
+    packed = pack(strings)
+    assert packed is not None and packed.type == PACKED and packed.null_count == 2
+    assert packed.to_pylist() == [None if v is None else bytes.fromhex(v) for v in strings.to_pylist()]
+    assert unpack(packed).equals(strings)
+    sliced = strings.slice(2, 3)  # an array with an offset, as filters and chunks give
+    again = pack(sliced)
+    assert again is not None and unpack(again).equals(sliced) and unpack(packed.slice(2, 3)).equals(sliced)
+    # packed digests sort as their hex strings: the tie rule's "smallest pseudonym" is the same either way
+    order = pc.sort_indices(packed.filter(pc.is_valid(packed))).to_pylist()
+    assert order == pc.sort_indices(strings.filter(pc.is_valid(strings))).to_pylist()
+    for other in (
+        ["S1", "B1"],
+        [values[0].upper()],
+        [values[0][:-2]],
+        [values[0] + "0"],
+        [values[0][:-1] + "g"],
+    ):
+        assert pack(pa.array(other, pa.string())) is None, other
+    assert pack(pa.array([], pa.string())) is not None
+
+
+def test_evidence_of_hmac_pseudonyms_is_packed_and_resolves_like_strings() -> None:
+    s1, s2, s3, b1, b2, b3 = sorted(_digests(6, 2))
+    rows = [
+        pev(_utc(2026, 3, 1), "OM_REGISTRATION", skn=s2, bsn=b1, case="C1"),
+        pev(_utc(2026, 3, 1), "OM_REGISTRATION", skn=s1, bsn=b1, case="C2"),  # a tie: the smaller SKN
+        pev(_utc(2026, 3, 2), "OM_REGISTRATION", skn=s3, bsn=b2, case="C3"),
+        pev(_utc(2026, 3, 4), "POLICE_SUSPECT_REGISTERED", bsn=b2, report="R4"),
+        pev(_utc(2026, 3, 5), "POLICE_SUSPECT_REGISTERED", bsn=b3, report="R5"),  # never linked
+        pev(_utc(2026, 3, 7), "DETENTION_INFLOW", bsn=b1, case="C2"),  # b1 goes to s1 by the tie rule
+    ]
+    events = year(rows)
+    evidence = link_evidence(events)
+    assert evidence.schema.field("bsn_pseudonym").type == PACKED
+    identities = Identities.resolve(evidence)
+    assert identities.conflicts == 1 and identities.conflicted.to_pylist() == [s1, s2]
+    assert identities.person_column(events).to_pylist() == [s2, s1, s3, s3, b3, s1]
+    # one part of other pseudonyms turns the merged evidence into strings: the same pairs
+    mixed = merge_evidence(
+        [evidence, link_evidence(year([pev(_utc(2026, 3, 6), "OM_REGISTRATION", skn="S9", bsn="B9")]))]
+    )
+    assert mixed["skn_pseudonym"].type == pa.string()
+    assert mixed.num_rows == 4 and set(mixed["skn_pseudonym"].to_pylist()) == {s1, s2, s3, "S9"}
+    assert Identities.resolve(mixed).person_column(events).to_pylist() == [s2, s1, s3, s3, b3, s1]

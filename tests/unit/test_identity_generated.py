@@ -4,6 +4,7 @@ the persons the sink's linking finds are the generator's true persons."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from ketenstroom.calendar import period_code
@@ -21,13 +23,14 @@ from ketenstroom.contract import load_schemas
 from ketenstroom.contract.codec import decode, encode, without_logical_types
 from ketenstroom.contract.scanner import scan_all
 from ketenstroom.errors import InputRowError
+from ketenstroom.identity import PACKED, Identities, components, link_evidence, unpack
 from ketenstroom.settings import CatalogueSettings
 from processors.pseudonym import Pseudonymiser
 from processors.transform import Transformer, load_municipalities, plans
 from producers.config import load_mapping
 from producers.publish import build_reference
 from producers.reader import read_rows
-from sinks.identity import Identities, components, link_evidence
+from sinks.microdata import chain_table, person_table
 from sinks.parquet import to_table
 from synthetic import IdentityNoise, generate_chain
 
@@ -106,8 +109,8 @@ def test_resolved_persons_are_the_true_persons_and_conflicts_are_flagged_not_mer
     )
     nodes = nodes.filter(pc.is_valid(nodes))
     evidence = link_evidence(table)
-    left = pc.index_in(evidence["skn_pseudonym"], value_set=nodes).to_numpy()
-    right = pc.index_in(evidence["bsn_pseudonym"], value_set=nodes).to_numpy()
+    left = pc.index_in(unpack(evidence["skn_pseudonym"]), value_set=nodes).to_numpy()
+    right = pc.index_in(unpack(evidence["bsn_pseudonym"]), value_set=nodes).to_numpy()
     blind = len(np.unique(components(len(nodes), left, right)))
     assert blind == len(persons) - truth["conflicts"]
     unlinked = pc.unique(table["person_pseudonym"].filter(pc.is_valid(table["person_pseudonym"])))
@@ -132,7 +135,12 @@ def test_no_raw_identifier_in_curated_events_or_link_state(
                 row = json.loads(text)
                 raw |= {str(row[c]) for c in ("skn", "bsn") if row.get(c)}
     assert len(raw) > 1000
-    evidence = link_evidence(to_table(events))
+    packed = link_evidence(to_table(events))
+    # the processor's pseudonyms are HMAC hex: the link state holds their 32 bytes, nothing else
+    assert packed.schema.field("skn_pseudonym").type == packed.schema.field("bsn_pseudonym").type == PACKED
+    evidence = packed.set_column(0, "skn_pseudonym", unpack(packed["skn_pseudonym"])).set_column(
+        1, "bsn_pseudonym", unpack(packed["bsn_pseudonym"])
+    )
     values = set(evidence["skn_pseudonym"].to_pylist()) | set(evidence["bsn_pseudonym"].to_pylist())
     assert evidence.num_rows > 400 and all(len(v) == 64 for v in values)
     text = json.dumps(evidence.to_pylist(), default=str)
@@ -163,3 +171,37 @@ def test_identity_noise_changes_identifiers_only(tmp_path: Path) -> None:
         {k: v for k, v in a.items() if k != "skn"} == {k: v for k, v in b.items() if k != "skn"}
         for a, b in suspects
     )
+
+
+def test_packed_resolution_gives_the_persons_and_tables_of_the_string_resolution(
+    generated: tuple[dict[str, Any], list[dict[str, Any]], Path],
+) -> None:
+    """Every partner's records with identity noise and conflicts, resolved on packed pseudonyms (the
+    processor's HMAC hex as 32 bytes) and on the same evidence as strings: the same persons, conflicts and
+    byte-identical chain and person tables."""
+    _truth, events, _out = generated
+    table = to_table(events)
+    packed = link_evidence(table)
+    assert packed.schema.field("skn_pseudonym").type == PACKED
+    strings = packed.set_column(0, "skn_pseudonym", unpack(packed["skn_pseudonym"])).set_column(
+        1, "bsn_pseudonym", unpack(packed["bsn_pseudonym"])
+    )
+    assert strings["skn_pseudonym"].type == pa.string()
+    fast, slow = Identities.resolve(packed), Identities.resolve(strings)
+    assert fast.bsn.type == PACKED and slow.bsn.type == pa.string()
+    assert unpack(fast.bsn).equals(slow.bsn) and unpack(fast.person).equals(slow.person)
+    assert fast.conflicted.equals(slow.conflicted) and fast.conflicts == slow.conflicts >= 2
+    assert fast.links == slow.links == packed.num_rows
+    assert fast.person_columns(table) == slow.person_columns(table)
+    counts = (
+        table.group_by("period").aggregate([("period", "count")]).sort_by([("period_count", "descending")])
+    )
+    for period in counts["period"].to_pylist()[:3]:  # the three busiest months
+        for build in (chain_table, person_table):
+            made = [build(table, period, identities=ids) for ids in (fast, slow)]
+            data = []
+            for out in made:
+                buf = io.BytesIO()
+                pq.write_table(out, buf)
+                data.append(buf.getvalue())
+            assert made[0].num_rows > 10 and data[0] == data[1], (build.__name__, period)

@@ -102,3 +102,46 @@ def test_committed_offsets_are_asked_again_while_the_coordinator_moves() -> None
         _committed(_MovingCoordinator(1, KafkaError.TOPIC_AUTHORIZATION_FAILED), [], timeout=5)  # type: ignore[arg-type]
     with pytest.raises(KafkaException):  # still moving at the deadline
         _committed(_MovingCoordinator(10**9), [], timeout=0.05)  # type: ignore[arg-type]
+
+
+class _Event:
+    def __init__(self, eof: bool = False) -> None:
+        self.eof = eof
+
+    def error(self) -> object | None:
+        return "EOF" if self.eof else None
+
+
+class _StandIn:
+    """librdkafka's consume as a script: each call takes the next list (or nothing), timeouts noted."""
+
+    def __init__(self, script: list[list[_Event]]) -> None:
+        self.script, self.timeouts = script, []
+
+    def consume(self, num_messages: int, timeout: float) -> list[_Event]:
+        self.timeouts.append(timeout)
+        return self.script.pop(0)[:num_messages] if self.script else []
+
+    def assignment(self) -> list[int]:
+        return [0, 1]
+
+    def close(self) -> None:
+        pass
+
+
+def test_return_at_eof_only_ends_batches_early_after_a_full_one() -> None:
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    loop = ConsumeLoop(
+        kafka, group_id="g", topics=["t"], batch_size=3, poll_timeout_s=9.0, return_at_eof=True
+    )
+    loop.consumer.close()
+    stand_in = _StandIn([[_Event()], [_Event(), _Event(), _Event()], [_Event(), _Event(True)], [_Event()]])
+    loop.consumer = stand_in  # type: ignore[assignment]
+    # a trickle: one plain consume with the poll timeout, as without the option
+    assert len(loop._next_events()) == 1 and stand_in.timeouts == [9.0]
+    assert len(loop._next_events()) == 3  # full: the next batches may end at an EOF
+    assert stand_in.timeouts == [9.0, 9.0]
+    assert len(loop._next_events()) == 2  # a record and an EOF: handed over at once
+    assert stand_in.timeouts == [9.0, 9.0, 0]
+    loop._eager_left = 0  # the budget after a full batch spent: a trickle is batched per timeout again
+    assert len(loop._next_events()) == 1 and stand_in.timeouts[-1] == 9.0

@@ -25,7 +25,7 @@ from ketenstroom.contract.snapshots import (
     staging_name,
 )
 from ketenstroom.errors import StorageError
-from sinks.dedup import first_occurrences, id_array, keep_first
+from sinks.dedup import first_occurrences, id_array, keep_first, keep_first_parts
 from sinks.parquet import to_parquet
 from sinks.seal import Sealer, SealPolicy
 
@@ -324,3 +324,56 @@ def test_files_of_other_rows_behind_one_first_row_never_overwrite_each_other(sto
 def test_staged_names_without_a_digest_are_still_read() -> None:
     old, new = staging_name(PERIOD, 2, 40), staging_name(PERIOD, 2, 40, "0123456789abcdef")
     assert [STAGED.search(k).groups()[:2] for k in (old, new)] == [("002", "0" * 18 + "40")] * 2  # type: ignore[union-attr]
+
+
+def test_keep_first_over_parts_equals_keep_first_over_their_concatenation() -> None:
+    import itertools
+
+    import numpy as np
+
+    rng = np.random.default_rng(6)
+    ids = rng.integers(0, 2**63, size=(6000, 2), dtype=np.int64).astype(np.uint64)
+    ids[:300, 0] = 42  # same first half, different second half: not duplicates
+    ids[4000:4200] = ids[100:300]  # repeats across parts
+    ids[5500:5600] = ids[5000:5100]  # repeats within a part
+    positions = rng.permutation(6000).astype(np.int64)
+    cuts = [0, 0, 1000, 2500, 4100, 6000]  # an empty part, and parts of every size
+    part_rank = [0, 0, 1, 2, 2]
+    spans = list(itertools.pairwise(cuts))
+    rank = np.concatenate([np.full(b - a, r, np.int8) for (a, b), r in zip(spans, part_rank, strict=True)])
+    parts = [ids[a:b] for a, b in spans]
+    spots = [positions[a:b] for a, b in spans]
+    whole = keep_first(ids, rank, positions)
+    assert (keep_first_parts(parts, part_rank, spots) == whole).all()
+    assert whole.sum() == 5700
+    assert keep_first_parts([ids[:1]], [0], [positions[:1]]).tolist() == [True]
+
+
+def test_sequential_ids_whose_first_halves_agree_are_not_all_resolved_by_the_full_sort() -> None:
+    """Ids that differ only in their second half (sequential UUIDs, the sink bench's) must not make every
+    row a candidate: the full sort is then skipped, and the answer is still the full sort's."""
+    import numpy as np
+
+    from sinks import dedup
+
+    ids = np.zeros((20_000, 2), dtype=np.uint64)
+    ids[:, 0] = 1 << 12
+    ids[:, 1] = np.arange(20_000, dtype=np.uint64) * np.uint64(2_654_435_761)
+    ids[15_000:15_010] = ids[:10]  # ten true repeats
+    rank = np.zeros(20_000, dtype=np.int8)
+    positions = np.arange(20_000, dtype=np.int64)
+    resolved: list[int] = []
+    original = dedup.first_occurrences
+
+    def counting(found: np.ndarray, *order: np.ndarray) -> np.ndarray:
+        resolved.append(len(found))
+        return original(found, *order)
+
+    dedup.first_occurrences = counting  # type: ignore[assignment]
+    try:
+        keep = keep_first(ids, rank, positions)
+        parts = keep_first_parts([ids[:9_000], ids[9_000:]], [0, 0], [positions[:9_000], positions[9_000:]])
+    finally:
+        dedup.first_occurrences = original  # type: ignore[assignment]
+    assert (keep == original(ids, rank, positions)).all() and (parts == keep).all()
+    assert keep.sum() == 19_990 and resolved == [20, 20]

@@ -16,7 +16,7 @@ from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.calendar import AMSTERDAM, period_code
 from ketenstroom.contract.snapshots import staging_name
-from sinks.identity import Identities
+from ketenstroom.identity import Identities
 from sinks.microdata import chain_table, person_table
 from sinks.parquet import to_parquet, to_table
 from sinks.seal import Sealer, SealPolicy

@@ -1,7 +1,10 @@
 """Which sealed rows a revision's person links come from: the link state, derived, never stored apart.
 
+Read by the sink's tables (``sinks.tables``) and by releases (``releases.build``), so both resolve the
+same persons for a revision.
+
 The evidence that an SKN and a BSN belong to one person is on the curated rows themselves (both
-pseudonyms on one row, ``sinks.identity``). So the link state is not a second store to keep in step
+pseudonyms on one row, ``ketenstroom.identity``). So the link state is not a second store to keep in step
 with the snapshots: it is a pure function of sealed revisions, and survives restarts because they do.
 The tables of revision N of period P read the evidence of
 
@@ -32,7 +35,7 @@ import pyarrow.parquet as pq
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.contract.snapshots import FileEntry, Manifest
-from sinks.identity import EVIDENCE_SCHEMA, Identities, identifiers, link_evidence, merge_evidence
+from ketenstroom.identity import EVIDENCE_SCHEMA, Identities, identifiers, link_evidence, merge_evidence
 
 #: What the evidence is read from (older rows have only the processor's person pseudonym and source).
 LINK_COLUMNS = ("skn_pseudonym", "bsn_pseudonym", "person_pseudonym", "person_pseudonym_source", "event_time")
@@ -79,9 +82,9 @@ def _read_evidence(store: ObjectStore, path: str) -> pa.Table:
         stats = [(g.column(column).statistics, g.num_rows) for g in groups]
         if all(s is not None and s.has_null_count and s.null_count == rows for s, rows in stats):
             return EVIDENCE_SCHEMA.empty_table()
-        table = parquet.read(columns=["skn_pseudonym", "bsn_pseudonym", "event_time"])
+        table = parquet.read(columns=["skn_pseudonym", "bsn_pseudonym", "event_time"], use_threads=False)
     else:  # rows written before both pseudonyms were carried
-        table = parquet.read(columns=[c for c in LINK_COLUMNS if c in names])
+        table = parquet.read(columns=[c for c in LINK_COLUMNS if c in names], use_threads=False)
     return link_evidence(table)
 
 
@@ -114,6 +117,15 @@ def link_inputs(store: ObjectStore, manifest: Manifest, cache: LinkCache | None 
     if previous is not None:
         before = _resolve(store, _inputs(snapshots, manifest.period, previous, previous.sealed_at), cache)
     return LinkInputs(_resolve(store, inputs, cache), before, {m.period: m.revision for m in inputs})
+
+
+def persons(store: ObjectStore, manifest: Manifest) -> tuple[Identities, dict[str, int]]:
+    """The persons ``manifest``'s tables resolve (``link_inputs`` without the previous revision's), and
+    which revisions gave the evidence: what a release of this revision counts persons by, so its
+    figures count the persons of the revision's person table."""
+    inputs = _inputs(Snapshots(store), manifest.period, manifest, manifest.sealed_at)
+    identities = _resolve(store, inputs, LinkCache(keep_files=False))
+    return identities, {m.period: m.revision for m in inputs}
 
 
 def with_identifiers(table: pa.Table) -> pa.Table:

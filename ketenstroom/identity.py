@@ -25,20 +25,33 @@ smallest pseudonym, so the rule gives one answer whatever the order of the input
 follow their BSN. In a component with one SKN every BSN is linked to that SKN directly (the graph is
 bipartite), so the rule needs no special case.
 
-Which evidence counts is the caller's business (``sinks/tables.py``: the rows of the sealed revisions a
-table is built from, ``sinks/links.py``).
+Which evidence counts is the caller's business (``ketenstroom.adapters.links``: the rows of the sealed
+revisions a table is built from). The sink's person and chain tables and the releases' person counts
+(KS0002, KS0005) resolve with the same evidence, so a published figure counts the persons of the
+microdata.
+
+**Packed pseudonyms.** The processor's pseudonyms are HMAC-SHA-256 digests written as 64 lowercase hex
+characters. Evidence whose pseudonyms are all of that form is kept as their 32 bytes
+(``pa.binary(32)``, ``pack``): half the memory, no string offsets, and fixed-width keys for the
+group-bys, sorts and look-ups. The byte order of packed digests is the order of their hex strings, so
+every rule above (the smallest pseudonym wins a tie) gives the same answer either way, and the ids
+handed out are unpacked to the same strings. Any other pseudonym (rows written by tests, or by an older
+processor) keeps the whole evidence it is folded with as strings: slower, the same persons.
 """
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 _TS = pa.timestamp("ms", tz="UTC")
+PACKED = pa.binary(32)  # an HMAC-SHA-256 pseudonym's digest: 64 hex characters as 32 bytes
 EVIDENCE_SCHEMA = pa.schema(
     [
         ("skn_pseudonym", pa.string()),
@@ -47,6 +60,89 @@ EVIDENCE_SCHEMA = pa.schema(
         ("first_time", _TS),
     ]
 )
+#: The same evidence with packed pseudonyms (``pack``): what the processor's HMACs give.
+PACKED_EVIDENCE_SCHEMA = pa.schema(
+    [
+        ("skn_pseudonym", PACKED),
+        ("bsn_pseudonym", PACKED),
+        ("records", pa.int64()),
+        ("first_time", _TS),
+    ]
+)
+
+_HEX_DIGITS = b"0123456789abcdef"  # lowercase only: an uppercase digest would not unpack to itself
+
+
+def _mask(valid: np.ndarray) -> pa.Buffer | None:
+    """A validity bitmap (offset 0) for ``valid``; None when every value is valid."""
+    return None if valid.all() else pa.array(valid, pa.bool_()).buffers()[1]
+
+
+def pack(values: pa.Array | pa.ChunkedArray) -> pa.Array | None:
+    """64-character lowercase hex strings as their 32 bytes (``PACKED``), nulls kept; ``None`` when any
+    non-null value is not such a string (then the caller keeps strings)."""
+    arr = _string(values)
+    n = len(arr)
+    if n == 0:
+        return pa.array([], PACKED)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4)
+    lengths = np.diff(offsets)
+    valid = np.asarray(arr.is_valid()) if arr.null_count else np.ones(n, dtype=bool)
+    # nulls must take no bytes, so the data buffer is the valid values back to back, 64 bytes each
+    if not (np.all(lengths[valid] == 64) and not np.any(lengths[~valid])):
+        return None
+    count = int(offsets[-1] - offsets[0])
+    data = arr.buffers()[2]
+    text = b"" if data is None or count == 0 else data.slice(int(offsets[0]), count).to_pybytes()
+    if text.translate(None, _HEX_DIGITS):  # anything but lowercase hex digits left: not an HMAC's hex
+        return None
+    packed = np.frombuffer(binascii.unhexlify(text), dtype=np.uint8)
+    if len(packed) != n * 32:  # some nulls: valid values to their rows, nulls as zero bytes
+        full = np.zeros((n, 32), dtype=np.uint8)
+        full[valid] = packed.reshape(-1, 32)
+        packed = full.reshape(-1)
+    return pa.Array.from_buffers(PACKED, n, [_mask(valid), pa.py_buffer(packed)])
+
+
+def unpack(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Packed pseudonyms back to their 64 lowercase hex characters (strings pass unchanged)."""
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if arr.type != PACKED:
+        return _string(arr)
+    n = len(arr)
+    if n == 0:
+        return pa.array([], pa.string())
+    data = arr.buffers()[1]
+    assert data is not None  # a non-empty fixed-size binary array has a data buffer
+    raw = np.frombuffer(data, dtype=np.uint8, count=n * 32, offset=arr.offset * 32)
+    valid = np.asarray(arr.is_valid()) if arr.null_count else np.ones(n, dtype=bool)
+    lengths = np.where(valid, 64, 0).astype(np.int32)  # a null takes no bytes, as Arrow builds them
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    kept = raw if valid.all() else raw.reshape(n, 32)[valid].reshape(-1)
+    text = binascii.hexlify(kept.tobytes())  # lowercase, as the processor writes them
+    return pa.Array.from_buffers(pa.string(), n, [_mask(valid), pa.py_buffer(offsets), pa.py_buffer(text)])
+
+
+def _unpacked(evidence: pa.Table) -> pa.Table:
+    """Evidence with string pseudonyms (packed ones unpacked)."""
+    if evidence.schema.field("skn_pseudonym").type != PACKED:
+        return evidence.cast(EVIDENCE_SCHEMA)
+    return pa.table(
+        {
+            "skn_pseudonym": unpack(evidence["skn_pseudonym"]),
+            "bsn_pseudonym": unpack(evidence["bsn_pseudonym"]),
+            "records": evidence["records"],
+            "first_time": evidence["first_time"],
+        }
+    ).cast(EVIDENCE_SCHEMA)
+
+
+def _normal(evidence: pa.Table) -> pa.Table:
+    """Evidence in one of the two schemas: packed if its pseudonyms are, else strings."""
+    if evidence.schema.field("skn_pseudonym").type == PACKED:
+        return evidence.cast(PACKED_EVIDENCE_SCHEMA)
+    return evidence.cast(EVIDENCE_SCHEMA)
 
 
 def _string(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -73,48 +169,59 @@ def identifiers(events: pa.Table) -> tuple[pa.Array, pa.Array]:
 
 
 def link_evidence(events: pa.Table) -> pa.Table:
-    """Distinct (SKN, BSN) pseudonym pairs over the events carrying both: records and first event time."""
+    """Distinct (SKN, BSN) pseudonym pairs over the events carrying both: records and first event time,
+    sorted by the pair. Packed (``PACKED_EVIDENCE_SCHEMA``) when every pseudonym is an HMAC's hex."""
     skn, bsn = identifiers(events)
     both = pc.and_(pc.is_valid(skn), pc.is_valid(bsn))
+    skn, bsn = skn.filter(both), bsn.filter(both)
+    packed_skn = pack(skn)
+    packed_bsn = pack(bsn) if packed_skn is not None else None
+    if packed_skn is not None and packed_bsn is not None:
+        skn, bsn = packed_skn, packed_bsn
     pairs = pa.table(
         {
-            "skn_pseudonym": skn.filter(both),
-            "bsn_pseudonym": bsn.filter(both),
+            "skn_pseudonym": skn,
+            "bsn_pseudonym": bsn,
             "event_time": _as_ts(events["event_time"]).filter(both),
         }
     )
-    return _aggregate(pairs, count="event_time", first="event_time", mode="count")
+    return _sorted(_aggregate(pairs, count="event_time", first="event_time", mode="count"))
 
 
 MERGE_ROWS = 500_000  # evidence rows gathered before they are folded into the running aggregate
 
 
 def merge_evidence(parts: Iterable[pa.Table], fold_rows: int = MERGE_ROWS) -> pa.Table:
-    """Evidence tables combined: records summed, the earliest first time kept.
+    """Evidence tables combined: records summed, the earliest first time kept, sorted by the pair.
 
-    Folded as they come (sums and minima are associative; the result is sorted), so memory holds the
-    distinct pairs plus ``fold_rows`` more, not every file's pairs at once: a period's files repeat a
-    person's pair in each file that has one of its events."""
+    Folded as they come (sums and minima are associative), so memory holds the distinct pairs plus
+    ``fold_rows`` more, not every file's pairs at once: a period's files repeat a person's pair in each
+    file that has one of its events. Packed while every part is; one part with other pseudonyms turns
+    the whole into strings (the same pairs, the same order)."""
     merged: pa.Table | None = None
     pending: list[pa.Table] = []
     rows = 0
     for part in parts:
         if part.num_rows:
-            pending.append(part.cast(EVIDENCE_SCHEMA))
+            pending.append(_normal(part))
             rows += part.num_rows
         if rows >= fold_rows:
             merged = _fold(merged, pending)
             pending, rows = [], 0
     if pending or merged is None:
         merged = _fold(merged, pending)
-    return merged
+    return _sorted(merged)
 
 
 def _fold(merged: pa.Table | None, pending: list[pa.Table]) -> pa.Table:
     tables = ([merged] if merged is not None else []) + pending
     if not tables:
         return EVIDENCE_SCHEMA.empty_table()
-    return _aggregate(pa.concat_tables(tables), count="records", first="first_time", mode="sum")
+    if any(t.schema.field("skn_pseudonym").type != PACKED for t in tables):
+        tables = [_unpacked(t) for t in tables]
+    combined = pa.concat_tables(tables)
+    del tables, pending[:]  # (the caller's list: let the parts go before the group-by allocates)
+    return _aggregate(combined, count="records", first="first_time", mode="sum")
 
 
 def _as_ts(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -123,6 +230,7 @@ def _as_ts(column: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 
 def _aggregate(pairs: pa.Table, *, count: str, first: str, mode: str) -> pa.Table:
+    """Per distinct pair, records and first time (unsorted: sorting is done once, at the end)."""
     if pairs.num_rows == 0:
         return EVIDENCE_SCHEMA.empty_table()
     keys = ["skn_pseudonym", "bsn_pseudonym"]
@@ -135,7 +243,11 @@ def _aggregate(pairs: pa.Table, *, count: str, first: str, mode: str) -> pa.Tabl
             "first_time": grouped[f"{first}_min"],
         }
     )
-    return out.sort_by([(k, "ascending") for k in keys]).cast(EVIDENCE_SCHEMA)
+    return _normal(out)
+
+
+def _sorted(evidence: pa.Table) -> pa.Table:
+    return evidence.sort_by([("skn_pseudonym", "ascending"), ("bsn_pseudonym", "ascending")]).combine_chunks()
 
 
 def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -161,11 +273,14 @@ def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Identities:
-    """Persons resolved from link evidence: which person each linked BSN belongs to, and the conflicts."""
+    """Persons resolved from link evidence: which person each linked BSN belongs to, and the conflicts.
+
+    ``bsn`` and ``person`` are packed (``PACKED``) when the evidence was; ``person_columns`` gives
+    strings either way."""
 
     bsn: pa.Array  # every BSN pseudonym seen together with an SKN, sorted
     person: pa.Array  # the person (an SKN pseudonym) each of those BSNs belongs to
-    conflicted: pa.Array  # persons whose component joins two or more SKNs, sorted
+    conflicted: pa.Array  # persons whose component joins two or more SKNs, sorted (strings)
     links: int  # distinct (SKN, BSN) pairs
     conflicts: int  # components joining two or more SKNs
 
@@ -175,17 +290,23 @@ class Identities:
         if evidence.num_rows == 0:
             empty = pa.array([], pa.string())
             return cls(empty, empty, empty, 0, 0)
-        evidence = evidence.cast(EVIDENCE_SCHEMA)
+        evidence = _normal(evidence)
         skn, bsn = evidence["skn_pseudonym"].combine_chunks(), evidence["bsn_pseudonym"].combine_chunks()
         skns, bsns = pc.unique(skn).sort(), pc.unique(bsn).sort()
+        n_skns = len(skns)
         s = pc.index_in(skn, value_set=skns).to_numpy().astype(np.int64)
         b = pc.index_in(bsn, value_set=bsns).to_numpy().astype(np.int64) + len(skns)
+        del bsn
         label = components(len(skns) + len(bsns), s, b)
+        del s
         skn_label = label[: len(skns)]
         per_component = np.bincount(skn_label, minlength=len(label))
         in_conflict = per_component[skn_label] >= 2
-        conflicted = skns.filter(pa.array(in_conflict))
-        # each BSN to the SKN it was seen with most, then first, then the smallest pseudonym
+        conflicted = unpack(skns.filter(pa.array(in_conflict)))
+        conflicts = int(np.count_nonzero(per_component >= 2))
+        del label, skn_label, per_component, in_conflict, skns
+        # each BSN to the SKN it was seen with most, then first, then the smallest pseudonym (packed
+        # digests sort as their hex strings do)
         ranked = pa.table(
             {
                 "b": pa.array(b),
@@ -201,15 +322,17 @@ class Identities:
                 ("skn", "ascending"),
             ]
         )
+        del b, skn
         order = ranked["b"].to_numpy()
         first = np.concatenate([[True], order[1:] != order[:-1]])
         chosen = ranked.filter(pa.array(first))
+        del ranked, order, first
         return cls(
-            bsn=bsns.take(pa.array(chosen["b"].to_numpy() - len(skns))),
+            bsn=bsns.take(pa.array(chosen["b"].to_numpy() - n_skns)),
             person=chosen["skn"].combine_chunks(),
             conflicted=conflicted,
             links=evidence.num_rows,
-            conflicts=int(np.count_nonzero(per_component >= 2)),
+            conflicts=conflicts,
         )
 
     @classmethod
@@ -229,8 +352,15 @@ class Identities:
         # only records without an SKN are looked up (most records carry one): hash the rest as nulls
         bsn_only = pc.and_(pc.is_null(skn), pc.is_valid(bsn))
         if len(self.bsn) and pc.any(bsn_only).as_py():
-            at = pc.index_in(pc.if_else(bsn_only, bsn, pa.scalar(None, pa.string())), value_set=self.bsn)
-            linked = pc.take(self.person, at)
+            wanted = pc.if_else(bsn_only, bsn, pa.scalar(None, pa.string()))
+            known, person = self.bsn, self.person
+            if known.type == PACKED:
+                packed = pack(wanted)
+                if packed is None:  # these events' pseudonyms are not HMAC hex: compare as strings
+                    known, person = self._strings
+                else:
+                    wanted = packed
+            linked = unpack(pc.take(person, pc.index_in(wanted, value_set=known)))
         else:
             linked = pa.nulls(n, pa.string())
         names = events.column_names
@@ -263,6 +393,11 @@ class Identities:
             ]
         )
         return kept.append_column("person_pseudonym", person).append_column("person_pseudonym_source", source)
+
+    @cached_property
+    def _strings(self) -> tuple[pa.Array, pa.Array]:
+        """``bsn`` and ``person`` as strings (only for events whose pseudonyms are not packable)."""
+        return unpack(self.bsn), unpack(self.person)
 
     def is_conflicted(self, persons: pa.Array | pa.ChunkedArray) -> pa.Array:
         return pc.fill_null(pc.is_in(_string(persons), value_set=self.conflicted), False)
