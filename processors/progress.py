@@ -7,7 +7,7 @@ Every input record ends curated, dead-lettered or dropped as a duplicate, so per
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sized
+from collections.abc import Callable, Container, Iterable, Mapping, Sized
 from dataclasses import dataclass, field
 
 from processors.transform import Curated, DeadLetter, RawRecord
@@ -28,9 +28,11 @@ class Reconciliation:
             for p in self.records_in
         )
 
-    def done(self, stop_at: dict[tuple[str, int], int]) -> bool:
-        """Every partition processed up to its offset in ``stop_at`` (empty partitions count as done)."""
-        return all(self.position.get(tp, 0) >= end for tp, end in stop_at.items() if end > 0)
+    def done(self, stop_at: dict[tuple[str, int], int], reached: Container[tuple[str, int]] = ()) -> bool:
+        """Every partition processed up to its offset in ``stop_at`` (empty partitions count as done),
+        or ``reached``: read to its end by the consumer, every record before it processed (a partition
+        whose records a predecessor committed after ``stop_at`` was read has none left to process)."""
+        return all(self.position.get(tp, 0) >= end or tp in reached for tp, end in stop_at.items() if end > 0)
 
     def add(
         self,

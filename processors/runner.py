@@ -192,7 +192,7 @@ class TransactionalProcessor:
         def stop() -> bool:
             return (
                 should_stop()
-                or (stop_at is not None and self.stats.done(stop_at))
+                or (stop_at is not None and self.stats.done(stop_at, reached=self.loop.at_end))
                 or (until_end and self.loop.caught_up())
             )
 

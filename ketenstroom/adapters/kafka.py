@@ -382,7 +382,7 @@ def end_offsets(
                 _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
                 out[(topic, partition)] = high
         if group_id is not None and out:
-            committed = _committed(consumer, [TopicPartition(t, p) for t, p in out], timeout)
+            committed = _stable_committed(settings, group_id, list(out), timeout)
             for tp in committed:
                 if tp.offset >= 0 and tp.offset >= out[(tp.topic, tp.partition)]:
                     del out[(tp.topic, tp.partition)]
@@ -400,6 +400,29 @@ _COORDINATOR_MOVING = frozenset(
         KafkaError.COORDINATOR_NOT_AVAILABLE,
     }
 )
+
+
+def _stable_committed(
+    settings: KafkaSettings, group_id: str, partitions: list[tuple[str, int]], timeout: float
+) -> list[TopicPartition]:
+    """The group's committed offsets, not waiting for a transaction still open on them.
+
+    A read_committed client asks for stable offsets only, and the broker keeps answering "unstable"
+    while a transaction that sent offsets is open: after a transactional processor was killed,
+    until its successor fences it or the transaction times out (30 s), longer than any caller
+    waits. read_uncommitted gets the offsets committed so far, the pending ones left out: at most
+    behind, so a caller waits for records a predecessor may have processed; the processor counts a
+    partition read to its end as done (``Reconciliation.done``).
+    """
+    consumer = Consumer(
+        settings.librdkafka(
+            group_id=group_id, enable_auto_commit=False, **{"isolation.level": "read_uncommitted"}
+        )
+    )
+    try:
+        return _committed(consumer, [TopicPartition(t, p) for t, p in partitions], timeout)
+    finally:
+        consumer.close()
 
 
 def _committed(consumer: Consumer, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:

@@ -229,3 +229,13 @@ def test_restore_asks_again_for_changelog_ends_not_answered_yet(monkeypatch: pyt
 
     monkeypatch.setattr(dedup, "high_watermarks", lambda *_a, **_k: {})
     assert dedup._watermarks(KafkaSettings(), logs, deadline_s=0.0) == {}
+
+
+def test_a_partition_read_to_its_end_counts_as_done_even_with_nothing_processed() -> None:
+    """``--until-caught-up`` after a kill: the stop offsets may predate offsets the predecessor
+    committed, so nothing is left to process there; the consumer's end-of-partition says so."""
+    stats = Reconciliation(position={("raw.om", 0): 10})
+    stop_at = {("raw.om", 0): 10, ("raw.om", 1): 7, ("raw.om", 2): 0}
+    assert not stats.done(stop_at)  # partition 1: nothing processed, end not reached
+    assert not stats.done(stop_at, reached={("raw.om", 2)})  # an empty partition's end proves nothing
+    assert stats.done(stop_at, reached={("raw.om", 1)})
