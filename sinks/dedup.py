@@ -54,6 +54,19 @@ def _word(ids: np.ndarray) -> np.ndarray:
     return word
 
 
+def _repeated_rows(words: np.ndarray) -> np.ndarray | None:
+    """The rows whose word occurs more than once, in row order (ties keep the earlier row); None when
+    every word is distinct, the common case, with no index array made."""
+    sorted_words = np.sort(words)
+    same = sorted_words[1:] == sorted_words[:-1]
+    if not same.any():
+        return None
+    repeated = np.unique(sorted_words[1:][same])
+    del sorted_words, same
+    rows: np.ndarray = np.nonzero(np.isin(words, repeated))[0]
+    return rows
+
+
 def keep_first(ids: np.ndarray, *order: np.ndarray) -> np.ndarray:
     """``first_occurrences`` in little memory: sort a 64-bit word of each id (``_word``, 8 bytes a row)
     to find the values that repeat, and resolve just the rows holding them exactly. Millions of distinct
@@ -63,14 +76,9 @@ def keep_first(ids: np.ndarray, *order: np.ndarray) -> np.ndarray:
     keep = np.ones(n, dtype=bool)
     if n < 2:
         return keep
-    high = _word(ids)
-    sorted_high = np.sort(high)
-    same = sorted_high[1:] == sorted_high[:-1]
-    if not same.any():
+    rows = _repeated_rows(_word(ids))
+    if rows is None:
         return keep
-    repeated = np.unique(sorted_high[1:][same])
-    del sorted_high, same
-    rows = np.nonzero(np.isin(high, repeated))[0]  # in row order, as before: ties keep the earlier row
     keep[rows] = first_occurrences(ids[rows], *(key[rows] for key in order))
     return keep
 
@@ -90,14 +98,10 @@ def keep_first_parts(ids: list[np.ndarray], rank: list[int], positions: list[np.
     np.cumsum(sizes, out=starts[1:])
     for part, start, end in zip(ids, starts[:-1], starts[1:], strict=True):
         high[start:end] = _word(part)
-    sorted_high = np.sort(high)
-    same = sorted_high[1:] == sorted_high[:-1]
-    if not same.any():
-        return keep
-    repeated = np.unique(sorted_high[1:][same])
-    del sorted_high, same
-    rows = np.nonzero(np.isin(high, repeated))[0]  # in row order, as before: ties keep the earlier row
+    rows = _repeated_rows(high)
     del high
+    if rows is None:
+        return keep
     full = np.empty((len(rows), 2), dtype=np.uint64)
     ranks = np.empty(len(rows), dtype=np.int64)
     kafka = np.empty(len(rows), dtype=np.int64)

@@ -13,16 +13,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
-from prometheus_client import CollectorRegistry
 
 from ketenstroom.adapters.kafka import high_watermarks, read_to_end
-from ketenstroom.contract import Topics
 from ketenstroom.errors import DeliveryError, StopRequested
 from ketenstroom.settings import KafkaSettings
-from processors.metrics import ProcessorMetrics
-from processors.progress import Reconciliation
-from processors.runner import TransactionalProcessor
 from processors.transform import Curated
+from tests.unit.processor_standin import processor_standin
 
 TXN_TIMEOUT_MS = 30_000
 
@@ -68,24 +64,12 @@ class UnansweredCoordinator:
 
 
 def _processor(producer: UnansweredCoordinator) -> Any:
-    proc: Any = object.__new__(TransactionalProcessor)  # no Kafka clients: only what _transact uses
-    proc.producer = producer
-    proc.loop = SimpleNamespace(
-        consumer=SimpleNamespace(consumer_group_metadata=object), rewind=lambda _offsets: None
+    return processor_standin(
+        producer,
+        transform=lambda r: Curated(key=b"k", value=b"v", event_id=f"e{r.offset}", event_time=0, source=r),
+        new_state=_State,
+        txn_call_s=TXN_TIMEOUT_MS / 1000,
     )
-    proc.topics = Topics()
-    proc.app_id = "ketenstroom-processor"
-    proc.metrics = ProcessorMetrics(CollectorRegistry())
-    proc.stats = Reconciliation()
-    proc._dedup = {}
-    proc._partners_by_topic = {}
-    proc._last_ts = {}
-    proc.transformer = SimpleNamespace(
-        transform=lambda r: Curated(key=b"k", value=b"v", event_id=f"e{r.offset}", event_time=0, source=r)
-    )
-    proc.txn_call_s = TXN_TIMEOUT_MS / 1000
-    proc._restore = lambda tps: proc._dedup.update({(tp.topic, tp.partition): _State() for tp in tps})
-    return proc
 
 
 class _State:

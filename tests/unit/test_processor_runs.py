@@ -12,14 +12,14 @@ import pytest
 from confluent_kafka import TopicPartition
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from ketenstroom.contract import Topics
 from ketenstroom.errors import BrokerUnavailable
 from ketenstroom.settings import KafkaSettings, ProcessorSettings
 from processors.dedup import Horizon, PartitionDedup
-from processors.metrics import ProcessorMetrics, observe_many
+from processors.metrics import observe_many
 from processors.progress import Reconciliation
 from processors.runner import Run, TransactionalProcessor
 from processors.transform import Curated, DeadLetter, RawRecord
+from tests.unit.processor_standin import processor_standin
 
 TS = 1_700_000_000_000
 
@@ -83,27 +83,12 @@ def _transform(record: RawRecord) -> Curated | DeadLetter:
 
 
 def _processor(producer: Producer) -> Any:
-    proc: Any = object.__new__(TransactionalProcessor)  # no Kafka clients: only what _transact uses
     rewound: list[list[TopicPartition]] = []
-    proc.rewound = rewound
-    proc.producer = producer
-    proc.loop = SimpleNamespace(
-        consumer=SimpleNamespace(consumer_group_metadata=object),
-        rewind=rewound.append,
-    )
-    proc.topics = Topics()
-    proc.app_id = "ketenstroom-processor"
-    proc.metrics = ProcessorMetrics(CollectorRegistry())
-    proc.stats = Reconciliation()
-    proc._dedup = {}
-    proc._partners_by_topic = {}
-    proc._last_ts = {}
-    proc.transformer = SimpleNamespace(transform=_transform)
-    proc.txn_call_s = 30.0
     horizon = Horizon.of(ProcessorSettings())
-    proc._restore = lambda tps: proc._dedup.update(
-        {(tp.topic, tp.partition): PartitionDedup(horizon) for tp in tps}
+    proc = processor_standin(
+        producer, transform=_transform, new_state=lambda: PartitionDedup(horizon), rewind=rewound.append
     )
+    proc.rewound = rewound
     return proc
 
 
