@@ -27,7 +27,7 @@ from sinks.tables import build_missing_tables
 from synthetic.period import period_events
 
 PERIOD = "2026MM03"
-SECRET = b"unit-test-cell-key-0123456789abcdef-persons"
+SECRET = b"unit-test-cell-key-0123456789abcdef-persons"  # pragma: allowlist secret
 TOTALS = {"Leeftijd": "T001", "Geslacht": "T001038", "Delicthoofdgroep": "T001161"}
 
 
