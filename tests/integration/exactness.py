@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import date
+from pathlib import Path
 
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, TopicPartition
@@ -23,6 +25,7 @@ from ketenstroom.adapters.snapshots import Snapshots
 from ketenstroom.contract import Topics
 from ketenstroom.contract.codec import decode
 from ketenstroom.contract.wire import unframe
+from synthetic import generate_chain
 from tests.conftest import Services
 
 #: set per run by the processor or the sink, so they differ between two runs of the same input
@@ -145,3 +148,24 @@ def process_to_end(env: dict[str, str], names: Topics, partner: str, timeout: fl
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def om_deliveries(tmp: Path, *, cases: int, seed: int, deliveries: int) -> list[Path]:
+    """A generated om export split into ``deliveries`` files (JSON Lines: a row is a line)."""
+    report = generate_chain(
+        tmp / "gen",
+        cases=cases,
+        seed=seed,
+        noise=0.02,
+        partners=("om",),
+        formats={"om": "jsonl"},
+        as_of=date(2026, 10, 1),
+    )
+    lines = Path(report.partners["om"].path).read_bytes().splitlines(keepends=True)
+    size = -(-len(lines) // deliveries)
+    paths = []
+    for i in range(deliveries):
+        path = tmp / f"delivery-{i}.jsonl"
+        path.write_bytes(b"".join(lines[i * size : (i + 1) * size]))
+        paths.append(path)
+    return paths

@@ -36,7 +36,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +50,16 @@ from ketenstroom.adapters.kafka import all_partitions, ensure_topics, read_to_en
 from ketenstroom.contract import Topics
 from ketenstroom.contract.deliveries import DeliveryEvent
 from producers.publish import Publisher
-from synthetic import generate_chain
 from tests.conftest import Services, services_of
-from tests.integration.exactness import caught_up, count, event_ids, process_to_end, sink_to_end, wait_for
+from tests.integration.exactness import (
+    caught_up,
+    count,
+    event_ids,
+    om_deliveries,
+    process_to_end,
+    sink_to_end,
+    wait_for,
+)
 
 pytestmark = pytest.mark.fault
 
@@ -101,24 +107,7 @@ def _wait(what: str, condition: Callable[[], bool], deadline_s: float = DEADLINE
 
 
 def _chunks(tmp: Path) -> list[Path]:
-    """The om export of a generated chain, in CHUNKS deliveries (JSON Lines: a row is a line)."""
-    report = generate_chain(
-        tmp / "gen",
-        cases=24_000,
-        seed=1616,
-        noise=0.02,
-        partners=(PARTNER,),
-        formats={PARTNER: "jsonl"},
-        as_of=date(2026, 10, 1),
-    )
-    lines = Path(report.partners[PARTNER].path).read_bytes().splitlines(keepends=True)
-    size = -(-len(lines) // CHUNKS)
-    paths = []
-    for i in range(CHUNKS):
-        path = tmp / f"delivery-{i}.jsonl"
-        path.write_bytes(b"".join(lines[i * size : (i + 1) * size]))
-        paths.append(path)
-    return paths
+    return om_deliveries(tmp, cases=24_000, seed=1616, deliveries=CHUNKS)
 
 
 def _publish(env: dict[str, str], export: Path, receipt: Path) -> subprocess.Popen[str]:

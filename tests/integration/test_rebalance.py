@@ -26,7 +26,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,6 @@ from ketenstroom.adapters.kafka import end_offsets, ensure_topics
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.contract import Topics
 from producers.publish import Publisher
-from synthetic import generate_chain
 from tests.conftest import Services
 from tests.integration.exactness import (
     SEAL_ARGS,
@@ -46,6 +44,7 @@ from tests.integration.exactness import (
     count,
     ends_of_data,
     event_ids,
+    om_deliveries,
     process_to_end,
     sealed_rows,
     sink_to_end,
@@ -81,24 +80,7 @@ def _deliver(services: Services, names: Topics, export: Path, tmp: Path) -> int:
 
 
 def _chunks(tmp: Path) -> list[Path]:
-    """A generated om export in four deliveries (JSON Lines: a row is a line)."""
-    report = generate_chain(
-        tmp / "gen",
-        cases=12_000,
-        seed=4040,
-        noise=0.02,
-        partners=(PARTNER,),
-        formats={PARTNER: "jsonl"},
-        as_of=date(2026, 10, 1),
-    )
-    lines = Path(report.partners[PARTNER].path).read_bytes().splitlines(keepends=True)
-    size = -(-len(lines) // 4)
-    paths = []
-    for i in range(4):
-        path = tmp / f"delivery-{i}.jsonl"
-        path.write_bytes(b"".join(lines[i * size : (i + 1) * size]))
-        paths.append(path)
-    return paths
+    return om_deliveries(tmp, cases=12_000, seed=4040, deliveries=4)
 
 
 def _start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
