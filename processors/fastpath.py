@@ -42,6 +42,7 @@ from fastavro.write import LOGICAL_WRITERS
 
 from ketenstroom.calendar import HourCalendar
 from ketenstroom.contract.avro_bytes import string_bytes, zigzag
+from ketenstroom.contract.avro_plain import PLAIN_DAYS, PLAIN_MS, NotCompilable, compile_reader
 from ketenstroom.contract.codec import without_logical_types
 from ketenstroom.contract.wire import header
 from processors.pseudonym import Pseudonymiser, pc4
@@ -58,12 +59,16 @@ _DOUBLE = struct.Struct("<d")
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 # Plain ranges: well inside what fastavro's logical readers turn into a datetime or date (years 1-9999).
-_MIN_MS, _MAX_MS = -2_208_988_800_000, 7_258_118_400_000  # 1900-01-01 .. 2200-01-01 UTC
-_MIN_DAY, _MAX_DAY = -25_567, 84_006  # the same, in days since 1970-01-01
+_MIN_MS, _MAX_MS = PLAIN_MS  # 1900-01-01 .. 2200-01-01 UTC
+_MIN_DAY, _MAX_DAY = PLAIN_DAYS  # the same, in days since 1970-01-01
 _RANGES = {"timestamp-millis": (_MIN_MS, _MAX_MS), "date": (_MIN_DAY, _MAX_DAY)}
 _EMPTY: dict[str, Any] = {}  # a null record on the way to a value: every field of it is None
 _EVENT_MIN_MS = 0  # local dates by the hour from 1970 on (Amsterdam was not whole hours from UTC < 1940)
 _to_ms = LOGICAL_WRITERS["long-timestamp-millis"]
+_META = tuple(
+    ("metadata", name) for name in ("event_id", "partner", "source_system", "event_time", "registration_time")
+)
+_PLAN_VALUES = 17  # in a reader's tuple: _META's five, then the plan's twelve values; then the codes
 
 
 class Unsupported(Exception):
@@ -424,6 +429,15 @@ class _Reader:
             for path in paths
         )
         self.parents = tuple(dict.fromkeys(a for a, _ in self.pairs if a is not None))
+        # the generated reader of this writer schema: the values ``FastPath._transform`` takes, read in
+        # place (``values`` makes the same tuple from fastavro's dict where it does not apply)
+        codes = tuple(path for name in plan.coded for path in ((name, "code_system"), (name, "code")))
+        try:
+            self.compiled: Callable[[bytes], tuple[Any, ...] | None] | None = compile_reader(
+                writer, (*_META, *paths, *codes), start=5
+            )
+        except NotCompilable:
+            self.compiled = None
         self.type_and = string_bytes(record_type)  # source_event_type
         self.step = step  # chain_step
 
@@ -450,6 +464,24 @@ class _Reader:
             if not check(raw):
                 return None
         return raw
+
+    def values(self, raw: dict[str, Any]) -> tuple[Any, ...]:
+        """``read``'s dict as the tuple ``compiled`` returns: metadata, the plan's values, the codes."""
+        meta = raw["metadata"]
+        nodes = {name: raw.get(name) or _EMPTY for name in self.parents}
+        codes: list[str | None] = []
+        for name in self.coded:
+            coded = raw.get(name)
+            codes += (None, None) if coded is None else (coded["code_system"], coded["code"])
+        return (
+            meta["event_id"],
+            meta["partner"],
+            meta["source_system"],
+            meta["event_time"],
+            meta["registration_time"],
+            *[(raw if parent is None else nodes[parent]).get(name) for parent, name in self.pairs],
+            *codes,
+        )
 
 
 class FastPath:
@@ -509,26 +541,33 @@ class FastPath:
         if reader is None:
             return None
         try:
-            return self._transform(record, value, reader)
+            compiled = reader.compiled
+            if compiled is not None:
+                values = compiled(value)
+            else:
+                raw = reader.read(value)
+                values = None if raw is None else reader.values(raw)
+            return None if values is None else self._transform(record, values, reader)
         except Exception:
             return None
 
-    def _concepts_of(self, raw: dict[str, Any], coded_fields: tuple[str, ...], day: date) -> bytes | None:
+    def _concepts_of(self, codes: Sequence[str | None], day: date) -> bytes | None:
         """The concepts array: each mapping of a code encoded once, those valid on ``day`` in table
-        order (as ``Terminology.lookup``); None when a code has none valid that day."""
+        order (as ``Terminology.lookup``); None when a code has none valid that day. ``codes`` are
+        code system and code of each coded field in turn, both None where it is absent."""
         count, parts = 0, []
-        for name in coded_fields:
-            coded = raw.get(name)
-            if coded is None:
+        for i in range(0, len(codes), 2):
+            system = codes[i]
+            if system is None:
                 continue  # optional and absent
-            code = (coded["code_system"], coded["code"])
-            mappings = self._concepts.get(code)
+            code = (system, codes[i + 1])
+            mappings = self._concepts.get(code)  # type: ignore[call-overload]
             if mappings is None:
                 if len(self._concepts) >= CONCEPT_CACHE:
                     self._concepts.clear()
-                mappings = self._concepts[code] = tuple(
+                mappings = self._concepts[code] = tuple(  # type: ignore[index]
                     (m.valid_from, m.valid_to, concept_bytes(m.concept()))
-                    for m in self.transformer.terminology.mappings(*code)
+                    for m in self.transformer.terminology.mappings(*code)  # type: ignore[arg-type]
                 )
             found = 0
             for valid_from, valid_to, encoded in mappings:
@@ -540,23 +579,34 @@ class FastPath:
             count += found
         return zigzag(count) + b"".join(parts) + b"\x00" if count else b"\x00"
 
-    def _transform(self, record: RawRecord, value: bytes, reader: _Reader) -> Curated | None:
-        raw = reader.read(value)
-        if raw is None:
-            return None
-        meta = raw["metadata"]
-        event_id = meta["event_id"]
-        event_ms = meta["event_time"]
+    def _transform(self, record: RawRecord, values: tuple[Any, ...], reader: _Reader) -> Curated | None:
+        (
+            event_id,
+            symbol,
+            system,
+            event_ms,
+            registration_ms,
+            case,
+            report,
+            execution,
+            skn,
+            bsn,
+            birth,
+            sex,
+            postcode,
+            crime,
+            days,
+            hours,
+            amount,
+        ) = values[:_PLAN_VALUES]
+        if event_ms < _EVENT_MIN_MS:
+            return None  # before 1970: the reference path's zone conversion
         t = self.transformer
         local_day = self._days(event_ms)[1]
 
-        concept_block = self._concepts_of(raw, reader.coded, local_day)
+        concept_block = self._concepts_of(values[_PLAN_VALUES:], local_day)
         if concept_block is None:
             return None  # no mapping valid that day: the reference path names the unknown code
-        nodes = {name: raw.get(name) or _EMPTY for name in reader.parents}
-        (case, report, execution, skn, bsn, birth, sex, postcode, crime, days, hours, amount) = [
-            (raw if parent is None else nodes[parent]).get(name) for parent, name in reader.pairs
-        ]
         cache = self._pseudonyms
         p = t.pseudonymiser
         case_value, case_bytes = (cache.cases.get(case) or cache.case(p, case)) if case else _NULL
@@ -570,11 +620,9 @@ class FastPath:
         birth_bytes = b"\x00\x00" if birth is None else _birth(birth, local_day)
         area = pc4(postcode)
 
-        symbol = meta["partner"]
         partner = self._partners.get(symbol)
         if partner is None:
             partner = self._partners[symbol] = string_bytes(str(symbol).lower())
-        system = meta["source_system"]
         source = self._systems.get(system)
         if source is None:
             if len(self._systems) >= PSEUDONYM_CACHE:
@@ -589,7 +637,7 @@ class FastPath:
                 reader.type_and,
                 source,
                 zigzag(event_ms),
-                zigzag(meta["registration_time"]),
+                zigzag(registration_ms),
                 reader.step,
                 case_bytes,
                 report_bytes,

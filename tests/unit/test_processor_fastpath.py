@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import uuid
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -98,7 +99,16 @@ def _same(fast: Curated | DeadLetter, reference: Curated | DeadLetter) -> None:
         )
     else:
         assert isinstance(fast, DeadLetter), (fast, reference)
-        assert fast == reference  # reason, stage, error text, event id, source
+        # reason, stage, error text, event id, source; fastavro's error texts can name a BytesIO by its
+        # memory address, which differs between two reads of the same record
+        assert _letter(fast) == _letter(reference)
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-f]+")
+
+
+def _letter(dead: DeadLetter) -> tuple[Any, ...]:
+    return (dead.reason, dead.stage, _ADDRESS.sub(" at 0x?", dead.error), dead.event_id, dead.source)
 
 
 # -- the data covers what it should -------------------------------------------------------------------
@@ -271,8 +281,7 @@ def test_concepts_by_the_day_equal_the_terminologys_lookup_around_every_validity
                 days |= {m.valid_to - timedelta(days=1), m.valid_to}
                 bounded += 1
         for day in days:
-            raw = {"c": {"code_system": system, "code": code, "code_system_version": "v"}}
-            fast = t.fast._concepts_of(raw, ("c",), day)
+            fast = t.fast._concepts_of((system, code), day)
             try:
                 expected = terminology.lookup(system, code, "v", day)
             except RecordError:

@@ -1,0 +1,219 @@
+"""A schemaless Avro reader generated for one writer schema, reading only the fields asked for.
+
+``compile_reader(schema, paths)`` writes Python source for the schema's field list (each field read or
+skipped in place, no schema walk per record, no dict per nested record) and returns a function
+``read(buffer) -> tuple | None``: the values at ``paths`` in that order, read from ``buffer[start:]``.
+Values are plain, as fastavro reads the schema without its logical types: ``timestamp-millis`` an int
+of milliseconds, ``date`` an int of days since 1970-01-01, ``uuid`` its string, an enum its symbol; a
+path under a null record, or one the schema does not have, is None.
+
+It only reads what fastavro reads *the same way with the logical types*: it answers None (and a caller
+takes the fastavro/reference path, whose errors name the fault) for a record with bytes left over or
+missing, a union index or enum index or boolean byte other than the canonical ones, a negative length,
+a timestamp or date outside ``PLAIN_MS``/``PLAIN_DAYS``, a UUID not in canonical lower-case form. A
+string is decoded as UTF-8 wherever it is, read or skipped (fastavro refuses invalid UTF-8 anywhere);
+other faults (cut short, invalid UTF-8) raise, and callers treat an exception as None. Schemas with an
+array, a map, a union of more than null and one type, a recursive record or another logical type are
+not compiled (``NotCompilable``): their records take the caller's general path.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Path = tuple[str, ...]
+Read = Callable[[bytes], "tuple[Any, ...] | None"]
+
+# Well inside what fastavro's logical readers turn into a datetime or date (years 1-9999).
+PLAIN_MS = (-2_208_988_800_000, 7_258_118_400_000)  # 1900-01-01 .. 2200-01-01 UTC, in milliseconds
+PLAIN_DAYS = (-25_567, 84_006)  # the same, in days since 1970-01-01
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_LOGICAL = {("long", "timestamp-millis"), ("int", "date"), ("string", "uuid")}
+
+
+class NotCompilable(ValueError):
+    """The schema has a shape the generated reader does not cover."""
+
+
+def _long(buf: bytes, p: int) -> tuple[int, int]:
+    """The unsigned varint at ``p`` (its first byte has the continuation bit) and the position after it."""
+    n = buf[p] & 0x7F
+    shift = 7
+    p += 1
+    while True:
+        b = buf[p]
+        p += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return n, p
+        shift += 7
+
+
+class _Source:
+    """The generated function's lines, indented as they are added."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.depth = 1
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend("    " * self.depth + line for line in lines)
+
+
+class _Compiler:
+    def __init__(self, paths: Sequence[Path | None]) -> None:
+        self.paths = [None if path is None else tuple(path) for path in paths]
+        unique = dict.fromkeys(path for path in self.paths if path is not None)
+        self.wanted = {path: f"v{i}" for i, path in enumerate(unique)}
+        self.named: dict[str, Any] = {}
+        self.constants: dict[str, Any] = {}
+        self.assigned: set[str] = set()
+        self.optional: set[str] = set()  # assigned only in a branch: set to None first
+        self.source = _Source()
+        self.open: set[str] = set()  # records being compiled (a recursive one is not compiled)
+
+    def constant(self, value: Any) -> str:
+        name = f"k{len(self.constants)}"
+        self.constants[name] = value
+        return name
+
+    def resolve(self, typ: Any) -> Any:
+        if isinstance(typ, str) and typ not in _PRIMITIVES:
+            if typ not in self.named:
+                raise NotCompilable(f"unknown named type {typ}")
+            return self.named[typ]
+        if isinstance(typ, dict) and typ.get("type") in ("record", "enum", "fixed") and "name" in typ:
+            self.named.setdefault(typ["name"], typ)
+        return typ
+
+    def varint(self, var: str) -> None:
+        """``var`` = the unsigned varint at ``p``; ``p`` after it."""
+        self.source.add(f"{var} = buf[p]", f"if {var} < 128:", "    p += 1", "else:", f"    {var}, p = _long(buf, p)")
+
+    def field(self, typ: Any, path: Path) -> None:
+        """Read (or skip) one value of type ``typ`` at ``path``."""
+        typ = self.resolve(typ)
+        target = self.wanted.get(path)
+        src = self.source
+        if isinstance(typ, list):
+            self.union(typ, path)
+            return
+        base = typ.get("type") if isinstance(typ, dict) else typ
+        logical = typ.get("logicalType") if isinstance(typ, dict) else None
+        if isinstance(base, (dict, list)) or (isinstance(base, str) and base in self.named):
+            self.field(base, path)  # {"type": {...}} or {"type": "Name"}
+            return
+        if logical is not None and (base, logical) not in _LOGICAL:
+            raise NotCompilable(f"{'.'.join(path)}: logical type {logical} on {base}")
+        if base == "record":
+            self.record(typ, path)
+            return
+        if target is not None:
+            self.assigned.add(target)
+        out = target or "_"
+        if base == "null":
+            if target is not None:
+                src.add(f"{target} = None")
+        elif base == "boolean":
+            src.add("if buf[p] > 1:", "    return None", "p += 1")
+            if target is not None:
+                raise NotCompilable(f"{'.'.join(path)}: a boolean is not read, only skipped")
+        elif base in ("int", "long"):
+            self.varint("n")
+            if target is not None or logical is not None:
+                src.add(f"{out} = (n >> 1) ^ -(n & 1)")
+            if logical is not None:
+                low, high = PLAIN_MS if logical == "timestamp-millis" else PLAIN_DAYS
+                src.add(f"if not {low} <= {out} < {high}:", "    return None")
+        elif base in ("float", "double"):
+            size, code = (4, "<f") if base == "float" else (8, "<d")
+            if target is not None:
+                src.add(f"{target} = {self.constant(struct.Struct(code).unpack_from)}(buf, p)[0]")
+            src.add(f"p += {size}")
+        elif base in ("string", "bytes"):
+            self.varint("n")
+            src.add("if n & 1:", "    return None", "q = p + (n >> 1)")
+            if base == "string":
+                src.add(f"{out} = buf[p:q].decode()")  # skipped or not: fastavro refuses bad UTF-8
+                if logical == "uuid":
+                    src.add(f"if {self.constant(CANONICAL_UUID.fullmatch)}({out}) is None:", "    return None")
+            elif target is not None:
+                src.add(f"{target} = buf[p:q]")
+            src.add("p = q")
+        elif base == "enum":
+            symbols = tuple(typ["symbols"])
+            self.varint("n")
+            src.add(f"if n & 1 or n >= {2 * len(symbols)}:", "    return None")
+            if target is not None:
+                src.add(f"{target} = {self.constant(symbols)}[n >> 1]")
+        elif base == "fixed":
+            if target is not None:
+                src.add(f"{target} = buf[p:p + {int(typ['size'])}]")
+            src.add(f"p += {int(typ['size'])}")
+        else:
+            raise NotCompilable(f"{'.'.join(path)}: type {base}")
+
+    def record(self, typ: dict[str, Any], path: Path) -> None:
+        name = str(typ.get("name"))
+        if name in self.open:
+            raise NotCompilable(f"recursive record {name}")
+        self.open.add(name)
+        for field in typ["fields"]:
+            self.field(field["type"], (*path, field["name"]))
+        self.open.discard(name)
+
+    def union(self, typ: list[Any], path: Path) -> None:
+        if len(typ) != 2 or "null" not in typ or typ[0] == typ[1]:
+            raise NotCompilable(f"{'.'.join(path)}: union {typ}")
+        other = typ[1] if typ[0] == "null" else typ[0]
+        value_index, null_index = (2, 0) if typ[0] == "null" else (0, 2)  # zig-zag of 1 and 0
+        src = self.source
+        src.add("b = buf[p]", "p += 1", f"if b == {value_index}:")
+        src.depth += 1
+        before = set(self.assigned)
+        mark = len(src.lines)
+        self.field(other, path)
+        if len(src.lines) == mark:
+            src.add("pass")
+        src.depth -= 1
+        inside = sorted(self.assigned - before)
+        self.optional.update(inside)
+        src.add(f"elif b != {null_index}:", "    return None")
+
+    def compile(self, schema: Any, start: int) -> Read:
+        schema = self.resolve(schema)
+        if not isinstance(schema, dict) or schema.get("type") != "record":
+            raise NotCompilable("not a record schema")
+        self.record(schema, ())
+        body = self.source.lines
+        outputs = [
+            "None" if path is None or self.wanted[path] not in self.assigned else self.wanted[path]
+            for path in self.paths
+        ]
+        head = [f"    {var} = None" for var in sorted(self.optional)]
+        text = "\n".join(
+            [
+                "def read(buf):",
+                f"    p = {start}",
+                *head,
+                *body,
+                "    if p != len(buf):",
+                "        return None",
+                f"    return ({', '.join(outputs)}{',' if len(outputs) == 1 else ''})",
+            ]
+        )
+        namespace: dict[str, Any] = {"_long": _long, **self.constants}
+        exec(compile(text, f"<avro reader {schema.get('name')}>", "exec"), namespace)  # noqa: S102
+        read: Read = namespace["read"]
+        read.source = text  # type: ignore[attr-defined]  # for tests and debugging
+        return read
+
+
+def compile_reader(schema: Any, paths: Sequence[Path | None], *, start: int = 0) -> Read:
+    """A reader of ``schema``'s records returning the values at ``paths`` (see the module's doc); a
+    path may repeat, and None stands for a value that is always None."""
+    return _Compiler(paths).compile(schema, start)
