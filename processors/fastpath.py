@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fastavro import schemaless_reader
 from fastavro.write import LOGICAL_WRITERS
@@ -560,14 +560,14 @@ class FastPath:
             system = codes[i]
             if system is None:
                 continue  # optional and absent
-            code = (system, codes[i + 1])
-            mappings = self._concepts.get(code)  # type: ignore[call-overload]
+            code = (system, cast(str, codes[i + 1]))
+            mappings = self._concepts.get(code)
             if mappings is None:
                 if len(self._concepts) >= CONCEPT_CACHE:
                     self._concepts.clear()
-                mappings = self._concepts[code] = tuple(  # type: ignore[index]
+                mappings = self._concepts[code] = tuple(
                     (m.valid_from, m.valid_to, concept_bytes(m.concept()))
-                    for m in self.transformer.terminology.mappings(*code)  # type: ignore[arg-type]
+                    for m in self.transformer.terminology.mappings(*code)
                 )
             found = 0
             for valid_from, valid_to, encoded in mappings:

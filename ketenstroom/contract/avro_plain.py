@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 Path = tuple[str, ...]
 Read = Callable[[bytes], "tuple[Any, ...] | None"]
@@ -40,7 +40,8 @@ class NotCompilable(ValueError):
 
 
 def _long(buf: bytes, p: int) -> tuple[int, int]:
-    """The unsigned varint at ``p`` (its first byte has the continuation bit) and the position after it."""
+    """The unsigned varint at ``p`` (its first byte has the continuation bit) and the position after it.
+    More than 64 bits (which fastavro would cut to 64) raise."""
     n = buf[p] & 0x7F
     shift = 7
     p += 1
@@ -49,8 +50,12 @@ def _long(buf: bytes, p: int) -> tuple[int, int]:
         p += 1
         n |= (b & 0x7F) << shift
         if b < 0x80:
+            if n >> 64:
+                raise ValueError("a varint of more than 64 bits")
             return n, p
         shift += 7
+        if shift > 63:
+            raise ValueError("a varint of more than ten bytes")
 
 
 class _Source:
@@ -92,13 +97,13 @@ class _Compiler:
 
     def varint(self, var: str) -> None:
         """``var`` = the unsigned varint at ``p``; ``p`` after it."""
-        self.source.add(f"{var} = buf[p]", f"if {var} < 128:", "    p += 1", "else:", f"    {var}, p = _long(buf, p)")
+        self.source.add(f"{var} = buf[p]", f"if {var} < 128:", "    p += 1", "else:")
+        self.source.add(f"    {var}, p = _long(buf, p)")
 
     def field(self, typ: Any, path: Path) -> None:
         """Read (or skip) one value of type ``typ`` at ``path``."""
         typ = self.resolve(typ)
         target = self.wanted.get(path)
-        src = self.source
         if isinstance(typ, list):
             self.union(typ, path)
             return
@@ -112,50 +117,77 @@ class _Compiler:
         if base == "record":
             self.record(typ, path)
             return
+        emit = self.EMIT.get(str(base))
+        if emit is None:
+            raise NotCompilable(f"{'.'.join(path)}: type {base}")
         if target is not None:
             self.assigned.add(target)
+        emit(self, typ, str(base), logical, target)
+
+    # one method per kind of value: the lines reading it into ``target`` (None: skipping it)
+    def _null(self, typ: Any, base: str, logical: str | None, target: str | None) -> None:
+        if target is not None:
+            self.source.add(f"{target} = None")
+
+    def _boolean(self, typ: Any, base: str, logical: str | None, target: str | None) -> None:
+        self.source.add("if buf[p] > 1:", "    return None")  # only the canonical bytes 0 and 1
+        if target is not None:
+            self.source.add(f"{target} = buf[p] == 1")
+        self.source.add("p += 1")
+
+    def _integer(self, typ: Any, base: str, logical: str | None, target: str | None) -> None:
         out = target or "_"
-        if base == "null":
-            if target is not None:
-                src.add(f"{target} = None")
-        elif base == "boolean":
-            src.add("if buf[p] > 1:", "    return None", "p += 1")
-            if target is not None:
-                raise NotCompilable(f"{'.'.join(path)}: a boolean is not read, only skipped")
-        elif base in ("int", "long"):
-            self.varint("n")
-            if target is not None or logical is not None:
-                src.add(f"{out} = (n >> 1) ^ -(n & 1)")
-            if logical is not None:
-                low, high = PLAIN_MS if logical == "timestamp-millis" else PLAIN_DAYS
-                src.add(f"if not {low} <= {out} < {high}:", "    return None")
-        elif base in ("float", "double"):
-            size, code = (4, "<f") if base == "float" else (8, "<d")
-            if target is not None:
-                src.add(f"{target} = {self.constant(struct.Struct(code).unpack_from)}(buf, p)[0]")
-            src.add(f"p += {size}")
-        elif base in ("string", "bytes"):
-            self.varint("n")
-            src.add("if n & 1:", "    return None", "q = p + (n >> 1)")
-            if base == "string":
-                src.add(f"{out} = buf[p:q].decode()")  # skipped or not: fastavro refuses bad UTF-8
-                if logical == "uuid":
-                    src.add(f"if {self.constant(CANONICAL_UUID.fullmatch)}({out}) is None:", "    return None")
-            elif target is not None:
-                src.add(f"{target} = buf[p:q]")
-            src.add("p = q")
-        elif base == "enum":
-            symbols = tuple(typ["symbols"])
-            self.varint("n")
-            src.add(f"if n & 1 or n >= {2 * len(symbols)}:", "    return None")
-            if target is not None:
-                src.add(f"{target} = {self.constant(symbols)}[n >> 1]")
-        elif base == "fixed":
-            if target is not None:
-                src.add(f"{target} = buf[p:p + {int(typ['size'])}]")
-            src.add(f"p += {int(typ['size'])}")
-        else:
-            raise NotCompilable(f"{'.'.join(path)}: type {base}")
+        self.varint("n")
+        if target is not None or logical is not None:
+            self.source.add(f"{out} = (n >> 1) ^ -(n & 1)")
+        if logical is not None:
+            low, high = PLAIN_MS if logical == "timestamp-millis" else PLAIN_DAYS
+            self.source.add(f"if not {low} <= {out} < {high}:", "    return None")
+
+    def _floating(self, typ: Any, base: str, logical: str | None, target: str | None) -> None:
+        size, code = (4, "<f") if base == "float" else (8, "<d")
+        if target is not None:
+            self.source.add(f"{target} = {self.constant(struct.Struct(code).unpack_from)}(buf, p)[0]")
+        self.source.add(f"p += {size}")
+
+    def _text(self, typ: Any, base: str, logical: str | None, target: str | None) -> None:
+        out, src = target or "_", self.source
+        self.varint("n")
+        src.add("if n & 1:", "    return None", "q = p + (n >> 1)")
+        if base == "string":
+            src.add(f"{out} = buf[p:q].decode()")  # skipped or not: fastavro refuses bad UTF-8
+            if logical == "uuid":
+                match = self.constant(CANONICAL_UUID.fullmatch)
+                src.add(f"if {match}({out}) is None:", "    return None")
+        elif target is not None:
+            src.add(f"{target} = buf[p:q]")
+        src.add("p = q")
+
+    def _enum(self, typ: Any, base: str, logical: str | None, target: str | None) -> None:
+        symbols = tuple(typ["symbols"])
+        self.varint("n")
+        self.source.add(f"if n & 1 or n >= {2 * len(symbols)}:", "    return None")
+        if target is not None:
+            self.source.add(f"{target} = {self.constant(symbols)}[n >> 1]")
+
+    def _fixed(self, typ: Any, base: str, logical: str | None, target: str | None) -> None:
+        size = int(typ["size"])
+        if target is not None:
+            self.source.add(f"{target} = buf[p:p + {size}]")
+        self.source.add(f"p += {size}")
+
+    EMIT: ClassVar[dict[str, Callable[[_Compiler, Any, str, str | None, str | None], None]]] = {
+        "null": _null,
+        "boolean": _boolean,
+        "int": _integer,
+        "long": _integer,
+        "float": _floating,
+        "double": _floating,
+        "string": _text,
+        "bytes": _text,
+        "enum": _enum,
+        "fixed": _fixed,
+    }
 
     def record(self, typ: dict[str, Any], path: Path) -> None:
         name = str(typ.get("name"))

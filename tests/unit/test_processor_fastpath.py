@@ -243,6 +243,61 @@ def test_decode_agrees_with_fastavros_logical_types_or_hands_back(stream: RawStr
     assert taken["read"] > len(stream.records) and taken["refused"] > 500, taken
 
 
+def _readers(t: Transformer, stream: RawStream) -> dict[int, _Reader]:
+    assert t.fast is not None
+    readers = {}
+    for schema_id, writer in stream.schemas.items():
+        reader = t.fast._reader(schema_id, writer)
+        assert reader is not None and reader.compiled is not None, writer["name"]  # every one compiles
+        readers[schema_id] = reader
+    return readers
+
+
+def test_the_generated_reader_gives_the_plain_readers_values_or_hands_back(stream: RawStream) -> None:
+    """The tuple ``_transform`` takes: from the generated reader, as from fastavro's dict (``values``)."""
+    t = _transformer(stream)
+    readers = _readers(t, stream)
+    taken: Counter[str] = Counter()
+    for record in [*stream.records, *_spoilt(stream, 3000, seed=6)]:
+        reader = readers[_schema_id(record)]
+        assert record.value is not None and reader.compiled is not None
+        try:
+            fast = reader.compiled(record.value)
+        except Exception:
+            fast = None
+        try:
+            reference = decode(reader.writer, record.value[5:])
+        except RecordError:
+            assert fast is None, f"the generated reader read a record the reference refuses: {record.value!r}"
+            taken["refused"] += 1
+            continue
+        if fast is None:
+            taken["handed back"] += 1
+            continue
+        assert fast == reader.values(_plain(reference))
+        # fastavro's plain reader hands back events before 1970 itself; ``_transform`` does for this one
+        assert _fast_decode(t.fast, record) is not None or fast[3] < 0  # type: ignore[arg-type]
+        taken["read"] += 1
+    assert taken["read"] > len(stream.records) and taken["refused"] > 500, taken
+
+
+def test_without_the_generated_reader_the_transform_still_equals_the_reference(stream: RawStream) -> None:
+    """fastavro's plain reader (for writer schemas the generator does not cover) gives the same events."""
+    t = _transformer(stream)
+    for reader in _readers(t, stream).values():
+        reader.compiled = None
+    fast_taken = 0
+    for record in [*stream.records, *_spoilt(stream, 1500, seed=8)]:
+        reference = t.transform_reference(record)
+        assert t.fast is not None
+        fast_only = t.fast(record)
+        if fast_only is not None:
+            fast_taken += 1
+            _same(fast_only, reference)
+        _same(t.transform(record), reference)
+    assert fast_taken > 0.9 * len(stream.records)
+
+
 # -- local dates ------------------------------------------------------------------------------------
 def test_local_dates_by_the_hour_equal_the_zone_conversion(stream: RawStream) -> None:
     hours = HourCalendar()

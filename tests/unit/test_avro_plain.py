@@ -1,0 +1,234 @@
+"""The generated schemaless reader (``ketenstroom.contract.avro_plain``) against fastavro.
+
+Every value it returns must be what fastavro reads without the logical types, and it must return a
+value only for bytes fastavro reads whole *with* them (else None or an exception: the caller's general
+path decides): on the shipped partner schemas with generated records of every partner, on a schema of
+every type it covers with random values, and on records spoilt byte by byte.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+from datetime import date
+from typing import Any
+
+import fastavro
+import pytest
+
+from bench.raw_stream import RawStream, raw_stream
+from ketenstroom.contract.avro_plain import NotCompilable, compile_reader
+from ketenstroom.contract.codec import decode, without_logical_types
+from ketenstroom.errors import RecordError
+
+Path = tuple[str, ...]
+
+
+@pytest.fixture(scope="module")
+def stream() -> RawStream:
+    return raw_stream(cases=300, seed=3, noise=0.15, start=date(2023, 1, 1), as_of=date(2026, 11, 1))
+
+
+def _leaves(schema: Any, named: dict[str, Any], prefix: Path = ()) -> list[Path]:
+    """Every leaf path of a record schema (records inside records walked into)."""
+    out: list[Path] = []
+    for field in schema["fields"]:
+        typ, path = field["type"], (*prefix, field["name"])
+        if isinstance(typ, list):
+            typ = next(t for t in typ if t != "null")
+        typ = named.get(typ, typ) if isinstance(typ, str) else typ
+        if isinstance(typ, dict) and "name" in typ:
+            named[typ["name"]] = typ
+        if isinstance(typ, dict) and typ.get("type") == "record":
+            out += _leaves(typ, named, path)
+        else:
+            out.append(path)
+    return out
+
+
+def _at(value: Any, path: Path) -> Any:
+    for name in path:
+        if value is None:
+            return None
+        value = value.get(name)
+    return value
+
+
+def _plain_read(schema: Any, payload: bytes) -> dict[str, Any] | None:
+    """fastavro's read without logical types, or None where it fails or leaves bytes over."""
+    buf = io.BytesIO(payload)
+    try:
+        record = fastavro.schemaless_reader(buf, without_logical_types(schema), None)
+    except Exception:
+        return None
+    return record if buf.tell() == len(payload) and isinstance(record, dict) else None
+
+
+def _spoil(rng: random.Random, data: bytes) -> bytes:
+    out = bytearray(data)
+    how = rng.randrange(4)
+    if how == 0:
+        out[rng.randrange(len(out))] = rng.randrange(256)
+    elif how == 1:
+        del out[rng.randrange(len(out)) :]
+    elif how == 2:
+        out += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4)))
+    else:
+        for _ in range(3):
+            out[rng.randrange(len(out))] = rng.choice((0x80, 0xFF, 0x01, 0x7F, 0x03))
+    return bytes(out)
+
+
+def _check(read: Any, schema: Any, paths: list[Path], payload: bytes, start: int) -> str:
+    """One record: the reader's answer is fastavro's, or it hands the record back. Returns the case."""
+    try:
+        got = read(payload)
+    except Exception:
+        got = None
+    try:
+        decode(schema, payload[start:])  # with the logical types: what the reference path reads
+    except RecordError:
+        assert got is None, f"read a record fastavro refuses: {payload!r}"
+        return "refused"
+    if got is None:
+        return "handed back"
+    plain = _plain_read(schema, payload[start:])
+    assert plain is not None
+    assert got == tuple(_at(plain, path) for path in paths), payload
+    return "read"
+
+
+def test_every_partner_schema_reads_as_fastavro_does(stream: RawStream) -> None:
+    rng = random.Random(7)
+    readers = {}
+    for schema_id, schema in stream.schemas.items():
+        paths = _leaves(schema, {})
+        readers[schema_id] = (compile_reader(schema, paths, start=5), paths)  # every one compiles
+    cases: dict[str, int] = {}
+    for record in stream.records:
+        value = record.value or b""
+        schema_id = int.from_bytes(value[1:5], "big")
+        read, paths = readers[schema_id]
+        for payload in (value, value[:5] + _spoil(rng, value[5:])):
+            case = _check(read, stream.schemas[schema_id], paths, payload, 5)
+            cases[case] = cases.get(case, 0) + 1
+    assert cases["read"] > len(stream.records) and cases["refused"] > len(stream.records) // 4, cases
+
+
+def test_a_subset_of_paths_repeated_and_absent_reads_those_values(stream: RawStream) -> None:
+    record = stream.records[0]
+    schema = stream.schemas[int.from_bytes((record.value or b"")[1:5], "big")]
+    paths = _leaves(schema, {})
+    wanted: list[Path | None] = [paths[-1], None, paths[0], ("no", "such"), paths[-1], ("metadata", "nope")]
+    got = compile_reader(schema, wanted, start=5)(record.value or b"")
+    plain = _plain_read(schema, (record.value or b"")[5:])
+    assert got is not None and plain is not None
+    assert got == (_at(plain, paths[-1]), None, _at(plain, paths[0]), None, _at(plain, paths[-1]), None)
+
+
+EVERYTHING = fastavro.parse_schema(
+    {
+        "type": "record",
+        "name": "All",
+        "namespace": "t",
+        "fields": [
+            {"name": "b", "type": "boolean"},
+            {"name": "i", "type": "int"},
+            {"name": "l", "type": "long"},
+            {"name": "f", "type": "float"},
+            {"name": "d", "type": "double"},
+            {"name": "s", "type": "string"},
+            {"name": "y", "type": "bytes"},
+            {"name": "n", "type": "null"},
+            {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]}},
+            {"name": "x", "type": {"type": "fixed", "name": "F", "size": 3}},
+            {"name": "u", "type": {"type": "string", "logicalType": "uuid"}},
+            {"name": "t", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "day", "type": ["null", {"type": "int", "logicalType": "date"}]},
+            {"name": "late", "type": ["string", "null"]},
+            {
+                "name": "inner",
+                "type": [
+                    "null",
+                    {
+                        "type": "record",
+                        "name": "Inner",
+                        "fields": [
+                            {"name": "e2", "type": "E"},
+                            {"name": "opt", "type": ["null", "F"]},
+                            {"name": "z", "type": ["double", "null"]},
+                        ],
+                    },
+                ],
+            },
+            {"name": "again", "type": "Inner"},
+        ],
+    }
+)
+
+
+def _random_value(rng: random.Random) -> dict[str, Any]:
+    def text() -> str:
+        return "".join(rng.choice("aé𝄞Z0-\x00") for _ in range(rng.randrange(0, 70)))
+
+    def inner() -> dict[str, Any]:
+        return {
+            "e2": rng.choice("ABC"),
+            "opt": rng.choice([None, bytes(rng.randrange(256) for _ in range(3))]),
+            "z": rng.choice([None, rng.uniform(-1e300, 1e300), 0.0]),
+        }
+
+    return {
+        "b": rng.random() < 0.5,
+        "i": rng.randrange(-(2**31), 2**31),
+        "l": rng.choice([0, -1, 63, -64, 64, 2**62, -(2**63), rng.randrange(-(2**40), 2**40)]),
+        "f": struct.unpack("<f", struct.pack("<f", rng.uniform(-1e30, 1e30)))[0],
+        "d": rng.uniform(-1e300, 1e300),
+        "s": text(),
+        "y": bytes(rng.randrange(256) for _ in range(rng.randrange(0, 80))),
+        "n": None,
+        "e": rng.choice("ABC"),
+        "x": bytes(rng.randrange(256) for _ in range(3)),
+        "u": "6f1c9a4e-1111-5222-8333-94445555666" + rng.choice("0a"),
+        "t": rng.randrange(-(2**41), 2**42),
+        "day": rng.choice([None, rng.randrange(-30_000, 90_000)]),
+        "late": rng.choice([None, text()]),
+        "inner": rng.choice([None, inner()]),
+        "again": inner(),
+    }
+
+
+def test_every_covered_type_reads_as_fastavro_does() -> None:
+    rng = random.Random(11)
+    plain = without_logical_types(EVERYTHING)
+    paths = _leaves(EVERYTHING, {})
+    read = compile_reader(EVERYTHING, paths)
+    cases: dict[str, int] = {}
+    for _ in range(3000):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, plain, _random_value(rng))
+        payload = buf.getvalue()
+        for data in (payload, _spoil(rng, payload)):
+            case = _check(read, EVERYTHING, paths, data, 0)
+            cases[case] = cases.get(case, 0) + 1
+    # out-of-range timestamps and dates are handed back; every kind of answer occurs
+    assert cases["read"] > 1500 and cases["handed back"] > 100 and cases["refused"] > 300, cases
+
+
+@pytest.mark.parametrize(
+    "typ",
+    [
+        {"type": "array", "items": "string"},
+        {"type": "map", "values": "long"},
+        ["null", "string", "long"],
+        ["string", "long"],
+        {"type": "long", "logicalType": "timestamp-micros"},
+        {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2},
+        {"type": "record", "name": "Node", "fields": [{"name": "next", "type": ["null", "Node"]}]},
+    ],
+)
+def test_shapes_it_does_not_cover_are_not_compiled(typ: Any) -> None:
+    schema = {"type": "record", "name": "R", "fields": [{"name": "a", "type": typ}]}
+    with pytest.raises(NotCompilable):
+        compile_reader(fastavro.parse_schema(schema), [("a",)])
