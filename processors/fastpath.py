@@ -68,7 +68,11 @@ _to_ms = LOGICAL_WRITERS["long-timestamp-millis"]
 _META = tuple(
     ("metadata", name) for name in ("event_id", "partner", "source_system", "event_time", "registration_time")
 )
-_PLAN_VALUES = 17  # in a reader's tuple: _META's five, then the plan's twelve values; then the codes
+_PLAN_VALUES = 17  # in a reader's tuple: _META's five, then the plan's twelve values; then the codes,
+# then the Avro bytes of these (as the curated record has them too), handed on as they are:
+_ENCODED = tuple(
+    ("metadata", name) for name in ("event_id", "source_system", "event_time", "registration_time")
+)
 
 
 class Unsupported(Exception):
@@ -434,7 +438,7 @@ class _Reader:
         codes = tuple(path for name in plan.coded for path in ((name, "code_system"), (name, "code")))
         try:
             self.compiled: Callable[[bytes], tuple[Any, ...] | None] | None = compile_reader(
-                writer, (*_META, *paths, *codes), start=5
+                writer, (*_META, *paths, *codes), encoded=_ENCODED, start=5
             )
         except NotCompilable:
             self.compiled = None
@@ -481,6 +485,10 @@ class _Reader:
             meta["registration_time"],
             *[(raw if parent is None else nodes[parent]).get(name) for parent, name in self.pairs],
             *codes,
+            string_bytes(meta["event_id"]),
+            string_bytes(meta["source_system"]),
+            zigzag(meta["event_time"]),
+            zigzag(meta["registration_time"]),
         )
 
 
@@ -497,7 +505,7 @@ class FastPath:
         self._readers: dict[int, tuple[Any, _Reader | None]] = {}
         self._days = HourCalendar()
         self._partners: dict[str, bytes] = {}
-        self._systems: dict[str, bytes] = {}
+        self._now, self._now_bytes = -1, b""  # the last processed_time and its bytes
         self._concepts: dict[tuple[str, str], tuple[tuple[date, date | None, bytes], ...]] = {}
         self._pseudonyms = _PseudonymCache()
 
@@ -583,9 +591,9 @@ class FastPath:
         (
             event_id,
             symbol,
-            system,
+            _system,
             event_ms,
-            registration_ms,
+            _registration_ms,
             case,
             report,
             execution,
@@ -604,7 +612,7 @@ class FastPath:
         t = self.transformer
         local_day = self._days(event_ms)[1]
 
-        concept_block = self._concepts_of(values[_PLAN_VALUES:], local_day)
+        concept_block = self._concepts_of(values[_PLAN_VALUES:-4], local_day)
         if concept_block is None:
             return None  # no mapping valid that day: the reference path names the unknown code
         cache = self._pseudonyms
@@ -623,21 +631,20 @@ class FastPath:
         partner = self._partners.get(symbol)
         if partner is None:
             partner = self._partners[symbol] = string_bytes(str(symbol).lower())
-        source = self._systems.get(system)
-        if source is None:
-            if len(self._systems) >= PSEUDONYM_CACHE:
-                self._systems.clear()
-            source = self._systems[system] = string_bytes(system)
+        event_id_bytes, source, event_bytes, registration_bytes = values[-4:]
+        now = self._processed_ms()
+        if now != self._now:  # the same millisecond for many events
+            self._now, self._now_bytes = now, zigzag(now)
 
         payload = b"".join(
             (
                 self.header,
-                b"\x48" + event_id.encode(),  # canonical: 36 ASCII characters, length 36 is 0x48
+                event_id_bytes,
                 partner,
                 reader.type_and,
                 source,
-                zigzag(event_ms),
-                zigzag(registration_ms),
+                event_bytes,
+                registration_bytes,
                 reader.step,
                 case_bytes,
                 report_bytes,
@@ -652,7 +659,7 @@ class FastPath:
                 b"\x00" if amount is None else b"\x02" + _DOUBLE.pack(amount),
                 concept_block,
                 self.tail,
-                zigzag(self._processed_ms()),
+                self._now_bytes,
             )
         )
         key = case_value or report_value or execution_value or event_id

@@ -70,10 +70,12 @@ class _Source:
 
 
 class _Compiler:
-    def __init__(self, paths: Sequence[Path | None]) -> None:
+    def __init__(self, paths: Sequence[Path | None], encoded: Sequence[Path] = ()) -> None:
         self.paths = [None if path is None else tuple(path) for path in paths]
         unique = dict.fromkeys(path for path in self.paths if path is not None)
         self.wanted = {path: f"v{i}" for i, path in enumerate(unique)}
+        self.encoded = {tuple(path): f"e{i}" for i, path in enumerate(dict.fromkeys(map(tuple, encoded)))}
+        self.canonical = False  # a varint read now must be in canonical form (its bytes are handed on)
         self.named: dict[str, Any] = {}
         self.constants: dict[str, Any] = {}
         self.assigned: set[str] = set()
@@ -99,6 +101,8 @@ class _Compiler:
         """``var`` = the unsigned varint at ``p``; ``p`` after it."""
         self.source.add(f"{var} = buf[p]", f"if {var} < 128:", "    p += 1", "else:")
         self.source.add(f"    {var}, p = _long(buf, p)")
+        if self.canonical:  # fastavro writes no trailing zero group
+            self.source.add("    if not buf[p - 1]:", "        return None")
 
     def field(self, typ: Any, path: Path) -> None:
         """Read (or skip) one value of type ``typ`` at ``path``."""
@@ -122,7 +126,18 @@ class _Compiler:
             raise NotCompilable(f"{'.'.join(path)}: type {base}")
         if target is not None:
             self.assigned.add(target)
+        encoded = self.encoded.get(path)
+        if encoded is None:
+            emit(self, typ, str(base), logical, target)
+            return
+        if base not in ("int", "long", "string", "bytes", "enum"):
+            raise NotCompilable(f"{'.'.join(path)}: the encoding of a {base} is not handed on")
+        self.source.add(f"s{encoded} = p")
+        self.canonical = True
         emit(self, typ, str(base), logical, target)
+        self.canonical = False
+        self.source.add(f"{encoded} = buf[s{encoded}:p]")
+        self.assigned.add(encoded)
 
     # one method per kind of value: the lines reading it into ``target`` (None: skipping it)
     def _null(self, typ: Any, base: str, logical: str | None, target: str | None) -> None:
@@ -201,6 +216,8 @@ class _Compiler:
     def union(self, typ: list[Any], path: Path) -> None:
         if len(typ) != 2 or "null" not in typ or typ[0] == typ[1]:
             raise NotCompilable(f"{'.'.join(path)}: union {typ}")
+        if path in self.encoded:
+            raise NotCompilable(f"{'.'.join(path)}: the encoding of a union is not handed on")
         other = typ[1] if typ[0] == "null" else typ[0]
         value_index, null_index = (2, 0) if typ[0] == "null" else (0, 2)  # zig-zag of 1 and 0
         src = self.source
@@ -225,7 +242,7 @@ class _Compiler:
         outputs = [
             "None" if path is None or self.wanted[path] not in self.assigned else self.wanted[path]
             for path in self.paths
-        ]
+        ] + [var if var in self.assigned else "None" for var in self.encoded.values()]
         head = [f"    {var} = None" for var in sorted(self.optional)]
         text = "\n".join(
             [
@@ -245,7 +262,14 @@ class _Compiler:
         return read
 
 
-def compile_reader(schema: Any, paths: Sequence[Path | None], *, start: int = 0) -> Read:
+def compile_reader(
+    schema: Any, paths: Sequence[Path | None], *, encoded: Sequence[Path] = (), start: int = 0
+) -> Read:
     """A reader of ``schema``'s records returning the values at ``paths`` (see the module's doc); a
-    path may repeat, and None stands for a value that is always None."""
-    return _Compiler(paths).compile(schema, start)
+    path may repeat, and None stands for a value that is always None.
+
+    After those values come the Avro bytes of the values at ``encoded`` (non-union ints, longs,
+    strings, bytes, enums; None where the path is absent or under a null record) exactly as they are in
+    the record, and only if they are what fastavro writes for the value (varints without a trailing
+    zero group; else None for the record): for a writer that hands them on unchanged."""
+    return _Compiler(paths, encoded).compile(schema, start)
