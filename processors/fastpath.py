@@ -506,8 +506,27 @@ class FastPath:
         self._days = HourCalendar()
         self._partners: dict[str, bytes] = {}
         self._now, self._now_bytes = -1, b""  # the last processed_time and its bytes
+        self._texts: dict[str | None, bytes] = {None: b"\x00"}  # sex, crime municipality: optional strings
+        self._areas: dict[str | None, bytes] = {None: b"\x00"}  # postcode -> its municipality_code
         self._concepts: dict[tuple[str, str], tuple[tuple[date, date | None, bytes], ...]] = {}
         self._pseudonyms = _PseudonymCache()
+
+    def _text(self, value: str | None) -> bytes:
+        """``optional_string(value)``, remembered (a few values recur: sex, a municipality code)."""
+        if len(self._texts) >= PSEUDONYM_CACHE:
+            self._texts = {None: b"\x00"}
+        found = self._texts[value] = optional_string(value)
+        return found
+
+    def _area(self, postcode: str | None) -> bytes:
+        """municipality_code of a postcode's PC4 area, as an optional string; remembered."""
+        if len(self._areas) >= PSEUDONYM_CACHE:
+            self._areas = {None: b"\x00"}
+        area = pc4(postcode)
+        found = self._areas[postcode] = optional_string(
+            self.transformer.municipalities.get(area) if area else None
+        )
+        return found
 
     def _processed_ms(self) -> int:
         """``processed_time`` in milliseconds: fastavro's conversion of the clock's reading, or for the
@@ -518,8 +537,9 @@ class FastPath:
         return int(_to_ms(clock(), {}))
 
     def forget(self) -> None:
-        """Empty the pseudonym cache (a batch begins)."""
+        """Empty the pseudonym cache and the postcodes' areas (a batch begins)."""
         self._pseudonyms.clear()
+        self._areas = {None: b"\x00"}
 
     def _reader(self, schema_id: int, writer: Any) -> _Reader | None:
         known = self._readers.get(schema_id)
@@ -626,7 +646,7 @@ class FastPath:
         )
         person_bytes = cache.persons.get((skn, bsn)) or cache.person(p, skn, bsn)
         birth_bytes = b"\x00\x00" if birth is None else _birth(birth, local_day)
-        area = pc4(postcode)
+        texts = self._texts
 
         partner = self._partners.get(symbol)
         if partner is None:
@@ -651,9 +671,9 @@ class FastPath:
                 execution_bytes,
                 person_bytes,
                 birth_bytes,
-                optional_string(sex),
-                optional_string(t.municipalities.get(area) if area else None),
-                optional_string(crime),
+                texts.get(sex) or self._text(sex),
+                self._areas.get(postcode) or self._area(postcode),
+                texts.get(crime) or self._text(crime),
                 optional_int(days),
                 optional_int(hours),
                 b"\x00" if amount is None else b"\x02" + _DOUBLE.pack(amount),

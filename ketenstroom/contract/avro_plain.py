@@ -39,25 +39,6 @@ class NotCompilable(ValueError):
     """The schema has a shape the generated reader does not cover."""
 
 
-def _long(buf: bytes, p: int) -> tuple[int, int]:
-    """The unsigned varint at ``p`` (its first byte has the continuation bit) and the position after it.
-    More than 64 bits (which fastavro would cut to 64) raise."""
-    n = buf[p] & 0x7F
-    shift = 7
-    p += 1
-    while True:
-        b = buf[p]
-        p += 1
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            if n >> 64:
-                raise ValueError("a varint of more than 64 bits")
-            return n, p
-        shift += 7
-        if shift > 63:
-            raise ValueError("a varint of more than ten bytes")
-
-
 class _Source:
     """The generated function's lines, indented as they are added."""
 
@@ -99,10 +80,26 @@ class _Compiler:
 
     def varint(self, var: str) -> None:
         """``var`` = the unsigned varint at ``p``; ``p`` after it."""
-        self.source.add(f"{var} = buf[p]", f"if {var} < 128:", "    p += 1", "else:")
-        self.source.add(f"    {var}, p = _long(buf, p)")
+        # one byte: the common case; more: the groups in a loop here (a call per varint costs more)
+        self.source.add(
+            f"{var} = buf[p]",
+            "p += 1",
+            f"if {var} > 127:",
+            f"    {var} &= 127",
+            "    s = 7",
+            "    b = buf[p]",
+            "    p += 1",
+            "    while b > 127:",
+            f"        {var} |= (b & 127) << s",
+            "        s += 7",
+            "        b = buf[p]",
+            "        p += 1",
+            f"    {var} |= b << s",
+            f"    if s > 63 or {var} >> 64:",  # more than ten bytes or 64 bits: fastavro cuts it
+            "        return None",
+        )
         if self.canonical:  # fastavro writes no trailing zero group
-            self.source.add("    if not buf[p - 1]:", "        return None")
+            self.source.add("    if not b:", "        return None")
 
     def field(self, typ: Any, path: Path) -> None:
         """Read (or skip) one value of type ``typ`` at ``path``."""
@@ -255,7 +252,7 @@ class _Compiler:
                 f"    return ({', '.join(outputs)}{',' if len(outputs) == 1 else ''})",
             ]
         )
-        namespace: dict[str, Any] = {"_long": _long, **self.constants}
+        namespace: dict[str, Any] = dict(self.constants)
         exec(compile(text, f"<avro reader {schema.get('name')}>", "exec"), namespace)  # noqa: S102
         read: Read = namespace["read"]
         read.source = text  # type: ignore[attr-defined]  # for tests and debugging

@@ -435,11 +435,14 @@ def test_the_cache_is_bounded_and_emptied_per_batch(stream: RawStream) -> None:
     assert t.fast is not None
     t.transform_batch(stream.records[:200])
     assert 0 < len(t.fast._pseudonyms) <= PSEUDONYM_CACHE
+    assert len(t.fast._areas) > 1  # postcodes seen (their PC4 areas' municipality codes)
     for record in stream.records:
         t.transform(record)
     assert len(t.fast._pseudonyms) <= PSEUDONYM_CACHE
+    assert len(t.fast._areas) <= PSEUDONYM_CACHE and len(t.fast._texts) <= PSEUDONYM_CACHE
     t.transform_batch([])
     assert len(t.fast._pseudonyms) == 0
+    assert list(t.fast._areas) == [None]  # no postcode kept beyond its batch either
     assert "_pseudonyms" not in repr(t) and "PseudonymCache" not in repr(t)
 
 
