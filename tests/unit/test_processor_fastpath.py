@@ -577,11 +577,21 @@ def test_a_writer_schema_of_another_shape_takes_the_reference_path(stream: RawSt
         _Reader(odd, plan, writer["name"], b"")
 
 
-def test_hmac_digest_gives_the_digests_hmac_new_gave() -> None:
+def test_the_pseudonymisers_mac_is_hmac_sha256_for_keys_of_every_length() -> None:
+    """Its inner and outer states are hashed once per key; the MAC stays the standard library's HMAC
+    (keys shorter than, as long as and longer than SHA-256's 64-byte block, which is hashed first)."""
     import hashlib
     import hmac
 
-    p = Pseudonymiser(b"\x01" * 32, "k1")
-    for domain, value in (("case:parketnummer", "13-246712-15"), ("person:bsn", "123456782"), ("x", "é𝄞")):
-        before = hmac.new(p.key, f"{domain}\x1f{value}".encode(), hashlib.sha256).hexdigest()
-        assert p._mac(domain, value) == before
+    rng = random.Random(3)
+    for length in (0, 1, 32, 63, 64, 65, 200):
+        p = Pseudonymiser(bytes(rng.randrange(256) for _ in range(length)), "k1")
+        for domain, value in (
+            ("case:parketnummer", "13-246712-15"),
+            ("person:bsn", "123456782"),
+            ("x", "é𝄞"),
+        ):
+            before = hmac.new(p.key, f"{domain}\x1f{value}".encode(), hashlib.sha256).hexdigest()
+            assert p._mac(domain, value) == before, length
+            assert p._mac(domain, value) == before  # the shared states are not changed by a MAC
+    assert "_inner" not in repr(p) and p.key.hex() not in repr(p)
