@@ -402,6 +402,69 @@ _COORDINATOR_MOVING = frozenset(
 )
 
 
+#: a commit refused because the group has moved on without this member's generation: a rebalance under
+#: way, or the member dropped after its session expired (a long stall: the process paused, the machine
+#: overloaded). Not a failure of the work: the records since the last commit are read again by whoever
+#: owns their partitions next (this member too, once it has rejoined).
+_GROUP_MOVED = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.STALE_MEMBER_EPOCH,
+        KafkaError.FENCED_MEMBER_EPOCH,
+        KafkaError._ASSIGNMENT_LOST,
+    }
+)
+#: a commit that did not get an answer in time, or reached no coordinator: try the same commit again
+_COMMIT_AGAIN = _COORDINATOR_MOVING | {
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._WAIT_COORD,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+}
+
+
+def commit_offsets(consumer: Consumer, offsets: list[TopicPartition], *, what: str) -> bool:
+    """Commit ``offsets`` for the consumer's group, synchronously: True once committed.
+
+    The errors a commit can meet are told apart, not all made fatal:
+
+    * the group moved on (``_GROUP_MOVED``): False, logged. The offsets are not committed and the caller
+      goes on; the records after the last commit are read again (at-least-once, so a caller commits
+      only what it has made durable and repeatable: the sink's sealing keeps each event id once);
+    * no coordinator or no answer in time (``_COMMIT_AGAIN`` or librdkafka's retriable flag):
+      ``BrokerUnavailable``, transient, for the caller's backoff to try again;
+    * anything else, and every fatal error (a static member fenced by a second instance with its
+      ``group.instance.id``): the ``KafkaException``, for the caller to stop on.
+
+    A commit that succeeds as a request may still refuse single partitions; those count the same way.
+    """
+    try:
+        answered = consumer.commit(offsets=offsets, asynchronous=False)
+        refused = [tp.error for tp in answered or [] if tp.error is not None]
+        if refused:
+            raise KafkaException(refused[0])
+        return True
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if not isinstance(err, KafkaError) or err.fatal():
+            raise
+        if err.code() in _GROUP_MOVED:
+            log.warning(
+                "%s: the group moved on before offsets of %d partition(s) could be committed (%s); not "
+                "committed, the records since the last commit will be read again",
+                what,
+                len(offsets),
+                err.str(),
+            )
+            return False
+        if err.code() in _COMMIT_AGAIN or err.retriable():
+            raise BrokerUnavailable(f"{what}: committing offsets got no answer: {err.str()}") from exc
+        raise
+
+
 def _stable_committed(
     settings: KafkaSettings, group_id: str, partitions: list[tuple[str, int]], timeout: float
 ) -> list[TopicPartition]:

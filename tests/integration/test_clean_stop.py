@@ -153,13 +153,22 @@ def _curated(services: Services, names: Topics, cases: int) -> list[str]:
     return [str(e["event_id"]) for e in events]
 
 
-def _sink(services: Services, names: Topics, url: str, group: str, *args: str) -> subprocess.Popen[str]:
+def _sink(
+    services: Services,
+    names: Topics,
+    url: str,
+    group: str,
+    *args: str,
+    kafka: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[str]:
     command = [
         *(sys.executable, "-m", "cli", "sink", "--group", group, "--storage", url, "--as-of", AS_OF),
         *("--grace-days", "14", "--final-after-days", "3650", "--max-buffered", "100", *args),
     ]
-    env = {**services.env(names), "KETENSTROOM_KAFKA_EXTRA": json.dumps({"max.poll.interval.ms": "60000"})}
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    extra = json.dumps({"max.poll.interval.ms": "60000", **(kafka or {})})
+    environ = {**services.env(names), "KETENSTROOM_KAFKA_EXTRA": extra, **(env or {})}
+    return subprocess.Popen(command, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_sink_stops_cleanly_mid_stream_with_what_it_consumed_staged_or_sealed(
@@ -219,3 +228,61 @@ def test_two_sink_instances_share_the_partitions_with_exact_results(
     assert max(left.values()) == 1
     assert set(left) == expected
     assert [n for n in store.list("staging/") if n.endswith(".parquet")] == []
+
+
+def _frozen(pid: int) -> bool:
+    """The process is stopped (by a signal): state T in /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "T"
+
+
+def _members(services: Services, group: str) -> int:
+    admin = AdminClient(services.kafka.librdkafka())
+    try:
+        return len(admin.describe_consumer_groups([group])[group].result(timeout=10).members)
+    except KafkaException:
+        return 0
+
+
+def test_sink_stalled_until_its_group_moved_on_keeps_going_with_exact_results(
+    services: Services, names: Topics, tmp_path: Path
+) -> None:
+    """A sink that stalls (frozen with SIGSTOP at ``sink.before-commit``, as a paused VM or an overloaded
+    machine would) for longer than its session is dropped from its group; when it goes on, the broker
+    refuses its commit because the group has moved on. That is no reason to stop (it was exit 2, and
+    lost the soak's last deliveries until a restart): the sink rejoins, reads again what it had not
+    committed, and seals every event exactly once, exiting 0."""
+    expected = set(_curated(services, names, 1500))
+    ends = {p: end for (_t, p), end in end_offsets(services.kafka, [names.curated]).items()}
+    url = f"file://{tmp_path / 'store'}"
+    store = ObjectStore(url)
+    group = f"{names.prefix}stall"
+    sink = _sink(
+        services,
+        names,
+        url,
+        group,
+        "--instance-id",
+        "a",
+        "--until-caught-up",
+        kafka={"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"},
+        env={"KETENSTROOM_CRASH_AT": "sink.before-commit:1", "KETENSTROOM_CRASH_SIGNAL": "SIGSTOP"},
+    )
+    try:
+        _wait_for(sink, lambda: _frozen(sink.pid))
+        assert any(n.endswith(".parquet") for n in store.list("staging/")), "frozen before its first commit"
+        deadline = time.monotonic() + PROGRESS_DEADLINE_S  # the session (6 s) expires: the group is empty
+        while _members(services, group) > 0:
+            assert time.monotonic() < deadline, "the frozen sink was never dropped from its group"
+        sink.send_signal(signal.SIGCONT)
+        out, err = sink.communicate(timeout=PROGRESS_DEADLINE_S)
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+    assert sink.returncode == 0, f"exit {sink.returncode} after the group moved on:\n{err[-3000:]}"
+    assert "the group moved on" in err, "the refused commit was not met (or not said)"
+    assert json.loads(out.strip().splitlines()[-1])["sealed"]
+    assert _committed(services, group, names.curated) == ends
+    left = Counter(_store_ids(store))
+    assert max(left.values()) == 1
+    assert set(left) == expected
