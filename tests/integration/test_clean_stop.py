@@ -286,3 +286,51 @@ def test_sink_stalled_until_its_group_moved_on_keeps_going_with_exact_results(
     left = Counter(_store_ids(store))
     assert max(left.values()) == 1
     assert set(left) == expected
+
+
+def test_processor_stalled_until_its_group_moved_on_keeps_going_exactly_once(
+    services: Services, names: Topics, tmp_path: Path
+) -> None:
+    """The processor frozen (SIGSTOP at ``processor.before-offsets``, its batch produced in an open
+    transaction) until its session expired and its group is empty: when it goes on, the broker refuses
+    the stale member's offsets; the transaction is aborted (its output never visible), the batch read
+    again, and the whole stream ends exactly once in curated or the DLQ, with exit 0."""
+    exports = generate_chain(tmp_path, cases=600, seed=317, noise=0.05)
+    ensure_topics(services.kafka, names.all(["om"]), partitions=3, replication_factor=1)
+    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+        published = publisher.publish([Path(exports.partners["om"].path)]).published
+    group = f"{names.prefix}stallproc"
+    env = {
+        **services.env(names),
+        "KETENSTROOM_PSEUDONYM_KEY": KEY,
+        "KETENSTROOM_PSEUDONYM_KEY_ID": "stall1",
+        "KETENSTROOM_PROCESSOR_BATCH_SIZE": "100",
+        "KETENSTROOM_KAFKA_EXTRA": json.dumps(
+            {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
+        ),
+        "KETENSTROOM_CRASH_AT": "processor.before-offsets:2",
+        "KETENSTROOM_CRASH_SIGNAL": "SIGSTOP",
+    }
+    command = [sys.executable, "-m", "cli", "process", "--partner", "om", "--app-id", group]
+    worker = subprocess.Popen(
+        [*command, "--until-caught-up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(worker, lambda: _frozen(worker.pid))
+        deadline = time.monotonic() + PROGRESS_DEADLINE_S
+        while _members(services, group) > 0:
+            assert time.monotonic() < deadline, "the frozen processor was never dropped from its group"
+        worker.send_signal(signal.SIGCONT)
+        out, err = worker.communicate(timeout=PROGRESS_DEADLINE_S)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, f"exit {worker.returncode} after the group moved on:\n{err[-3000:]}"
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["reconciles"]
+    assert sum(stats["records_in"].values()) >= published
+    assert sum(_committed(services, group, names.raw("om")).values()) == published
+    curated = Counter(_event_ids(services, names.curated))
+    assert max(curated.values()) == 1
+    # every published record once in curated or the DLQ (this export repeats no event)
+    assert len(curated) + _count(services, names.dlq("om")) == published
