@@ -27,6 +27,11 @@ from ketenstroom.settings import KafkaSettings
 
 log = logging.getLogger("ketenstroom.kafka")
 
+#: consumer events that report what librdkafka recovers from by itself: said, not raised. The poll interval
+#: overrun (the caller's work between two batches took longer than ``max.poll.interval.ms``): the member
+#: has left its group and rejoins on the next consume, reading on from the last commit (the caller's
+#: revocation hand-over runs first).
+_RECOVERED = frozenset({KafkaError._MAX_POLL_EXCEEDED, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 WAIT_REPORT_S = 5.0  # after this long without partitions, say what the loop is waiting for (and again)
 SESSION_TIMEOUT_MS = 45_000  # librdkafka's default (KafkaSettings.extra may set another): for the message
 
@@ -218,6 +223,8 @@ class ConsumeLoop:
                 elif err.code() == KafkaError._PARTITION_EOF:
                     topic, partition, offset = where(msg)
                     eofs.append((len(records), (topic, partition), offset))
+                elif err.code() in _RECOVERED and not err.fatal():
+                    log.warning("group %s: %s; librdkafka rejoins and reads on", self.group_id, err.str())
                 else:
                     raise DeliveryError(f"consuming {msg.topic()} [{msg.partition()}] failed: {err}")
             if records and at_end:  # (nothing to undo while every partition is still catching up)

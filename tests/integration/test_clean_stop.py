@@ -236,12 +236,17 @@ def _frozen(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] == "T"
 
 
-def _members(services: Services, group: str) -> int:
+def _wait_until_empty(services: Services, group: str) -> None:
+    """Until the group has no member (the frozen one's session expired), polled with a deadline."""
     admin = AdminClient(services.kafka.librdkafka())
-    try:
-        return len(admin.describe_consumer_groups([group])[group].result(timeout=10).members)
-    except KafkaException:
-        return 0
+    deadline = time.monotonic() + PROGRESS_DEADLINE_S
+    while True:
+        try:
+            if not admin.describe_consumer_groups([group])[group].result(timeout=10).members:
+                return
+        except KafkaException:
+            return  # no such group (any more)
+        assert time.monotonic() < deadline, "the frozen member was never dropped from its group"
 
 
 def test_sink_stalled_until_its_group_moved_on_keeps_going_with_exact_results(
@@ -271,9 +276,7 @@ def test_sink_stalled_until_its_group_moved_on_keeps_going_with_exact_results(
     try:
         _wait_for(sink, lambda: _frozen(sink.pid))
         assert any(n.endswith(".parquet") for n in store.list("staging/")), "frozen before its first commit"
-        deadline = time.monotonic() + PROGRESS_DEADLINE_S  # the session (6 s) expires: the group is empty
-        while _members(services, group) > 0:
-            assert time.monotonic() < deadline, "the frozen sink was never dropped from its group"
+        _wait_until_empty(services, group)  # its session (6 s) expires
         sink.send_signal(signal.SIGCONT)
         out, err = sink.communicate(timeout=PROGRESS_DEADLINE_S)
     finally:
@@ -317,9 +320,7 @@ def test_processor_stalled_until_its_group_moved_on_keeps_going_exactly_once(
     )
     try:
         _wait_for(worker, lambda: _frozen(worker.pid))
-        deadline = time.monotonic() + PROGRESS_DEADLINE_S
-        while _members(services, group) > 0:
-            assert time.monotonic() < deadline, "the frozen processor was never dropped from its group"
+        _wait_until_empty(services, group)
         worker.send_signal(signal.SIGCONT)
         out, err = worker.communicate(timeout=PROGRESS_DEADLINE_S)
     finally:
