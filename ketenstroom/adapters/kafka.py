@@ -198,18 +198,7 @@ class ConsumeLoop:
 
         Raises DeliveryError on a consumer error; EOF events update ``at_end`` and ``eof_offset``.
         """
-        self._started = time.monotonic()
-        if self.topics:
-            log.info(
-                "joining group %s%s for %s",
-                self.group_id,
-                f" as static member {self.member}" if self.member else "",
-                ", ".join(self.topics),
-            )
-            self.consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
-        else:
-            self.consumer.assign(self.partitions)
-            self.assigned_after_s = 0.0
+        self._start()
         report_at = self._started + WAIT_REPORT_S
         at_end, eof_offset = self.at_end, self.eof_offset
         while not stop():
@@ -239,6 +228,21 @@ class ConsumeLoop:
                 self._report_waiting(time.monotonic() - self._started)
                 report_at = time.monotonic() + 2 * WAIT_REPORT_S
             yield records
+
+    def _start(self) -> None:
+        """Subscribe (join the group) or assign."""
+        self._started = time.monotonic()
+        if self.topics:
+            log.info(
+                "joining group %s%s for %s",
+                self.group_id,
+                f" as static member {self.member}" if self.member else "",
+                ", ".join(self.topics),
+            )
+            self.consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
+        else:
+            self.consumer.assign(self.partitions)
+            self.assigned_after_s = 0.0
 
     def _next_events(self) -> list[Message]:
         """The next batch's events; after a full batch, the next ones (one more than there are
