@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,7 +38,12 @@ from tests.conftest import Services
 STOP_BOUND_S = 20.0  # from SIGTERM to exit, on a loaded 2-core machine
 PROGRESS_DEADLINE_S = 120.0
 KEY = "clean-stop-test-key-0123456789abcdef0123"
-AS_OF = "2027-06-01T00:00:00+00:00"  # every period of the events below is due for sealing
+AS_OF = "2027-06-01T00:00:00+00:00"
+# a frozen member's session expires within seconds (the broker's minimum is 6 s)
+SHORT_SESSION = {
+    "session.timeout.ms": "6000",
+    "heartbeat.interval.ms": "1000",
+}  # every period of the events below is due for sealing
 
 
 def _committed(services: Services, group: str, topic: str) -> dict[int, int]:
@@ -87,21 +93,31 @@ def _wait_for(child: subprocess.Popen[str], progressed: object) -> None:
         assert time.monotonic() < deadline, "no progress"
 
 
+def _om_raw(services: Services, names: Topics, tmp_path: Path, *, cases: int, seed: int) -> int:
+    """A generated om export published to ``raw.om`` (3 partitions): how many records."""
+    exports = generate_chain(tmp_path, cases=cases, seed=seed, noise=0.05)
+    ensure_topics(services.kafka, names.all(["om"]), partitions=3, replication_factor=1)
+    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+        return publisher.publish([Path(exports.partners["om"].path)]).published
+
+
+def _process_env(services: Services, names: Topics, key_id: str, *, batch_size: int) -> dict[str, str]:
+    return {
+        **services.env(names),
+        "KETENSTROOM_PSEUDONYM_KEY": KEY,
+        "KETENSTROOM_PSEUDONYM_KEY_ID": key_id,
+        "KETENSTROOM_PROCESSOR_BATCH_SIZE": str(batch_size),
+    }
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_processor_stops_cleanly_mid_stream_with_every_consumed_record_exactly_once(
     services: Services, names: Topics, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    exports = generate_chain(tmp_path, cases=1500, seed=316, noise=0.05)
-    ensure_topics(services.kafka, names.all(["om"]), partitions=3, replication_factor=1)
-    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
-        published = publisher.publish([Path(exports.partners["om"].path)]).published
+    published = _om_raw(services, names, tmp_path, cases=1500, seed=316)
     group = f"{names.prefix}proc"
-    env = {
-        **services.env(names),
-        "KETENSTROOM_PSEUDONYM_KEY": KEY,
-        "KETENSTROOM_PSEUDONYM_KEY_ID": "stop1",
-        "KETENSTROOM_PROCESSOR_BATCH_SIZE": "50",  # many transactions: the signal lands mid-stream
-    }
+    # many transactions: the signal lands mid-stream
+    env = _process_env(services, names, "stop1", batch_size=50)
     command = [sys.executable, "-m", "cli", "process", "--partner", "om", "--app-id", group]
     worker = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(worker, lambda: sum(end_offsets(services.kafka, [names.curated]).values()) > 0)
@@ -249,6 +265,27 @@ def _wait_until_empty(services: Services, group: str) -> None:
         assert time.monotonic() < deadline, "the frozen member was never dropped from its group"
 
 
+def _resumed_after_the_group_moved_on(
+    services: Services,
+    group: str,
+    child: subprocess.Popen[str],
+    frozen_when: Callable[[], bool] = lambda: True,
+) -> tuple[str, str]:
+    """Wait until ``child`` has frozen itself (``KETENSTROOM_CRASH_SIGNAL=SIGSTOP``) and its group has
+    dropped it, resume it, and return its output once it has exited 0."""
+    try:
+        _wait_for(child, lambda: _frozen(child.pid))
+        assert frozen_when(), "frozen at the wrong moment"
+        _wait_until_empty(services, group)
+        child.send_signal(signal.SIGCONT)
+        out, err = child.communicate(timeout=PROGRESS_DEADLINE_S)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0, f"exit {child.returncode} after the group moved on:\n{err[-3000:]}"
+    return out, err
+
+
 def test_sink_stalled_until_its_group_moved_on_keeps_going_with_exact_results(
     services: Services, names: Topics, tmp_path: Path
 ) -> None:
@@ -270,19 +307,15 @@ def test_sink_stalled_until_its_group_moved_on_keeps_going_with_exact_results(
         "--instance-id",
         "a",
         "--until-caught-up",
-        kafka={"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"},
+        kafka=SHORT_SESSION,
         env={"KETENSTROOM_CRASH_AT": "sink.before-commit:1", "KETENSTROOM_CRASH_SIGNAL": "SIGSTOP"},
     )
-    try:
-        _wait_for(sink, lambda: _frozen(sink.pid))
-        assert any(n.endswith(".parquet") for n in store.list("staging/")), "frozen before its first commit"
-        _wait_until_empty(services, group)  # its session (6 s) expires
-        sink.send_signal(signal.SIGCONT)
-        out, err = sink.communicate(timeout=PROGRESS_DEADLINE_S)
-    finally:
-        if sink.poll() is None:
-            sink.kill()
-    assert sink.returncode == 0, f"exit {sink.returncode} after the group moved on:\n{err[-3000:]}"
+    out, err = _resumed_after_the_group_moved_on(
+        services,
+        group,
+        sink,
+        lambda: any(n.endswith(".parquet") for n in store.list("staging/")),  # frozen after staging
+    )
     assert "the group moved on" in err, "the refused commit was not met (or not said)"
     assert json.loads(out.strip().splitlines()[-1])["sealed"]
     assert _committed(services, group, names.curated) == ends
@@ -298,19 +331,11 @@ def test_processor_stalled_until_its_group_moved_on_keeps_going_exactly_once(
     transaction) until its session expired and its group is empty: when it goes on, the broker refuses
     the stale member's offsets; the transaction is aborted (its output never visible), the batch read
     again, and the whole stream ends exactly once in curated or the DLQ, with exit 0."""
-    exports = generate_chain(tmp_path, cases=600, seed=317, noise=0.05)
-    ensure_topics(services.kafka, names.all(["om"]), partitions=3, replication_factor=1)
-    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
-        published = publisher.publish([Path(exports.partners["om"].path)]).published
+    published = _om_raw(services, names, tmp_path, cases=600, seed=317)
     group = f"{names.prefix}stallproc"
     env = {
-        **services.env(names),
-        "KETENSTROOM_PSEUDONYM_KEY": KEY,
-        "KETENSTROOM_PSEUDONYM_KEY_ID": "stall1",
-        "KETENSTROOM_PROCESSOR_BATCH_SIZE": "100",
-        "KETENSTROOM_KAFKA_EXTRA": json.dumps(
-            {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
-        ),
+        **_process_env(services, names, "stall1", batch_size=100),
+        "KETENSTROOM_KAFKA_EXTRA": json.dumps(SHORT_SESSION),
         "KETENSTROOM_CRASH_AT": "processor.before-offsets:2",
         "KETENSTROOM_CRASH_SIGNAL": "SIGSTOP",
     }
@@ -318,15 +343,7 @@ def test_processor_stalled_until_its_group_moved_on_keeps_going_exactly_once(
     worker = subprocess.Popen(
         [*command, "--until-caught-up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    try:
-        _wait_for(worker, lambda: _frozen(worker.pid))
-        _wait_until_empty(services, group)
-        worker.send_signal(signal.SIGCONT)
-        out, err = worker.communicate(timeout=PROGRESS_DEADLINE_S)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    assert worker.returncode == 0, f"exit {worker.returncode} after the group moved on:\n{err[-3000:]}"
+    out, _err = _resumed_after_the_group_moved_on(services, group, worker)
     stats = json.loads(out.strip().splitlines()[-1])
     assert stats["reconciles"]
     assert sum(stats["records_in"].values()) >= published
