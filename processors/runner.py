@@ -42,6 +42,7 @@ from ketenstroom.adapters.kafka import (
 )
 from ketenstroom.adapters.retry import Backoff
 from ketenstroom.contract import Topics
+from ketenstroom.crashpoints import crash_point
 from ketenstroom.errors import BrokerUnavailable, DeliveryError, StopRequested, is_transient
 from ketenstroom.settings import KafkaSettings, ProcessorSettings, TopicSettings
 from processors.dedup import Horizon, PartitionDedup, changelog_topic, produce_changelog, restore
@@ -313,6 +314,7 @@ class TransactionalProcessor:
             self._produce_curated(sent)
             for (topic, partition), state in dedup.items():
                 produce_changelog(self.producer, changelog_topic(self.app_id, topic), partition, state)
+            crash_point("processor.before-offsets")
             self.producer.send_offsets_to_transaction(
                 self._next_offsets(records, runs),
                 self.loop.consumer.consumer_group_metadata(),
