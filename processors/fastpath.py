@@ -551,7 +551,7 @@ class FastPath:
         if plan is not None and record_type is not None:
             try:
                 reader = _Reader(writer, plan, record_type, string_bytes(plan.step))
-            except (Unsupported, KeyError, TypeError, ValueError):
+            except Exception:  # Unsupported, NotCompilable, a schema too odd or deep to walk
                 reader = None
         self._readers[schema_id] = (writer, reader)
         return reader

@@ -10,11 +10,13 @@ path under a null record, or one the schema does not have, is None.
 It only reads what fastavro reads *the same way with the logical types*: it answers None (and a caller
 takes the fastavro/reference path, whose errors name the fault) for a record with bytes left over or
 missing, a union index or enum index or boolean byte other than the canonical ones, a negative length,
-a timestamp or date outside ``PLAIN_MS``/``PLAIN_DAYS``, a UUID not in canonical lower-case form. A
+a varint of more than ten bytes or 64 bits (fastavro cuts those), a timestamp or date outside
+``PLAIN_MS``/``PLAIN_DAYS``, a UUID not in canonical lower-case form. A
 string is decoded as UTF-8 wherever it is, read or skipped (fastavro refuses invalid UTF-8 anywhere);
 other faults (cut short, invalid UTF-8) raise, and callers treat an exception as None. Schemas with an
-array, a map, a union of more than null and one type, a recursive record or another logical type are
-not compiled (``NotCompilable``): their records take the caller's general path.
+array, a map, a union of more than null and one type, a recursive record, another logical type or
+records nested too deep for Python's compiler are not compiled (``NotCompilable``): their records
+take the caller's general path.
 """
 
 from __future__ import annotations
@@ -234,7 +236,10 @@ class _Compiler:
         schema = self.resolve(schema)
         if not isinstance(schema, dict) or schema.get("type") != "record":
             raise NotCompilable("not a record schema")
-        self.record(schema, ())
+        try:
+            self.record(schema, ())
+        except RecursionError:
+            raise NotCompilable("records nested too deep") from None
         body = self.source.lines
         outputs = [
             "None" if path is None or self.wanted[path] not in self.assigned else self.wanted[path]
@@ -253,7 +258,11 @@ class _Compiler:
             ]
         )
         namespace: dict[str, Any] = dict(self.constants)
-        exec(compile(text, f"<avro reader {schema.get('name')}>", "exec"), namespace)  # noqa: S102
+        try:
+            code = compile(text, "<avro reader>", "exec")
+        except (SyntaxError, RecursionError, MemoryError) as exc:  # e.g. too many nested blocks
+            raise NotCompilable(f"the generated reader does not compile: {exc}") from None
+        exec(code, namespace)  # noqa: S102
         read: Read = namespace["read"]
         read.source = text  # type: ignore[attr-defined]  # for tests and debugging
         return read

@@ -320,3 +320,18 @@ def test_encoded_values_are_fastavros_bytes_or_the_record_is_handed_back(stream:
     assert compile_reader(schema, [("t",)])(b"\x82\x00") == (1,)
     assert compile_reader(schema, [("t",)], encoded=[("t",)])(b"\x82\x00") is None
     assert compile_reader(schema, [("t",)], encoded=[("t",)])(b"\x82\x01") == (65, b"\x82\x01")
+
+
+def test_records_nested_deeper_than_python_compiles_are_not_compiled() -> None:
+    """Each nullable record is an indented block of the generated source; Python's tokenizer allows 100
+    levels: no reader (the caller's general path), never an error of another kind."""
+    inner: Any = {"type": "record", "name": "N0", "fields": [{"name": "s", "type": "string"}]}
+    for depth in range(1, 120):
+        inner = {"type": "record", "name": f"N{depth}", "fields": [{"name": "x", "type": ["null", inner]}]}
+    with pytest.raises(NotCompilable):
+        compile_reader(fastavro.parse_schema(inner), [("x",)])
+    five = inner
+    for _ in range(115):
+        five = five["fields"][0]["type"][1]
+    read = compile_reader(fastavro.parse_schema(five), [("x", "x", "x", "x", "s")])
+    assert read(b"\x02" * 4 + b"\x02a") == ("a",) and read(b"\x02\x00") == (None,)
