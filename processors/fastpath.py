@@ -4,10 +4,13 @@
 dict, encode it with fastavro) stays the definition of the transform and of every dead letter's reason
 and stage. ``FastPath`` computes the same curated bytes with fewer Python objects per record:
 
-* **decode** with fastavro and the writer schema's logical types dropped (``without_logical_types``):
-  timestamps stay int milliseconds, dates int days, UUIDs strings. What the dropped logical types
-  would have refused is checked instead (a timestamp or date within a plain range, an event id in
-  canonical lower-case form); anything else sends the record to the reference path;
+* **decode** with a reader generated once per writer schema (``ketenstroom.contract.avro_plain``):
+  only the plan's values, into one tuple, the other fields skipped in place (and checked); for a
+  schema it does not cover, fastavro with the logical types dropped (``_Reader.read``, same tuple via
+  ``_Reader.values``). Timestamps stay int milliseconds, dates int days, UUIDs strings; what the
+  dropped logical types would have refused is checked instead (a timestamp or date within a plain
+  range, an event id in canonical lower-case form); anything else sends the record to the reference
+  path. The event id, source system and times go on as the raw record's own bytes;
 * **local dates** from the event's millisecond timestamp, one zone conversion per UTC hour
   (``ketenstroom.calendar.HourCalendar``; only from 1970 on, where Amsterdam is whole hours from UTC);
 * **pseudonyms** of recurring identifiers (case, pv, CJIB number, SKN/BSN pair) from a small in-memory
