@@ -518,6 +518,15 @@ def _watermarks(
     return ends
 
 
+def await_ends(
+    kafka: KafkaSettings, logs: list[tuple[str, int]], *, deadline_s: float = WATERMARK_WAIT_S
+) -> None:
+    """Wait until changelog partitions just created answer for their ends (or ``deadline_s`` passes):
+    done at start-up beside other work, it spares the restore's asking again. The ends found are not
+    kept: the restore asks for them itself at assignment."""
+    _watermarks(kafka, logs, deadline_s=deadline_s)
+
+
 def restore(
     kafka: KafkaSettings,
     app_id: str,

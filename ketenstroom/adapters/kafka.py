@@ -119,6 +119,8 @@ class ConsumeLoop:
         self.at_end: set[tuple[str, int]] = set()
         self.eof_offset: dict[tuple[str, int], int] = {}
         self.assigned_after_s: float | None = None
+        self._started: float | None = None  # monotonic time of ``start``
+        self._early = False  # ``start`` was called and ``batches`` has not begun yet
 
     def __enter__(self) -> ConsumeLoop:
         return self
@@ -151,7 +153,7 @@ class ConsumeLoop:
 
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.assigned_after_s is None:
-            self.assigned_after_s = time.monotonic() - self._started
+            self.assigned_after_s = time.monotonic() - (self._started or 0.0)
             log.info(
                 "group %s assigned %d partitions to %s after %.1f s",
                 self.group_id,
@@ -188,11 +190,13 @@ class ConsumeLoop:
             self.session_timeout_ms / 1000,
         )
 
-    def batches(self, *, stop: Callable[[], bool] = lambda: False) -> Iterator[list[Message]]:
-        """Consume until ``stop()`` (checked before each batch): the records of each batch, in order.
-
-        Raises DeliveryError on a consumer error; EOF events update ``at_end`` and ``eof_offset``.
-        """
+    def start(self) -> None:
+        """Subscribe (or assign) now, if not done yet; ``batches`` does it otherwise. The group join
+        then runs in librdkafka's threads while the caller does other start-up work; the assignment
+        callbacks still run only inside ``batches`` (they are served by ``consume``, ``close``)."""
+        if self._early:
+            return
+        self._early = True
         self._started = time.monotonic()
         if self.topics:
             log.info(
@@ -205,7 +209,15 @@ class ConsumeLoop:
         else:
             self.consumer.assign(self.partitions)
             self.assigned_after_s = 0.0
-        report_at = self._started + WAIT_REPORT_S
+
+    def batches(self, *, stop: Callable[[], bool] = lambda: False) -> Iterator[list[Message]]:
+        """Consume until ``stop()`` (checked before each batch): the records of each batch, in order.
+
+        Raises DeliveryError on a consumer error; EOF events update ``at_end`` and ``eof_offset``.
+        """
+        self.start()
+        self._early = False  # a later ``batches`` call subscribes again, as it always did
+        report_at = (self._started or time.monotonic()) + WAIT_REPORT_S
         at_end, eof_offset = self.at_end, self.eof_offset
         while not stop():
             events = self._next_events()
@@ -229,7 +241,7 @@ class ConsumeLoop:
                     if count > last.get(tp, -1):
                         at_end.add(tp)
             if self.assigned_after_s is None and time.monotonic() >= report_at:
-                self._report_waiting(time.monotonic() - self._started)
+                self._report_waiting(time.monotonic() - (self._started or 0.0))
                 report_at = time.monotonic() + 2 * WAIT_REPORT_S
             yield records
 
@@ -273,19 +285,22 @@ def ensure_topics(
     replication_factor: int = -1,
     config: dict[str, str] | None = None,
     timeout: float = 30.0,
-) -> None:
-    """Create topics that do not exist yet; existing ones are left as they are."""
+) -> list[str]:
+    """Create topics that do not exist yet; existing ones are left as they are. Returns the names this
+    call created."""
     admin = AdminClient(settings.librdkafka())
     wanted = [
         NewTopic(n, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
         for n in dict.fromkeys(names)  # once each: the broker refuses a request naming a topic twice
     ]
     if not wanted:
-        return
+        return []
+    created: list[str] = []
     futures = admin.create_topics(wanted, operation_timeout=timeout, request_timeout=timeout)
     for name, future in futures.items():
         try:
             future.result(timeout=timeout)
+            created.append(name)
         except KafkaException as exc:
             err = exc.args[0]
             if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
@@ -294,6 +309,7 @@ def ensure_topics(
                 f"cannot create topic {name!r} on {settings.bootstrap_servers}: {err}"
             ) from exc
     _await_leaders(admin, [t.topic for t in wanted], settings, timeout)
+    return created
 
 
 def _await_leaders(admin: AdminClient, names: list[str], settings: KafkaSettings, timeout: float) -> None:
