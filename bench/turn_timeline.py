@@ -33,10 +33,9 @@ from ketenstroom.adapters.kafka import ensure_topics
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
 from ketenstroom.settings import CatalogueSettings, KafkaSettings, ProcessorSettings, PseudonymSettings
+from processors import runner
 from processors.build import build_transformer
 from processors.metrics import ProcessorMetrics
-from processors import runner
-from processors.dedup import await_ends
 from processors.runner import TransactionalProcessor
 
 
@@ -95,6 +94,7 @@ def run_ours(
     clock = Clock()
     producer_phases = {
         "init_transactions": "init_transactions",
+        "list_topics": "init_transactions",
         "begin_transaction": "commit",
         "produce_batch": "produce curated",
         "produce": "produce changelog/dlq",
@@ -122,15 +122,16 @@ def run_ours(
     )
     object.__setattr__(proc.loop.consumer, "consume", consuming)
     proc._ensure_state_topics = clock.timed("state topics", proc._ensure_state_topics)  # type: ignore[method-assign]
-    start = clock.timed("start-up", proc._start)
     runner.ensure_topics = clock.timed("  create topics", ensure_topics)  # type: ignore[attr-defined]
-    runner.await_ends = clock.timed("  await ends", await_ends)  # type: ignore[attr-defined]
+    if hasattr(proc, "_start"):  # (this branch; main's runner starts up inline: ``--runner`` A/B)
+        start = clock.timed("start-up", proc._start)
+        runner.await_ends = clock.timed("  await ends", runner.await_ends)  # type: ignore[attr-defined]
 
-    def starting() -> None:
-        start()
-        clock.mark("started")
+        def starting() -> None:
+            start()
+            clock.mark("started")
 
-    proc._start = starting  # type: ignore[method-assign]
+        proc._start = starting  # type: ignore[method-assign]
     restore = clock.timed("restore", proc._restore)
 
     def restoring(partitions: Any) -> None:
