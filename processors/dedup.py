@@ -77,6 +77,7 @@ KEY_PREFIX = b"d2:"
 START_KEY = b"d2-start"  # value: the offset a restore starts at, written last in every transaction
 WATERMARK_WAIT_S = 5.0  # how long a restore asks again for a changelog's end before reading it whole
 ASK_AGAIN_S = 0.05  # between those asks
+REASK_BOUND_S = 0.25  # the first bound of such an ask, doubled for each one after it
 TAIL = 256  # offsets at a changelog partition's end searched for the latest START_KEY
 DAY_MS = 86_400_000
 _LOW = (1 << 64) - 1
@@ -497,7 +498,7 @@ def produce_changelog(producer: Producer, topic: str, partition: int, state: Par
 
 
 def _watermarks(
-    kafka: KafkaSettings, logs: list[tuple[str, int]], *, deadline_s: float
+    kafka: KafkaSettings, logs: list[tuple[str, int]], *, deadline_s: float, first_s: float = 10.0
 ) -> dict[tuple[str, int], int]:
     """High watermarks of ``logs``, asked again for those not answered yet until ``deadline_s``: a
     changelog created just before (a fresh start) answers "not leader" for a few hundred ms, and a
@@ -506,15 +507,19 @@ def _watermarks(
     deadline = time.monotonic() + deadline_s
     ends: dict[tuple[str, int], int] = {}
     missing = logs
-    timeout = 10.0  # the first ask: high_watermarks' own bound
+    timeout = first_s  # the first ask: by default high_watermarks' own bound
+    bound = 2 * first_s if first_s <= REASK_BOUND_S else REASK_BOUND_S
     while missing:
         ends.update(high_watermarks(kafka, [TopicPartition(t, p) for t, p in missing], timeout=timeout))
         missing = [tp for tp in missing if tp not in ends]
-        timeout = deadline - time.monotonic()
-        if missing and timeout <= 0:
+        left = deadline - time.monotonic()
+        if missing and left <= 0:
             break  # no leader for a while: left unknown, read whole (``read_to_end`` waits for it)
         if missing:  # a "not leader" answer comes at once: a pause keeps this from a hot loop of clients
-            time.sleep(min(ASK_AGAIN_S, timeout))
+            time.sleep(min(ASK_AGAIN_S, left))
+            # asked again within a short bound, doubled each time: a re-ask of a partition just created
+            # sometimes hangs 3 s in the admin client (1 of 8 fresh starts) where a new ask answers at once
+            timeout, bound = min(bound, max(0.0, deadline - time.monotonic())), 2 * bound
     return ends
 
 
@@ -522,9 +527,10 @@ def await_ends(
     kafka: KafkaSettings, logs: list[tuple[str, int]], *, deadline_s: float = WATERMARK_WAIT_S
 ) -> None:
     """Wait until changelog partitions just created answer for their ends (or ``deadline_s`` passes):
-    done at start-up beside other work, it spares the restore's asking again. The ends found are not
-    kept: the restore asks for them itself at assignment."""
-    _watermarks(kafka, logs, deadline_s=deadline_s)
+    done at start-up beside other work, it spares the restore's asking again. Every ask is bounded
+    short from the first (``REASK_BOUND_S``, doubled each time): these partitions are known to be new.
+    The ends found are not kept: the restore asks for them itself at assignment."""
+    _watermarks(kafka, logs, deadline_s=deadline_s, first_s=REASK_BOUND_S)
 
 
 def restore(
