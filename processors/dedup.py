@@ -63,6 +63,7 @@ from hashlib import blake2b
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from ketenstroom.adapters.kafka import high_watermarks, read_to_end, where
 from ketenstroom.errors import DeliveryError
@@ -498,7 +499,12 @@ def produce_changelog(producer: Producer, topic: str, partition: int, state: Par
 
 
 def _watermarks(
-    kafka: KafkaSettings, logs: list[tuple[str, int]], *, deadline_s: float, first_s: float = 10.0
+    kafka: KafkaSettings,
+    logs: list[tuple[str, int]],
+    *,
+    deadline_s: float,
+    first_s: float = 10.0,
+    admin: AdminClient | None = None,
 ) -> dict[tuple[str, int], int]:
     """High watermarks of ``logs``, asked again for those not answered yet until ``deadline_s``: a
     changelog created just before (a fresh start) answers "not leader" for a few hundred ms, and a
@@ -510,7 +516,8 @@ def _watermarks(
     timeout = first_s  # the first ask: by default high_watermarks' own bound
     bound = 2 * first_s if first_s <= REASK_BOUND_S else REASK_BOUND_S
     while missing:
-        ends.update(high_watermarks(kafka, [TopicPartition(t, p) for t, p in missing], timeout=timeout))
+        asked = [TopicPartition(t, p) for t, p in missing]
+        ends.update(high_watermarks(kafka, asked, timeout=timeout, admin=admin))
         missing = [tp for tp in missing if tp not in ends]
         left = deadline - time.monotonic()
         if missing and left <= 0:
@@ -524,13 +531,17 @@ def _watermarks(
 
 
 def await_ends(
-    kafka: KafkaSettings, logs: list[tuple[str, int]], *, deadline_s: float = WATERMARK_WAIT_S
+    kafka: KafkaSettings,
+    logs: list[tuple[str, int]],
+    *,
+    deadline_s: float = WATERMARK_WAIT_S,
+    admin: AdminClient | None = None,
 ) -> None:
     """Wait until changelog partitions just created answer for their ends (or ``deadline_s`` passes):
     done at start-up beside other work, it spares the restore's asking again. Every ask is bounded
     short from the first (``REASK_BOUND_S``, doubled each time): these partitions are known to be new.
     The ends found are not kept: the restore asks for them itself at assignment."""
-    _watermarks(kafka, logs, deadline_s=deadline_s, first_s=REASK_BOUND_S)
+    _watermarks(kafka, logs, deadline_s=deadline_s, first_s=REASK_BOUND_S, admin=admin)
 
 
 def restore(
@@ -541,6 +552,7 @@ def restore(
     *,
     deadline_s: float,
     should_stop: Callable[[], bool] = lambda: False,
+    admin: AdminClient | None = None,
 ) -> tuple[dict[tuple[str, int], PartitionDedup], RestoreReport]:
     """The dedup state of each raw partition in ``partitions``, from the live part of its changelog:
     the latest ``START_KEY`` record near the partition's end says where that part begins (without one,
@@ -553,7 +565,7 @@ def restore(
     }
     # a changelog partition never written to holds nothing to restore; skipping it spares the restore
     # consumer's start and EOF wait (seconds) on a fresh start
-    ends = _watermarks(kafka, list(raw_of), deadline_s=min(WATERMARK_WAIT_S, deadline_s))
+    ends = _watermarks(kafka, list(raw_of), deadline_s=min(WATERMARK_WAIT_S, deadline_s), admin=admin)
     written = {tp: ends.get(tp, 1) for tp in raw_of if ends.get(tp, 1) > 0}
     starts: dict[tuple[str, int], int] = {}
     # where a partition is short, reading it whole costs less than a second consumer's start

@@ -35,11 +35,13 @@ from typing import NamedTuple, cast
 
 import numpy as np
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from ketenstroom.adapters.kafka import (
     ConsumeLoop,
     ensure_topics,
     headers_of,
+    warm_admin,
 )
 from ketenstroom.adapters.retry import Backoff
 from ketenstroom.contract import Topics
@@ -96,6 +98,8 @@ class Run(NamedTuple):
 
 
 class TransactionalProcessor:
+    _admin: AdminClient | None = None  # warmed at start-up (``_ensure_state_topics``), for restores
+
     def __init__(
         self,
         *,
@@ -158,7 +162,8 @@ class TransactionalProcessor:
         Changelogs this call created are then waited for until their leaders answer offset requests
         (``dedup.await_ends``): run beside ``init_transactions`` and the group join (``run``), so the
         restore at assignment finds their ends at once instead of asking again for a few hundred ms."""
-        metadata = self.loop.consumer.list_topics(timeout=10)
+        # one admin client for the state topics and every restore's look-ups, answered once here
+        self._admin, metadata = warm_admin(self.kafka)
         by_partitions: dict[int, list[str]] = {}  # one admin round per partition count, not per partner
         for partner, raw in zip(self.partners, self.raw_topics, strict=True):
             meta = metadata.topics.get(raw)
@@ -175,11 +180,12 @@ class TransactionalProcessor:
                 partitions=partitions,
                 replication_factor=self.replication_factor,
                 config=self.retention.state(),
+                admin=self._admin,
             )
             changelogs = {changelog_topic(self.app_id, raw) for raw in self.raw_topics}
             fresh += [(name, p) for name in created if name in changelogs for p in range(partitions)]
         if fresh:
-            await_ends(self.kafka, fresh)
+            await_ends(self.kafka, fresh, admin=self._admin)
 
     def _start(self) -> None:
         """State topics, the transactional producer and the group join, side by side: the state topics in
@@ -214,6 +220,7 @@ class TransactionalProcessor:
             partitions,
             deadline_s=RESTORE_DEADLINE_S,
             should_stop=self._should_stop,
+            admin=self._admin,
         )
         self._dedup.update(restored)
         self.metrics.dedup_restore_seconds.set(report.seconds)
