@@ -30,7 +30,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, cast
 
 import numpy as np
@@ -45,6 +45,7 @@ from ketenstroom.adapters.kafka import (
 )
 from ketenstroom.adapters.retry import Backoff
 from ketenstroom.contract import Topics
+from ketenstroom.crashpoints import crash_point
 from ketenstroom.errors import BrokerUnavailable, DeliveryError, StopRequested, is_transient
 from ketenstroom.settings import KafkaSettings, ProcessorSettings, TopicSettings
 from processors.dedup import (
@@ -79,13 +80,6 @@ def _freeze_startup_objects() -> None:
     by reference counting are freed as ever; only cycles among frozen objects wait for the unfreeze."""
     gc.collect()
     gc.freeze()
-
-
-def _settle(future: Future[None]) -> None:
-    """Wait for ``future`` to finish, whatever its outcome: the transaction is failing anyway, and
-    ``abort_transaction`` must not start while ``send_offsets_to_transaction`` is still running."""
-    with contextlib.suppress(BaseException):
-        future.result()
 
 
 class Run(NamedTuple):
@@ -340,26 +334,12 @@ class TransactionalProcessor:
         offsets, counts) is done once per run of one partition's records (``_records``).
         """
         records, runs = self._records(batch)
-        self.producer.begin_transaction()
-        # the offsets are known before the transform: sent to the transaction beside it (two round
-        # trips to the coordinators, 10-30 ms a batch) by a thread of the batch's own; awaited before
-        # the commit, and on every failure before the abort (one transactional call at a time)
-        with ThreadPoolExecutor(1, thread_name_prefix="txn-offsets") as sender:
-            offsets = sender.submit(
-                self.producer.send_offsets_to_transaction,
-                self._next_offsets(records, runs),
-                self.loop.consumer.consumer_group_metadata(),
-                self.txn_call_s,
-            )
-            return self._transform_and_commit(records, runs, offsets)
-
-    def _transform_and_commit(self, records: list[RawRecord], runs: list[Run], offsets: Future[None]) -> bool:
-        """``_transact``'s transaction, begun, its offsets being sent by ``offsets``."""
         sent: list[Curated] = []
         sent_runs: list[int] = []  # len(sent) at the end of each run
         dead: list[DeadLetter] = []
         duplicates: list[RawRecord] = []
         transform, dedup = self.transformer.transform, self._dedup
+        self.producer.begin_transaction()
         try:
             for run in runs:
                 state = dedup.get((run.topic, run.partition))
@@ -386,18 +366,21 @@ class TransactionalProcessor:
             self._produce_curated(sent)
             for (topic, partition), state in dedup.items():
                 produce_changelog(self.producer, changelog_topic(self.app_id, topic), partition, state)
-            offsets.result()  # its KafkaException, if any, is handled below as it always was
+            crash_point("processor.before-offsets")
+            self.producer.send_offsets_to_transaction(
+                self._next_offsets(records, runs),
+                self.loop.consumer.consumer_group_metadata(),
+                self.txn_call_s,
+            )
             self.producer.commit_transaction(self.txn_call_s)
             self.metrics.transactions.labels("committed").inc()
             self.producer.poll(0)  # the changelog records' delivery reports (``PartitionDedup.delivered``)
             for state in dedup.values():
                 state.commit()
         except KafkaException as exc:
-            _settle(offsets)
             self._forget()
             return self._kafka_failed(records, exc)
         except BaseException as exc:
-            _settle(offsets)
             self._abandon(records, rewind=isinstance(exc, Exception) and is_transient(exc))
             raise
         self._count(records, runs, sent, sent_runs, dead, duplicates)

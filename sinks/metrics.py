@@ -21,6 +21,12 @@ class SinkMetrics:
             "Operations tried again after a transient failure (object store, registry)",
             registry=r,
         )
+        self.commits_refused = Counter(
+            "ketenstroom_sink_commits_refused",
+            "Offset commits refused because the group had moved on (rebalance, session expired); the "
+            "records since the last commit are read again, and sealing keeps each event once",
+            registry=r,
+        )
         self.undecodable = Counter(
             "ketenstroom_sink_undecodable_records",
             "Curated records kept under rejects/ because they could not be decoded",

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 from confluent_kafka import KafkaException, Message, TopicPartition
 
-from ketenstroom.adapters.kafka import ConsumeLoop
+from ketenstroom.adapters.kafka import ConsumeLoop, commit_offsets
 from ketenstroom.adapters.objectstore import ObjectStore
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.adapters.retry import Backoff
@@ -471,4 +471,5 @@ class Sink:
         crash_point("sink.before-commit")
         if self._next:
             offsets = [TopicPartition(self.topic, p, o) for p, o in sorted(self._next.items())]
-            self.loop.consumer.commit(offsets=offsets, asynchronous=False)
+            if not commit_offsets(self.loop.consumer, offsets, what=f"sink on {self.topic}"):
+                self.metrics.commits_refused.inc()

@@ -27,6 +27,11 @@ from ketenstroom.settings import KafkaSettings
 
 log = logging.getLogger("ketenstroom.kafka")
 
+#: consumer events that report what librdkafka recovers from by itself: said, not raised. The poll interval
+#: overrun (the caller's work between two batches took longer than ``max.poll.interval.ms``): the member
+#: has left its group and rejoins on the next consume, reading on from the last commit (the caller's
+#: revocation hand-over runs first).
+_RECOVERED = frozenset({KafkaError._MAX_POLL_EXCEEDED, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 WAIT_REPORT_S = 5.0  # after this long without partitions, say what the loop is waiting for (and again)
 SESSION_TIMEOUT_MS = 45_000  # librdkafka's default (KafkaSettings.extra may set another): for the message
 
@@ -119,7 +124,7 @@ class ConsumeLoop:
         self.at_end: set[tuple[str, int]] = set()
         self.eof_offset: dict[tuple[str, int], int] = {}
         self.assigned_after_s: float | None = None
-        self._started: float | None = None  # monotonic time of ``start``
+        self._started = 0.0  # monotonic time of ``_start``
         self._early = False  # ``start`` was called and ``batches`` has not begun yet
 
     def __enter__(self) -> ConsumeLoop:
@@ -153,7 +158,7 @@ class ConsumeLoop:
 
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.assigned_after_s is None:
-            self.assigned_after_s = time.monotonic() - (self._started or 0.0)
+            self.assigned_after_s = time.monotonic() - self._started
             log.info(
                 "group %s assigned %d partitions to %s after %.1f s",
                 self.group_id,
@@ -194,21 +199,9 @@ class ConsumeLoop:
         """Subscribe (or assign) now, if not done yet; ``batches`` does it otherwise. The group join
         then runs in librdkafka's threads while the caller does other start-up work; the assignment
         callbacks still run only inside ``batches`` (they are served by ``consume``, ``close``)."""
-        if self._early:
-            return
-        self._early = True
-        self._started = time.monotonic()
-        if self.topics:
-            log.info(
-                "joining group %s%s for %s",
-                self.group_id,
-                f" as static member {self.member}" if self.member else "",
-                ", ".join(self.topics),
-            )
-            self.consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
-        else:
-            self.consumer.assign(self.partitions)
-            self.assigned_after_s = 0.0
+        if not self._early:
+            self._early = True
+            self._start()
 
     def batches(self, *, stop: Callable[[], bool] = lambda: False) -> Iterator[list[Message]]:
         """Consume until ``stop()`` (checked before each batch): the records of each batch, in order.
@@ -217,7 +210,7 @@ class ConsumeLoop:
         """
         self.start()
         self._early = False  # a later ``batches`` call subscribes again, as it always did
-        report_at = (self._started or time.monotonic()) + WAIT_REPORT_S
+        report_at = self._started + WAIT_REPORT_S
         at_end, eof_offset = self.at_end, self.eof_offset
         while not stop():
             events = self._next_events()
@@ -230,6 +223,8 @@ class ConsumeLoop:
                 elif err.code() == KafkaError._PARTITION_EOF:
                     topic, partition, offset = where(msg)
                     eofs.append((len(records), (topic, partition), offset))
+                elif err.code() in _RECOVERED and not err.fatal():
+                    log.warning("group %s: %s; librdkafka rejoins and reads on", self.group_id, err.str())
                 else:
                     raise DeliveryError(f"consuming {msg.topic()} [{msg.partition()}] failed: {err}")
             if records and at_end:  # (nothing to undo while every partition is still catching up)
@@ -241,9 +236,24 @@ class ConsumeLoop:
                     if count > last.get(tp, -1):
                         at_end.add(tp)
             if self.assigned_after_s is None and time.monotonic() >= report_at:
-                self._report_waiting(time.monotonic() - (self._started or 0.0))
+                self._report_waiting(time.monotonic() - self._started)
                 report_at = time.monotonic() + 2 * WAIT_REPORT_S
             yield records
+
+    def _start(self) -> None:
+        """Subscribe (join the group) or assign."""
+        self._started = time.monotonic()
+        if self.topics:
+            log.info(
+                "joining group %s%s for %s",
+                self.group_id,
+                f" as static member {self.member}" if self.member else "",
+                ", ".join(self.topics),
+            )
+            self.consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
+        else:
+            self.consumer.assign(self.partitions)
+            self.assigned_after_s = 0.0
 
     def _next_events(self) -> list[Message]:
         """The next batch's events; after a full batch, the next ones (one more than there are
@@ -417,6 +427,69 @@ _COORDINATOR_MOVING = frozenset(
         KafkaError.COORDINATOR_NOT_AVAILABLE,
     }
 )
+
+
+#: a commit refused because the group has moved on without this member's generation: a rebalance under
+#: way, or the member dropped after its session expired (a long stall: the process paused, the machine
+#: overloaded). Not a failure of the work: the records since the last commit are read again by whoever
+#: owns their partitions next (this member too, once it has rejoined).
+_GROUP_MOVED = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.STALE_MEMBER_EPOCH,
+        KafkaError.FENCED_MEMBER_EPOCH,
+        KafkaError._ASSIGNMENT_LOST,
+    }
+)
+#: a commit that did not get an answer in time, or reached no coordinator: try the same commit again
+_COMMIT_AGAIN = _COORDINATOR_MOVING | {
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._WAIT_COORD,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+}
+
+
+def commit_offsets(consumer: Consumer, offsets: list[TopicPartition], *, what: str) -> bool:
+    """Commit ``offsets`` for the consumer's group, synchronously: True once committed.
+
+    The errors a commit can meet are told apart, not all made fatal:
+
+    * the group moved on (``_GROUP_MOVED``): False, logged. The offsets are not committed and the caller
+      goes on; the records after the last commit are read again (at-least-once, so a caller commits
+      only what it has made durable and repeatable: the sink's sealing keeps each event id once);
+    * no coordinator or no answer in time (``_COMMIT_AGAIN`` or librdkafka's retriable flag):
+      ``BrokerUnavailable``, transient, for the caller's backoff to try again;
+    * anything else, and every fatal error (a static member fenced by a second instance with its
+      ``group.instance.id``): the ``KafkaException``, for the caller to stop on.
+
+    A commit that succeeds as a request may still refuse single partitions; those count the same way.
+    """
+    try:
+        answered = consumer.commit(offsets=offsets, asynchronous=False)
+        refused = [tp.error for tp in answered or [] if tp.error is not None]
+        if refused:
+            raise KafkaException(refused[0])
+        return True
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if not isinstance(err, KafkaError) or err.fatal():
+            raise
+        if err.code() in _GROUP_MOVED:
+            log.warning(
+                "%s: the group moved on before offsets of %d partition(s) could be committed (%s); not "
+                "committed, the records since the last commit will be read again",
+                what,
+                len(offsets),
+                err.str(),
+            )
+            return False
+        if err.code() in _COMMIT_AGAIN or err.retriable():
+            raise BrokerUnavailable(f"{what}: committing offsets got no answer: {err.str()}") from exc
+        raise
 
 
 def _stable_committed(

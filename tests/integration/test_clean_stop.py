@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,7 +38,12 @@ from tests.conftest import Services
 STOP_BOUND_S = 20.0  # from SIGTERM to exit, on a loaded 2-core machine
 PROGRESS_DEADLINE_S = 120.0
 KEY = "clean-stop-test-key-0123456789abcdef0123"
-AS_OF = "2027-06-01T00:00:00+00:00"  # every period of the events below is due for sealing
+AS_OF = "2027-06-01T00:00:00+00:00"
+# a frozen member's session expires within seconds (the broker's minimum is 6 s)
+SHORT_SESSION = {
+    "session.timeout.ms": "6000",
+    "heartbeat.interval.ms": "1000",
+}  # every period of the events below is due for sealing
 
 
 def _committed(services: Services, group: str, topic: str) -> dict[int, int]:
@@ -87,21 +93,31 @@ def _wait_for(child: subprocess.Popen[str], progressed: object) -> None:
         assert time.monotonic() < deadline, "no progress"
 
 
+def _om_raw(services: Services, names: Topics, tmp_path: Path, *, cases: int, seed: int) -> int:
+    """A generated om export published to ``raw.om`` (3 partitions): how many records."""
+    exports = generate_chain(tmp_path, cases=cases, seed=seed, noise=0.05)
+    ensure_topics(services.kafka, names.all(["om"]), partitions=3, replication_factor=1)
+    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
+        return publisher.publish([Path(exports.partners["om"].path)]).published
+
+
+def _process_env(services: Services, names: Topics, key_id: str, *, batch_size: int) -> dict[str, str]:
+    return {
+        **services.env(names),
+        "KETENSTROOM_PSEUDONYM_KEY": KEY,
+        "KETENSTROOM_PSEUDONYM_KEY_ID": key_id,
+        "KETENSTROOM_PROCESSOR_BATCH_SIZE": str(batch_size),
+    }
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_processor_stops_cleanly_mid_stream_with_every_consumed_record_exactly_once(
     services: Services, names: Topics, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    exports = generate_chain(tmp_path, cases=1500, seed=316, noise=0.05)
-    ensure_topics(services.kafka, names.all(["om"]), partitions=3, replication_factor=1)
-    with Publisher("om", kafka=services.kafka, registry=services.registry, topics=names) as publisher:
-        published = publisher.publish([Path(exports.partners["om"].path)]).published
+    published = _om_raw(services, names, tmp_path, cases=1500, seed=316)
     group = f"{names.prefix}proc"
-    env = {
-        **services.env(names),
-        "KETENSTROOM_PSEUDONYM_KEY": KEY,
-        "KETENSTROOM_PSEUDONYM_KEY_ID": "stop1",
-        "KETENSTROOM_PROCESSOR_BATCH_SIZE": "50",  # many transactions: the signal lands mid-stream
-    }
+    # many transactions: the signal lands mid-stream
+    env = _process_env(services, names, "stop1", batch_size=50)
     command = [sys.executable, "-m", "cli", "process", "--partner", "om", "--app-id", group]
     worker = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(worker, lambda: sum(end_offsets(services.kafka, [names.curated]).values()) > 0)
@@ -153,13 +169,22 @@ def _curated(services: Services, names: Topics, cases: int) -> list[str]:
     return [str(e["event_id"]) for e in events]
 
 
-def _sink(services: Services, names: Topics, url: str, group: str, *args: str) -> subprocess.Popen[str]:
+def _sink(
+    services: Services,
+    names: Topics,
+    url: str,
+    group: str,
+    *args: str,
+    kafka: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[str]:
     command = [
         *(sys.executable, "-m", "cli", "sink", "--group", group, "--storage", url, "--as-of", AS_OF),
         *("--grace-days", "14", "--final-after-days", "3650", "--max-buffered", "100", *args),
     ]
-    env = {**services.env(names), "KETENSTROOM_KAFKA_EXTRA": json.dumps({"max.poll.interval.ms": "60000"})}
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    extra = json.dumps({"max.poll.interval.ms": "60000", **(kafka or {})})
+    environ = {**services.env(names), "KETENSTROOM_KAFKA_EXTRA": extra, **(env or {})}
+    return subprocess.Popen(command, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_sink_stops_cleanly_mid_stream_with_what_it_consumed_staged_or_sealed(
@@ -219,3 +244,111 @@ def test_two_sink_instances_share_the_partitions_with_exact_results(
     assert max(left.values()) == 1
     assert set(left) == expected
     assert [n for n in store.list("staging/") if n.endswith(".parquet")] == []
+
+
+def _frozen(pid: int) -> bool:
+    """The process is stopped (by a signal): state T in /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "T"
+
+
+def _wait_until_empty(services: Services, group: str) -> None:
+    """Until the group has no member (the frozen one's session expired), polled with a deadline."""
+    admin = AdminClient(services.kafka.librdkafka())
+    deadline = time.monotonic() + PROGRESS_DEADLINE_S
+    while True:
+        try:
+            if not admin.describe_consumer_groups([group])[group].result(timeout=10).members:
+                return
+        except KafkaException:
+            return  # no such group (any more)
+        assert time.monotonic() < deadline, "the frozen member was never dropped from its group"
+
+
+def _resumed_after_the_group_moved_on(
+    services: Services,
+    group: str,
+    child: subprocess.Popen[str],
+    frozen_when: Callable[[], bool] = lambda: True,
+) -> tuple[str, str]:
+    """Wait until ``child`` has frozen itself (``KETENSTROOM_CRASH_SIGNAL=SIGSTOP``) and its group has
+    dropped it, resume it, and return its output once it has exited 0."""
+    try:
+        _wait_for(child, lambda: _frozen(child.pid))
+        assert frozen_when(), "frozen at the wrong moment"
+        _wait_until_empty(services, group)
+        child.send_signal(signal.SIGCONT)
+        out, err = child.communicate(timeout=PROGRESS_DEADLINE_S)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0, f"exit {child.returncode} after the group moved on:\n{err[-3000:]}"
+    return out, err
+
+
+def test_sink_stalled_until_its_group_moved_on_keeps_going_with_exact_results(
+    services: Services, names: Topics, tmp_path: Path
+) -> None:
+    """A sink that stalls (frozen with SIGSTOP at ``sink.before-commit``, as a paused VM or an overloaded
+    machine would) for longer than its session is dropped from its group; when it goes on, the broker
+    refuses its commit because the group has moved on. That is no reason to stop (it was exit 2, and
+    lost the soak's last deliveries until a restart): the sink rejoins, reads again what it had not
+    committed, and seals every event exactly once, exiting 0."""
+    expected = set(_curated(services, names, 1500))
+    ends = {p: end for (_t, p), end in end_offsets(services.kafka, [names.curated]).items()}
+    url = f"file://{tmp_path / 'store'}"
+    store = ObjectStore(url)
+    group = f"{names.prefix}stall"
+    sink = _sink(
+        services,
+        names,
+        url,
+        group,
+        "--instance-id",
+        "a",
+        "--until-caught-up",
+        kafka=SHORT_SESSION,
+        env={"KETENSTROOM_CRASH_AT": "sink.before-commit:1", "KETENSTROOM_CRASH_SIGNAL": "SIGSTOP"},
+    )
+    out, err = _resumed_after_the_group_moved_on(
+        services,
+        group,
+        sink,
+        lambda: any(n.endswith(".parquet") for n in store.list("staging/")),  # frozen after staging
+    )
+    assert "the group moved on" in err, "the refused commit was not met (or not said)"
+    assert json.loads(out.strip().splitlines()[-1])["sealed"]
+    assert _committed(services, group, names.curated) == ends
+    left = Counter(_store_ids(store))
+    assert max(left.values()) == 1
+    assert set(left) == expected
+
+
+def test_processor_stalled_until_its_group_moved_on_keeps_going_exactly_once(
+    services: Services, names: Topics, tmp_path: Path
+) -> None:
+    """The processor frozen (SIGSTOP at ``processor.before-offsets``, its batch produced in an open
+    transaction) until its session expired and its group is empty: when it goes on, the broker refuses
+    the stale member's offsets; the transaction is aborted (its output never visible), the batch read
+    again, and the whole stream ends exactly once in curated or the DLQ, with exit 0."""
+    published = _om_raw(services, names, tmp_path, cases=600, seed=317)
+    group = f"{names.prefix}stallproc"
+    env = {
+        **_process_env(services, names, "stall1", batch_size=100),
+        "KETENSTROOM_KAFKA_EXTRA": json.dumps(SHORT_SESSION),
+        "KETENSTROOM_CRASH_AT": "processor.before-offsets:2",
+        "KETENSTROOM_CRASH_SIGNAL": "SIGSTOP",
+    }
+    command = [sys.executable, "-m", "cli", "process", "--partner", "om", "--app-id", group]
+    worker = subprocess.Popen(
+        [*command, "--until-caught-up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out, _err = _resumed_after_the_group_moved_on(services, group, worker)
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["reconciles"]
+    assert sum(stats["records_in"].values()) >= published
+    assert sum(_committed(services, group, names.raw("om")).values()) == published
+    curated = Counter(_event_ids(services, names.curated))
+    assert max(curated.values()) == 1
+    # every published record once in curated or the DLQ (this export repeats no event)
+    assert len(curated) + _count(services, names.dlq("om")) == published
