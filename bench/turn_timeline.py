@@ -29,12 +29,13 @@ from pydantic import SecretStr
 
 from bench.common import endpoints, load_average
 from bench.process_bench import MADE, PARTNERS, delete_made_topics, outputs, publish
-from ketenstroom.adapters.kafka import ensure_topics
+from ketenstroom.adapters.kafka import ensure_topics, read_to_end
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
 from ketenstroom.settings import CatalogueSettings, KafkaSettings, ProcessorSettings, PseudonymSettings
-from processors import runner
+from processors import dedup, runner
 from processors.build import build_transformer
+from processors.dedup import _watermarks
 from processors.metrics import ProcessorMetrics
 from processors.runner import TransactionalProcessor
 
@@ -123,6 +124,8 @@ def run_ours(
     object.__setattr__(proc.loop.consumer, "consume", consuming)
     proc._ensure_state_topics = clock.timed("state topics", proc._ensure_state_topics)  # type: ignore[method-assign]
     runner.ensure_topics = clock.timed("  create topics", ensure_topics)  # type: ignore[attr-defined]
+    dedup._watermarks = clock.timed("  restore: ends", _watermarks)  # type: ignore[attr-defined]
+    dedup.read_to_end = clock.timed("  restore: read", read_to_end)  # type: ignore[attr-defined]
     if hasattr(proc, "_start"):  # (this branch; main's runner starts up inline: ``--runner`` A/B)
         start = clock.timed("start-up", proc._start)
         runner.await_ends = clock.timed("  await ends", runner.await_ends)  # type: ignore[attr-defined]
