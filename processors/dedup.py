@@ -526,7 +526,9 @@ def _watermarks(
             time.sleep(min(ASK_AGAIN_S, left))
             # asked again within a short bound, doubled each time: a re-ask of a partition just created
             # sometimes hangs 3 s in the admin client (1 of 8 fresh starts) where a new ask answers at once
-            timeout, bound = min(bound, max(0.0, deadline - time.monotonic())), 2 * bound
+            timeout, bound = min(bound, deadline - time.monotonic()), 2 * bound
+            if timeout <= 0:
+                break
     return ends
 
 
