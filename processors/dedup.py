@@ -63,6 +63,7 @@ from hashlib import blake2b
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from ketenstroom.adapters.kafka import high_watermarks, read_to_end, where
 from ketenstroom.errors import DeliveryError
@@ -77,6 +78,7 @@ KEY_PREFIX = b"d2:"
 START_KEY = b"d2-start"  # value: the offset a restore starts at, written last in every transaction
 WATERMARK_WAIT_S = 5.0  # how long a restore asks again for a changelog's end before reading it whole
 ASK_AGAIN_S = 0.05  # between those asks
+REASK_BOUND_S = 0.25  # the first bound of such an ask, doubled for each one after it
 TAIL = 256  # offsets at a changelog partition's end searched for the latest START_KEY
 DAY_MS = 86_400_000
 _LOW = (1 << 64) - 1
@@ -497,7 +499,12 @@ def produce_changelog(producer: Producer, topic: str, partition: int, state: Par
 
 
 def _watermarks(
-    kafka: KafkaSettings, logs: list[tuple[str, int]], *, deadline_s: float
+    kafka: KafkaSettings,
+    logs: list[tuple[str, int]],
+    *,
+    deadline_s: float,
+    first_s: float = 10.0,
+    admin: AdminClient | None = None,
 ) -> dict[tuple[str, int], int]:
     """High watermarks of ``logs``, asked again for those not answered yet until ``deadline_s``: a
     changelog created just before (a fresh start) answers "not leader" for a few hundred ms, and a
@@ -506,16 +513,37 @@ def _watermarks(
     deadline = time.monotonic() + deadline_s
     ends: dict[tuple[str, int], int] = {}
     missing = logs
-    timeout = 10.0  # the first ask: high_watermarks' own bound
+    timeout = first_s  # the first ask: by default high_watermarks' own bound
+    bound = 2 * first_s if first_s <= REASK_BOUND_S else REASK_BOUND_S
     while missing:
-        ends.update(high_watermarks(kafka, [TopicPartition(t, p) for t, p in missing], timeout=timeout))
+        asked = [TopicPartition(t, p) for t, p in missing]
+        ends.update(high_watermarks(kafka, asked, timeout=timeout, admin=admin))
         missing = [tp for tp in missing if tp not in ends]
-        timeout = deadline - time.monotonic()
-        if missing and timeout <= 0:
+        left = deadline - time.monotonic()
+        if missing and left <= 0:
             break  # no leader for a while: left unknown, read whole (``read_to_end`` waits for it)
         if missing:  # a "not leader" answer comes at once: a pause keeps this from a hot loop of clients
-            time.sleep(min(ASK_AGAIN_S, timeout))
+            time.sleep(min(ASK_AGAIN_S, left))
+            # asked again within a short bound, doubled each time: a re-ask of a partition just created
+            # sometimes hangs 3 s in the admin client (1 of 8 fresh starts) where a new ask answers at once
+            timeout, bound = min(bound, deadline - time.monotonic()), 2 * bound
+            if timeout <= 0:
+                break
     return ends
+
+
+def await_ends(
+    kafka: KafkaSettings,
+    logs: list[tuple[str, int]],
+    *,
+    deadline_s: float = WATERMARK_WAIT_S,
+    admin: AdminClient | None = None,
+) -> None:
+    """Wait until changelog partitions just created answer for their ends (or ``deadline_s`` passes):
+    done at start-up beside other work, it spares the restore's asking again. Every ask is bounded
+    short from the first (``REASK_BOUND_S``, doubled each time): these partitions are known to be new.
+    The ends found are not kept: the restore asks for them itself at assignment."""
+    _watermarks(kafka, logs, deadline_s=deadline_s, first_s=REASK_BOUND_S, admin=admin)
 
 
 def restore(
@@ -526,6 +554,7 @@ def restore(
     *,
     deadline_s: float,
     should_stop: Callable[[], bool] = lambda: False,
+    admin: AdminClient | None = None,
 ) -> tuple[dict[tuple[str, int], PartitionDedup], RestoreReport]:
     """The dedup state of each raw partition in ``partitions``, from the live part of its changelog:
     the latest ``START_KEY`` record near the partition's end says where that part begins (without one,
@@ -538,7 +567,7 @@ def restore(
     }
     # a changelog partition never written to holds nothing to restore; skipping it spares the restore
     # consumer's start and EOF wait (seconds) on a fresh start
-    ends = _watermarks(kafka, list(raw_of), deadline_s=min(WATERMARK_WAIT_S, deadline_s))
+    ends = _watermarks(kafka, list(raw_of), deadline_s=min(WATERMARK_WAIT_S, deadline_s), admin=admin)
     written = {tp: ends.get(tp, 1) for tp in raw_of if ends.get(tp, 1) > 0}
     starts: dict[tuple[str, int], int] = {}
     # where a partition is short, reading it whole costs less than a second consumer's start

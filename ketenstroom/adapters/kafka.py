@@ -124,6 +124,8 @@ class ConsumeLoop:
         self.at_end: set[tuple[str, int]] = set()
         self.eof_offset: dict[tuple[str, int], int] = {}
         self.assigned_after_s: float | None = None
+        self._started = 0.0  # monotonic time of ``_start``
+        self._early = False  # ``start`` was called and ``batches`` has not begun yet
 
     def __enter__(self) -> ConsumeLoop:
         return self
@@ -193,12 +195,21 @@ class ConsumeLoop:
             self.session_timeout_ms / 1000,
         )
 
+    def start(self) -> None:
+        """Subscribe (or assign) now, if not done yet; ``batches`` does it otherwise. The group join
+        then runs in librdkafka's threads while the caller does other start-up work; the assignment
+        callbacks still run only inside ``batches`` (they are served by ``consume``, ``close``)."""
+        if not self._early:
+            self._early = True
+            self._start()
+
     def batches(self, *, stop: Callable[[], bool] = lambda: False) -> Iterator[list[Message]]:
         """Consume until ``stop()`` (checked before each batch): the records of each batch, in order.
 
         Raises DeliveryError on a consumer error; EOF events update ``at_end`` and ``eof_offset``.
         """
-        self._start()
+        self.start()
+        self._early = False  # a later ``batches`` call subscribes again, as it always did
         report_at = self._started + WAIT_REPORT_S
         at_end, eof_offset = self.at_end, self.eof_offset
         while not stop():
@@ -284,19 +295,23 @@ def ensure_topics(
     replication_factor: int = -1,
     config: dict[str, str] | None = None,
     timeout: float = 30.0,
-) -> None:
-    """Create topics that do not exist yet; existing ones are left as they are."""
-    admin = AdminClient(settings.librdkafka())
+    admin: AdminClient | None = None,
+) -> list[str]:
+    """Create topics that do not exist yet; existing ones are left as they are. Returns the names this
+    call created. ``admin``: a client to use (a long-lived one, ``high_watermarks``), else a new one."""
+    admin = admin or AdminClient(settings.librdkafka())
     wanted = [
         NewTopic(n, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
         for n in dict.fromkeys(names)  # once each: the broker refuses a request naming a topic twice
     ]
     if not wanted:
-        return
+        return []
+    created: list[str] = []
     futures = admin.create_topics(wanted, operation_timeout=timeout, request_timeout=timeout)
     for name, future in futures.items():
         try:
             future.result(timeout=timeout)
+            created.append(name)
         except KafkaException as exc:
             err = exc.args[0]
             if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
@@ -305,6 +320,7 @@ def ensure_topics(
                 f"cannot create topic {name!r} on {settings.bootstrap_servers}: {err}"
             ) from exc
     _await_leaders(admin, [t.topic for t in wanted], settings, timeout)
+    return created
 
 
 def _await_leaders(admin: AdminClient, names: list[str], settings: KafkaSettings, timeout: float) -> None:
@@ -516,19 +532,28 @@ def _committed(consumer: Consumer, partitions: list[TopicPartition], timeout: fl
 
 
 def high_watermarks(
-    settings: KafkaSettings, partitions: Iterable[TopicPartition], *, timeout: float = 10.0
+    settings: KafkaSettings,
+    partitions: Iterable[TopicPartition],
+    *,
+    timeout: float = 10.0,
+    admin: AdminClient | None = None,
 ) -> dict[tuple[str, int], int]:
     """High watermark of each partition, in one ListOffsets request per broker (not one per partition).
 
     A partition whose offset cannot be listed (no leader yet, just created) is left out of the answer:
     callers treat it as unknown rather than wait for it.
+
+    ``admin``: a client that has already answered a request (``warm_admin``). A new client's first
+    request can go out on its bootstrap connection just as librdkafka swaps that for the broker's own;
+    the request is then dropped and retried 1-3 s later (3 of 25 fresh clients measured, 0 of 25
+    warmed: ``bench/notes/processor-profile.md``).
     """
     # confluent-kafka 2.16 leaves OffsetSpec.latest unannotated
     latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
     wanted = {TopicPartition(tp.topic, tp.partition): latest for tp in partitions}
     if not wanted:
         return {}
-    admin = AdminClient(settings.librdkafka())
+    admin = admin or AdminClient(settings.librdkafka())
     out: dict[tuple[str, int], int] = {}
     deadline = time.monotonic() + timeout  # one bound for all: not ``timeout`` per partition
     for tp, future in admin.list_offsets(wanted, request_timeout=timeout).items():
@@ -541,6 +566,13 @@ def high_watermarks(
             # futures' TimeoutError, not a KafkaException; it crashed the processor's restore once
             continue
     return out
+
+
+def warm_admin(settings: KafkaSettings, *, timeout: float = 10.0) -> tuple[AdminClient, Any]:
+    """A new admin client and the cluster's metadata, its first answer: past its bootstrap connection,
+    so its later requests are not dropped in the swap (``high_watermarks``)."""
+    admin = AdminClient(settings.librdkafka())
+    return admin, admin.list_topics(timeout=timeout)
 
 
 def read_to_end(

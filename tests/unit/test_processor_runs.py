@@ -200,17 +200,24 @@ def test_restore_asks_again_for_changelog_ends_not_answered_yet(monkeypatch: pyt
     from processors import dedup
 
     asked: list[list[tuple[str, int]]] = []
+    bounds: list[float] = []
     answers = iter([{("log", 0): 0}, {}, {("log", 1): 5}])
 
-    def high_watermarks(_kafka: Any, partitions: list[TopicPartition], *, timeout: float) -> dict[Any, int]:
+    def high_watermarks(
+        _kafka: Any, partitions: list[TopicPartition], *, timeout: float, admin: Any = None
+    ) -> dict[Any, int]:
         assert timeout > 0
         asked.append([(tp.topic, tp.partition) for tp in partitions])
+        bounds.append(timeout)
         return next(answers)
 
     monkeypatch.setattr(dedup, "high_watermarks", high_watermarks)
     logs = [("log", 0), ("log", 1)]
     assert dedup._watermarks(KafkaSettings(), logs, deadline_s=5.0) == {("log", 0): 0, ("log", 1): 5}
     assert asked == [logs, [("log", 1)], [("log", 1)]]
+    # the first ask waits as long as high_watermarks does; asking again is bounded short and doubled (an
+    # ask of a partition just created sometimes hangs for seconds where a new one answers at once)
+    assert bounds == [10.0, dedup.REASK_BOUND_S, 2 * dedup.REASK_BOUND_S]
 
     monkeypatch.setattr(dedup, "high_watermarks", lambda *_a, **_k: {})
     assert dedup._watermarks(KafkaSettings(), logs, deadline_s=0.0) == {}
