@@ -114,3 +114,18 @@ def test_a_schema_without_logical_types_reads_the_same_bytes_as_plain_values() -
     assert {k: v for k, v in plain.items() if not k.endswith(("_time", "_id"))} == {
         k: v for k, v in typed.items() if not k.endswith(("_time", "_id"))
     }
+
+
+def test_a_decode_error_names_no_memory_address_so_one_record_always_reads_the_same() -> None:
+    # fastavro says "cannot read boolean from <_io.BytesIO object at 0x7f...>" for a record cut short
+    schema = fastavro.parse_schema(
+        {"type": "record", "name": "Cut", "fields": [{"name": "flag", "type": "boolean"}]}
+    )
+    errors = []
+    for _ in range(2):
+        with pytest.raises(DecodeError) as raised:
+            decode(schema, b"")
+        errors.append(str(raised.value))
+    assert "cannot read boolean" in errors[0]
+    assert " at 0x" not in errors[0]
+    assert errors[0] == errors[1]
