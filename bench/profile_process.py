@@ -4,7 +4,8 @@ The stream is the one ``bench.process_bench`` publishes (all partners, ``--cases
 years back, a little noise), encoded offline by ``bench.raw_stream``. Prints microseconds per record
 of ``Transformer.transform`` (CPU time, best of ``--runs``: the machine is shared) and, with
 ``--profile``, cProfile's top functions by internal time. ``--reference`` times the reference path
-alone (the fast path switched off).
+alone (the fast path switched off). ``--parts`` adds the decode alone: fastavro's plain reader and
+the reader generated per writer schema (``ketenstroom.contract.avro_plain``) on the same records.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import cProfile
 import pstats
 import time
 
-from bench.raw_stream import raw_stream, transformer_for
+from bench.raw_stream import RawStream, raw_stream, transformer_for
 
 
 def main() -> None:
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--reference", action="store_true", help="the reference path only")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--parts", action="store_true", help="also time the decode alone")
     args = parser.parse_args()
     stream = raw_stream(cases=args.cases, noise=args.noise)
     records = stream.records
@@ -43,6 +45,8 @@ def main() -> None:
     print(
         f"{path} transform: {best / len(records) * 1e6:.1f} us/record ({len(records) / best:,.0f} records/s)"
     )
+    if args.parts:
+        _parts(stream, args.runs)
     if args.profile:
         transformer = transformer_for(stream)
         if args.reference and hasattr(transformer, "fast"):
@@ -53,6 +57,35 @@ def main() -> None:
             transformer.transform(record)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
+
+
+def _parts(stream: RawStream, runs: int) -> None:
+    """CPU per record of the fast path's decode alone: fastavro's plain reader, the generated one."""
+    transformer = transformer_for(stream)
+    fast = transformer.fast
+    readers = []
+    for record in stream.records:
+        value = record.value or b""
+        schema_id = int.from_bytes(value[1:5], "big")
+        reader = fast._reader(schema_id, stream.writer_schema(schema_id))
+        if reader is not None and reader.compiled is not None:
+            readers.append((reader, value))
+
+    def plain() -> None:
+        for reader, value in readers:
+            reader.read(value)
+
+    def generated() -> None:
+        for reader, value in readers:
+            reader.compiled(value)
+
+    for name, loop in (("fastavro plain reader", plain), ("generated reader", generated)):
+        best = float("inf")
+        for _ in range(runs):
+            start = time.process_time()
+            loop()
+            best = min(best, time.process_time() - start)
+        print(f"decode, {name}: {best / len(readers) * 1e6:.2f} us/record ({len(readers)} records)")
 
 
 if __name__ == "__main__":

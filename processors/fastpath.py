@@ -4,10 +4,13 @@
 dict, encode it with fastavro) stays the definition of the transform and of every dead letter's reason
 and stage. ``FastPath`` computes the same curated bytes with fewer Python objects per record:
 
-* **decode** with fastavro and the writer schema's logical types dropped (``without_logical_types``):
-  timestamps stay int milliseconds, dates int days, UUIDs strings. What the dropped logical types
-  would have refused is checked instead (a timestamp or date within a plain range, an event id in
-  canonical lower-case form); anything else sends the record to the reference path;
+* **decode** with a reader generated once per writer schema (``ketenstroom.contract.avro_plain``):
+  only the plan's values, into one tuple, the other fields skipped in place (and checked); for a
+  schema it does not cover, fastavro with the logical types dropped (``_Reader.read``, same tuple via
+  ``_Reader.values``). Timestamps stay int milliseconds, dates int days, UUIDs strings; what the
+  dropped logical types would have refused is checked instead (a timestamp or date within a plain
+  range, an event id in canonical lower-case form); anything else sends the record to the reference
+  path. The event id, source system and times go on as the raw record's own bytes;
 * **local dates** from the event's millisecond timestamp, one zone conversion per UTC hour
   (``ketenstroom.calendar.HourCalendar``; only from 1970 on, where Amsterdam is whole hours from UTC);
 * **pseudonyms** of recurring identifiers (case, pv, CJIB number, SKN/BSN pair) from a small in-memory
@@ -35,13 +38,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fastavro import schemaless_reader
 from fastavro.write import LOGICAL_WRITERS
 
 from ketenstroom.calendar import HourCalendar
 from ketenstroom.contract.avro_bytes import string_bytes, zigzag
+from ketenstroom.contract.avro_plain import PLAIN_DAYS, PLAIN_MS, NotCompilable, compile_reader
 from ketenstroom.contract.codec import without_logical_types
 from ketenstroom.contract.wire import header
 from processors.pseudonym import Pseudonymiser, pc4
@@ -58,12 +62,20 @@ _DOUBLE = struct.Struct("<d")
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 # Plain ranges: well inside what fastavro's logical readers turn into a datetime or date (years 1-9999).
-_MIN_MS, _MAX_MS = -2_208_988_800_000, 7_258_118_400_000  # 1900-01-01 .. 2200-01-01 UTC
-_MIN_DAY, _MAX_DAY = -25_567, 84_006  # the same, in days since 1970-01-01
+_MIN_MS, _MAX_MS = PLAIN_MS  # 1900-01-01 .. 2200-01-01 UTC
+_MIN_DAY, _MAX_DAY = PLAIN_DAYS  # the same, in days since 1970-01-01
 _RANGES = {"timestamp-millis": (_MIN_MS, _MAX_MS), "date": (_MIN_DAY, _MAX_DAY)}
 _EMPTY: dict[str, Any] = {}  # a null record on the way to a value: every field of it is None
 _EVENT_MIN_MS = 0  # local dates by the hour from 1970 on (Amsterdam was not whole hours from UTC < 1940)
 _to_ms = LOGICAL_WRITERS["long-timestamp-millis"]
+_META = tuple(
+    ("metadata", name) for name in ("event_id", "partner", "source_system", "event_time", "registration_time")
+)
+_PLAN_VALUES = 17  # in a reader's tuple: _META's five, then the plan's twelve values; then the codes,
+# then the Avro bytes of these (as the curated record has them too), handed on as they are:
+_ENCODED = tuple(
+    ("metadata", name) for name in ("event_id", "source_system", "event_time", "registration_time")
+)
 
 
 class Unsupported(Exception):
@@ -424,6 +436,15 @@ class _Reader:
             for path in paths
         )
         self.parents = tuple(dict.fromkeys(a for a, _ in self.pairs if a is not None))
+        # the generated reader of this writer schema: the values ``FastPath._transform`` takes, read in
+        # place (``values`` makes the same tuple from fastavro's dict where it does not apply)
+        codes = tuple(path for name in plan.coded for path in ((name, "code_system"), (name, "code")))
+        try:
+            self.compiled: Callable[[bytes], tuple[Any, ...] | None] | None = compile_reader(
+                writer, (*_META, *paths, *codes), encoded=_ENCODED, start=5
+            )
+        except NotCompilable:
+            self.compiled = None
         self.type_and = string_bytes(record_type)  # source_event_type
         self.step = step  # chain_step
 
@@ -451,6 +472,28 @@ class _Reader:
                 return None
         return raw
 
+    def values(self, raw: dict[str, Any]) -> tuple[Any, ...]:
+        """``read``'s dict as the tuple ``compiled`` returns: metadata, the plan's values, the codes."""
+        meta = raw["metadata"]
+        nodes = {name: raw.get(name) or _EMPTY for name in self.parents}
+        codes: list[str | None] = []
+        for name in self.coded:
+            coded = raw.get(name)
+            codes += (None, None) if coded is None else (coded["code_system"], coded["code"])
+        return (
+            meta["event_id"],
+            meta["partner"],
+            meta["source_system"],
+            meta["event_time"],
+            meta["registration_time"],
+            *[(raw if parent is None else nodes[parent]).get(name) for parent, name in self.pairs],
+            *codes,
+            string_bytes(meta["event_id"]),
+            string_bytes(meta["source_system"]),
+            zigzag(meta["event_time"]),
+            zigzag(meta["registration_time"]),
+        )
+
 
 class FastPath:
     """The fast transform of one ``Transformer``: ``fast(record)`` is its ``Curated`` or None."""
@@ -465,9 +508,28 @@ class FastPath:
         self._readers: dict[int, tuple[Any, _Reader | None]] = {}
         self._days = HourCalendar()
         self._partners: dict[str, bytes] = {}
-        self._systems: dict[str, bytes] = {}
+        self._now, self._now_bytes = -1, b""  # the last processed_time and its bytes
+        self._texts: dict[str | None, bytes] = {None: b"\x00"}  # sex, crime municipality: optional strings
+        self._areas: dict[str | None, bytes] = {None: b"\x00"}  # postcode -> its municipality_code
         self._concepts: dict[tuple[str, str], tuple[tuple[date, date | None, bytes], ...]] = {}
         self._pseudonyms = _PseudonymCache()
+
+    def _text(self, value: str | None) -> bytes:
+        """``optional_string(value)``, remembered (a few values recur: sex, a municipality code)."""
+        if len(self._texts) >= PSEUDONYM_CACHE:
+            self._texts = {None: b"\x00"}
+        found = self._texts[value] = optional_string(value)
+        return found
+
+    def _area(self, postcode: str | None) -> bytes:
+        """municipality_code of a postcode's PC4 area, as an optional string; remembered."""
+        if len(self._areas) >= PSEUDONYM_CACHE:
+            self._areas = {None: b"\x00"}
+        area = pc4(postcode)
+        found = self._areas[postcode] = optional_string(
+            self.transformer.municipalities.get(area) if area else None
+        )
+        return found
 
     def _processed_ms(self) -> int:
         """``processed_time`` in milliseconds: fastavro's conversion of the clock's reading, or for the
@@ -478,8 +540,9 @@ class FastPath:
         return int(_to_ms(clock(), {}))
 
     def forget(self) -> None:
-        """Empty the pseudonym cache (a batch begins)."""
+        """Empty the pseudonym cache and the postcodes' areas (a batch begins)."""
         self._pseudonyms.clear()
+        self._areas = {None: b"\x00"}
 
     def _reader(self, schema_id: int, writer: Any) -> _Reader | None:
         known = self._readers.get(schema_id)
@@ -491,7 +554,7 @@ class FastPath:
         if plan is not None and record_type is not None:
             try:
                 reader = _Reader(writer, plan, record_type, string_bytes(plan.step))
-            except (Unsupported, KeyError, TypeError, ValueError):
+            except Exception:  # Unsupported, NotCompilable, a schema too odd or deep to walk
                 reader = None
         self._readers[schema_id] = (writer, reader)
         return reader
@@ -509,19 +572,26 @@ class FastPath:
         if reader is None:
             return None
         try:
-            return self._transform(record, value, reader)
+            compiled = reader.compiled
+            if compiled is not None:
+                values = compiled(value)
+            else:
+                raw = reader.read(value)
+                values = None if raw is None else reader.values(raw)
+            return None if values is None else self._transform(record, values, reader)
         except Exception:
             return None
 
-    def _concepts_of(self, raw: dict[str, Any], coded_fields: tuple[str, ...], day: date) -> bytes | None:
+    def _concepts_of(self, codes: Sequence[str | None], day: date) -> bytes | None:
         """The concepts array: each mapping of a code encoded once, those valid on ``day`` in table
-        order (as ``Terminology.lookup``); None when a code has none valid that day."""
+        order (as ``Terminology.lookup``); None when a code has none valid that day. ``codes`` are
+        code system and code of each coded field in turn, both None where it is absent."""
         count, parts = 0, []
-        for name in coded_fields:
-            coded = raw.get(name)
-            if coded is None:
+        for i in range(0, len(codes), 2):
+            system = codes[i]
+            if system is None:
                 continue  # optional and absent
-            code = (coded["code_system"], coded["code"])
+            code = (system, cast(str, codes[i + 1]))
             mappings = self._concepts.get(code)
             if mappings is None:
                 if len(self._concepts) >= CONCEPT_CACHE:
@@ -540,23 +610,34 @@ class FastPath:
             count += found
         return zigzag(count) + b"".join(parts) + b"\x00" if count else b"\x00"
 
-    def _transform(self, record: RawRecord, value: bytes, reader: _Reader) -> Curated | None:
-        raw = reader.read(value)
-        if raw is None:
-            return None
-        meta = raw["metadata"]
-        event_id = meta["event_id"]
-        event_ms = meta["event_time"]
+    def _transform(self, record: RawRecord, values: tuple[Any, ...], reader: _Reader) -> Curated | None:
+        (
+            event_id,
+            symbol,
+            _system,
+            event_ms,
+            _registration_ms,
+            case,
+            report,
+            execution,
+            skn,
+            bsn,
+            birth,
+            sex,
+            postcode,
+            crime,
+            days,
+            hours,
+            amount,
+        ) = values[:_PLAN_VALUES]
+        if event_ms < _EVENT_MIN_MS:
+            return None  # before 1970: the reference path's zone conversion
         t = self.transformer
         local_day = self._days(event_ms)[1]
 
-        concept_block = self._concepts_of(raw, reader.coded, local_day)
+        concept_block = self._concepts_of(values[_PLAN_VALUES:-4], local_day)
         if concept_block is None:
             return None  # no mapping valid that day: the reference path names the unknown code
-        nodes = {name: raw.get(name) or _EMPTY for name in reader.parents}
-        (case, report, execution, skn, bsn, birth, sex, postcode, crime, days, hours, amount) = [
-            (raw if parent is None else nodes[parent]).get(name) for parent, name in reader.pairs
-        ]
         cache = self._pseudonyms
         p = t.pseudonymiser
         case_value, case_bytes = (cache.cases.get(case) or cache.case(p, case)) if case else _NULL
@@ -568,43 +649,40 @@ class FastPath:
         )
         person_bytes = cache.persons.get((skn, bsn)) or cache.person(p, skn, bsn)
         birth_bytes = b"\x00\x00" if birth is None else _birth(birth, local_day)
-        area = pc4(postcode)
+        texts = self._texts
 
-        symbol = meta["partner"]
         partner = self._partners.get(symbol)
         if partner is None:
             partner = self._partners[symbol] = string_bytes(str(symbol).lower())
-        system = meta["source_system"]
-        source = self._systems.get(system)
-        if source is None:
-            if len(self._systems) >= PSEUDONYM_CACHE:
-                self._systems.clear()
-            source = self._systems[system] = string_bytes(system)
+        event_id_bytes, source, event_bytes, registration_bytes = values[-4:]
+        now = self._processed_ms()
+        if now != self._now:  # the same millisecond for many events
+            self._now, self._now_bytes = now, zigzag(now)
 
         payload = b"".join(
             (
                 self.header,
-                b"\x48" + event_id.encode(),  # canonical: 36 ASCII characters, length 36 is 0x48
+                event_id_bytes,
                 partner,
                 reader.type_and,
                 source,
-                zigzag(event_ms),
-                zigzag(meta["registration_time"]),
+                event_bytes,
+                registration_bytes,
                 reader.step,
                 case_bytes,
                 report_bytes,
                 execution_bytes,
                 person_bytes,
                 birth_bytes,
-                optional_string(sex),
-                optional_string(t.municipalities.get(area) if area else None),
-                optional_string(crime),
+                texts.get(sex) or self._text(sex),
+                self._areas.get(postcode) or self._area(postcode),
+                texts.get(crime) or self._text(crime),
                 optional_int(days),
                 optional_int(hours),
                 b"\x00" if amount is None else b"\x02" + _DOUBLE.pack(amount),
                 concept_block,
                 self.tail,
-                zigzag(self._processed_ms()),
+                self._now_bytes,
             )
         )
         key = case_value or report_value or execution_value or event_id

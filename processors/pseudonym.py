@@ -7,9 +7,10 @@ rotating the key (new id) yields new pseudonyms while old outputs stay as they w
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from ketenstroom.contract.identifiers import (
     bsn_passes_11_check,
@@ -35,9 +36,22 @@ class PersonPseudonym:
 class Pseudonymiser:
     key: bytes = field(repr=False)
     key_id: str
+    # HMAC-SHA-256 (RFC 2104) with the key's inner and outer blocks hashed once: per MAC two copies of
+    # those states instead of the key set up again (``hmac.digest`` does that per call, ~3x the cost)
+    _inner: Any = field(init=False, repr=False, compare=False)
+    _outer: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        block = (hashlib.sha256(self.key).digest() if len(self.key) > 64 else self.key).ljust(64, b"\0")
+        object.__setattr__(self, "_inner", hashlib.sha256(bytes(b ^ 0x36 for b in block)))
+        object.__setattr__(self, "_outer", hashlib.sha256(bytes(b ^ 0x5C for b in block)))
 
     def _mac(self, domain: str, value: str) -> str:
-        return hmac.digest(self.key, f"{domain}\x1f{value}".encode(), "sha256").hex()
+        inner = self._inner.copy()
+        inner.update(f"{domain}\x1f{value}".encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return str(outer.hexdigest())
 
     def person(self, skn: str | None, bsn: str | None) -> PersonPseudonym:
         """SKN before BSN (the strongest identifier present); a BSN failing the 11-check is flagged.
