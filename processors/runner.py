@@ -72,6 +72,27 @@ def _bytes(value: str | bytes | None) -> bytes:
     return value.encode() if isinstance(value, str) else value or b""
 
 
+_REFUSED = frozenset(
+    {KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED}
+)
+
+
+def _init_failed(exc: KafkaException, principal: str, app_id: str) -> DeliveryError:
+    """``init_transactions`` failed: refused rights are said as such; anything else (no transaction
+    coordinator within the bound, a cluster still electing) is not blamed on the ACLs."""
+    err = exc.args[0] if exc.args else None
+    text = err.str() if isinstance(err, KafkaError) else str(exc)
+    if isinstance(err, KafkaError) and err.code() in _REFUSED:
+        return DeliveryError(
+            f"{principal} may not use transactional id {app_id}-* ({text}); grant it with "
+            "`ketenstroom access apply`"
+        )
+    return DeliveryError(
+        f"could not start the transactional producer {app_id}-* ({text}): the transaction coordinator "
+        "did not answer in time; a restart tries again"
+    )
+
+
 def _freeze_startup_objects() -> None:
     """Collect once, then keep the objects alive now (modules, schemas, catalogue, terminology, caches)
     out of the cyclic garbage collector's reach until ``run`` ends (``gc.unfreeze``): every batch
@@ -198,10 +219,7 @@ class TransactionalProcessor:
                 self.producer.list_topics(timeout=10)
                 self.producer.init_transactions(30)
             except KafkaException as exc:
-                raise DeliveryError(
-                    f"{self.kafka.principal} may not use transactional id {self.app_id}-* "
-                    f"({exc.args[0].str() if exc.args else exc}); grant it with `ketenstroom access apply`"
-                ) from exc
+                raise _init_failed(exc, self.kafka.principal, self.app_id) from exc
             state_topics.result()
         self._ready = True
 

@@ -9,6 +9,7 @@ Stand-ins for librdkafka's clients; no broker. Every wait is bounded by a deadli
 
 from __future__ import annotations
 
+import re
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from ketenstroom.errors import DeliveryError
-from processors.runner import TransactionalProcessor
+from processors.runner import TransactionalProcessor, _init_failed
 
 DEADLINE_S = 5.0
 TS = 1_700_000_000_000
@@ -111,3 +112,18 @@ def test_only_a_run_with_an_end_hands_its_last_batch_over_at_eof(kwargs: dict[st
     with pytest.raises(DeliveryError, match="stop here"):
         proc.run(**kwargs)
     assert seen == [eager]
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        (KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "may not use transactional id app-\\*"),
+        (KafkaError.CLUSTER_AUTHORIZATION_FAILED, "may not use transactional id app-\\*"),
+        (KafkaError._TIMED_OUT, "did not answer in time"),
+        (KafkaError.COORDINATOR_NOT_AVAILABLE, "did not answer in time"),
+    ],
+)
+def test_init_transactions_failing_blames_the_acls_only_when_they_refused(code: int, said: str) -> None:
+    error = _init_failed(KafkaException(KafkaError(code, "x")), "User:test", "app")
+    assert re.search(said, str(error)), str(error)
+    assert ("access apply" in str(error)) == ("may not" in said)
