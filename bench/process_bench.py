@@ -36,6 +36,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
@@ -137,6 +138,48 @@ def metrics_off() -> ProcessorMetrics:
     return metrics
 
 
+def processor_for(
+    kafka: KafkaSettings,
+    registry: Registry,
+    pseudonym: PseudonymSettings,
+    source: Topics,
+    label: str,
+    metrics: ProcessorMetrics,
+    **settings: Any,
+) -> TransactionalProcessor:
+    """Ours on ``source``'s raw topics, writing to this label's own output topics (also used by
+    ``bench.profile_runner`` and ``bench.turn_timeline``); ``settings``: ProcessorSettings fields."""
+    out = outputs(kafka, source, label)
+    transformer = build_transformer(
+        registry=registry, paths=CatalogueSettings(), pseudonym=pseudonym, topics=out
+    )
+    return TransactionalProcessor(
+        kafka=kafka,
+        topics=out,
+        partners=list(PARTNERS),
+        transformer=transformer,
+        settings=ProcessorSettings(app_id=f"{out.prefix}{label}", **settings),
+        metrics=metrics,
+    )
+
+
+def raw_clients(kafka: KafkaSettings, out: Topics) -> tuple[Consumer, Producer]:
+    """The raw passthrough's consumer and producer (``run_raw``; ``bench.turn_timeline`` times the same)."""
+    consumer = Consumer(
+        kafka.librdkafka(
+            group_id=f"{out.prefix}raw",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            enable_partition_eof=True,
+        )
+    )
+    producer = Producer(
+        kafka.librdkafka(enable_idempotence=True, acks="all", linger_ms=5, compression_type="lz4")
+    )
+    return consumer, producer
+
+
 def run_ours(
     kafka: KafkaSettings,
     registry: Registry,
@@ -146,19 +189,8 @@ def run_ours(
     metrics: bool = True,
 ) -> tuple[float, int]:
     """Ours, with its metrics counted and served (scraped once a second), or with metrics off."""
-    out = outputs(kafka, source, "ours" if metrics else "ours-off")
-    transformer = build_transformer(
-        registry=registry, paths=CatalogueSettings(), pseudonym=pseudonym, topics=out
-    )
     counted = ProcessorMetrics() if metrics else metrics_off()
-    proc = TransactionalProcessor(
-        kafka=kafka,
-        topics=out,
-        partners=list(PARTNERS),
-        transformer=transformer,
-        settings=ProcessorSettings(app_id=f"{out.prefix}ours"),
-        metrics=counted,
-    )
+    proc = processor_for(kafka, registry, pseudonym, source, "ours" if metrics else "ours-off", counted)
     server = None
     scrapes: list[bytes] = []
     done = threading.Event()
@@ -227,18 +259,7 @@ def run_raw(kafka: KafkaSettings, source: Topics, n: int, *, poll_s: float = 0.5
     reported beside it (``ratio_raw_eof``) so that the fixed end-of-stream wait is not mistaken for
     per-event speed."""
     out = outputs(kafka, source, "raw" if poll_s >= 0.5 else "raweof")
-    consumer = Consumer(
-        kafka.librdkafka(
-            group_id=f"{out.prefix}raw",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            enable_partition_eof=True,
-        )
-    )
-    producer = Producer(
-        kafka.librdkafka(enable_idempotence=True, acks="all", linger_ms=5, compression_type="lz4")
-    )
+    consumer, producer = raw_clients(kafka, out)
     at_end: set[tuple[str, int]] = set()
     copied = 0
     start = time.perf_counter()

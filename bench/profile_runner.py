@@ -27,19 +27,18 @@ from pydantic import SecretStr
 from bench.common import endpoints, load_average
 from bench.process_bench import (
     MADE,
-    PARTNERS,
     delete_made_topics,
     encoded_records,
     outputs,
+    processor_for,
     publish,
     run_raw,
 )
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
-from ketenstroom.settings import CatalogueSettings, KafkaSettings, ProcessorSettings, PseudonymSettings
+from ketenstroom.settings import CatalogueSettings, KafkaSettings, PseudonymSettings
 from processors.build import build_transformer
 from processors.metrics import ProcessorMetrics
-from processors.runner import TransactionalProcessor
 
 
 def run_ours(
@@ -51,20 +50,8 @@ def run_ours(
     batch_size: int | None = None,
 ) -> tuple[float, float, float, int]:
     """Wall seconds, CPU seconds (whole process, Python thread) and records of one run to the end."""
-    out = outputs(kafka, source, "prof")
-    transformer = build_transformer(
-        registry=registry, paths=CatalogueSettings(), pseudonym=pseudonym, topics=out
-    )
-    proc = TransactionalProcessor(
-        kafka=kafka,
-        topics=out,
-        partners=list(PARTNERS),
-        transformer=transformer,
-        settings=ProcessorSettings(
-            app_id=f"{out.prefix}prof", **({"batch_size": batch_size} if batch_size else {})
-        ),
-        metrics=ProcessorMetrics(),
-    )
+    sized = {"batch_size": batch_size} if batch_size else {}
+    proc = processor_for(kafka, registry, pseudonym, source, "prof", ProcessorMetrics(), **sized)
     cpu, main, wall = time.process_time(), time.thread_time(), time.perf_counter()
     if profiler is not None:
         profiler.enable()

@@ -24,20 +24,26 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import KafkaError
 from pydantic import SecretStr
 
 from bench.common import endpoints, load_average
-from bench.process_bench import MADE, PARTNERS, delete_made_topics, outputs, publish
+from bench.process_bench import (
+    MADE,
+    PARTNERS,
+    delete_made_topics,
+    outputs,
+    processor_for,
+    publish,
+    raw_clients,
+)
 from ketenstroom.adapters.kafka import ensure_topics, read_to_end
 from ketenstroom.adapters.registry import Registry
 from ketenstroom.contract import Topics
-from ketenstroom.settings import CatalogueSettings, KafkaSettings, ProcessorSettings, PseudonymSettings
+from ketenstroom.settings import KafkaSettings, PseudonymSettings
 from processors import dedup, runner
-from processors.build import build_transformer
 from processors.dedup import _watermarks
 from processors.metrics import ProcessorMetrics
-from processors.runner import TransactionalProcessor
 
 
 class Clock:
@@ -80,18 +86,7 @@ class Proxy:
 def run_ours(
     kafka: KafkaSettings, registry: Registry, pseudonym: PseudonymSettings, source: Topics
 ) -> tuple[Clock, float]:
-    out = outputs(kafka, source, "tl")
-    transformer = build_transformer(
-        registry=registry, paths=CatalogueSettings(), pseudonym=pseudonym, topics=out
-    )
-    proc = TransactionalProcessor(
-        kafka=kafka,
-        topics=out,
-        partners=list(PARTNERS),
-        transformer=transformer,
-        settings=ProcessorSettings(app_id=f"{out.prefix}tl"),
-        metrics=ProcessorMetrics(),
-    )
+    proc = processor_for(kafka, registry, pseudonym, source, "tl", ProcessorMetrics())
     clock = Clock()
     producer_phases = {
         "init_transactions": "init_transactions",
@@ -163,18 +158,7 @@ def run_ours(
 def run_raw(kafka: KafkaSettings, source: Topics, n: int) -> Clock:
     """``bench.process_bench.run_raw``, timed in phases (the same calls)."""
     out = outputs(kafka, source, "tlraw")
-    consumer = Consumer(
-        kafka.librdkafka(
-            group_id=f"{out.prefix}raw",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            enable_partition_eof=True,
-        )
-    )
-    producer = Producer(
-        kafka.librdkafka(enable_idempotence=True, acks="all", linger_ms=5, compression_type="lz4")
-    )
+    consumer, producer = raw_clients(kafka, out)
     at_end: set[tuple[str, int]] = set()
     copied = 0
     clock = Clock()
