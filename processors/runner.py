@@ -188,6 +188,7 @@ class TransactionalProcessor:
                 [changelog_topic(self.app_id, raw), self.topics.dlq_status(partner)]
             )
         fresh: list[tuple[str, int]] = []
+        changelogs = {changelog_topic(self.app_id, raw) for raw in self.raw_topics}
         for partitions, names in by_partitions.items():
             created = ensure_topics(
                 self.kafka,
@@ -197,7 +198,6 @@ class TransactionalProcessor:
                 config=self.retention.state(),
                 admin=self._admin,
             )
-            changelogs = {changelog_topic(self.app_id, raw) for raw in self.raw_topics}
             fresh += [(name, p) for name in created if name in changelogs for p in range(partitions)]
         if fresh:
             await_ends(self.kafka, fresh, admin=self._admin)
