@@ -39,6 +39,10 @@ def decode(writer_schema: Any, payload: bytes | memoryview, reader_schema: Any |
         # fastavro's texts can name the buffer by its memory address: left out, so that one record
         # always gets the same error (dead letters of a re-delivery, `dlq list` examples, tests)
         text = _ADDRESS.sub("", repr(exc))
+        if isinstance(exc, UnicodeDecodeError):  # its repr holds the string's bytes: a name, a BSN
+            text = (
+                f"UnicodeDecodeError({exc.encoding}: {exc.reason} at byte {exc.start} of {len(exc.object)})"
+            )
         raise DecodeError(f"payload does not decode with its writer schema: {text}") from exc
     if buf.tell() != len(payload):
         raise DecodeError(

@@ -129,3 +129,14 @@ def test_a_decode_error_names_no_memory_address_so_one_record_always_reads_the_s
     assert "cannot read boolean" in errors[0]
     assert " at 0x" not in errors[0]
     assert errors[0] == errors[1]
+
+
+def test_a_string_that_is_not_utf8_is_refused_without_its_bytes_in_the_error() -> None:
+    schema = fastavro.parse_schema(
+        {"type": "record", "name": "Named", "fields": [{"name": "s", "type": "string"}]}
+    )
+    with pytest.raises(DecodeError) as raised:
+        decode(schema, b"\x0eJans\x80en")  # "Jans?en", 7 bytes, one not UTF-8
+    text = str(raised.value)
+    assert "invalid start byte at byte 4 of 7" in text
+    assert "Jans" not in text and "\\x80" not in text
